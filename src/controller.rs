@@ -1,0 +1,539 @@
+//! The Kubernetes adapter: watches Applications and IntegrityProfiles, computes each Application's
+//! verdict with the pure core (`selection`, `target`, `status`) and writes it as the
+//! `ApplicationProvenance` owned by that Application, by server-side apply.
+//!
+//! Namespaces are independent (a profile selects Applications in its own namespace), so each watched
+//! namespace, or the whole cluster, runs its own pair of controllers and needs only namespaced access.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::resources::argocd::{self, Application};
+use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary};
+use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef};
+use crate::selection::{self, AppFacts, Selection};
+use crate::status::{self, Governance, Observation, Step, StepReport, Subject};
+use crate::target;
+
+pub const FIELD_MANAGER: &str = "weft-controller";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Namespaces to watch (Applications, profiles and provenance live together); all when empty.
+    #[arg(long = "namespace", env = "WEFT_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// How often every Application is re-checked even when nothing changed.
+    #[arg(long, env = "WEFT_RESYNC_SECONDS", default_value_t = 600)]
+    pub resync_seconds: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum ControllerError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot connect to Kubernetes: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("the {0} cache did not fill in time")]
+    CacheNotReady(&'static str),
+    #[error("cannot serialize {what}: {source}")]
+    Serialize { what: &'static str, source: serde_json::Error },
+}
+
+/// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
+struct Context {
+    client: Client,
+    profiles: Store<IntegrityProfile>,
+    provenances: Store<ApplicationProvenance>,
+    resync: Duration,
+    /// Consecutive failures per object, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
+
+/// Runs until SIGTERM or Ctrl-C, then finishes the reconciles in flight.
+pub async fn run(opts: Options) -> Result<(), ControllerError> {
+    let client = Client::try_default().await.map_err(ControllerError::Connect)?;
+    let shutdown: ShutdownSignal = shutdown_signal().boxed().shared();
+    let scopes: Vec<Option<String>> =
+        if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
+
+    if !wait_for_crds(&client, &scopes, shutdown.clone()).await {
+        return Ok(());
+    }
+    info!(namespaces = ?opts.namespaces, "weft controller started");
+    let resync = Duration::from_secs(opts.resync_seconds.max(1));
+    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, shutdown.clone()));
+    futures::future::join_all(runs).await;
+    info!("weft controller stopped");
+    Ok(())
+}
+
+fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutdown requested; finishing reconciles in flight");
+}
+
+/// Waits (with backoff) until the Application, IntegrityProfile and ApplicationProvenance resources are
+/// served, instead of crashing when a CRD is not installed yet. False when shutdown came first.
+async fn wait_for_crds(client: &Client, scopes: &[Option<String>], shutdown: ShutdownSignal) -> bool {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut missing = Vec::new();
+        for ns in scopes {
+            let lp = ListParams::default().limit(1);
+            let checks = [
+                ("applications.argoproj.io (Argo CD's CRD)", api::<Application>(client, ns).list_metadata(&lp).await.err()),
+                ("integrityprofiles.weft.dev", api::<IntegrityProfile>(client, ns).list_metadata(&lp).await.err()),
+                ("applicationprovenances.weft.dev", api::<ApplicationProvenance>(client, ns).list_metadata(&lp).await.err()),
+            ];
+            for (name, err) in checks {
+                if let Some(e) = err {
+                    missing.push(format!("{name}: {}", short_error(&e)));
+                }
+            }
+        }
+        if missing.is_empty() {
+            return true;
+        }
+        warn!(
+            missing = %missing.join("; "),
+            retry_in = ?delay,
+            "waiting for CRDs to be served (install Weft's with `weft crds | kubectl apply -f -`)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.clone() => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn short_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => "not installed".into(),
+        other => other.to_string(),
+    }
+}
+
+async fn run_scope(client: Client, ns: Option<String>, resync: Duration, shutdown: ShutdownSignal) {
+    let wc = watcher::Config::default();
+    let (profiles, profile_writer) = reflector::store::<IntegrityProfile>();
+    let profile_events =
+        watcher(api::<IntegrityProfile>(&client, &ns), wc.clone()).default_backoff().reflect(profile_writer).touched_objects();
+    let (provenances, provenance_writer) = reflector::store::<ApplicationProvenance>();
+    let provenance_events = watcher(api::<ApplicationProvenance>(&client, &ns), wc.clone())
+        .default_backoff()
+        .reflect(provenance_writer)
+        .touched_objects();
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        profiles: profiles.clone(),
+        provenances: provenances.clone(),
+        resync,
+        failures: Mutex::new(HashMap::new()),
+    });
+
+    let apps = Controller::new(api::<DeserializeGuard<Application>>(&client, &ns), wc.clone());
+    let app_store = apps.store();
+    let requeue = {
+        let (app_store, provenances) = (app_store.clone(), provenances.clone());
+        move |p: IntegrityProfile| applications_to_requeue(&p, &app_store, &provenances)
+    };
+    let app_controller = apps
+        .owns_stream(provenance_events)
+        .watches_stream(profile_events, requeue)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_application, app_error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "application reconcile did not complete");
+            }
+        });
+
+    // Profile status is derived from the provenance records: any change to one re-queues the profiles
+    // of its namespace (there are few), so counts follow selections in both directions.
+    let (profile_provenances, pp_writer) = reflector::store::<ApplicationProvenance>();
+    let pp_events =
+        watcher(api::<ApplicationProvenance>(&client, &ns), wc.clone()).default_backoff().reflect(pp_writer).touched_objects();
+    let profile_ctx = Arc::new(Context {
+        client: client.clone(),
+        profiles,
+        provenances: profile_provenances,
+        resync,
+        failures: Mutex::new(HashMap::new()),
+    });
+    let profile_controller = Controller::new(api::<IntegrityProfile>(&client, &ns), wc);
+    let profile_store = profile_controller.store();
+    let profile_controller = profile_controller
+        .watches_stream(pp_events, move |ap: ApplicationProvenance| {
+            let ns = ap.namespace();
+            profile_store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns)
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_profile, profile_error_policy, profile_ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                debug!(error = %e, "profile reconcile did not complete");
+            }
+        });
+
+    futures::future::join(app_controller, profile_controller).await;
+}
+
+/// A profile changed: re-queue the Applications it selects now, and those whose provenance names it
+/// (what it selected before the change, or conflicted on).
+fn applications_to_requeue(
+    profile: &IntegrityProfile,
+    apps: &Store<DeserializeGuard<Application>>,
+    provenances: &Store<ApplicationProvenance>,
+) -> Vec<ObjectRef<DeserializeGuard<Application>>> {
+    let ns = profile.namespace();
+    let name = profile.name_any();
+    let mut refs = BTreeSet::new();
+    for app in apps.state() {
+        let Ok(a) = &app.0 else { continue };
+        if a.metadata.namespace != ns {
+            continue;
+        }
+        let facts = facts_of(a);
+        // An invalid selector may have selected anything: re-check them all.
+        if selection::selects(profile, &facts).unwrap_or(true) {
+            refs.insert((a.name_any(), ns.clone()));
+        }
+    }
+    for ap in provenances.state() {
+        if ap.namespace() != ns {
+            continue;
+        }
+        let named = ap.status.as_ref().is_some_and(|s| {
+            s.profile.as_ref().is_some_and(|p| p.name == name) || s.conflicting_profiles.contains(&name)
+        });
+        if named {
+            refs.insert((ap.spec.application.name.clone(), ns.clone()));
+        }
+    }
+    refs.into_iter()
+        .map(|(n, ns)| {
+            let r = ObjectRef::new(&n);
+            match ns {
+                Some(ns) => r.within(&ns),
+                None => r,
+            }
+        })
+        .collect()
+}
+
+fn facts_of(app: &Application) -> AppFacts<'_> {
+    AppFacts {
+        name: app.metadata.name.as_deref().unwrap_or_default(),
+        project: app.spec.project.as_deref().unwrap_or("default"),
+        labels: argocd::labels(&app.metadata),
+    }
+}
+
+async fn reconcile_application(
+    guard: Arc<DeserializeGuard<Application>>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    let meta = match &guard.0 {
+        Ok(app) => &app.metadata,
+        Err(invalid) => &invalid.metadata,
+    };
+    let (Some(name), Some(ns), Some(uid)) = (meta.name.clone(), meta.namespace.clone(), meta.uid.clone()) else {
+        return Ok(Action::await_change()); // not a stored object
+    };
+    wait_ready(&ctx.profiles, "IntegrityProfile").await?;
+
+    let profiles: Vec<Arc<IntegrityProfile>> =
+        ctx.profiles.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(&ns)).collect();
+    let (governance, subject) = match &guard.0 {
+        Err(invalid) => (
+            Governance::Unprotected { namespace: ns.clone() },
+            Subject::Invalid { reason: "UnreadableApplication".into(), message: invalid.error.clone() },
+        ),
+        Ok(app) => {
+            let governance = governance(selection::select(profiles.iter().map(|p| p.as_ref()), &facts_of(app)), &ns);
+            let subject = match target::sync_target(app) {
+                Ok(Some(t)) => Subject::Target(t),
+                Ok(None) => Subject::AwaitingRevision,
+                Err(e) => Subject::Invalid { reason: e.reason().into(), message: e.to_string() },
+            };
+            (governance, subject)
+        }
+    };
+
+    let provenances: Api<ApplicationProvenance> = Api::namespaced(ctx.client.clone(), &ns);
+    // Read the record itself, not the cache: history and transition times must never be lost.
+    let existing = provenances.get_opt(&name).await?;
+    let observation = Observation {
+        generation: existing.as_ref().and_then(|e| e.metadata.generation),
+        application_generation: meta.generation,
+        governance,
+        subject,
+        steps: Step::ALL.map(StepReport::not_implemented),
+        manifest_image: None,
+        rekor: None,
+    };
+    let previous = existing.as_ref().and_then(|e| e.status.as_ref());
+    let new_status = status::compute(&observation, previous, Timestamp::now());
+
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    let owner = OwnerReference {
+        api_version: "argoproj.io/v1alpha1".into(),
+        kind: "Application".into(),
+        name: name.clone(),
+        uid: uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    };
+    let needs_object = existing.as_ref().is_none_or(|e| {
+        e.spec.application.name != name || !e.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
+    });
+    let mut generation = observation.generation;
+    if needs_object {
+        let object = json!({
+            "apiVersion": "weft.dev/v1alpha1",
+            "kind": "ApplicationProvenance",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "ownerReferences": [owner],
+                "labels": {"app.kubernetes.io/managed-by": "weft"},
+            },
+            "spec": {"application": {"name": name}},
+        });
+        let written = provenances.patch(&name, &pp, &Patch::Apply(&object)).await?;
+        generation = written.metadata.generation;
+        info!(application = %name, namespace = %ns, "created ApplicationProvenance");
+    }
+    let new_status = ApplicationProvenanceStatus {
+        observed_generation: generation,
+        conditions: new_status
+            .conditions
+            .into_iter()
+            .map(|c| Condition { observed_generation: generation, ..c })
+            .collect(),
+        ..new_status
+    };
+    if previous != Some(&new_status) {
+        let patch = json!({
+            "apiVersion": "weft.dev/v1alpha1",
+            "kind": "ApplicationProvenance",
+            "status": serde_json::to_value(&new_status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
+        });
+        provenances.patch_status(&name, &pp, &Patch::Apply(&patch)).await?;
+        info!(
+            application = %name, namespace = %ns,
+            verdict = new_status.verdict.as_str(),
+            revision = new_status.revision_short.as_deref().unwrap_or("-"),
+            reason = new_status.conditions.iter().find(|c| c.type_ == status::READY).map(|c| c.reason.as_str()).unwrap_or(""),
+            "recorded verdict"
+        );
+    }
+    ctx.failures.lock().map(|mut f| f.remove(&key(&ns, &name))).ok();
+    Ok(Action::requeue(ctx.resync))
+}
+
+fn governance(sel: Selection<'_>, ns: &str) -> Governance {
+    match sel {
+        Selection::Unprotected => Governance::Unprotected { namespace: ns.into() },
+        Selection::Selected(p) => Governance::Profile {
+            profile: ProfileRef { name: p.name_any(), generation: p.metadata.generation.unwrap_or_default() },
+            history_limit: p
+                .spec
+                .provenance
+                .as_ref()
+                .and_then(|pr| pr.history_limit)
+                .and_then(|l| usize::try_from(l).ok())
+                .unwrap_or(status::DEFAULT_HISTORY_LIMIT),
+        },
+        Selection::Conflict(ps) => {
+            let names: Vec<String> = ps.iter().map(|p| p.name_any()).collect();
+            Governance::ConfigError {
+                reason: "ProfileConflict",
+                message: format!(
+                    "{} IntegrityProfiles select this Application ({}); exactly one may, so nothing is vouched for until their applicationSelectors are narrowed",
+                    names.len(),
+                    names.join(", ")
+                ),
+                profiles: names,
+            }
+        }
+        Selection::Invalid { profile, error } => Governance::ConfigError {
+            reason: "InvalidProfileSelector",
+            message: format!(
+                "IntegrityProfile {} has an applicationSelector Weft cannot evaluate ({error}), so whether it selects this Application is unknown; fix the profile",
+                profile.name_any()
+            ),
+            profiles: vec![profile.name_any()],
+        },
+    }
+}
+
+async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    let Some(ns) = profile.namespace() else { return Ok(Action::await_change()) };
+    let name = profile.name_any();
+    wait_ready(&ctx.provenances, "ApplicationProvenance").await?;
+
+    let mut selected = 0;
+    let mut conflicts = Vec::new();
+    for ap in ctx.provenances.state() {
+        let Some(st) = ap.status.as_ref().filter(|_| ap.namespace().as_deref() == Some(&ns)) else { continue };
+        if st.profile.as_ref().is_some_and(|p| p.name == name) {
+            selected += 1;
+        } else if st.conflicting_profiles.contains(&name) {
+            let others = st.conflicting_profiles.iter().filter(|p| **p != name).cloned().collect();
+            conflicts.push(ProfileConflict { application: ap.spec.application.name.clone(), profiles: others });
+        }
+    }
+    conflicts.sort_by(|a, b| a.application.cmp(&b.application));
+    let conflicting = conflicts.len();
+    conflicts.truncate(20);
+
+    let facts_check = AppFacts { name: "", project: "", labels: &Default::default() };
+    let (ready, reason, message) = if let Err(e) = selection::selects(&profile, &facts_check) {
+        ("False", "InvalidSelector", format!("{e}; no Application is protected by this profile until it is fixed"))
+    } else if conflicting > 0 {
+        let list: Vec<String> =
+            conflicts.iter().map(|c| format!("{} (also {})", c.application, c.profiles.join(", "))).collect();
+        (
+            "False",
+            "ProfileConflict",
+            format!(
+                "{conflicting} Application(s) are selected by other profiles too, and nothing is vouched for them: {}. Narrow the applicationSelectors so each Application has one profile",
+                list.join("; ")
+            ),
+        )
+    } else {
+        ("True", "Active", format!("selects {selected} Application(s)"))
+    };
+
+    let generation = profile.metadata.generation;
+    let previous = profile.status.as_ref();
+    let keep_time = previous
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY && c.status == ready))
+        .map(|c| c.last_transition_time.clone());
+    let new_status = IntegrityProfileStatus {
+        observed_generation: generation,
+        selected_applications: selected,
+        conflicting_applications: i32::try_from(conflicting).unwrap_or(i32::MAX),
+        conflicts,
+        summary: Some(ProfileSummary {
+            source_mode: profile.spec.strongest_source_mode().as_str().into(),
+            enforcement: profile.spec.enforcement.as_ref().map(|e| e.mode).unwrap_or_default().as_str().into(),
+        }),
+        conditions: vec![Condition {
+            type_: status::READY.into(),
+            status: ready.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time: keep_time.unwrap_or_else(|| Time(Timestamp::now())),
+        }],
+    };
+    if previous != Some(&new_status) {
+        let patch = json!({
+            "apiVersion": "weft.dev/v1alpha1",
+            "kind": "IntegrityProfile",
+            "status": serde_json::to_value(&new_status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
+        });
+        let api: Api<IntegrityProfile> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        info!(profile = %name, namespace = %ns, selected, conflicting, reason, "recorded profile status");
+    }
+    ctx.failures.lock().map(|mut f| f.remove(&key(&ns, &name))).ok();
+    Ok(Action::requeue(ctx.resync))
+}
+
+async fn wait_ready<K>(store: &Store<K>, what: &'static str) -> Result<(), ControllerError>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
+        .await
+        .map_err(|_| ControllerError::CacheNotReady(what))?
+        .map_err(|_| ControllerError::CacheNotReady(what))
+}
+
+fn key(ns: &str, name: &str) -> String {
+    format!("{ns}/{name}")
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s … up to 5 minutes; reset by a successful reconcile.
+fn backoff(ctx: &Context, key: String) -> Duration {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+}
+
+fn app_error_policy(guard: Arc<DeserializeGuard<Application>>, err: &ControllerError, ctx: Arc<Context>) -> Action {
+    let meta = match &guard.0 {
+        Ok(a) => &a.metadata,
+        Err(i) => &i.metadata,
+    };
+    let k = key(meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
+    let delay = backoff(&ctx, k.clone());
+    warn!(application = %k, error = %err, retry_in = ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+fn profile_error_policy(profile: Arc<IntegrityProfile>, err: &ControllerError, ctx: Arc<Context>) -> Action {
+    let k = key(profile.namespace().as_deref().unwrap_or_default(), &profile.name_any());
+    let delay = backoff(&ctx, k.clone());
+    warn!(profile = %k, error = %err, retry_in = ?delay, "profile reconcile failed; retrying");
+    Action::requeue(delay)
+}

@@ -1,0 +1,6 @@
+//! The Kubernetes resources Weft defines (`IntegrityProfile`, `ApplicationProvenance`) and the parts of
+//! Argo CD's it reads.
+
+pub mod argocd;
+pub mod profile;
+pub mod provenance;

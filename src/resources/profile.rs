@@ -1,0 +1,479 @@
+//! `IntegrityProfile`: what a team applies to say which Applications Weft protects, and how.
+//!
+//! The schema generated from these types is the contract: enums for every closed set of values, and CEL
+//! rules (`x_kube(validation)`) for what spans fields, so the apiserver rejects a malformed profile with a
+//! message a person can act on.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A team's integrity policy for the Argo CD Applications it selects.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "weft.dev",
+    version = "v1alpha1",
+    kind = "IntegrityProfile",
+    plural = "integrityprofiles",
+    shortname = "iprof",
+    category = "weft",
+    namespaced,
+    derive = "PartialEq",
+    status = "IntegrityProfileStatus",
+    doc = "How Weft verifies, signs and records the Argo CD Applications this profile selects (in its own namespace).",
+    printcolumn(name = "Source", type_ = "string", json_path = ".status.summary.sourceMode", description = "Strongest git signature mode among the source policies"),
+    printcolumn(name = "Enforcement", type_ = "string", json_path = ".status.summary.enforcement"),
+    printcolumn(name = "Apps", type_ = "integer", json_path = ".status.selectedApplications", description = "Applications this profile alone selects"),
+    printcolumn(name = "Conflicts", type_ = "integer", json_path = ".status.conflictingApplications", description = "Applications another profile selects too (nothing is vouched for them)"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrityProfileSpec {
+    /// Which Applications (in this profile's namespace) the profile governs. An Application is selected
+    /// when any term matches it. Exactly one profile may select an Application.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("applicationSelector needs at least one term; use [{name: \"*\"}] to select every Application in the namespace"))]
+    #[schemars(length(max = 32))]
+    pub application_selector: Vec<ApplicationSelectorTerm>,
+
+    /// Source integrity: the git commits Argo CD syncs must be signed by allowed keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_integrity: Option<SourceIntegrity>,
+
+    /// How the rendered manifests are signed and where the signed manifest image is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_signing: Option<ManifestSigning>,
+
+    /// Where provenance attestations are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenanceSettings>,
+
+    /// Which signatures the container images in the manifests must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_verification: Option<ImageVerification>,
+
+    /// What the admission webhook does with objects that do not match the signed manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+}
+
+/// One way of selecting Applications; every field that is set must match.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.name) || has(self.project) || has(self.matchLabels) || has(self.matchExpressions)").message("a selector term must set name, project, matchLabels or matchExpressions (name: \"*\" selects every Application)"))]
+pub struct ApplicationSelectorTerm {
+    /// Glob on the Application name, e.g. `shop-*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self != ''").message("name glob must not be empty"))]
+    #[schemars(length(max = 253))]
+    pub name: Option<String>,
+    /// Glob on the Application's Argo CD project (`spec.project`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self != ''").message("project glob must not be empty"))]
+    #[schemars(length(max = 253))]
+    pub project: Option<String>,
+    /// Labels the Application must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    /// Label requirements, as in a Kubernetes label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub match_expressions: Option<Vec<LabelRequirement>>,
+}
+
+/// A label selector requirement (`key`, `operator`, `values`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)").message("operators In and NotIn need values; Exists and DoesNotExist take none"))]
+pub struct LabelRequirement {
+    #[schemars(length(max = 317))]
+    pub key: String,
+    pub operator: LabelOperator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
+    pub values: Option<Vec<String>>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LabelOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// Source integrity settings. The `git` block accepts Argo CD 3.5's `AppProject.spec.sourceIntegrity`
+/// field names, so a project's policies copy across unchanged.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceIntegrity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitIntegrity>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GitIntegrity {
+    /// Policies by repository URL; exactly one policy may match a repository.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub policies: Vec<GitPolicy>,
+}
+
+/// How the commits of the repositories matching `repos` must be signed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.gpg) || self.gpg.mode == 'none' || (has(self.gpg.keys) && size(self.gpg.keys) > 0) || has(self.ssh)").message("gpg.mode head or strict needs allowed signers: gpg.keys, or ssh.allowedSigners"))]
+#[x_kube(validation = Rule::new("!(has(self.requireSignedTag) && self.requireSignedTag) || (has(self.gpg) && self.gpg.mode != 'none')").message("requireSignedTag needs gpg.mode head or strict"))]
+pub struct GitPolicy {
+    /// Repository URL globs (`*` crosses `/`); a leading `!` excludes.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("a policy needs at least one repos entry"))]
+    #[x_kube(validation = Rule::new("self.exists(r, !r.url.startsWith('!'))").message("repos needs at least one URL that is not an exclusion (!…)"))]
+    #[schemars(length(max = 64))]
+    pub repos: Vec<RepoPattern>,
+    /// Signature requirements (Argo CD's field name; SSH signers below count as allowed keys too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpg: Option<GpgPolicy>,
+    /// SSH signature verification against git's `allowed_signers` format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshPolicy>,
+    /// The synced revision must be the commit of an annotated tag signed by an allowed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_signed_tag: Option<bool>,
+    /// Allow a newly synced revision that does not descend from the last verified one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_downgrade: Option<bool>,
+    /// An Interlace-style signed list of file hashes that the verified tree must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_materials: Option<SourceMaterials>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepoPattern {
+    #[x_kube(validation = Rule::new("self != '' && self != '!'").message("repository URL pattern must not be empty"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GpgPolicy {
+    pub mode: SignatureMode,
+    /// Allowed keys: 16-hex key IDs or 40-hex fingerprints; subkeys of these keys count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^(0[xX])?([0-9A-Fa-f]{16}|[0-9A-Fa-f]{40})$'))").message("each gpg key must be a 16-hex key ID or a 40-hex fingerprint"))]
+    #[schemars(length(max = 64), inner(length(max = 42)))]
+    pub keys: Option<Vec<String>>,
+    /// Where the public keys are (armored OpenPGP). Defaults to Argo CD's `argocd-gpg-keys-cm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring: Option<ObjectRef>,
+}
+
+/// How much of the history must be signed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMode {
+    /// No signature is required.
+    #[default]
+    None,
+    /// The synced commit (or the annotated tag that names it) must be signed.
+    Head,
+    /// Every commit back to seal commits must be signed.
+    Strict,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SshPolicy {
+    /// A file in git's `allowed_signers` format; the `git` namespace and validity options apply.
+    pub allowed_signers: ObjectRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceMaterials {
+    /// Path (relative to the Application's source path) of the sha256sum-style hash list.
+    #[serde(default = "default_hash_list")]
+    pub hash_list: String,
+    /// Path of its signature (cosign `sign-blob` base64, or an armored OpenPGP detached signature).
+    #[serde(default = "default_hash_list_signature")]
+    pub signature: String,
+    /// The public key that must have made the signature.
+    pub key: ObjectRef,
+    /// Every tracked file under the source path must be listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_complete: Option<bool>,
+}
+
+fn default_hash_list() -> String {
+    "source-materials".into()
+}
+fn default_hash_list_signature() -> String {
+    "source-materials.sig".into()
+}
+
+/// A key in a Secret or a ConfigMap in the profile's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretRef) != has(self.configMapRef)").message("set exactly one of secretRef and configMapRef"))]
+pub struct ObjectRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<KeyRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<KeyRef>,
+}
+
+/// A named object in the profile's namespace, and optionally one key of it (all keys when unset).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRef {
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be the name of a Secret or ConfigMap (lower-case DNS name)"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub key: Option<String>,
+}
+
+/// A Secret in the profile's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    pub secret_ref: NameRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NameRef {
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("must be the name of a Secret (lower-case DNS name)"))]
+    #[schemars(length(max = 253))]
+    pub name: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestSigning {
+    /// The cosign-format ECDSA P-256 private key (encrypted, with its password, or PKCS#8 PEM).
+    pub key: SigningKey,
+    /// Which rendered resources are signed; every resource when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub r#match: Option<Vec<ResourceMatch>>,
+    /// Where the signed manifest image is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ManifestImage>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningKey {
+    pub secret_ref: KeyRef,
+    /// Key of the Secret holding the key's password (cosign's encrypted format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_key: Option<String>,
+}
+
+/// Globs on a resource's group, kind, name and namespace; unset fields match anything.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestImage {
+    /// OCI repository, e.g. `registry.example.com/manifests/shop`.
+    #[x_kube(validation = Rule::new("!self.contains('@') && self.matches('^[a-z0-9]')").message("repository must be an OCI repository name without tag or digest, e.g. registry.example.com/manifests/shop"))]
+    #[schemars(length(max = 512))]
+    pub repository: String,
+    /// A `kubernetes.io/dockerconfigjson` Secret with the registry credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SecretRef>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProvenanceSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekor: Option<RekorSettings>,
+    /// How many revisions the ApplicationProvenance history keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("historyLimit must be between 1 and 100"))]
+    pub history_limit: Option<i32>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RekorSettings {
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("rekor url must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub url: String,
+    /// The log's public key (PEM), to verify what the log returns.
+    pub public_key: ObjectRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageVerification {
+    pub enforcement: ImageEnforcement,
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub policies: Vec<ImagePolicy>,
+    /// A `trusted_root.json` for keyless signers (Sigstore's public-good root when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_root: Option<ObjectRef>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageEnforcement {
+    /// An image that fails verification stops the manifests from being signed.
+    #[default]
+    Strict,
+    /// Failures are reported as warnings; the manifests are still signed.
+    Permissive,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("size(self.signers) > 0 || has(self.minSlsaLevel)").message("an image policy needs signers or minSlsaLevel"))]
+pub struct ImagePolicy {
+    /// Image reference globs this policy applies to.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("an image policy needs at least one images glob"))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
+    pub images: Vec<String>,
+    /// Any one of these signers is enough.
+    #[serde(default)]
+    #[schemars(length(max = 16))]
+    pub signers: Vec<ImageSigner>,
+    /// Minimum SLSA build level proven by a provenance attestation from a trusted builder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 4").message("minSlsaLevel must be between 0 and 4"))]
+    pub min_slsa_level: Option<i32>,
+    /// Builder IDs whose provenance attestations count for minSlsaLevel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), inner(length(max = 1024)))]
+    pub trusted_builders: Option<Vec<String>>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.key) != has(self.keyless)").message("a signer is either key or keyless, not both"))]
+pub struct ImageSigner {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<ObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessIdentity>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.issuer) != has(self.issuerRegExp)").message("set exactly one of issuer and issuerRegExp"))]
+#[x_kube(validation = Rule::new("has(self.subject) != has(self.subjectRegExp)").message("set exactly one of subject and subjectRegExp"))]
+pub struct KeylessIdentity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_reg_exp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_reg_exp: Option<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Enforcement {
+    pub mode: EnforcementMode,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EnforcementMode {
+    /// Deny objects that do not match the signed manifests.
+    #[default]
+    Enforce,
+    /// Admit them, and record an Event and a metric.
+    Audit,
+}
+
+/// What the controller observed about a profile.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrityProfileStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Applications this profile alone selects.
+    #[serde(default)]
+    pub selected_applications: i32,
+    /// Applications that this and at least one other profile select.
+    #[serde(default)]
+    pub conflicting_applications: i32,
+    /// Up to 20 of the conflicting Applications, with the other profiles, so they can be found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<ProfileConflict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<ProfileSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileConflict {
+    pub application: String,
+    pub profiles: Vec<String>,
+}
+
+/// Short forms of the spec for printer columns.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSummary {
+    pub source_mode: String,
+    pub enforcement: String,
+}
+
+impl IntegrityProfileSpec {
+    /// The strongest signature mode any git policy asks for.
+    pub fn strongest_source_mode(&self) -> SignatureMode {
+        let policies = self.source_integrity.iter().flat_map(|s| s.git.iter()).flat_map(|g| &g.policies);
+        let modes = policies.map(|p| p.gpg.as_ref().map(|g| g.mode).unwrap_or_default());
+        modes.max_by_key(|m| match m {
+            SignatureMode::None => 0,
+            SignatureMode::Head => 1,
+            SignatureMode::Strict => 2,
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl SignatureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMode::None => "none",
+            SignatureMode::Head => "head",
+            SignatureMode::Strict => "strict",
+        }
+    }
+}
+
+impl EnforcementMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnforcementMode::Enforce => "enforce",
+            EnforcementMode::Audit => "audit",
+        }
+    }
+}

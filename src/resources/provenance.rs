@@ -1,0 +1,166 @@
+//! `ApplicationProvenance`: Weft's verdict on one Argo CD Application, owned by it (same name and
+//! namespace). The controller is the only writer; people and the admission webhook read it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "weft.dev",
+    version = "v1alpha1",
+    kind = "ApplicationProvenance",
+    plural = "applicationprovenances",
+    shortname = "appprov",
+    category = "weft",
+    namespaced,
+    derive = "PartialEq",
+    status = "ApplicationProvenanceStatus",
+    doc = "Weft's verdict on the revision an Argo CD Application syncs: source, images, signed manifests and provenance.",
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revisionShort"),
+    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(name = "Profile", type_ = "string", json_path = ".status.profile.name"),
+    printcolumn(name = "Manifest", type_ = "string", json_path = ".status.manifestImage", priority = 1),
+    printcolumn(name = "Log Index", type_ = "integer", json_path = ".status.rekor.logIndex", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationProvenanceSpec {
+    /// The Argo CD Application this record is about (in the same namespace).
+    pub application: ApplicationRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationRef {
+    pub name: String,
+}
+
+/// The verdict at a glance; the conditions say why.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every step passed: the revision is vouched for.
+    Verified,
+    /// A step failed: nothing is vouched for.
+    Failed,
+    /// Work is under way or waiting on a dependency.
+    #[default]
+    Pending,
+    /// Some steps are not available in this version of Weft: nothing is vouched for.
+    Incomplete,
+    /// No IntegrityProfile selects the Application.
+    Unprotected,
+    /// The configuration is wrong (for example two profiles select the Application).
+    ConfigError,
+    /// The Application object could not be read.
+    InvalidApplication,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationProvenanceStatus {
+    /// The ApplicationProvenance generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Application generation this status was computed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_generation: Option<i64>,
+    pub verdict: Verdict,
+    /// The first 12 characters of the revision (of the first source for multi-source Applications).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_short: Option<String>,
+    /// The exact revisions, one per source, this status is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceRevision>,
+    /// Where the revision was observed: a sync operation in progress, or the synced status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_origin: Option<RevisionOrigin>,
+    /// The profile that selected the Application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileRef>,
+    /// When more than one profile selects the Application: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicting_profiles: Vec<String>,
+    /// The signed manifest image, `repository@sha256:…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_image: Option<String>,
+    /// The Rekor entry holding the provenance attestation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekor: Option<RekorEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Earlier revisions, newest first, bounded by the profile's history limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceRevision {
+    #[serde(rename = "repoURL")]
+    pub repo_url: String,
+    /// The commit SHA (or chart version) Argo CD resolved.
+    pub revision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_revision: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RevisionOrigin {
+    /// `.operation.sync`: Argo CD is about to apply this revision.
+    Operation,
+    /// `.status.sync`: the revision Argo CD compared or synced.
+    SyncStatus,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileRef {
+    pub name: String,
+    pub generation: i64,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RekorEntry {
+    pub uuid: String,
+    pub log_index: i64,
+    pub integrated_time: i64,
+    #[serde(rename = "logID")]
+    pub log_id: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub sources: Vec<SourceRevision>,
+    pub verdict: Verdict,
+    /// The Ready condition's reason for this revision.
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rekor: Option<RekorEntry>,
+    /// When this revision's result was recorded (RFC 3339).
+    pub recorded_at: String,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Verified => "Verified",
+            Verdict::Failed => "Failed",
+            Verdict::Pending => "Pending",
+            Verdict::Incomplete => "Incomplete",
+            Verdict::Unprotected => "Unprotected",
+            Verdict::ConfigError => "ConfigError",
+            Verdict::InvalidApplication => "InvalidApplication",
+        }
+    }
+}

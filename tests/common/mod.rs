@@ -1,0 +1,203 @@
+//! Shared fixtures for the integration tests: the real test cluster started by `tests/env/cluster.sh`,
+//! a namespace per test, the `weft` binary run as a separate process, and polling for eventual state.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::Value;
+
+/// The kubeconfig of the running test cluster. The tests need the real apiserver: without it they fail
+/// (they are run through `tests/run`, which starts it), never skip.
+pub fn kubeconfig_path() -> PathBuf {
+    match std::env::var_os("WEFT_TEST_KUBECONFIG") {
+        Some(p) => PathBuf::from(p),
+        None => panic!(
+            "WEFT_TEST_KUBECONFIG is not set: these tests run against a real kube-apiserver. \
+             Run them with `tests/run`, or `tests/env/cluster.sh run -- cargo test`."
+        ),
+    }
+}
+
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).expect("read the test kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Creates a namespace unique to this test run.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("{prefix}-{}-{n}", std::process::id());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+    name
+}
+
+pub fn application_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
+}
+
+pub fn weft_resource(kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("weft.dev", "v1alpha1", kind), plural)
+}
+
+pub fn applications(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &application_resource())
+}
+pub fn profiles(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &weft_resource("IntegrityProfile", "integrityprofiles"))
+}
+pub fn provenances(client: &Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &weft_resource("ApplicationProvenance", "applicationprovenances"))
+}
+
+/// Creates an object from JSON (kind and apiVersion included).
+pub async fn create(api: &Api<DynamicObject>, value: Value) -> DynamicObject {
+    let obj: DynamicObject = serde_json::from_value(value).expect("fixture is an object");
+    api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("create {:?}: {e}", obj.metadata.name))
+}
+
+/// Replaces an object with a changed copy (as Argo CD updates Applications: the whole object, since the
+/// Application CRD has no status subresource).
+pub async fn update(api: &Api<DynamicObject>, name: &str, change: impl Fn(&mut Value)) -> DynamicObject {
+    for _ in 0..10 {
+        let current = api.get(name).await.expect("get for update");
+        let mut v = serde_json::to_value(&current).unwrap();
+        change(&mut v);
+        let obj: DynamicObject = serde_json::from_value(v).unwrap();
+        match api.replace(name, &PostParams::default(), &obj).await {
+            Ok(o) => return o,
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => panic!("update {name}: {e}"),
+        }
+    }
+    panic!("update {name}: conflicts persisted")
+}
+
+/// Polls `check` until it returns Some, or fails with the last observation after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    let mut last = String::from("(not checked yet)");
+    while start.elapsed() < timeout {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) => last = why,
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last observation: {last}")
+}
+
+/// Waits for the ApplicationProvenance of `app` and returns it once `accept` holds on its status.
+pub async fn provenance_where(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    what: &str,
+    accept: impl Fn(&Value) -> bool,
+) -> Value {
+    let api = provenances(client, ns);
+    eventually(what, Duration::from_secs(60), || {
+        let api = api.clone();
+        let accept = &accept;
+        async move {
+            let obj = api.get_opt(app).await.map_err(|e| e.to_string())?.ok_or("no ApplicationProvenance yet")?;
+            let v = serde_json::to_value(&obj).unwrap();
+            if accept(&v) { Ok(v) } else { Err(serde_json::to_string_pretty(&v["status"]).unwrap()) }
+        }
+    })
+    .await
+}
+
+/// The condition of `type_` in an object's status, if any.
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
+}
+
+pub fn condition_reason(obj: &Value, type_: &str) -> Option<String> {
+    condition(obj, type_).and_then(|c| c["reason"].as_str()).map(str::to_string)
+}
+
+/// The `weft` binary running as its own process against the test cluster; stopped on drop.
+pub struct WeftProcess {
+    child: Child,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl WeftProcess {
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("weft.log");
+        let out = File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.args(args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("WEFT_LOG", "info,weft=debug")
+            .stdout(Stdio::null())
+            .stderr(out);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start weft");
+        WeftProcess { child, log, _dir: dir }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit code.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for WeftProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- weft log ({}) ----\n{}", self.log.display(), self.logs());
+        }
+    }
+}
+
+/// A commit SHA made of one repeated hex digit, for fixtures that need a well-formed revision.
+pub fn sha(c: char) -> String {
+    std::iter::repeat_n(c, 40).collect()
+}

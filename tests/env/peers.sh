@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds the real peers Weft's tests talk to (kube-apiserver, etcd, ...) from the Go module proxy into a
+# cache outside the repository, keyed by version, so a second run costs nothing.
+#
+#   tests/env/peers.sh build [PEER...]   build (default: every peer)
+#   tests/env/peers.sh path PEER         print the directory holding PEER's binaries (builds it if needed)
+#   tests/env/peers.sh argocd-crds       print the directory of Argo CD's CRDs (from its Go module)
+#   tests/env/peers.sh list              the peers and their versions
+set -euo pipefail
+
+CACHE="${WEFT_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weft-testenv}"
+K8S_VERSION=v1.34.4
+ARGOCD_VERSION=v3.5.7
+
+# name | version | module | packages (space separated) | flavour
+PEERS=$(cat <<EOF
+etcd|v3.6.4|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3|plain
+kube-apiserver|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|kubernetes
+kubectl|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl|kubernetes
+EOF
+)
+
+log() { printf '[peers] %s\n' "$*" >&2; }
+
+peer_field() { # peer_field NAME INDEX
+  awk -F'|' -v n="$1" -v i="$2" '$1 == n { print $i }' <<<"$PEERS"
+}
+
+peer_dir() { echo "$CACHE/$1-$(peer_field "$1" 2)"; }
+
+# Writes a throwaway wrapper module that requires MODULE@VERSION, so `go build` works for modules
+# whose own go.mod has replace directives (which `go install pkg@version` refuses).
+build_peer() {
+  local name=$1 version module pkgs flavour dir work start
+  version=$(peer_field "$name" 2); module=$(peer_field "$name" 3)
+  pkgs=$(peer_field "$name" 4); flavour=$(peer_field "$name" 5)
+  [ -n "$version" ] || { log "unknown peer: $name"; return 2; }
+  dir=$(peer_dir "$name")
+  if [ -f "$dir/.complete" ]; then log "$name $version: cached in $dir"; return 0; fi
+  start=$(date +%s)
+  log "$name $version: building from the Go module proxy (first time only)"
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' RETURN
+  (
+    cd "$work"
+    go mod init local/wrapper >/dev/null 2>&1
+    local ldflags="-s -w"
+    if [ "$flavour" = kubernetes ]; then
+      # k8s.io/kubernetes points every staging module at ./staging; pin each to the matching v0.x release.
+      local gomod staging minor
+      gomod=$(go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+      staging="v0${version#v1}"
+      for m in $(sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod"); do
+        go mod edit -replace="$m=$m@$staging"
+      done
+      minor=$(cut -d. -f2 <<<"$version")
+      ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=$version"
+      ldflags="$ldflags -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+    fi
+    # `go get` each package (not just the module) so go.sum covers everything they import.
+    for p in $pkgs; do go get "$p@$version" 2>&1 | grep -v '^go: \(downloading\|added\|upgraded\)' >&2 || true; done
+    mkdir -p "$dir/bin"
+    for p in $pkgs; do
+      go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$(basename "$p")" "$p"
+    done
+  )
+  # etcd's main package is the module root, named after its major version: give it its real name.
+  if [ "$name" = etcd ] && [ -f "$dir/bin/v3" ]; then mv "$dir/bin/v3" "$dir/bin/etcd"; fi
+  touch "$dir/.complete"
+  log "$name $version: built in $(( $(date +%s) - start ))s"
+}
+
+argocd_crds() {
+  local d
+  d=$(cd /tmp && go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  [ -d "$d/manifests/crds" ] || { log "Argo CD $ARGOCD_VERSION module has no manifests/crds"; return 1; }
+  echo "$d/manifests/crds"
+}
+
+cmd=${1:-build}; shift || true
+case "$cmd" in
+  build)
+    names=("$@"); [ ${#names[@]} -gt 0 ] || mapfile -t names < <(cut -d'|' -f1 <<<"$PEERS")
+    for n in "${names[@]}"; do build_peer "$n"; done
+    argocd_crds >/dev/null ;;
+  path) build_peer "$1"; echo "$(peer_dir "$1")/bin" ;;
+  argocd-crds) argocd_crds ;;
+  list) awk -F'|' '{ print $1, $2 }' <<<"$PEERS" ;;
+  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | list" >&2; exit 2 ;;
+esac
