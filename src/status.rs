@@ -25,7 +25,12 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [Step::SourceVerified, Step::ImagesVerified, Step::ManifestsSigned, Step::ProvenanceRecorded];
+    pub const ALL: [Step; 4] = [
+        Step::SourceVerified,
+        Step::ImagesVerified,
+        Step::ManifestsSigned,
+        Step::ProvenanceRecorded,
+    ];
 
     pub fn condition_type(self) -> &'static str {
         match self {
@@ -66,14 +71,21 @@ pub struct StepReport {
 
 impl StepReport {
     pub fn new(state: StepState, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        StepReport { state, reason: reason.into(), message: message.into() }
+        StepReport {
+            state,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 
     pub fn not_implemented(step: Step) -> Self {
         StepReport::new(
             StepState::NotImplemented,
             "NotImplemented",
-            format!("{} is not implemented in this version of Weft; nothing is vouched for", step.what()),
+            format!(
+                "{} is not implemented in this version of Weft; nothing is vouched for",
+                step.what()
+            ),
         )
     }
 }
@@ -81,17 +93,29 @@ impl StepReport {
 /// Which profile governs the Application, as far as status is concerned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Governance {
-    Unprotected { namespace: String },
+    Unprotected {
+        namespace: String,
+    },
     /// More than one profile, or a profile whose selector cannot be evaluated.
-    ConfigError { reason: &'static str, message: String, profiles: Vec<String> },
-    Profile { profile: ProfileRef, history_limit: usize },
+    ConfigError {
+        reason: &'static str,
+        message: String,
+        profiles: Vec<String>,
+    },
+    Profile {
+        profile: ProfileRef,
+        history_limit: usize,
+    },
 }
 
 /// What Weft could tell about the Application itself.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Subject {
     /// The Application cannot be used (unreadable or inconsistent); `reason` is CamelCase.
-    Invalid { reason: String, message: String },
+    Invalid {
+        reason: String,
+        message: String,
+    },
     /// Argo CD has not resolved a revision yet.
     AwaitingRevision,
     Target(SyncTarget),
@@ -112,13 +136,29 @@ pub struct Observation {
 }
 
 /// Computes the new status. `previous` keeps condition transition times stable and feeds history.
-pub fn compute(obs: &Observation, previous: Option<&ApplicationProvenanceStatus>, now: Timestamp) -> ApplicationProvenanceStatus {
+pub fn compute(
+    obs: &Observation,
+    previous: Option<&ApplicationProvenanceStatus>,
+    now: Timestamp,
+) -> ApplicationProvenanceStatus {
     let (verdict, ready_status, ready_reason, ready_message, step_conditions) = assess(obs, now);
     let mut conditions: Vec<Condition> = step_conditions;
-    conditions.push(condition(READY, ready_status, &ready_reason, &ready_message, obs.generation, now));
-    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    conditions.push(condition(
+        READY,
+        ready_status,
+        &ready_reason,
+        &ready_message,
+        obs.generation,
+        now,
+    ));
+    let previous_conditions = previous
+        .map(|p| p.conditions.as_slice())
+        .unwrap_or_default();
     for c in &mut conditions {
-        if let Some(old) = previous_conditions.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+        if let Some(old) = previous_conditions
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
             c.last_transition_time = old.last_transition_time.clone();
         }
     }
@@ -128,7 +168,10 @@ pub fn compute(obs: &Observation, previous: Option<&ApplicationProvenanceStatus>
         _ => (Vec::new(), None),
     };
     let (profile, conflicting_profiles, limit) = match &obs.governance {
-        Governance::Profile { profile, history_limit } => (Some(profile.clone()), Vec::new(), *history_limit),
+        Governance::Profile {
+            profile,
+            history_limit,
+        } => (Some(profile.clone()), Vec::new(), *history_limit),
         Governance::ConfigError { profiles, .. } => (None, profiles.clone(), DEFAULT_HISTORY_LIMIT),
         Governance::Unprotected { .. } => (None, Vec::new(), DEFAULT_HISTORY_LIMIT),
     };
@@ -137,7 +180,9 @@ pub fn compute(obs: &Observation, previous: Option<&ApplicationProvenanceStatus>
         observed_generation: obs.generation,
         application_generation: obs.application_generation,
         verdict,
-        revision_short: sources.first().map(|s| s.revision.chars().take(12).collect()),
+        revision_short: sources
+            .first()
+            .map(|s| s.revision.chars().take(12).collect()),
         sources: sources.clone(),
         revision_origin,
         profile,
@@ -158,17 +203,32 @@ fn assess(obs: &Observation, now: Timestamp) -> Assessment {
             Verdict::InvalidApplication,
             "False",
             reason.clone(),
-            format!("Weft cannot use this Application: {message}. Fix the Application; nothing is vouched for until then."),
+            format!(
+                "Weft cannot use this Application: {message}. Fix the Application; nothing is vouched for until then."
+            ),
             none,
         ),
         (_, Governance::Unprotected { namespace }) => (
             Verdict::Unprotected,
             "False",
             "NoProfile".into(),
-            format!("no IntegrityProfile in namespace {namespace} selects this Application, so Weft does not verify it; add it to a profile's applicationSelector to protect it"),
+            format!(
+                "no IntegrityProfile in namespace {namespace} selects this Application, so Weft does not verify it; add it to a profile's applicationSelector to protect it"
+            ),
             none,
         ),
-        (_, Governance::ConfigError { reason, message, .. }) => (Verdict::ConfigError, "False", (*reason).into(), message.clone(), none),
+        (
+            _,
+            Governance::ConfigError {
+                reason, message, ..
+            },
+        ) => (
+            Verdict::ConfigError,
+            "False",
+            (*reason).into(),
+            message.clone(),
+            none,
+        ),
         (Subject::AwaitingRevision, Governance::Profile { .. }) => (
             Verdict::Pending,
             "Unknown",
@@ -190,18 +250,36 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
                 StepState::Pending => "Unknown",
                 StepState::Failed | StepState::NotImplemented => "False",
             };
-            condition(step.condition_type(), status, &r.reason, &r.message, obs.generation, now)
+            condition(
+                step.condition_type(),
+                status,
+                &r.reason,
+                &r.message,
+                obs.generation,
+                now,
+            )
         })
         .collect::<Vec<_>>();
 
-    let first = |state: StepState| Step::ALL.iter().zip(&obs.steps).find(|(_, r)| r.state == state);
+    let first = |state: StepState| {
+        Step::ALL
+            .iter()
+            .zip(&obs.steps)
+            .find(|(_, r)| r.state == state)
+    };
     if let Some((step, r)) = first(StepState::Failed) {
         let msg = format!("{} failed: {}", step.condition_type(), r.message);
         return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
     }
     if let Some((step, r)) = first(StepState::Pending) {
         let msg = format!("{} pending: {}", step.condition_type(), r.message);
-        return (Verdict::Pending, "Unknown", r.reason.clone(), msg, conditions);
+        return (
+            Verdict::Pending,
+            "Unknown",
+            r.reason.clone(),
+            msg,
+            conditions,
+        );
     }
     let missing: Vec<_> = Step::ALL
         .iter()
@@ -214,12 +292,31 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             "not every step is available in this version of Weft ({}), so this revision is not vouched for",
             missing.join(", ")
         );
-        return (Verdict::Incomplete, "False", "StepsNotImplemented".into(), msg, conditions);
+        return (
+            Verdict::Incomplete,
+            "False",
+            "StepsNotImplemented".into(),
+            msg,
+            conditions,
+        );
     }
-    (Verdict::Verified, "True", "Verified".into(), "every step passed for this revision".into(), conditions)
+    (
+        Verdict::Verified,
+        "True",
+        "Verified".into(),
+        "every step passed for this revision".into(),
+        conditions,
+    )
 }
 
-fn condition(type_: &str, status: &str, reason: &str, message: &str, generation: Option<i64>, now: Timestamp) -> Condition {
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
     Condition {
         type_: type_.into(),
         status: status.into(),
@@ -231,8 +328,14 @@ fn condition(type_: &str, status: &str, reason: &str, message: &str, generation:
 }
 
 /// When the revision changes, the previous result moves to the front of the history.
-fn history(previous: Option<&ApplicationProvenanceStatus>, sources: &[SourceRevision], limit: usize) -> Vec<HistoryEntry> {
-    let Some(prev) = previous else { return Vec::new() };
+fn history(
+    previous: Option<&ApplicationProvenanceStatus>,
+    sources: &[SourceRevision],
+    limit: usize,
+) -> Vec<HistoryEntry> {
+    let Some(prev) = previous else {
+        return Vec::new();
+    };
     let mut history = prev.history.clone();
     if !prev.sources.is_empty() && prev.sources != sources {
         let ready = prev.conditions.iter().find(|c| c.type_ == READY);
@@ -244,7 +347,9 @@ fn history(previous: Option<&ApplicationProvenanceStatus>, sources: &[SourceRevi
                 reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
                 manifest_image: prev.manifest_image.clone(),
                 rekor: prev.rekor.clone(),
-                recorded_at: ready.map(|c| c.last_transition_time.0.to_string()).unwrap_or_default(),
+                recorded_at: ready
+                    .map(|c| c.last_transition_time.0.to_string())
+                    .unwrap_or_default(),
             },
         );
     }
@@ -259,13 +364,23 @@ mod tests {
 
     fn target(rev: &str) -> Subject {
         Subject::Target(SyncTarget {
-            sources: vec![SourceRevision { repo_url: "https://git.example/r".into(), revision: rev.into(), ..Default::default() }],
+            sources: vec![SourceRevision {
+                repo_url: "https://git.example/r".into(),
+                revision: rev.into(),
+                ..Default::default()
+            }],
             origin: RevisionOrigin::SyncStatus,
         })
     }
 
     fn governed(limit: usize) -> Governance {
-        Governance::Profile { profile: ProfileRef { name: "prod".into(), generation: 3 }, history_limit: limit }
+        Governance::Profile {
+            profile: ProfileRef {
+                name: "prod".into(),
+                generation: 3,
+            },
+            history_limit: limit,
+        }
     }
 
     fn obs(governance: Governance, subject: Subject) -> Observation {
@@ -285,7 +400,10 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a ApplicationProvenanceStatus, ty: &str) -> &'a Condition {
-        s.conditions.iter().find(|c| c.type_ == ty).unwrap_or_else(|| panic!("no {ty} condition"))
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == ty)
+            .unwrap_or_else(|| panic!("no {ty} condition"))
     }
 
     #[test]
@@ -294,10 +412,16 @@ mod tests {
         assert_eq!(s.verdict, Verdict::Incomplete);
         for step in Step::ALL {
             let c = cond(&s, step.condition_type());
-            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "NotImplemented"));
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "NotImplemented")
+            );
         }
         let ready = cond(&s, READY);
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "StepsNotImplemented"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "StepsNotImplemented")
+        );
         assert_eq!(s.profile.as_ref().map(|p| p.generation), Some(3));
         assert_eq!(s.revision_short.as_deref(), Some("a"));
         assert_eq!(s.application_generation, Some(7));
@@ -312,29 +436,65 @@ mod tests {
 
         o.steps[2] = StepReport::new(StepState::Pending, "RegistryUnavailable", "registry down");
         let s = compute(&o, None, t(1));
-        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Pending, "RegistryUnavailable"));
+        assert_eq!(
+            (s.verdict, cond(&s, READY).reason.as_str()),
+            (Verdict::Pending, "RegistryUnavailable")
+        );
 
-        o.steps[0] = StepReport::new(StepState::Failed, "UnsignedCommit", "commit abc is not signed");
+        o.steps[0] = StepReport::new(
+            StepState::Failed,
+            "UnsignedCommit",
+            "commit abc is not signed",
+        );
         let s = compute(&o, None, t(1));
-        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Failed, "UnsignedCommit"));
-        assert!(cond(&s, READY).message.contains("SourceVerified failed: commit abc"));
+        assert_eq!(
+            (s.verdict, cond(&s, READY).reason.as_str()),
+            (Verdict::Failed, "UnsignedCommit")
+        );
+        assert!(
+            cond(&s, READY)
+                .message
+                .contains("SourceVerified failed: commit abc")
+        );
     }
 
     #[test]
     fn unprotected_conflict_and_invalid_carry_no_step_conditions() {
-        let s = compute(&obs(Governance::Unprotected { namespace: "argocd".into() }, target("a")), None, t(1));
+        let s = compute(
+            &obs(
+                Governance::Unprotected {
+                    namespace: "argocd".into(),
+                },
+                target("a"),
+            ),
+            None,
+            t(1),
+        );
         assert_eq!(s.verdict, Verdict::Unprotected);
         assert_eq!(s.conditions.len(), 1);
         assert_eq!(cond(&s, READY).reason, "NoProfile");
 
-        let conflict = Governance::ConfigError { reason: "ProfileConflict", message: "two".into(), profiles: vec!["a".into(), "b".into()] };
+        let conflict = Governance::ConfigError {
+            reason: "ProfileConflict",
+            message: "two".into(),
+            profiles: vec!["a".into(), "b".into()],
+        };
         let s = compute(&obs(conflict, target("a")), None, t(1));
-        assert_eq!((s.verdict, s.conflicting_profiles.len()), (Verdict::ConfigError, 2));
+        assert_eq!(
+            (s.verdict, s.conflicting_profiles.len()),
+            (Verdict::ConfigError, 2)
+        );
         assert!(s.profile.is_none());
 
-        let invalid = Subject::Invalid { reason: "NoSource".into(), message: "no source".into() };
+        let invalid = Subject::Invalid {
+            reason: "NoSource".into(),
+            message: "no source".into(),
+        };
         let s = compute(&obs(governed(10), invalid), None, t(1));
-        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::InvalidApplication, "NoSource"));
+        assert_eq!(
+            (s.verdict, cond(&s, READY).reason.as_str()),
+            (Verdict::InvalidApplication, "NoSource")
+        );
     }
 
     #[test]
@@ -346,17 +506,31 @@ mod tests {
         let mut passed = obs(governed(10), target("a"));
         passed.steps[0] = StepReport::new(StepState::Passed, "Signed", "ok");
         let changed = compute(&passed, Some(&again), t(300));
-        assert_eq!(cond(&changed, "SourceVerified").last_transition_time, Time(t(300)));
-        assert_eq!(cond(&changed, "ImagesVerified").last_transition_time, Time(t(100)));
+        assert_eq!(
+            cond(&changed, "SourceVerified").last_transition_time,
+            Time(t(300))
+        );
+        assert_eq!(
+            cond(&changed, "ImagesVerified").last_transition_time,
+            Time(t(100))
+        );
     }
 
     #[test]
     fn history_keeps_previous_revisions_newest_first_and_bounded() {
         let mut status = compute(&obs(governed(2), target("r0")), None, t(0));
         for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
-            status = compute(&obs(governed(2), target(rev)), Some(&status), t(10 * (i as i64 + 1)));
+            status = compute(
+                &obs(governed(2), target(rev)),
+                Some(&status),
+                t(10 * (i as i64 + 1)),
+            );
         }
-        let revs: Vec<_> = status.history.iter().map(|h| h.sources[0].revision.as_str()).collect();
+        let revs: Vec<_> = status
+            .history
+            .iter()
+            .map(|h| h.sources[0].revision.as_str())
+            .collect();
         assert_eq!(revs, ["r2", "r1"]);
         assert_eq!(status.history[0].reason, "StepsNotImplemented");
         // The same revision again adds nothing.

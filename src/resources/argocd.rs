@@ -176,3 +176,33 @@ pub fn labels(meta: &ObjectMeta) -> &BTreeMap<String, String> {
     static EMPTY: BTreeMap<String, String> = BTreeMap::new();
     meta.labels.as_ref().unwrap_or(&EMPTY)
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::core::DeserializeGuard;
+
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let app: Application = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a"},
+            "spec": {"project": "p", "source": {"repoURL": "https://x/y", "somethingNew": {"a": 1}}, "brandNew": true},
+            "status": {"sync": {"status": "Synced", "revision": "abc", "newField": 1}, "whatever": []}
+        }))
+        .expect("tolerant");
+        assert_eq!(app.spec.source.unwrap().repo_url, "https://x/y");
+    }
+
+    #[test]
+    fn an_application_of_the_wrong_shape_keeps_its_identity_for_reporting() {
+        let guard: DeserializeGuard<Application> = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "broken", "namespace": "argocd", "uid": "u1"},
+            "spec": {"source": "not an object"}
+        }))
+        .expect("the guard itself always deserializes");
+        let invalid = guard.0.expect_err("spec.source of the wrong type");
+        assert_eq!(invalid.metadata.name.as_deref(), Some("broken"));
+        assert!(invalid.error.contains("invalid type"), "{}", invalid.error);
+    }
+}

@@ -4,6 +4,9 @@
 //! rules (`x_kube(validation)`) for what spans fields, so the apiserver rejects a malformed profile with a
 //! message a person can act on.
 
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy reads those as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -24,12 +27,39 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     status = "IntegrityProfileStatus",
     doc = "How Weft verifies, signs and records the Argo CD Applications this profile selects (in its own namespace).",
-    printcolumn(name = "Source", type_ = "string", json_path = ".status.summary.sourceMode", description = "Strongest git signature mode among the source policies"),
-    printcolumn(name = "Enforcement", type_ = "string", json_path = ".status.summary.enforcement"),
-    printcolumn(name = "Apps", type_ = "integer", json_path = ".status.selectedApplications", description = "Applications this profile alone selects"),
-    printcolumn(name = "Conflicts", type_ = "integer", json_path = ".status.conflictingApplications", description = "Applications another profile selects too (nothing is vouched for them)"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Source",
+        type_ = "string",
+        json_path = ".status.summary.sourceMode",
+        description = "Strongest git signature mode among the source policies"
+    ),
+    printcolumn(
+        name = "Enforcement",
+        type_ = "string",
+        json_path = ".status.summary.enforcement"
+    ),
+    printcolumn(
+        name = "Apps",
+        type_ = "integer",
+        json_path = ".status.selectedApplications",
+        description = "Applications this profile alone selects"
+    ),
+    printcolumn(
+        name = "Conflicts",
+        type_ = "integer",
+        json_path = ".status.conflictingApplications",
+        description = "Applications another profile selects too (nothing is vouched for them)"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IntegrityProfileSpec {
@@ -448,14 +478,19 @@ pub struct ProfileSummary {
 impl IntegrityProfileSpec {
     /// The strongest signature mode any git policy asks for.
     pub fn strongest_source_mode(&self) -> SignatureMode {
-        let policies = self.source_integrity.iter().flat_map(|s| s.git.iter()).flat_map(|g| &g.policies);
+        let policies = self
+            .source_integrity
+            .iter()
+            .flat_map(|s| s.git.iter())
+            .flat_map(|g| &g.policies);
         let modes = policies.map(|p| p.gpg.as_ref().map(|g| g.mode).unwrap_or_default());
-        modes.max_by_key(|m| match m {
-            SignatureMode::None => 0,
-            SignatureMode::Head => 1,
-            SignatureMode::Strict => 2,
-        })
-        .unwrap_or_default()
+        modes
+            .max_by_key(|m| match m {
+                SignatureMode::None => 0,
+                SignatureMode::Head => 1,
+                SignatureMode::Strict => 2,
+            })
+            .unwrap_or_default()
     }
 }
 

@@ -1,6 +1,9 @@
 //! `ApplicationProvenance`: Weft's verdict on one Argo CD Application, owned by it (same name and
 //! namespace). The controller is the only writer; people and the admission webhook read it.
 
+// Each `printcolumn(...)` repeats `type_ = ...`; clippy reads those as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -18,13 +21,35 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     status = "ApplicationProvenanceStatus",
     doc = "Weft's verdict on the revision an Argo CD Application syncs: source, images, signed manifests and provenance.",
-    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revisionShort"),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.revisionShort"
+    ),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Profile", type_ = "string", json_path = ".status.profile.name"),
-    printcolumn(name = "Manifest", type_ = "string", json_path = ".status.manifestImage", priority = 1),
-    printcolumn(name = "Log Index", type_ = "integer", json_path = ".status.rekor.logIndex", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Manifest",
+        type_ = "string",
+        json_path = ".status.manifestImage",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Log Index",
+        type_ = "integer",
+        json_path = ".status.rekor.logIndex",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationProvenanceSpec {

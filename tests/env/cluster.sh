@@ -92,10 +92,11 @@ EOF
   local argocd_crds
   argocd_crds=$("$PEERS" argocd-crds)
   KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" apply --server-side --field-manager weft-testenv \
-    -f "$argocd_crds/application-crd.yaml" -f "$argocd_crds/appproject-crd.yaml" -f "$ROOT/crds/" >&2
+    -f "$argocd_crds/application-crd.yaml" -f "$argocd_crds/appproject-crd.yaml" -f "$ROOT/crds/" \
+    > "$dir/logs/setup.log" 2>&1 || { cat "$dir/logs/setup.log" >&2; return 1; }
   KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" wait --for condition=established --timeout 60s \
     crd/applications.argoproj.io crd/appprojects.argoproj.io \
-    crd/integrityprofiles.weft.dev crd/applicationprovenances.weft.dev >&2
+    crd/integrityprofiles.weft.dev crd/applicationprovenances.weft.dev >> "$dir/logs/setup.log" 2>&1
 
   cat > "$dir/env" <<EOF
 export KUBECONFIG="$dir/kubeconfig"
