@@ -4,9 +4,13 @@
 //! (`controller` for Kubernetes) do the I/O.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
+pub mod commands;
 pub mod controller;
 pub mod crds;
+pub mod deref;
 pub mod resources;
 pub mod selection;
+pub mod source;
 pub mod status;
 pub mod target;

@@ -31,6 +31,8 @@ enum Command {
     Controller(weft::controller::Options),
     /// Print the CustomResourceDefinitions (YAML) Weft needs.
     Crds,
+    /// Verify a git revision against a profile's source policies (exit 0 verified, 1 failed, 2 bad input).
+    VerifySource(weft::commands::verify_source::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::VerifySource(args) => ExitCode::from(weft::commands::verify_source::run(args)),
         Command::Controller(opts) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

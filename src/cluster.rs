@@ -1,0 +1,119 @@
+//! Reading what a profile refers to from the cluster: the named Secrets and ConfigMaps in the profile's
+//! namespace, and Argo CD's repository Secrets in its namespace.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use crate::deref::{self, Bag, DerefError, Kind};
+use crate::resources::profile::IntegrityProfileSpec;
+
+/// Gathers the objects `spec` refers to (absent ones are left out, so the verification reports exactly
+/// which one is missing) and the repository credentials.
+pub async fn bag(
+    client: &Client,
+    namespace: &str,
+    spec: &IntegrityProfileSpec,
+    argocd_namespace: &str,
+) -> Result<Bag, DerefError> {
+    let mut bag = Bag::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for (kind, name) in deref::wanted(spec) {
+        let fetch_err = |e: kube::Error| DerefError::Fetch {
+            kind: kind.as_str(),
+            name: name.clone(),
+            reason: e.to_string(),
+        };
+        let data = match kind {
+            Kind::Secret => secrets
+                .get_opt(&name)
+                .await
+                .map_err(fetch_err)?
+                .map(secret_data),
+            Kind::ConfigMap => config_maps
+                .get_opt(&name)
+                .await
+                .map_err(fetch_err)?
+                .map(config_map_data),
+        };
+        if let Some(data) = data {
+            bag.insert(kind, &name, data);
+        }
+    }
+    // Argo CD's known hosts, for ssh repositories; optional.
+    let argocd_cms: Api<ConfigMap> = Api::namespaced(client.clone(), argocd_namespace);
+    if let Ok(Some(cm)) = argocd_cms.get_opt(deref::ARGOCD_KNOWN_HOSTS_CM).await {
+        bag.insert(
+            Kind::ConfigMap,
+            deref::ARGOCD_KNOWN_HOSTS_CM,
+            config_map_data(cm),
+        );
+    }
+    bag.repo_secrets = repo_secrets(client, argocd_namespace).await?;
+    Ok(bag)
+}
+
+/// Argo CD's repository Secrets. Without permission to list them, repositories are fetched without
+/// credentials (public ones still work) rather than failing every verification.
+pub async fn repo_secrets(
+    client: &Client,
+    argocd_namespace: &str,
+) -> Result<Vec<crate::source::fetch::RepoSecret>, DerefError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), argocd_namespace);
+    let lp = ListParams::default().labels(deref::ARGOCD_SECRET_TYPE_LABEL);
+    let list = match api.list(&lp).await {
+        Ok(l) => l,
+        Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(DerefError::Fetch {
+                kind: "Secret",
+                name: "(Argo CD repository secrets)".into(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|s| {
+            let name = s.metadata.name.clone().unwrap_or_default();
+            let t = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(deref::ARGOCD_SECRET_TYPE_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            deref::repo_secret(&name, &t, &secret_data(s))
+        })
+        .collect())
+}
+
+fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = s
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    for (k, v) in s.string_data.unwrap_or_default() {
+        out.insert(k, v.into_bytes());
+    }
+    out
+}
+
+fn config_map_data(c: ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> = c
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
+    for (k, v) in c.binary_data.unwrap_or_default() {
+        out.insert(k, v.0);
+    }
+    out
+}

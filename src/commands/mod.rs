@@ -1,0 +1,154 @@
+//! The one-shot commands (`weft verify-source`, …): they read an IntegrityProfile as users apply it,
+//! and the objects it refers to from the cluster or from a YAML file, and print a verdict.
+//!
+//! Exit codes: 0 verified, 1 verification failed, 2 bad input or configuration.
+
+pub mod verify_source;
+
+use std::path::Path;
+
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::deref::{Bag, DerefError};
+use crate::resources::profile::IntegrityProfile;
+
+pub const EXIT_VERIFIED: u8 = 0;
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Debug, Error)]
+pub enum InputError {
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("{path} is not an IntegrityProfile: {reason}")]
+    NotAProfile { path: String, reason: String },
+    #[error("{path}: the profile is invalid:\n{problems}")]
+    Invalid { path: String, problems: String },
+    #[error(transparent)]
+    Deref(#[from] DerefError),
+    #[error(
+        "cannot reach the cluster for the profile's Secrets and ConfigMaps (use --resources FILE to work without one): {0}"
+    )]
+    Cluster(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub fn read(path: &Path) -> Result<String, InputError> {
+    std::fs::read_to_string(path).map_err(|e| InputError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Reads a profile file, checks it with the same schema rules the apiserver applies (CEL included),
+/// and returns it with warnings about fields the schema does not know (the apiserver would drop them).
+pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), InputError> {
+    let text = read(path)?;
+    let shown = path.display().to_string();
+    let raw: Value = serde_saphyr::from_str(&text).map_err(|e| InputError::NotAProfile {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if raw.get("kind").and_then(Value::as_str) != Some("IntegrityProfile") {
+        return Err(InputError::NotAProfile {
+            path: shown,
+            reason: "kind is not IntegrityProfile".into(),
+        });
+    }
+    let profile: IntegrityProfile =
+        serde_json::from_value(raw.clone()).map_err(|e| InputError::NotAProfile {
+            path: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    if let Err(errors) = kube::core::cel::validate_cel(&profile) {
+        let problems = errors
+            .into_vec()
+            .iter()
+            .map(|e| format!("  {}: {}", e.field_path, e.message))
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(InputError::Invalid {
+            path: shown,
+            problems,
+        });
+    }
+    let mut warnings = Vec::new();
+    let known = serde_json::to_value(&profile).unwrap_or(Value::Null);
+    unknown_fields(
+        "",
+        raw.get("spec").unwrap_or(&Value::Null),
+        known.get("spec").unwrap_or(&Value::Null),
+        &mut warnings,
+    );
+    Ok((
+        profile,
+        warnings
+            .into_iter()
+            .map(|f| format!("unknown field spec{f} is ignored"))
+            .collect(),
+    ))
+}
+
+/// Paths present in `raw` but not in `known` (what deserialization dropped).
+fn unknown_fields(prefix: &str, raw: &Value, known: &Value, out: &mut Vec<String>) {
+    match (raw, known) {
+        (Value::Object(r), Value::Object(k)) => {
+            for (key, rv) in r {
+                let path = format!("{prefix}.{key}");
+                match k.get(key) {
+                    Some(kv) => unknown_fields(&path, rv, kv, out),
+                    None if !rv.is_null() => out.push(path),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(k)) => {
+            for (i, (rv, kv)) in r.iter().zip(k).enumerate() {
+                unknown_fields(&format!("{prefix}[{i}]"), rv, kv, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The profile's referenced objects: from `--resources` when given, else from the cluster.
+pub fn load_bag(
+    resources: Option<&Path>,
+    profile: &IntegrityProfile,
+    argocd_namespace: &str,
+) -> Result<Bag, InputError> {
+    if let Some(path) = resources {
+        return Ok(Bag::from_yaml(&read(path)?)?);
+    }
+    let namespace = profile
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| InputError::Other(e.to_string()))?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| InputError::Cluster(e.to_string()))?;
+        Ok(crate::cluster::bag(&client, &namespace, &profile.spec, argocd_namespace).await?)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_found_at_any_depth() {
+        let raw = serde_json::json!({"a": 1, "typo": 2, "list": [{"x": 1, "y": 2}], "n": null});
+        let known = serde_json::json!({"a": 1, "list": [{"x": 1}]});
+        let mut out = Vec::new();
+        unknown_fields("", &raw, &known, &mut out);
+        assert_eq!(out, [".list[0].y", ".typo"]);
+    }
+}

@@ -1,0 +1,403 @@
+//! The Secrets and ConfigMaps a profile refers to, gathered before any verification runs (from the
+//! cluster, or from YAML documents for the CLI), so the verification itself is synchronous and has one
+//! clear error for a missing object or key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::resources::profile::{IntegrityProfileSpec, KeyRef, ObjectRef};
+use crate::source::fetch::{RepoCredentials, RepoSecret};
+
+pub const ARGOCD_SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
+pub const ARGOCD_GPG_KEYS_CM: &str = "argocd-gpg-keys-cm";
+pub const ARGOCD_KNOWN_HOSTS_CM: &str = "argocd-ssh-known-hosts-cm";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Secret,
+    ConfigMap,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+        }
+    }
+}
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DerefError {
+    #[error("{kind} {name} is referenced by the profile but does not exist in its namespace")]
+    Missing { kind: &'static str, name: String },
+    #[error("{kind} {name} has no key {key:?} (keys: {available})")]
+    MissingKey {
+        kind: &'static str,
+        name: String,
+        key: String,
+        available: String,
+    },
+    #[error("{kind} {name} key {key:?} is not UTF-8 text")]
+    NotText {
+        kind: &'static str,
+        name: String,
+        key: String,
+    },
+    #[error("cannot read the resources file: {0}")]
+    Parse(String),
+    #[error("cannot read {kind} {name}: {reason}")]
+    Fetch {
+        kind: &'static str,
+        name: String,
+        reason: String,
+    },
+}
+
+impl DerefError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DerefError::Missing { .. } => "ReferencedObjectMissing",
+            DerefError::MissingKey { .. } => "ReferencedKeyMissing",
+            DerefError::NotText { .. } => "ReferencedKeyInvalid",
+            DerefError::Parse(_) => "ResourcesUnreadable",
+            DerefError::Fetch { .. } => "ReferencedObjectUnavailable",
+        }
+    }
+
+    /// Reading from the apiserver can fail for a while; a missing object is a configuration error.
+    pub fn retryable(&self) -> bool {
+        matches!(self, DerefError::Fetch { .. })
+    }
+}
+
+/// The referenced objects: for each, its keys and values.
+#[derive(Clone, Debug, Default)]
+pub struct Bag {
+    objects: BTreeMap<(Kind, String), BTreeMap<String, Vec<u8>>>,
+    pub repo_secrets: Vec<RepoSecret>,
+}
+
+/// A Secret or ConfigMap as written in YAML (either `data`/`stringData`, or `data`/`binaryData`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Document {
+    kind: Option<String>,
+    metadata: Option<Meta>,
+    #[serde(default)]
+    data: BTreeMap<String, String>,
+    #[serde(default)]
+    string_data: BTreeMap<String, String>,
+    #[serde(default)]
+    binary_data: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+impl Bag {
+    pub fn insert(&mut self, kind: Kind, name: &str, data: BTreeMap<String, Vec<u8>>) {
+        self.objects.insert((kind, name.to_string()), data);
+    }
+
+    /// Reads Secrets and ConfigMaps from YAML documents, as a user would apply them. Other kinds are
+    /// ignored; Argo CD repository Secrets (by their label) also become repository credentials.
+    pub fn from_yaml(text: &str) -> Result<Bag, DerefError> {
+        let docs: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(text).map_err(|e| DerefError::Parse(e.to_string()))?;
+        let mut bag = Bag::default();
+        for (i, doc) in docs.into_iter().enumerate() {
+            if doc.is_null() {
+                continue;
+            }
+            let d: Document = serde_json::from_value(doc)
+                .map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
+            let kind = match d.kind.as_deref() {
+                Some("Secret") => Kind::Secret,
+                Some("ConfigMap") => Kind::ConfigMap,
+                _ => continue,
+            };
+            let meta = d
+                .metadata
+                .ok_or_else(|| DerefError::Parse(format!("document {}: no metadata", i + 1)))?;
+            let name = meta.name.ok_or_else(|| {
+                DerefError::Parse(format!("document {}: no metadata.name", i + 1))
+            })?;
+            let b64 = |k: &str, v: &str| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .map_err(|e| {
+                        DerefError::Parse(format!(
+                            "{} {name}: key {k:?} is not base64: {e}",
+                            kind.as_str()
+                        ))
+                    })
+            };
+            let mut data = BTreeMap::new();
+            match kind {
+                Kind::Secret => {
+                    for (k, v) in &d.data {
+                        data.insert(k.clone(), b64(k, v)?);
+                    }
+                    for (k, v) in d.string_data {
+                        data.insert(k, v.into_bytes());
+                    }
+                }
+                Kind::ConfigMap => {
+                    for (k, v) in d.data {
+                        data.insert(k, v.into_bytes());
+                    }
+                    for (k, v) in &d.binary_data {
+                        data.insert(k.clone(), b64(k, v)?);
+                    }
+                }
+            }
+            if kind == Kind::Secret
+                && let Some(t) = meta.labels.get(ARGOCD_SECRET_TYPE_LABEL)
+                && let Some(s) = repo_secret(&name, t, &data)
+            {
+                bag.repo_secrets.push(s);
+            }
+            bag.insert(kind, &name, data);
+        }
+        Ok(bag)
+    }
+
+    fn object(&self, kind: Kind, name: &str) -> Result<&BTreeMap<String, Vec<u8>>, DerefError> {
+        self.objects
+            .get(&(kind, name.to_string()))
+            .ok_or(DerefError::Missing {
+                kind: kind.as_str(),
+                name: name.to_string(),
+            })
+    }
+
+    /// The text values an `ObjectRef` points at: its one key, or every key when none is named.
+    pub fn texts(&self, r: &ObjectRef) -> Result<Vec<String>, DerefError> {
+        let (kind, key_ref) = split(r);
+        self.texts_of(kind, key_ref)
+    }
+
+    pub fn texts_of(&self, kind: Kind, key_ref: &KeyRef) -> Result<Vec<String>, DerefError> {
+        let obj = self.object(kind, &key_ref.name)?;
+        let text = |k: &str, v: &[u8]| {
+            String::from_utf8(v.to_vec()).map_err(|_| DerefError::NotText {
+                kind: kind.as_str(),
+                name: key_ref.name.clone(),
+                key: k.to_string(),
+            })
+        };
+        match &key_ref.key {
+            Some(k) => {
+                let v = obj.get(k).ok_or_else(|| DerefError::MissingKey {
+                    kind: kind.as_str(),
+                    name: key_ref.name.clone(),
+                    key: k.clone(),
+                    available: obj.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
+                Ok(vec![text(k, v)?])
+            }
+            None => obj.iter().map(|(k, v)| text(k, v)).collect(),
+        }
+    }
+
+    /// A single value, which must exist.
+    pub fn text(&self, kind: Kind, name: &str, key: &str) -> Result<String, DerefError> {
+        let r = KeyRef {
+            name: name.to_string(),
+            key: Some(key.to_string()),
+        };
+        Ok(self.texts_of(kind, &r)?.remove(0))
+    }
+
+    /// Optional objects (such as Argo CD's known-hosts ConfigMap) may be absent.
+    pub fn optional_text(&self, kind: Kind, name: &str, key: &str) -> Option<String> {
+        self.text(kind, name, key).ok()
+    }
+}
+
+pub fn split(r: &ObjectRef) -> (Kind, &KeyRef) {
+    match (&r.secret_ref, &r.config_map_ref) {
+        (Some(s), _) => (Kind::Secret, s),
+        (None, Some(c)) => (Kind::ConfigMap, c),
+        // The schema requires exactly one; an empty reference names nothing.
+        (None, None) => (Kind::ConfigMap, &EMPTY_REF),
+    }
+}
+
+static EMPTY_REF: KeyRef = KeyRef {
+    name: String::new(),
+    key: None,
+};
+
+/// Turns an Argo CD repository Secret into credentials.
+pub fn repo_secret(
+    name: &str,
+    secret_type: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Option<RepoSecret> {
+    let get = |k: &str| {
+        data.get(k)
+            .and_then(|v| String::from_utf8(v.clone()).ok())
+            .filter(|s| !s.is_empty())
+    };
+    let is_template = match secret_type {
+        "repository" => false,
+        "repo-creds" => true,
+        _ => return None,
+    };
+    Some(RepoSecret {
+        name: name.to_string(),
+        is_template,
+        url: get("url")?,
+        credentials: RepoCredentials {
+            username: get("username"),
+            password: get("password"),
+            bearer_token: get("bearerToken"),
+            ssh_private_key: get("sshPrivateKey"),
+            insecure_ignore_host_key: get("insecureIgnoreHostKey").is_some_and(|v| v == "true"),
+            known_hosts: None,
+        },
+    })
+}
+
+/// Every Secret and ConfigMap a profile refers to (by kind and name).
+pub fn wanted(spec: &IntegrityProfileSpec) -> BTreeSet<(Kind, String)> {
+    let mut refs: Vec<ObjectRef> = Vec::new();
+    let mut secrets: Vec<String> = Vec::new();
+    let mut add = |r: &ObjectRef| refs.push(r.clone());
+    for p in spec
+        .source_integrity
+        .iter()
+        .flat_map(|s| s.git.iter())
+        .flat_map(|g| &g.policies)
+    {
+        if let Some(gpg) = &p.gpg {
+            match &gpg.keyring {
+                Some(r) => add(r),
+                None if gpg.mode != crate::resources::profile::SignatureMode::None => {
+                    add(&default_keyring())
+                }
+                None => {}
+            }
+        }
+        if let Some(ssh) = &p.ssh {
+            add(&ssh.allowed_signers);
+        }
+        if let Some(m) = &p.source_materials {
+            add(&m.key);
+        }
+    }
+    if let Some(ms) = &spec.manifest_signing {
+        secrets.push(ms.key.secret_ref.name.clone());
+        if let Some(c) = ms.image.as_ref().and_then(|i| i.credentials.as_ref()) {
+            secrets.push(c.secret_ref.name.clone());
+        }
+    }
+    if let Some(r) = spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()) {
+        add(&r.public_key);
+    }
+    if let Some(iv) = &spec.image_verification {
+        if let Some(r) = &iv.trusted_root {
+            add(r);
+        }
+        for signer in iv.policies.iter().flat_map(|p| &p.signers) {
+            if let Some(k) = &signer.key {
+                add(k);
+            }
+        }
+    }
+    let mut out: BTreeSet<(Kind, String)> =
+        secrets.into_iter().map(|s| (Kind::Secret, s)).collect();
+    for r in &refs {
+        let (k, kr) = split(r);
+        if !kr.name.is_empty() {
+            out.insert((k, kr.name.clone()));
+        }
+    }
+    out
+}
+
+/// Argo CD's own GPG keyring, used when a policy names keys but no keyring.
+pub fn default_keyring() -> ObjectRef {
+    ObjectRef {
+        config_map_ref: Some(KeyRef {
+            name: ARGOCD_GPG_KEYS_CM.into(),
+            key: None,
+        }),
+        secret_ref: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_secrets_configmaps_and_repository_credentials() {
+        let yaml = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: keys}
+data: {cosign.pub: aGVsbG8=}
+stringData: {note: plain}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: argocd-gpg-keys-cm}
+data: {4AEE18F83AFDEB23: "-----BEGIN PGP PUBLIC KEY BLOCK-----"}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: repo
+  labels: {argocd.argoproj.io/secret-type: repository}
+stringData: {url: "https://git.example.com/shop/cart", username: u, password: p}
+---
+kind: Deployment
+metadata: {name: ignored}
+"#;
+        let bag = Bag::from_yaml(yaml).unwrap();
+        assert_eq!(
+            bag.text(Kind::Secret, "keys", "cosign.pub").unwrap(),
+            "hello"
+        );
+        assert_eq!(bag.text(Kind::Secret, "keys", "note").unwrap(), "plain");
+        assert_eq!(bag.texts(&default_keyring()).unwrap().len(), 1);
+        assert_eq!(bag.repo_secrets.len(), 1);
+        assert_eq!(
+            bag.repo_secrets[0].credentials.username.as_deref(),
+            Some("u")
+        );
+        let missing = bag.text(Kind::Secret, "keys", "cosign.key").unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "Secret keys has no key \"cosign.key\" (keys: cosign.pub, note)"
+        );
+        assert!(matches!(
+            bag.text(Kind::Secret, "nope", "x"),
+            Err(DerefError::Missing { .. })
+        ));
+    }
+
+    #[test]
+    fn broken_documents_are_specific_errors() {
+        assert!(
+            matches!(Bag::from_yaml("kind: Secret\nmetadata: {name: s}\ndata: {k: '%%%'}"), Err(DerefError::Parse(m)) if m.contains("not base64"))
+        );
+        assert!(
+            matches!(Bag::from_yaml("kind: Secret\ndata: {}"), Err(DerefError::Parse(m)) if m.contains("no metadata"))
+        );
+        assert!(matches!(
+            Bag::from_yaml("{unclosed"),
+            Err(DerefError::Parse(_))
+        ));
+    }
+}

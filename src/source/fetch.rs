@@ -1,0 +1,425 @@
+//! Getting the exact commit onto disk: a bounded cache of bare repositories, one per repository URL,
+//! filled by gix (https with credentials, ssh through the `ssh` program, `file://`); local paths are
+//! read in place. Branches and tags are mirrored so signed tags and same-named branches can be checked.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use super::CommitId;
+use super::history::Repo;
+use super::policy::normalize_url;
+
+#[derive(Debug, Error)]
+pub enum FetchError {
+    #[error("cannot fetch {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error(
+        "{url} was fetched but holds no commit {commit} (not reachable from any branch or tag)"
+    )]
+    MissingCommit { url: String, commit: CommitId },
+    #[error("the repository cache at {path} cannot be used: {reason}")]
+    Cache { path: String, reason: String },
+    #[error(
+        "unsupported repository URL {0:?} (use https://, ssh://, git@host:path, file:// or a local path)"
+    )]
+    UnsupportedUrl(String),
+}
+
+impl FetchError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FetchError::Unreachable { .. } => "RepositoryUnreachable",
+            FetchError::MissingCommit { .. } => "RevisionNotFound",
+            FetchError::Cache { .. } => "RepositoryCacheError",
+            FetchError::UnsupportedUrl(_) => "UnsupportedRepositoryURL",
+        }
+    }
+
+    /// A network or cache problem is worth retrying; a missing commit or a bad URL is not.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            FetchError::Unreachable { .. } | FetchError::Cache { .. }
+        )
+    }
+}
+
+/// Credentials for one repository, as Argo CD keeps them in its repository Secrets.
+#[derive(Clone, Default)]
+pub struct RepoCredentials {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub bearer_token: Option<String>,
+    pub ssh_private_key: Option<String>,
+    pub insecure_ignore_host_key: bool,
+    /// `known_hosts` lines for ssh (Argo CD's `argocd-ssh-known-hosts-cm`).
+    pub known_hosts: Option<String>,
+}
+
+impl std::fmt::Debug for RepoCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "ssh_private_key",
+                &self.ssh_private_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// A repository Secret of Argo CD (`argocd.argoproj.io/secret-type: repository | repo-creds`).
+#[derive(Clone, Debug)]
+pub struct RepoSecret {
+    pub name: String,
+    /// `repository` (exact URL) or `repo-creds` (URL prefix).
+    pub is_template: bool,
+    pub url: String,
+    pub credentials: RepoCredentials,
+}
+
+/// Argo CD's rule: a `repository` Secret for exactly this URL wins; otherwise the `repo-creds` Secret
+/// with the longest matching URL prefix (both compared normalized).
+pub fn credentials_for<'a>(url: &str, secrets: &'a [RepoSecret]) -> Option<&'a RepoSecret> {
+    let want = normalize_url(url);
+    if let Some(exact) = secrets
+        .iter()
+        .find(|s| !s.is_template && normalize_url(&s.url) == want)
+    {
+        return Some(exact);
+    }
+    secrets
+        .iter()
+        .filter(|s| s.is_template && want.starts_with(&normalize_url(&s.url)))
+        .max_by_key(|s| normalize_url(&s.url).len())
+}
+
+/// Where a repository's objects are read from.
+pub enum Location {
+    /// A local repository, read in place.
+    Local(PathBuf),
+    /// A remote one, mirrored into the cache.
+    Remote(String),
+}
+
+pub fn locate(url: &str) -> Result<Location, FetchError> {
+    let u = url.trim();
+    if u.starts_with("https://")
+        || u.starts_with("http://")
+        || u.starts_with("ssh://")
+        || u.starts_with("file://")
+        || u.starts_with("git://")
+    {
+        return Ok(Location::Remote(u.to_string()));
+    }
+    // scp-like ssh: user@host:path
+    if let Some((left, _)) = u.split_once(':')
+        && left.contains('@')
+        && !left.contains('/')
+    {
+        return Ok(Location::Remote(u.to_string()));
+    }
+    let path = Path::new(u);
+    if path.exists() {
+        return Ok(Location::Local(path.to_path_buf()));
+    }
+    Err(FetchError::UnsupportedUrl(url.to_string()))
+}
+
+/// A bounded on-disk cache of mirrored repositories.
+pub struct RepoCache {
+    dir: PathBuf,
+    max_repos: usize,
+}
+
+impl RepoCache {
+    pub fn new(dir: impl Into<PathBuf>, max_repos: usize) -> RepoCache {
+        RepoCache {
+            dir: dir.into(),
+            max_repos: max_repos.max(1),
+        }
+    }
+
+    /// Opens the repository holding `commits`: in place for a local path, else from the cache, fetching
+    /// when a commit is missing or `refresh` asks for current refs (signed tags, branch shadowing).
+    pub fn open(
+        &self,
+        url: &str,
+        commits: &[&CommitId],
+        credentials: Option<&RepoCredentials>,
+        refresh: bool,
+    ) -> Result<Repo, FetchError> {
+        let cache_err = |path: &Path, e: &dyn std::fmt::Display| FetchError::Cache {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        match locate(url)? {
+            Location::Local(path) => {
+                let repo = Repo::open(&path).map_err(|e| FetchError::Unreachable {
+                    url: url.to_string(),
+                    reason: e.to_string(),
+                })?;
+                check_present(&repo, url, commits)?;
+                Ok(repo)
+            }
+            Location::Remote(remote) => {
+                let path = self.dir.join(cache_name(&remote));
+                std::fs::create_dir_all(&self.dir).map_err(|e| cache_err(&self.dir, &e))?;
+                let existing = path.join("HEAD").exists();
+                if existing && !refresh {
+                    let repo = Repo::open(&path).map_err(|e| cache_err(&path, &e))?;
+                    if commits.iter().all(|c| repo.has_commit(c)) {
+                        touch(&path);
+                        return Ok(repo);
+                    }
+                }
+                fetch_into(&path, &remote, credentials)?;
+                touch(&path);
+                self.evict(&path);
+                let repo = Repo::open(&path).map_err(|e| cache_err(&path, &e))?;
+                check_present(&repo, url, commits)?;
+                Ok(repo)
+            }
+        }
+    }
+
+    /// Keeps at most `max_repos` mirrors, dropping the least recently used.
+    fn evict(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut repos: Vec<(SystemTime, PathBuf)> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path() != keep && e.path().join("HEAD").exists())
+            .map(|e| {
+                (
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                    e.path(),
+                )
+            })
+            .collect();
+        if repos.len() < self.max_repos {
+            return;
+        }
+        repos.sort();
+        let excess = repos.len() + 1 - self.max_repos;
+        for (_, path) in repos.into_iter().take(excess) {
+            let _ = std::fs::remove_dir_all(path);
+        }
+    }
+}
+
+fn check_present(repo: &Repo, url: &str, commits: &[&CommitId]) -> Result<(), FetchError> {
+    match commits.iter().find(|c| !repo.has_commit(c)) {
+        Some(missing) => Err(FetchError::MissingCommit {
+            url: url.to_string(),
+            commit: (*missing).clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn touch(path: &Path) {
+    let _ = std::fs::File::options()
+        .write(true)
+        .open(path.join("HEAD"))
+        .and_then(|f| f.set_modified(SystemTime::now()));
+    let _ = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
+}
+
+/// A readable, collision-free directory name for a repository URL.
+fn cache_name(url: &str) -> String {
+    let normalized = normalize_url(url);
+    let hash = hex::encode(&Sha256::digest(normalized.as_bytes())[..8]);
+    let tail: String = normalized
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("repo")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{tail}-{hash}.git")
+}
+
+/// Mirrors branches and tags of `url` into the bare repository at `path` (created if needed).
+fn fetch_into(
+    path: &Path,
+    url: &str,
+    credentials: Option<&RepoCredentials>,
+) -> Result<(), FetchError> {
+    let unreachable = |e: &dyn std::fmt::Display| FetchError::Unreachable {
+        url: url.to_string(),
+        reason: e.to_string(),
+    };
+    let mut repo = if path.join("HEAD").exists() {
+        gix::open(path).map_err(|e| FetchError::Cache {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?
+    } else {
+        gix::init_bare(path).map_err(|e| FetchError::Cache {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?
+    };
+
+    // ssh: a private key from the Secret, and host key checking as Argo CD configures it.
+    let _key_dir;
+    if let Some(creds) = credentials
+        && let Some(key) = &creds.ssh_private_key
+    {
+        let dir = tempfile::tempdir().map_err(|e| unreachable(&e))?;
+        let key_path = dir.path().join("id");
+        write_private(&key_path, key.as_bytes()).map_err(|e| unreachable(&e))?;
+        let mut cmd = format!(
+            "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
+            key_path.display()
+        );
+        if creds.insecure_ignore_host_key {
+            cmd.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
+        } else if let Some(hosts) = &creds.known_hosts {
+            let hosts_path = dir.path().join("known_hosts");
+            std::fs::write(&hosts_path, hosts).map_err(|e| unreachable(&e))?;
+            cmd.push_str(&format!(
+                " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
+                hosts_path.display()
+            ));
+        }
+        let mut config = repo.config_snapshot_mut();
+        config
+            .set_raw_value("core.sshCommand", cmd.as_str())
+            .map_err(|e| unreachable(&e))?;
+        config.commit().map_err(|e| unreachable(&e))?;
+        _key_dir = dir;
+    }
+
+    let remote = repo
+        .remote_at(url)
+        .map_err(|e| unreachable(&e))?
+        .with_refspecs(
+            ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            gix::remote::Direction::Fetch,
+        )
+        .map_err(|e| unreachable(&e))?;
+    let connection = remote
+        .connect(gix::remote::Direction::Fetch)
+        .map_err(|e| unreachable(&e))?;
+    let account = credentials.and_then(|c| match (&c.username, &c.password, &c.bearer_token) {
+        (_, _, Some(token)) => Some(("x-access-token".to_string(), token.clone())),
+        (Some(u), Some(p), None) => Some((u.clone(), p.clone())),
+        (None, Some(p), None) => Some(("git".to_string(), p.clone())),
+        _ => None,
+    });
+    let connection = connection.with_credentials(move |action| match (&account, action) {
+        (Some((username, password)), gix::credentials::helper::Action::Get(ctx)) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: username.clone(),
+                    password: password.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: ctx.into(),
+            }))
+        }
+        _ => Ok(None),
+    });
+    let interrupt = AtomicBool::new(false);
+    connection
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(|e| unreachable(&e))?
+        .receive(gix::progress::Discard, &interrupt)
+        .map_err(|e| unreachable(&e))?;
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    if !data.ends_with(b"\n") {
+        f.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str, template: bool, url: &str) -> RepoSecret {
+        RepoSecret {
+            name: name.into(),
+            is_template: template,
+            url: url.into(),
+            credentials: RepoCredentials::default(),
+        }
+    }
+
+    #[test]
+    fn exact_repository_secret_wins_then_longest_prefix() {
+        let secrets = vec![
+            secret("org", true, "https://git.example.com/"),
+            secret("shop", true, "https://git.example.com/shop"),
+            secret("cart", false, "https://git.example.com/shop/cart.git"),
+        ];
+        assert_eq!(
+            credentials_for("https://git.example.com/shop/cart", &secrets).map(|s| s.name.as_str()),
+            Some("cart")
+        );
+        assert_eq!(
+            credentials_for("https://git.example.com/shop/ui.git", &secrets)
+                .map(|s| s.name.as_str()),
+            Some("shop")
+        );
+        assert_eq!(
+            credentials_for("https://GIT.example.com/blog", &secrets).map(|s| s.name.as_str()),
+            Some("org")
+        );
+        assert!(credentials_for("https://other.example.com/x", &secrets).is_none());
+    }
+
+    #[test]
+    fn cache_names_are_readable_and_distinct() {
+        let a = cache_name("https://git.example.com/shop/cart.git");
+        assert!(a.starts_with("cart-") && a.ends_with(".git"), "{a}");
+        assert_eq!(a, cache_name("https://git.example.com/shop/cart"));
+        assert_ne!(a, cache_name("https://git.example.com/blog/cart"));
+    }
+
+    #[test]
+    fn urls_are_classified() {
+        assert!(matches!(locate("https://x/y"), Ok(Location::Remote(_))));
+        assert!(matches!(
+            locate("git@github.example:org/repo.git"),
+            Ok(Location::Remote(_))
+        ));
+        assert!(matches!(
+            locate("/definitely/not/here"),
+            Err(FetchError::UnsupportedUrl(_))
+        ));
+        assert!(matches!(
+            locate(env!("CARGO_MANIFEST_DIR")),
+            Ok(Location::Local(_))
+        ));
+    }
+}

@@ -1,0 +1,692 @@
+//! Commits and tags of one git repository, read with gix, and the signature rules over them:
+//! `head` (the synced commit, or the annotated tag that names it), `strict` (every ancestor back to seal
+//! commits), signed tags, and downgrades.
+//!
+//! Reading objects is sequential and cheap; checking signatures is the expensive part, so it runs on
+//! every core (rayon). Commits whose whole history already verified under the same trust are cached and
+//! end the walk, so after one new commit only that commit is checked.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::Path;
+use std::sync::Mutex;
+
+use gix::bstr::ByteSlice;
+use rayon::prelude::*;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::{CommitId, SignatureCheck, Signer, Trust};
+
+/// Trailers that mark a seal commit (compared case-insensitively).
+pub const SEAL_TRAILERS: [&str; 2] = ["Weft-Seal", "Argocd-gpg-seal"];
+
+#[derive(Debug, Error)]
+pub enum HistoryError {
+    #[error("cannot open the git repository at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("commit {0} is not in the repository (not reachable from any fetched branch or tag)")]
+    MissingCommit(CommitId),
+    #[error("{what} {id} cannot be read: {reason}")]
+    Corrupt {
+        what: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("{0} is not a commit")]
+    NotACommit(String),
+    #[error("{0:?} names both a branch and a tag; pass the commit SHA")]
+    Ambiguous(String),
+    #[error("cannot resolve {0:?} to a commit: {1}")]
+    Unresolved(String, String),
+}
+
+impl HistoryError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HistoryError::Open { .. } => "RepositoryUnreadable",
+            HistoryError::MissingCommit(_) => "RevisionNotFound",
+            HistoryError::Corrupt { .. } => "CorruptObject",
+            HistoryError::NotACommit(_) => "RevisionNotACommit",
+            HistoryError::Ambiguous(_) => "AmbiguousRevision",
+            HistoryError::Unresolved(..) => "RevisionNotFound",
+        }
+    }
+}
+
+/// What one commit says about itself.
+#[derive(Clone, Debug)]
+pub struct CommitRecord {
+    pub id: CommitId,
+    pub parents: Vec<CommitId>,
+    pub signature: Option<String>,
+    /// The bytes the signature covers (the commit without its signature header).
+    pub payload: Vec<u8>,
+    pub committer_time: i64,
+    pub author: String,
+    pub summary: String,
+    pub seal: bool,
+}
+
+/// An annotated tag, peeled to the commit it names.
+#[derive(Clone, Debug)]
+pub struct TagRecord {
+    pub name: String,
+    pub target: CommitId,
+    pub signature: Option<String>,
+    pub payload: Vec<u8>,
+    pub tagger_time: i64,
+}
+
+/// What a ref name turned out to be.
+#[derive(Clone, Debug)]
+pub enum TagLookup {
+    Missing,
+    /// A lightweight tag: a ref straight to a commit, with nothing to sign.
+    Lightweight(CommitId),
+    Annotated(TagRecord),
+}
+
+pub struct Repo {
+    repo: gix::Repository,
+}
+
+impl Repo {
+    pub fn open(path: &Path) -> Result<Repo, HistoryError> {
+        let mut repo = gix::open(path).map_err(|e| HistoryError::Open {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        repo.object_cache_size_if_unset(16 * 1024 * 1024);
+        Ok(Repo { repo })
+    }
+
+    pub fn has_commit(&self, id: &CommitId) -> bool {
+        id.to_gix().is_some_and(|oid| self.repo.has_object(oid))
+    }
+
+    pub fn commit(&self, id: &CommitId) -> Result<CommitRecord, HistoryError> {
+        let oid = id
+            .to_gix()
+            .ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
+        let object = self
+            .repo
+            .try_find_object(oid)
+            .map_err(|e| corrupt("commit", id, e))?
+            .ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
+        if object.kind != gix::object::Kind::Commit {
+            return Err(HistoryError::NotACommit(id.to_string()));
+        }
+        let data = &object.data;
+        let commit = gix::objs::CommitRef::from_bytes(data, oid.kind())
+            .map_err(|e| corrupt("commit", id, e))?;
+        let (signature, payload) = match gix::objs::CommitRefIter::signature(data, oid.kind())
+            .map_err(|e| corrupt("commit", id, e))?
+        {
+            Some((sig, signed)) => (
+                Some(sig.to_str_lossy().into_owned()),
+                signed.to_bstring().to_vec(),
+            ),
+            None => (None, data.to_vec()),
+        };
+        let message = commit.message();
+        let seal = message.body().is_some_and(|b| {
+            b.trailers().any(|t| {
+                SEAL_TRAILERS
+                    .iter()
+                    .any(|s| t.token.eq_ignore_ascii_case(s.as_bytes()))
+            })
+        });
+        let committer_time = commit.committer().map(|c| c.seconds()).unwrap_or(0);
+        let author = commit
+            .author()
+            .map(|a| format!("{} <{}>", a.name, a.email))
+            .unwrap_or_default();
+        Ok(CommitRecord {
+            id: id.clone(),
+            parents: commit.parents().map(|p| CommitId::from_gix(&p)).collect(),
+            signature,
+            payload,
+            committer_time,
+            author,
+            summary: message.summary().to_string(),
+            seal,
+        })
+    }
+
+    /// Looks up `refs/tags/<name>` and peels it to a commit.
+    pub fn tag(&self, name: &str) -> Result<TagLookup, HistoryError> {
+        let full = format!("refs/tags/{name}");
+        let Some(mut reference) = self
+            .repo
+            .try_find_reference(full.as_str())
+            .map_err(|e| corrupt("tag", &full, e))?
+        else {
+            return Ok(TagLookup::Missing);
+        };
+        let oid = reference
+            .peel_to_id()
+            .map_err(|e| corrupt("tag", &full, e))?
+            .detach();
+        let target_id = reference
+            .target()
+            .try_id()
+            .map(|i| i.to_owned())
+            .unwrap_or(oid);
+        let object = self
+            .repo
+            .find_object(target_id)
+            .map_err(|e| corrupt("tag", &full, e))?;
+        match object.kind {
+            gix::object::Kind::Commit => Ok(TagLookup::Lightweight(CommitId::from_gix(&target_id))),
+            gix::object::Kind::Tag => {
+                let data = object.data.clone();
+                let tag = gix::objs::TagRef::from_bytes(&data, oid.kind())
+                    .map_err(|e| corrupt("tag", &full, e))?;
+                let (signature, payload) = match gix::objs::TagRefIter::signature(&data) {
+                    Some((sig, signed)) => (
+                        Some(sig.data.to_str_lossy().into_owned()),
+                        signed.to_bstring().to_vec(),
+                    ),
+                    None => (None, data.to_vec()),
+                };
+                let tagger_time = tag
+                    .tagger()
+                    .ok()
+                    .flatten()
+                    .map(|t| t.seconds())
+                    .unwrap_or(0);
+                let peeled = self
+                    .repo
+                    .find_object(oid)
+                    .map_err(|e| corrupt("tag", &full, e))?;
+                if peeled.kind != gix::object::Kind::Commit {
+                    return Err(HistoryError::NotACommit(full));
+                }
+                Ok(TagLookup::Annotated(TagRecord {
+                    name: name.to_string(),
+                    target: CommitId::from_gix(&oid),
+                    signature,
+                    payload,
+                    tagger_time,
+                }))
+            }
+            _ => Err(HistoryError::NotACommit(full)),
+        }
+    }
+
+    /// Resolves a revision as Argo CD would for a person typing one: a full SHA as is, else a tag or a
+    /// branch of that name (both is ambiguous), else any rev-spec (`HEAD`, a short SHA…), to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<CommitId, HistoryError> {
+        if let Some(id) = CommitId::parse(rev) {
+            return if self.has_commit(&id) {
+                Ok(id)
+            } else {
+                Err(HistoryError::MissingCommit(id))
+            };
+        }
+        let tag = self.tag(rev)?;
+        if !matches!(tag, TagLookup::Missing) && self.branch_exists(rev) {
+            return Err(HistoryError::Ambiguous(rev.to_string()));
+        }
+        match tag {
+            TagLookup::Lightweight(id) => return Ok(id),
+            TagLookup::Annotated(t) => return Ok(t.target),
+            TagLookup::Missing => {}
+        }
+        let spec = if self.branch_exists(rev) {
+            format!("refs/heads/{rev}")
+        } else {
+            rev.to_string()
+        };
+        let id = self
+            .repo
+            .rev_parse_single(spec.as_str())
+            .map_err(|e| HistoryError::Unresolved(rev.to_string(), e.to_string()))?;
+        let commit = id
+            .object()
+            .and_then(|o| o.peel_to_commit())
+            .map_err(|e| HistoryError::Unresolved(rev.to_string(), e.to_string()))?;
+        Ok(CommitId::from_gix(&commit.id))
+    }
+
+    pub fn branch_exists(&self, name: &str) -> bool {
+        matches!(
+            self.repo
+                .try_find_reference(format!("refs/heads/{name}").as_str()),
+            Ok(Some(_))
+        )
+    }
+
+    /// Names of the tags that peel to `commit`.
+    pub fn tags_at(&self, commit: &CommitId) -> Vec<String> {
+        let Ok(platform) = self.repo.references() else {
+            return Vec::new();
+        };
+        let Ok(tags) = platform.tags() else {
+            return Vec::new();
+        };
+        tags.filter_map(Result::ok)
+            .filter_map(|mut r| {
+                let name = r.name().shorten().to_string();
+                let id = r.peel_to_id().ok()?.detach();
+                (CommitId::from_gix(&id) == *commit).then_some(name)
+            })
+            .collect()
+    }
+
+    /// Is `ancestor` the same as, or an ancestor of, `descendant`?
+    pub fn descends_from(
+        &self,
+        descendant: &CommitId,
+        ancestor: &CommitId,
+    ) -> Result<bool, HistoryError> {
+        if descendant == ancestor {
+            return Ok(true);
+        }
+        let (Some(d), Some(a)) = (descendant.to_gix(), ancestor.to_gix()) else {
+            return Ok(false);
+        };
+        if !self.repo.has_object(a) {
+            return Err(HistoryError::MissingCommit(ancestor.clone()));
+        }
+        let base = self
+            .repo
+            .merge_base(d, a)
+            .map_err(|e| corrupt("commit", descendant, e))?;
+        Ok(base.is_some_and(|b| b.detach() == a))
+    }
+
+    /// Every entry under `dir` (relative to the repository root; empty for the root) in the commit's
+    /// tree, with paths relative to `dir`. `None` when `dir` does not exist in that tree.
+    pub fn files_under(
+        &self,
+        commit: &CommitId,
+        dir: &str,
+    ) -> Result<Option<Vec<TreeFile>>, HistoryError> {
+        let oid = commit
+            .to_gix()
+            .ok_or_else(|| HistoryError::MissingCommit(commit.clone()))?;
+        let tree = self
+            .repo
+            .find_commit(oid)
+            .map_err(|e| corrupt("commit", commit, e))?
+            .tree()
+            .map_err(|e| corrupt("tree of", commit, e))?;
+        let dir = dir.trim_matches('/');
+        let tree = if dir.is_empty() || dir == "." {
+            tree
+        } else {
+            match tree
+                .lookup_entry_by_path(dir)
+                .map_err(|e| corrupt("tree of", commit, e))?
+            {
+                Some(entry) if entry.mode().is_tree() => entry
+                    .object()
+                    .map_err(|e| corrupt("tree", dir, e))?
+                    .into_tree(),
+                _ => return Ok(None),
+            }
+        };
+        let files = tree
+            .traverse()
+            .breadthfirst
+            .files()
+            .map_err(|e| corrupt("tree", dir, e))?;
+        Ok(Some(
+            files
+                .into_iter()
+                .filter(|f| !f.mode.is_tree())
+                .map(|f| TreeFile {
+                    path: f.filepath.to_str_lossy().into_owned(),
+                    kind: if f.mode.is_link() {
+                        FileKind::Symlink
+                    } else if f.mode.is_commit() {
+                        FileKind::Submodule
+                    } else if f.mode.is_executable() {
+                        FileKind::Executable
+                    } else {
+                        FileKind::Regular
+                    },
+                    id: f.oid,
+                })
+                .collect(),
+        ))
+    }
+
+    pub fn blob(&self, id: &gix::ObjectId) -> Result<Vec<u8>, HistoryError> {
+        let object = self
+            .repo
+            .find_object(*id)
+            .map_err(|e| corrupt("blob", id, e))?;
+        Ok(object.detach().data)
+    }
+
+    pub fn inner(&self) -> &gix::Repository {
+        &self.repo
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Executable,
+    Symlink,
+    Submodule,
+}
+
+/// One entry of a commit's tree.
+#[derive(Clone, Debug)]
+pub struct TreeFile {
+    pub path: String,
+    pub kind: FileKind,
+    pub id: gix::ObjectId,
+}
+
+fn corrupt(
+    what: &'static str,
+    id: &(impl std::fmt::Display + ?Sized),
+    e: impl std::fmt::Display,
+) -> HistoryError {
+    HistoryError::Corrupt {
+        what,
+        id: id.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// A commit whose signature does not count, described for a person.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommitFailure {
+    pub commit: CommitId,
+    pub author: String,
+    pub summary: String,
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// The result of checking a commit (head) or its history (strict).
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalkOutcome {
+    /// Signatures checked in this run.
+    pub checked: usize,
+    /// Commits whose history had already been verified under the same keys (the walk stopped there).
+    pub cached: usize,
+    /// Seal commits that ended the walk.
+    pub seals: Vec<CommitId>,
+    /// Who signed the target commit, when it is signed by an allowed key.
+    pub head_signer: Option<Signer>,
+    /// Every distinct signer seen.
+    pub signers: BTreeSet<String>,
+    /// The failing commit nearest the target, and how many failed in all.
+    pub failure: Option<CommitFailure>,
+    pub failures: usize,
+}
+
+/// Cache of commits whose whole history (back to seals) verified, per trust identity, each with the
+/// time until which the verdict holds (the earliest expiry among the keys).
+#[derive(Default)]
+pub struct VerifiedCommits {
+    inner: Mutex<HashMap<String, HashMap<CommitId, i64>>>,
+}
+
+/// Upper bound on cached commits per trust; beyond it the cache starts over.
+const CACHE_LIMIT: usize = 2_000_000;
+
+impl VerifiedCommits {
+    fn is_verified(&self, trust: &str, id: &CommitId, now: i64) -> bool {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .get(trust)
+            .and_then(|m| m.get(id))
+            .is_some_and(|until| *until > now)
+    }
+
+    fn insert_all(&self, trust: &str, ids: impl IntoIterator<Item = CommitId>, until: i64) {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let map = guard.entry(trust.to_string()).or_default();
+        if map.len() > CACHE_LIMIT {
+            map.clear();
+        }
+        map.extend(ids.into_iter().map(|id| (id, until)));
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .map(|g| g.values().map(HashMap::len).sum())
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn check(trust: &Trust, rec: &CommitRecord, now: i64) -> SignatureCheck {
+    match &rec.signature {
+        None => SignatureCheck::Unsigned,
+        Some(sig) => trust.check(&rec.payload, sig, rec.committer_time, now),
+    }
+}
+
+fn failure(rec: &CommitRecord, result: &SignatureCheck) -> CommitFailure {
+    CommitFailure {
+        commit: rec.id.clone(),
+        author: rec.author.clone(),
+        summary: rec.summary.clone(),
+        reason: result.reason(),
+        detail: result.to_string(),
+    }
+}
+
+/// `head`: only the target commit's own signature.
+pub fn verify_head(
+    repo: &Repo,
+    target: &CommitId,
+    trust: &Trust,
+    now: i64,
+) -> Result<WalkOutcome, HistoryError> {
+    let rec = repo.commit(target)?;
+    let result = check(trust, &rec, now);
+    let mut out = WalkOutcome {
+        checked: 1,
+        ..Default::default()
+    };
+    match &result {
+        SignatureCheck::Good(s) => {
+            out.signers.insert(s.to_string());
+            out.head_signer = Some(s.clone());
+        }
+        other => {
+            out.failure = Some(failure(&rec, other));
+            out.failures = 1;
+        }
+    }
+    Ok(out)
+}
+
+/// `strict`: every commit reachable from the target must be signed by an allowed key, except that a
+/// seal commit (a `Weft-Seal:` or `Argocd-gpg-seal:` trailer) whose own signature is good ends the walk
+/// along that path. A seal signed by anyone else is an ordinary commit.
+pub fn verify_strict(
+    repo: &Repo,
+    target: &CommitId,
+    trust: &Trust,
+    cache: &VerifiedCommits,
+    now: i64,
+) -> Result<WalkOutcome, HistoryError> {
+    let mut out = WalkOutcome::default();
+    let mut queue = VecDeque::from([target.clone()]);
+    let mut seen = HashSet::new();
+    let mut pending: Vec<CommitRecord> = Vec::new();
+    let mut seal_checks: Vec<(CommitRecord, SignatureCheck)> = Vec::new();
+
+    while let Some(id) = queue.pop_front() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if cache.is_verified(trust.id(), &id, now) {
+            out.cached += 1;
+            continue;
+        }
+        let rec = repo.commit(&id)?;
+        if rec.seal {
+            // A seal decides whether the walk goes on, so it is checked now.
+            let result = check(trust, &rec, now);
+            out.checked += 1;
+            if result.is_good() {
+                out.seals.push(rec.id.clone());
+                seal_checks.push((rec, result));
+                continue;
+            }
+            queue.extend(rec.parents.iter().cloned());
+            seal_checks.push((rec, result));
+            continue;
+        }
+        queue.extend(rec.parents.iter().cloned());
+        pending.push(rec);
+    }
+
+    // Walk order (breadth-first from the target) is kept, so the first failure is the nearest one.
+    let results: Vec<SignatureCheck> = pending
+        .par_iter()
+        .map(|rec| check(trust, rec, now))
+        .collect();
+    out.checked += pending.len();
+
+    let mut all: Vec<(&CommitRecord, &SignatureCheck)> =
+        pending.iter().zip(results.iter()).collect();
+    all.extend(seal_checks.iter().map(|(r, c)| (r, c)));
+    for (rec, result) in &all {
+        match result {
+            SignatureCheck::Good(s) => {
+                out.signers.insert(s.to_string());
+                if rec.id == *target {
+                    out.head_signer = Some(s.clone());
+                }
+            }
+            other => {
+                out.failures += 1;
+                if out.failure.is_none() {
+                    out.failure = Some(failure(rec, other));
+                }
+            }
+        }
+    }
+    if out.failure.is_none() {
+        let until = trust.valid_until().unwrap_or(i64::MAX);
+        cache.insert_all(trust.id(), seen, until);
+    }
+    Ok(out)
+}
+
+/// The signed-tag requirement: the synced commit must be what an annotated tag signed by an allowed key
+/// points at. `target_revision` is the Application's symbolic revision.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagVerdict {
+    pub tag: Option<String>,
+    pub signer: Option<Signer>,
+    pub failure: Option<(&'static str, String)>,
+}
+
+pub fn verify_signed_tag(
+    repo: &Repo,
+    commit: &CommitId,
+    target_revision: Option<&str>,
+    trust: &Trust,
+    now: i64,
+) -> Result<TagVerdict, HistoryError> {
+    let fail = |reason: &'static str, msg: String| {
+        Ok(TagVerdict {
+            tag: None,
+            signer: None,
+            failure: Some((reason, msg)),
+        })
+    };
+    let names: Vec<String> = match target_revision
+        .filter(|t| !t.is_empty() && !crate::target::is_commit_sha(t))
+    {
+        Some(name) => {
+            if repo.branch_exists(name) {
+                return fail(
+                    "AmbiguousTag",
+                    format!(
+                        "{name:?} names both a tag and a branch; Argo CD may resolve either, so the signed-tag requirement fails closed. Rename the branch"
+                    ),
+                );
+            }
+            match repo.tag(name)? {
+                TagLookup::Missing if repo.tags_at(commit).is_empty() => {
+                    return fail(
+                        "TagNotFound",
+                        format!(
+                            "no tag {name:?} points at {commit}, and requireSignedTag needs one"
+                        ),
+                    );
+                }
+                // A semantic-version constraint: Argo CD picked one of the tags at this commit.
+                TagLookup::Missing => repo.tags_at(commit),
+                TagLookup::Lightweight(_) => {
+                    return fail(
+                        "LightweightTag",
+                        format!(
+                            "{name:?} is a lightweight tag, which cannot be signed; use an annotated, signed tag (git tag -s)"
+                        ),
+                    );
+                }
+                TagLookup::Annotated(_) => vec![name.to_string()],
+            }
+        }
+        None => {
+            return fail(
+                "NoTagRequested",
+                "requireSignedTag needs the Application's targetRevision to name a tag, but it names a commit or nothing".into(),
+            );
+        }
+    };
+    let mut last = None;
+    for name in names {
+        match repo.tag(&name)? {
+            TagLookup::Annotated(tag) if tag.target == *commit => {
+                let result = match &tag.signature {
+                    None => SignatureCheck::Unsigned,
+                    Some(sig) => trust.check(&tag.payload, sig, tag.tagger_time, now),
+                };
+                match result {
+                    SignatureCheck::Good(s) => {
+                        return Ok(TagVerdict {
+                            tag: Some(name),
+                            signer: Some(s),
+                            failure: None,
+                        });
+                    }
+                    other => last = Some((other.reason(), format!("tag {name}: {other}"))),
+                }
+            }
+            TagLookup::Annotated(tag) => {
+                last = Some((
+                    "TagMismatch",
+                    format!(
+                        "tag {name} points at {}, not at the synced commit {commit}",
+                        tag.target
+                    ),
+                ))
+            }
+            TagLookup::Lightweight(_) => {
+                last = Some((
+                    "LightweightTag",
+                    format!("{name:?} is a lightweight tag, which cannot be signed"),
+                ))
+            }
+            TagLookup::Missing => {}
+        }
+    }
+    let (reason, msg) = last.unwrap_or((
+        "TagNotFound",
+        format!("no annotated tag points at {commit}"),
+    ));
+    fail(reason, msg)
+}

@@ -1,0 +1,329 @@
+//! SSH signatures on git objects (`-----BEGIN SSH SIGNATURE-----`), checked against git's
+//! `allowed_signers` file: `principals [options] keytype base64 [comment]`, with the options
+//! `namespaces="…"`, `valid-after=`, `valid-before=` and `cert-authority`.
+//!
+//! As git does, the signature's namespace must be `git`, and validity windows are compared with the
+//! time git records for the object (committer or tagger time). ssh-key verifies the cryptography; it has
+//! no reader for this file format, so the parser is written here.
+
+use ssh_key::{HashAlg, PublicKey, SshSig};
+use thiserror::Error;
+
+use super::{SignatureCheck, Signer};
+
+pub const GIT_NAMESPACE: &str = "git";
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AllowedSignersError {
+    #[error("allowed_signers line {line}: {reason}")]
+    Line { line: usize, reason: String },
+    #[error("allowed_signers has no usable entry")]
+    Empty,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    principals: String,
+    namespaces: Option<Vec<String>>,
+    valid_after: Option<i64>,
+    valid_before: Option<i64>,
+    key: PublicKey,
+    fingerprint: String,
+}
+
+/// The parsed `allowed_signers` file.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedSigners {
+    entries: Vec<Entry>,
+    /// Entries Weft cannot use (certificate authorities), reported rather than silently trusted.
+    pub skipped: Vec<String>,
+}
+
+impl AllowedSigners {
+    pub fn parse(text: &str) -> Result<Self, AllowedSignersError> {
+        let mut out = AllowedSigners::default();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let err = |reason: String| AllowedSignersError::Line {
+                line: i + 1,
+                reason,
+            };
+            let tokens = tokenize(line).map_err(err)?;
+            let mut it = tokens.into_iter().peekable();
+            let principals = it.next().ok_or_else(|| err("missing principals".into()))?;
+            // Options come before the key type; the key type is the first token that names an algorithm.
+            let mut options = Vec::new();
+            while let Some(tok) = it.peek() {
+                if looks_like_key_type(tok) {
+                    break;
+                }
+                options.extend(split_options(tok));
+                it.next();
+            }
+            let key_type = it
+                .next()
+                .ok_or_else(|| err("missing key type and key".into()))?;
+            let key_b64 = it.next().ok_or_else(|| err("missing key".into()))?;
+            let key = PublicKey::from_openssh(&format!("{key_type} {key_b64}"))
+                .map_err(|e| err(format!("invalid public key: {e}")))?;
+            let mut entry = Entry {
+                principals,
+                namespaces: None,
+                valid_after: None,
+                valid_before: None,
+                fingerprint: key.fingerprint(HashAlg::Sha256).to_string(),
+                key,
+            };
+            let mut cert_authority = false;
+            for opt in options {
+                let (name, value) = match opt.split_once('=') {
+                    Some((n, v)) => (
+                        n.to_ascii_lowercase(),
+                        Some(v.trim_matches('"').to_string()),
+                    ),
+                    None => (opt.to_ascii_lowercase(), None),
+                };
+                match (name.as_str(), value) {
+                    ("cert-authority", None) => cert_authority = true,
+                    ("namespaces", Some(v)) => {
+                        entry.namespaces =
+                            Some(v.split(',').map(|s| s.trim().to_string()).collect())
+                    }
+                    ("valid-after", Some(v)) => {
+                        entry.valid_after = Some(parse_time(&v).map_err(err)?)
+                    }
+                    ("valid-before", Some(v)) => {
+                        entry.valid_before = Some(parse_time(&v).map_err(err)?)
+                    }
+                    (other, _) => return Err(err(format!("unknown option {other:?}"))),
+                }
+            }
+            if cert_authority {
+                out.skipped.push(format!(
+                    "line {}: cert-authority entries are not supported",
+                    i + 1
+                ));
+                continue;
+            }
+            out.entries.push(entry);
+        }
+        if out.entries.is_empty() {
+            return Err(AllowedSignersError::Empty);
+        }
+        Ok(out)
+    }
+
+    /// Checks an armored SSH signature over `payload`; `signed_at` is the time git records for the object.
+    pub fn check(&self, payload: &[u8], armored: &str, signed_at: i64) -> SignatureCheck {
+        let sig = match SshSig::from_pem(armored.trim()) {
+            Ok(s) => s,
+            Err(e) => return SignatureCheck::Malformed(format!("unreadable SSH signature: {e}")),
+        };
+        let fingerprint = PublicKey::from(sig.public_key().clone())
+            .fingerprint(HashAlg::Sha256)
+            .to_string();
+        if sig.namespace() != GIT_NAMESPACE {
+            return SignatureCheck::Bad {
+                key: fingerprint,
+                reason: format!(
+                    "the signature is for namespace {:?}, not \"git\"",
+                    sig.namespace()
+                ),
+            };
+        }
+        let candidates: Vec<&Entry> = self
+            .entries
+            .iter()
+            .filter(|e| e.key.key_data() == sig.public_key())
+            .collect();
+        if candidates.is_empty() {
+            return SignatureCheck::UnknownKey { key: fingerprint };
+        }
+        if let Err(e) = candidates[0].key.verify(GIT_NAMESPACE, payload, &sig) {
+            return SignatureCheck::Bad {
+                key: fingerprint,
+                reason: e.to_string(),
+            };
+        }
+        let mut reasons = Vec::new();
+        for e in &candidates {
+            let signer = Signer::Ssh {
+                fingerprint: e.fingerprint.clone(),
+                principals: e.principals.clone(),
+            };
+            if let Some(ns) = &e.namespaces
+                && !ns.iter().any(|n| n == GIT_NAMESPACE)
+            {
+                reasons.push((
+                    signer,
+                    format!(
+                        "the allowed_signers entry is limited to namespaces {}",
+                        ns.join(",")
+                    ),
+                ));
+                continue;
+            }
+            if let Some(after) = e.valid_after.filter(|a| signed_at < *a) {
+                reasons.push((
+                    signer,
+                    format!("the key is valid only after {}", rfc3339(after)),
+                ));
+                continue;
+            }
+            if let Some(before) = e.valid_before.filter(|b| signed_at >= *b) {
+                reasons.push((
+                    signer,
+                    format!("the key was valid only before {}", rfc3339(before)),
+                ));
+                continue;
+            }
+            return SignatureCheck::Good(signer);
+        }
+        let (signer, reason) = reasons.remove(0);
+        SignatureCheck::KeyUnusable { signer, reason }
+    }
+
+    pub fn identity(&self) -> String {
+        let mut parts: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}:{:?}:{:?}:{:?}",
+                    e.fingerprint, e.namespaces, e.valid_after, e.valid_before
+                )
+            })
+            .collect();
+        parts.sort();
+        parts.join(",")
+    }
+}
+
+fn looks_like_key_type(tok: &str) -> bool {
+    tok.starts_with("ssh-") || tok.starts_with("ecdsa-sha2-") || tok.starts_with("sk-")
+}
+
+/// Splits on spaces outside double quotes.
+fn tokenize(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+/// Options are comma-separated, with commas inside quotes kept.
+fn split_options(tok: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in tok.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// `YYYYMMDD[HHMM[SS]][Z]`, local time unless `Z`, as ssh-keygen reads it; Weft reads both as UTC.
+fn parse_time(v: &str) -> Result<i64, String> {
+    let digits = v.trim_end_matches(['Z', 'z']);
+    if !digits.bytes().all(|b| b.is_ascii_digit()) || ![8, 12, 14].contains(&digits.len()) {
+        return Err(format!(
+            "invalid time {v:?} (expected YYYYMMDD[HHMM[SS]][Z])"
+        ));
+    }
+    let n = |r: std::ops::Range<usize>| {
+        digits
+            .get(r)
+            .map(|s| s.parse::<i16>().unwrap_or(0))
+            .unwrap_or(0)
+    };
+    let date = k8s_openapi::jiff::civil::date(n(0..4), n(4..6) as i8, n(6..8) as i8);
+    let time = k8s_openapi::jiff::civil::time(n(8..10) as i8, n(10..12) as i8, n(12..14) as i8, 0);
+    date.to_datetime(time)
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp().as_second())
+        .map_err(|e| format!("invalid time {v:?}: {e}"))
+}
+
+fn rfc3339(secs: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+
+    #[test]
+    fn parses_options_quotes_and_comments() {
+        let text = format!(
+            "# team\nalice@example.com,bob@example.com namespaces=\"git,file\",valid-after=\"20240101\" {KEY} alice\n\"carol@example.com\" {KEY}\n"
+        );
+        let s = AllowedSigners::parse(&text).unwrap();
+        assert_eq!(s.entries.len(), 2);
+        assert_eq!(
+            s.entries[0].namespaces.as_deref(),
+            Some(&["git".to_string(), "file".to_string()][..])
+        );
+        assert_eq!(s.entries[0].valid_after, Some(1704067200));
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_read() {
+        assert!(matches!(
+            AllowedSigners::parse("alice ssh-ed25519 notbase64"),
+            Err(AllowedSignersError::Line { line: 1, .. })
+        ));
+        assert!(matches!(
+            AllowedSigners::parse(&format!("alice bogus=1 {KEY}")),
+            Err(AllowedSignersError::Line { .. })
+        ));
+        assert!(matches!(
+            AllowedSigners::parse(&format!("alice valid-after=\"2024\" {KEY}")),
+            Err(AllowedSignersError::Line { .. })
+        ));
+        assert_eq!(
+            AllowedSigners::parse("# nothing\n").unwrap_err(),
+            AllowedSignersError::Empty
+        );
+        let ca = AllowedSigners::parse(&format!("*@example.com cert-authority {KEY}\nalice {KEY}"))
+            .unwrap();
+        assert_eq!(ca.skipped.len(), 1);
+    }
+}

@@ -1,0 +1,453 @@
+//! One git source, from policy to verdict: which policy, which keys, the commit (head) or its history
+//! (strict), the signed tag, downgrades, and the signed source-materials list. Each failure names the
+//! commit, the signature, the key, and what to do.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::fetch::{RepoCache, credentials_for};
+use super::history::{self, Repo, TagLookup, TagVerdict, VerifiedCommits, WalkOutcome};
+use super::materials::{self, MaterialsSpec, MaterialsVerdict};
+use super::openpgp::AllowedPgpKeys;
+use super::sshsig::AllowedSigners;
+use super::{CommitId, SignatureCheck, Trust, policy};
+use crate::deref::{self, Bag, Kind};
+use crate::resources::profile::{GitPolicy, SignatureMode};
+
+/// What to verify: one source of an Application at the exact revision Argo CD resolved.
+#[derive(Clone, Debug)]
+pub struct SourceRequest<'a> {
+    pub repo_url: &'a str,
+    pub revision: &'a CommitId,
+    /// The source's path in the repository (where source materials live).
+    pub path: Option<&'a str>,
+    /// The Application's symbolic `targetRevision` (tag name, branch, constraint).
+    pub target_revision: Option<&'a str>,
+    /// The last revision verified for this Application and repository (downgrade protection).
+    pub previous: Option<&'a CommitId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// Every requirement of the policy holds.
+    Verified,
+    /// A requirement does not hold; retrying will not change that.
+    Failed,
+    /// The profile or what it refers to is wrong (a missing Secret, an unreadable keyring…).
+    Misconfigured,
+    /// Could not be decided now (repository unreachable, object unavailable); retried with backoff.
+    Retry,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceVerdict {
+    pub repo_url: String,
+    pub commit: CommitId,
+    pub outcome: Outcome,
+    /// CamelCase, for conditions.
+    pub reason: String,
+    pub message: String,
+    /// Index of the policy in `sourceIntegrity.git.policies`.
+    pub policy: Option<usize>,
+    pub mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<WalkOutcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<TagVerdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub materials: Option<MaterialsVerdict>,
+    pub millis: u128,
+}
+
+/// Shared state across verifications: the repository cache and the verified-commit cache.
+pub struct SourceVerifier {
+    pub repos: RepoCache,
+    pub verified: VerifiedCommits,
+}
+
+/// A failure on the way to a verdict.
+struct Stop {
+    outcome: Outcome,
+    reason: String,
+    message: String,
+}
+
+fn failed(reason: impl Into<String>, message: impl Into<String>) -> Stop {
+    Stop {
+        outcome: Outcome::Failed,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn misconfigured(reason: impl Into<String>, message: impl Into<String>) -> Stop {
+    Stop {
+        outcome: Outcome::Misconfigured,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+impl SourceVerifier {
+    pub fn new(cache_dir: impl Into<PathBuf>, max_repos: usize) -> SourceVerifier {
+        SourceVerifier {
+            repos: RepoCache::new(cache_dir, max_repos),
+            verified: VerifiedCommits::default(),
+        }
+    }
+
+    pub fn verify(
+        &self,
+        policies: &[GitPolicy],
+        bag: &Bag,
+        req: &SourceRequest,
+        now: i64,
+    ) -> SourceVerdict {
+        let start = Instant::now();
+        let mut v = SourceVerdict {
+            repo_url: req.repo_url.to_string(),
+            commit: req.revision.clone(),
+            outcome: Outcome::Failed,
+            reason: String::new(),
+            message: String::new(),
+            policy: None,
+            mode: None,
+            history: None,
+            tag: None,
+            materials: None,
+            millis: 0,
+        };
+        match self.run(policies, bag, req, now, &mut v) {
+            Ok(summary) => {
+                v.outcome = Outcome::Verified;
+                v.reason = "Verified".into();
+                v.message = summary;
+            }
+            Err(stop) => {
+                v.outcome = stop.outcome;
+                v.reason = stop.reason;
+                v.message = stop.message;
+            }
+        }
+        v.millis = start.elapsed().as_millis();
+        v
+    }
+
+    fn run(
+        &self,
+        policies: &[GitPolicy],
+        bag: &Bag,
+        req: &SourceRequest,
+        now: i64,
+        v: &mut SourceVerdict,
+    ) -> Result<String, Stop> {
+        let short = req.revision.short();
+        let (index, policy) = match policy::select(policies, req.repo_url) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Err(failed(
+                    "NoSourcePolicy",
+                    format!(
+                        "no sourceIntegrity policy matches {}, so nothing vouches for commit {short}; add a policy for it (gpg.mode: none accepts it unsigned, explicitly)",
+                        req.repo_url
+                    ),
+                ));
+            }
+            Err(e) => return Err(misconfigured(e.reason(), e.to_string())),
+        };
+        let mode = policy.gpg.as_ref().map(|g| g.mode).unwrap_or_default();
+        v.policy = Some(index);
+        v.mode = Some(mode.as_str());
+        let require_tag = policy.require_signed_tag.unwrap_or(false);
+        let trust = if mode != SignatureMode::None || require_tag {
+            Some(trust_for(policy, bag)?)
+        } else {
+            None
+        };
+
+        let creds = credentials_for(req.repo_url, &bag.repo_secrets).map(|s| {
+            let mut c = s.credentials.clone();
+            c.known_hosts = bag.optional_text(
+                Kind::ConfigMap,
+                deref::ARGOCD_KNOWN_HOSTS_CM,
+                "ssh_known_hosts",
+            );
+            c
+        });
+        let repo = self
+            .repos
+            .open(req.repo_url, &[req.revision], creds.as_ref(), require_tag)
+            .map_err(|e| Stop {
+                outcome: match e {
+                    _ if e.retryable() => Outcome::Retry,
+                    super::fetch::FetchError::UnsupportedUrl(_) => Outcome::Misconfigured,
+                    _ => Outcome::Failed,
+                },
+                reason: e.reason().into(),
+                message: format!("{e}; nothing from it is verified until it can be read"),
+            })?;
+
+        let mut summary = Vec::new();
+        if let Some(trust) = &trust {
+            summary.push(self.signatures(&repo, req, mode, trust, now, v)?);
+            if require_tag {
+                let tag = history::verify_signed_tag(
+                    &repo,
+                    req.revision,
+                    req.target_revision,
+                    trust,
+                    now,
+                )
+                .map_err(history_stop)?;
+                v.tag = Some(tag.clone());
+                if let Some((reason, msg)) = tag.failure {
+                    return Err(failed(reason, format!("requireSignedTag: {msg}")));
+                }
+                summary.push(format!(
+                    "tag {} signed by {}",
+                    tag.tag.as_deref().unwrap_or("?"),
+                    tag.signer
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ));
+            }
+        } else {
+            summary.push(format!(
+                "policy #{index} requires no signatures (gpg.mode: none)"
+            ));
+        }
+
+        if let Some(previous) = req.previous.filter(|p| *p != req.revision) {
+            if policy.allow_downgrade.unwrap_or(false) {
+                summary.push("downgrades allowed by the policy".into());
+            } else {
+                match repo.descends_from(req.revision, previous) {
+                    Ok(true) => summary.push(format!(
+                        "descends from the last verified revision {}",
+                        previous.short()
+                    )),
+                    Ok(false) => {
+                        return Err(failed(
+                            "Downgrade",
+                            format!(
+                                "commit {short} does not descend from {}, the last revision verified for this Application; syncing it would roll back. Set allowDowngrade: true on the policy to allow it",
+                                previous.short()
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(failed(
+                            "DowngradeUnverifiable",
+                            format!(
+                                "cannot tell whether commit {short} descends from the last verified revision {}: {e}",
+                                previous.short()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+
+        if let Some(m) = &policy.source_materials {
+            let key = bag.texts(&m.key).map_err(deref_stop)?.join("\n");
+            let spec = MaterialsSpec {
+                hash_list: &m.hash_list,
+                signature: &m.signature,
+                key: &key,
+                require_complete: m.require_complete.unwrap_or(false),
+            };
+            let dir = req.path.unwrap_or("");
+            let verdict = materials::verify(&repo, req.revision, dir, &spec, now).map_err(|e| {
+                failed(
+                    e.reason(),
+                    format!("source materials in {dir:?} of commit {short}: {e}"),
+                )
+            })?;
+            summary.push(format!(
+                "source-materials: {} file(s) match, signed by {}",
+                verdict.files, verdict.signed_by
+            ));
+            v.materials = Some(verdict);
+        }
+        Ok(summary.join("; "))
+    }
+
+    fn signatures(
+        &self,
+        repo: &Repo,
+        req: &SourceRequest,
+        mode: SignatureMode,
+        trust: &Trust,
+        now: i64,
+        v: &mut SourceVerdict,
+    ) -> Result<String, Stop> {
+        let short = req.revision.short();
+        match mode {
+            SignatureMode::None => Ok("no commit signatures required (gpg.mode: none)".into()),
+            SignatureMode::Head => {
+                let outcome =
+                    history::verify_head(repo, req.revision, trust, now).map_err(history_stop)?;
+                v.history = Some(outcome.clone());
+                if let Some(signer) = &outcome.head_signer {
+                    return Ok(format!("commit {short} signed by {signer}"));
+                }
+                // Argo CD's `head` also accepts the signature of the annotated tag that names the commit.
+                if let Some(name) = req.target_revision.filter(|t| !t.is_empty())
+                    && let Ok(TagLookup::Annotated(tag)) = repo.tag(name)
+                    && tag.target == *req.revision
+                    && let Some(sig) = &tag.signature
+                    && let SignatureCheck::Good(signer) =
+                        trust.check(&tag.payload, sig, tag.tagger_time, now)
+                {
+                    return Ok(format!(
+                        "commit {short} is named by tag {name}, signed by {signer}"
+                    ));
+                }
+                Err(commit_stop(&outcome, "head"))
+            }
+            SignatureMode::Strict => {
+                let outcome =
+                    history::verify_strict(repo, req.revision, trust, &self.verified, now)
+                        .map_err(history_stop)?;
+                v.history = Some(outcome.clone());
+                if outcome.failure.is_some() {
+                    return Err(commit_stop(&outcome, "strict"));
+                }
+                let seals = if outcome.seals.is_empty() {
+                    "back to the root".to_string()
+                } else {
+                    format!(
+                        "back to seal(s) {}",
+                        outcome
+                            .seals
+                            .iter()
+                            .map(|s| s.short())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                Ok(format!(
+                    "commit {short} signed by {}; strict: {} commit(s) checked {seals}{}",
+                    outcome
+                        .head_signer
+                        .as_ref()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "an allowed key".into()),
+                    outcome.checked,
+                    if outcome.cached > 0 {
+                        format!(", {} already verified", outcome.cached)
+                    } else {
+                        String::new()
+                    }
+                ))
+            }
+        }
+    }
+}
+
+fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Stop {
+    let Some(f) = &outcome.failure else {
+        return failed("Unverified", "no signature verified");
+    };
+    let more = if outcome.failures > 1 {
+        format!(" ({} commits fail in all)", outcome.failures)
+    } else {
+        String::new()
+    };
+    failed(
+        f.reason,
+        format!(
+            "{mode}: commit {} by {} ({:?}) is {}{more}. {}",
+            f.commit.short(),
+            f.author,
+            f.summary,
+            f.detail,
+            hint(f.reason)
+        ),
+    )
+}
+
+/// What a person can do about a failed signature.
+fn hint(reason: &str) -> &'static str {
+    match reason {
+        "Unsigned" => {
+            "Sign it (git commit -S), or, in strict mode, add a seal commit (trailer \"Weft-Seal: <why>\") signed by an allowed key on top of the reviewed history."
+        }
+        "KeyNotAllowed" => {
+            "Add the signer's key to the policy (gpg.keys and the keyring, or ssh.allowedSigners), or re-sign with an allowed key."
+        }
+        "BadSignature" => {
+            "The content does not match its signature: it was changed after signing, or signed by another key. Do not deploy it; investigate."
+        }
+        "KeyNotValid" => {
+            "The key is expired, revoked or not valid for this signature: re-sign with a valid key or renew the key."
+        }
+        _ => "Re-sign the commit with an allowed key.",
+    }
+}
+
+fn history_stop(e: history::HistoryError) -> Stop {
+    failed(e.reason(), e.to_string())
+}
+
+fn deref_stop(e: deref::DerefError) -> Stop {
+    Stop {
+        outcome: if e.retryable() {
+            Outcome::Retry
+        } else {
+            Outcome::Misconfigured
+        },
+        reason: e.reason().into(),
+        message: e.to_string(),
+    }
+}
+
+/// The keys a policy allows, read from the referenced Secrets and ConfigMaps.
+fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
+    let keys = policy
+        .gpg
+        .as_ref()
+        .and_then(|g| g.keys.clone())
+        .unwrap_or_default();
+    let pgp = if keys.is_empty() {
+        None
+    } else {
+        let keyring = policy
+            .gpg
+            .as_ref()
+            .and_then(|g| g.keyring.clone())
+            .unwrap_or_else(deref::default_keyring);
+        let texts = bag.texts(&keyring).map_err(deref_stop)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let allowed = AllowedPgpKeys::new(&refs, &keys)
+            .map_err(|e| misconfigured("InvalidKeyring", format!("the GPG keyring: {e}")))?;
+        if allowed.is_empty() {
+            return Err(misconfigured(
+                "AllowedKeysNotInKeyring",
+                format!(
+                    "none of the allowed GPG keys ({}) is in the keyring; add their public keys to it",
+                    keys.join(", ")
+                ),
+            ));
+        }
+        Some(allowed)
+    };
+    let ssh = match &policy.ssh {
+        Some(s) => {
+            let text = bag
+                .texts(&s.allowed_signers)
+                .map_err(deref_stop)?
+                .join("\n");
+            Some(
+                AllowedSigners::parse(&text)
+                    .map_err(|e| misconfigured("InvalidAllowedSigners", e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Trust::new(pgp, ssh))
+}
