@@ -22,22 +22,11 @@ pub async fn bag(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for (kind, name) in deref::wanted(spec) {
-        let fetch_err = |e: kube::Error| DerefError::Fetch {
-            kind: kind.as_str(),
-            name: name.clone(),
-            reason: e.to_string(),
-        };
+        let fetch_err =
+            |e: kube::Error| DerefError::Fetch { kind: kind.as_str(), name: name.clone(), reason: e.to_string() };
         let data = match kind {
-            Kind::Secret => secrets
-                .get_opt(&name)
-                .await
-                .map_err(fetch_err)?
-                .map(secret_data),
-            Kind::ConfigMap => config_maps
-                .get_opt(&name)
-                .await
-                .map_err(fetch_err)?
-                .map(config_map_data),
+            Kind::Secret => secrets.get_opt(&name).await.map_err(fetch_err)?.map(secret_data),
+            Kind::ConfigMap => config_maps.get_opt(&name).await.map_err(fetch_err)?.map(config_map_data),
         };
         if let Some(data) = data {
             bag.insert(kind, &name, data);
@@ -46,11 +35,7 @@ pub async fn bag(
     // Argo CD's known hosts, for ssh repositories; optional.
     let argocd_cms: Api<ConfigMap> = Api::namespaced(client.clone(), argocd_namespace);
     if let Ok(Some(cm)) = argocd_cms.get_opt(deref::ARGOCD_KNOWN_HOSTS_CM).await {
-        bag.insert(
-            Kind::ConfigMap,
-            deref::ARGOCD_KNOWN_HOSTS_CM,
-            config_map_data(cm),
-        );
+        bag.insert(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, config_map_data(cm));
     }
     bag.repo_secrets = repo_secrets(client, argocd_namespace).await?;
     Ok(bag)
@@ -93,12 +78,7 @@ pub async fn repo_secrets(
 }
 
 fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = s
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect();
+    let mut out: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     for (k, v) in s.string_data.unwrap_or_default() {
         out.insert(k, v.into_bytes());
     }
@@ -106,12 +86,8 @@ fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {
 }
 
 fn config_map_data(c: ConfigMap) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = c
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.into_bytes()))
-        .collect();
+    let mut out: BTreeMap<String, Vec<u8>> =
+        c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
     for (k, v) in c.binary_data.unwrap_or_default() {
         out.insert(k, v.0);
     }

@@ -24,12 +24,8 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::resources::argocd::{self, Application};
-use crate::resources::profile::{
-    IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary,
-};
-use crate::resources::provenance::{
-    ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef,
-};
+use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary};
+use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef};
 use crate::selection::{self, AppFacts, Selection};
 use crate::status::{self, Governance, Observation, Step, StepReport, Subject};
 use crate::target;
@@ -53,10 +49,7 @@ pub enum ControllerError {
     #[error("cannot connect to Kubernetes: {0}")]
     Connect(#[source] kube::Error),
     #[error("cannot serialize {what}: {source}")]
-    Serialize {
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Serialize { what: &'static str, source: serde_json::Error },
 }
 
 /// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
@@ -73,24 +66,17 @@ type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 
 /// Runs until SIGTERM or Ctrl-C, then finishes the reconciles in flight.
 pub async fn run(opts: Options) -> Result<(), ControllerError> {
-    let client = Client::try_default()
-        .await
-        .map_err(ControllerError::Connect)?;
+    let client = Client::try_default().await.map_err(ControllerError::Connect)?;
     let shutdown: ShutdownSignal = shutdown_signal().boxed().shared();
-    let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {
-        vec![None]
-    } else {
-        opts.namespaces.iter().cloned().map(Some).collect()
-    };
+    let scopes: Vec<Option<String>> =
+        if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
 
     if !wait_for_crds(&client, &scopes, shutdown.clone()).await {
         return Ok(());
     }
     info!(namespaces = ?opts.namespaces, "weft controller started");
     let resync = Duration::from_secs(opts.resync_seconds.max(1));
-    let runs = scopes
-        .into_iter()
-        .map(|ns| run_scope(client.clone(), ns, resync, shutdown.clone()));
+    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, shutdown.clone()));
     futures::future::join_all(runs).await;
     info!("weft controller stopped");
     Ok(())
@@ -127,11 +113,7 @@ async fn shutdown_signal() {
 
 /// Waits (with backoff) until the Application, IntegrityProfile and ApplicationProvenance resources are
 /// served, instead of crashing when a CRD is not installed yet. False when shutdown came first.
-async fn wait_for_crds(
-    client: &Client,
-    scopes: &[Option<String>],
-    shutdown: ShutdownSignal,
-) -> bool {
+async fn wait_for_crds(client: &Client, scopes: &[Option<String>], shutdown: ShutdownSignal) -> bool {
     let mut delay = Duration::from_secs(1);
     loop {
         let mut missing = Vec::new();
@@ -140,24 +122,12 @@ async fn wait_for_crds(
             let checks = [
                 (
                     "applications.argoproj.io (Argo CD's CRD)",
-                    api::<Application>(client, ns)
-                        .list_metadata(&lp)
-                        .await
-                        .err(),
+                    api::<Application>(client, ns).list_metadata(&lp).await.err(),
                 ),
-                (
-                    "integrityprofiles.weft.dev",
-                    api::<IntegrityProfile>(client, ns)
-                        .list_metadata(&lp)
-                        .await
-                        .err(),
-                ),
+                ("integrityprofiles.weft.dev", api::<IntegrityProfile>(client, ns).list_metadata(&lp).await.err()),
                 (
                     "applicationprovenances.weft.dev",
-                    api::<ApplicationProvenance>(client, ns)
-                        .list_metadata(&lp)
-                        .await
-                        .err(),
+                    api::<ApplicationProvenance>(client, ns).list_metadata(&lp).await.err(),
                 ),
             ];
             for (name, err) in checks {
@@ -204,22 +174,13 @@ type Events<K> = futures::channel::mpsc::UnboundedReceiver<Result<K, watcher::Er
 
 fn mirror<K, const N: usize>(api: Api<K>, what: &'static str) -> (Mirror<K>, [Events<K>; N])
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store::<K>();
     let channels: [_; N] = std::array::from_fn(|_| futures::channel::mpsc::unbounded());
     let senders: Vec<_> = channels.iter().map(|(tx, _)| tx.clone()).collect();
     let receivers = channels.map(|(_, rx)| rx);
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).touched_objects();
     let task = tokio::spawn(stream.for_each(move |event| {
         match event {
             Ok(obj) => senders.iter().for_each(|tx| {
@@ -233,19 +194,12 @@ where
 }
 
 async fn run_scope(client: Client, ns: Option<String>, resync: Duration, shutdown: ShutdownSignal) {
-    let (profiles, [profile_events]) =
-        mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile");
+    let (profiles, [profile_events]) = mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile");
     let (provenances, [provenance_events, provenance_events_for_profiles]) =
         mirror::<ApplicationProvenance, 2>(api(&client, &ns), "ApplicationProvenance");
     for (store_ready, what) in [
-        (
-            profiles.store.wait_until_ready().boxed(),
-            "IntegrityProfile",
-        ),
-        (
-            provenances.store.wait_until_ready().boxed(),
-            "ApplicationProvenance",
-        ),
+        (profiles.store.wait_until_ready().boxed(), "IntegrityProfile"),
+        (provenances.store.wait_until_ready().boxed(), "ApplicationProvenance"),
     ] {
         tokio::select! {
             ready = store_ready => if ready.is_err() { warn!(resource = what, "cache writer dropped"); return; },
@@ -261,10 +215,7 @@ async fn run_scope(client: Client, ns: Option<String>, resync: Duration, shutdow
         failures: Mutex::new(HashMap::new()),
     });
 
-    let apps = Controller::new(
-        api::<DeserializeGuard<Application>>(&client, &ns),
-        watcher::Config::default(),
-    );
+    let apps = Controller::new(api::<DeserializeGuard<Application>>(&client, &ns), watcher::Config::default());
     let app_store = apps.store();
     let requeue = {
         let (app_store, provenances) = (app_store.clone(), provenances.store.clone());
@@ -283,24 +234,18 @@ async fn run_scope(client: Client, ns: Option<String>, resync: Duration, shutdow
 
     // Profile status is derived from the provenance records: any change to one re-queues the profiles
     // of its namespace (there are few), so counts follow selections in both directions.
-    let profile_controller = Controller::new(
-        api::<IntegrityProfile>(&client, &ns),
-        watcher::Config::default(),
-    );
+    let profile_controller = Controller::new(api::<IntegrityProfile>(&client, &ns), watcher::Config::default());
     let profile_store = profile_controller.store();
     let profile_controller = profile_controller
-        .watches_stream(
-            provenance_events_for_profiles,
-            move |ap: ApplicationProvenance| {
-                let ns = ap.namespace();
-                profile_store
-                    .state()
-                    .into_iter()
-                    .filter(|p| p.namespace() == ns)
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(provenance_events_for_profiles, move |ap: ApplicationProvenance| {
+            let ns = ap.namespace();
+            profile_store
+                .state()
+                .into_iter()
+                .filter(|p| p.namespace() == ns)
+                .map(|p| ObjectRef::from_obj(p.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile_profile, profile_error_policy, ctx)
         .for_each(|res| async move {
@@ -340,8 +285,7 @@ fn applications_to_requeue(
             continue;
         }
         let named = ap.status.as_ref().is_some_and(|s| {
-            s.profile.as_ref().is_some_and(|p| p.name == name)
-                || s.conflicting_profiles.contains(&name)
+            s.profile.as_ref().is_some_and(|p| p.name == name) || s.conflicting_profiles.contains(&name)
         });
         if named {
             refs.insert((ap.spec.application.name.clone(), ns.clone()));
@@ -374,40 +318,23 @@ async fn reconcile_application(
         Ok(app) => &app.metadata,
         Err(invalid) => &invalid.metadata,
     };
-    let (Some(name), Some(ns), Some(uid)) =
-        (meta.name.clone(), meta.namespace.clone(), meta.uid.clone())
-    else {
+    let (Some(name), Some(ns), Some(uid)) = (meta.name.clone(), meta.namespace.clone(), meta.uid.clone()) else {
         return Ok(Action::await_change()); // not a stored object
     };
 
-    let profiles: Vec<Arc<IntegrityProfile>> = ctx
-        .profiles
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(&ns))
-        .collect();
+    let profiles: Vec<Arc<IntegrityProfile>> =
+        ctx.profiles.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(&ns)).collect();
     let (governance, subject) = match &guard.0 {
         Err(invalid) => (
-            Governance::Unprotected {
-                namespace: ns.clone(),
-            },
-            Subject::Invalid {
-                reason: "UnreadableApplication".into(),
-                message: invalid.error.clone(),
-            },
+            Governance::Unprotected { namespace: ns.clone() },
+            Subject::Invalid { reason: "UnreadableApplication".into(), message: invalid.error.clone() },
         ),
         Ok(app) => {
-            let governance = governance(
-                selection::select(profiles.iter().map(|p| p.as_ref()), &facts_of(app)),
-                &ns,
-            );
+            let governance = governance(selection::select(profiles.iter().map(|p| p.as_ref()), &facts_of(app)), &ns);
             let subject = match target::sync_target(app) {
                 Ok(Some(t)) => Subject::Target(t),
                 Ok(None) => Subject::AwaitingRevision,
-                Err(e) => Subject::Invalid {
-                    reason: e.reason().into(),
-                    message: e.to_string(),
-                },
+                Err(e) => Subject::Invalid { reason: e.reason().into(), message: e.to_string() },
             };
             (governance, subject)
         }
@@ -439,10 +366,7 @@ async fn reconcile_application(
     };
     let needs_object = existing.as_ref().is_none_or(|e| {
         e.spec.application.name != name
-            || !e
-                .owner_references()
-                .iter()
-                .any(|o| o.uid == uid && o.controller == Some(true))
+            || !e.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
     });
     let mut generation = observation.generation;
     if needs_object {
@@ -457,9 +381,7 @@ async fn reconcile_application(
             },
             "spec": {"application": {"name": name}},
         });
-        let written = provenances
-            .patch(&name, &pp, &Patch::Apply(&object))
-            .await?;
+        let written = provenances.patch(&name, &pp, &Patch::Apply(&object)).await?;
         generation = written.metadata.generation;
         info!(application = %name, namespace = %ns, "created ApplicationProvenance");
     }
@@ -468,10 +390,7 @@ async fn reconcile_application(
         conditions: new_status
             .conditions
             .into_iter()
-            .map(|c| Condition {
-                observed_generation: generation,
-                ..c
-            })
+            .map(|c| Condition { observed_generation: generation, ..c })
             .collect(),
         ..new_status
     };
@@ -481,9 +400,7 @@ async fn reconcile_application(
             "kind": "ApplicationProvenance",
             "status": serde_json::to_value(&new_status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
         });
-        provenances
-            .patch_status(&name, &pp, &Patch::Apply(&patch))
-            .await?;
+        provenances.patch_status(&name, &pp, &Patch::Apply(&patch)).await?;
         info!(
             application = %name, namespace = %ns,
             verdict = new_status.verdict.as_str(),
@@ -492,23 +409,15 @@ async fn reconcile_application(
             "recorded verdict"
         );
     }
-    ctx.failures
-        .lock()
-        .map(|mut f| f.remove(&key("Application", &ns, &name)))
-        .ok();
+    ctx.failures.lock().map(|mut f| f.remove(&key("Application", &ns, &name))).ok();
     Ok(Action::requeue(ctx.resync))
 }
 
 fn governance(sel: Selection<'_>, ns: &str) -> Governance {
     match sel {
-        Selection::Unprotected => Governance::Unprotected {
-            namespace: ns.into(),
-        },
+        Selection::Unprotected => Governance::Unprotected { namespace: ns.into() },
         Selection::Selected(p) => Governance::Profile {
-            profile: ProfileRef {
-                name: p.name_any(),
-                generation: p.metadata.generation.unwrap_or_default(),
-            },
+            profile: ProfileRef { name: p.name_any(), generation: p.metadata.generation.unwrap_or_default() },
             history_limit: p
                 .spec
                 .provenance
@@ -540,10 +449,7 @@ fn governance(sel: Selection<'_>, ns: &str) -> Governance {
     }
 }
 
-async fn reconcile_profile(
-    profile: Arc<IntegrityProfile>,
-    ctx: Arc<Context>,
-) -> Result<Action, ControllerError> {
+async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let Some(ns) = profile.namespace() else {
         return Ok(Action::await_change());
     };
@@ -552,48 +458,26 @@ async fn reconcile_profile(
     let mut selected = 0;
     let mut conflicts = Vec::new();
     for ap in ctx.provenances.state() {
-        let Some(st) = ap
-            .status
-            .as_ref()
-            .filter(|_| ap.namespace().as_deref() == Some(&ns))
-        else {
+        let Some(st) = ap.status.as_ref().filter(|_| ap.namespace().as_deref() == Some(&ns)) else {
             continue;
         };
         if st.profile.as_ref().is_some_and(|p| p.name == name) {
             selected += 1;
         } else if st.conflicting_profiles.contains(&name) {
-            let others = st
-                .conflicting_profiles
-                .iter()
-                .filter(|p| **p != name)
-                .cloned()
-                .collect();
-            conflicts.push(ProfileConflict {
-                application: ap.spec.application.name.clone(),
-                profiles: others,
-            });
+            let others = st.conflicting_profiles.iter().filter(|p| **p != name).cloned().collect();
+            conflicts.push(ProfileConflict { application: ap.spec.application.name.clone(), profiles: others });
         }
     }
     conflicts.sort_by(|a, b| a.application.cmp(&b.application));
     let conflicting = conflicts.len();
     conflicts.truncate(20);
 
-    let facts_check = AppFacts {
-        name: "",
-        project: "",
-        labels: &Default::default(),
-    };
+    let facts_check = AppFacts { name: "", project: "", labels: &Default::default() };
     let (ready, reason, message) = if let Err(e) = selection::selects(&profile, &facts_check) {
-        (
-            "False",
-            "InvalidSelector",
-            format!("{e}; no Application is protected by this profile until it is fixed"),
-        )
+        ("False", "InvalidSelector", format!("{e}; no Application is protected by this profile until it is fixed"))
     } else if conflicting > 0 {
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|c| format!("{} (also {})", c.application, c.profiles.join(", ")))
-            .collect();
+        let list: Vec<String> =
+            conflicts.iter().map(|c| format!("{} (also {})", c.application, c.profiles.join(", "))).collect();
         (
             "False",
             "ProfileConflict",
@@ -603,21 +487,13 @@ async fn reconcile_profile(
             ),
         )
     } else {
-        (
-            "True",
-            "Active",
-            format!("selects {selected} Application(s)"),
-        )
+        ("True", "Active", format!("selects {selected} Application(s)"))
     };
 
     let generation = profile.metadata.generation;
     let previous = profile.status.as_ref();
     let keep_time = previous
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == status::READY && c.status == ready)
-        })
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY && c.status == ready))
         .map(|c| c.last_transition_time.clone());
     let new_status = IntegrityProfileStatus {
         observed_generation: generation,
@@ -626,14 +502,7 @@ async fn reconcile_profile(
         conflicts,
         summary: Some(ProfileSummary {
             source_mode: profile.spec.strongest_source_mode().as_str().into(),
-            enforcement: profile
-                .spec
-                .enforcement
-                .as_ref()
-                .map(|e| e.mode)
-                .unwrap_or_default()
-                .as_str()
-                .into(),
+            enforcement: profile.spec.enforcement.as_ref().map(|e| e.mode).unwrap_or_default().as_str().into(),
         }),
         conditions: vec![Condition {
             type_: status::READY.into(),
@@ -651,18 +520,10 @@ async fn reconcile_profile(
             "status": serde_json::to_value(&new_status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
         });
         let api: Api<IntegrityProfile> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         info!(profile = %name, namespace = %ns, selected, conflicting, reason, "recorded profile status");
     }
-    ctx.failures
-        .lock()
-        .map(|mut f| f.remove(&key("IntegrityProfile", &ns, &name)))
-        .ok();
+    ctx.failures.lock().map(|mut f| f.remove(&key("IntegrityProfile", &ns, &name))).ok();
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -684,35 +545,19 @@ fn backoff(ctx: &Context, key: String) -> Duration {
     Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
 }
 
-fn app_error_policy(
-    guard: Arc<DeserializeGuard<Application>>,
-    err: &ControllerError,
-    ctx: Arc<Context>,
-) -> Action {
+fn app_error_policy(guard: Arc<DeserializeGuard<Application>>, err: &ControllerError, ctx: Arc<Context>) -> Action {
     let meta = match &guard.0 {
         Ok(a) => &a.metadata,
         Err(i) => &i.metadata,
     };
-    let k = key(
-        "Application",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-    );
+    let k = key("Application", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
     let delay = backoff(&ctx, k.clone());
     warn!(application = %k, error = %err, retry_in = ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
-fn profile_error_policy(
-    profile: Arc<IntegrityProfile>,
-    err: &ControllerError,
-    ctx: Arc<Context>,
-) -> Action {
-    let k = key(
-        "IntegrityProfile",
-        profile.namespace().as_deref().unwrap_or_default(),
-        &profile.name_any(),
-    );
+fn profile_error_policy(profile: Arc<IntegrityProfile>, err: &ControllerError, ctx: Arc<Context>) -> Action {
+    let k = key("IntegrityProfile", profile.namespace().as_deref().unwrap_or_default(), &profile.name_any());
     let delay = backoff(&ctx, k.clone());
     warn!(profile = %k, error = %err, retry_in = ?delay, "profile reconcile failed; retrying");
     Action::requeue(delay)

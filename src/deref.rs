@@ -35,26 +35,13 @@ pub enum DerefError {
     #[error("{kind} {name} is referenced by the profile but does not exist in its namespace")]
     Missing { kind: &'static str, name: String },
     #[error("{kind} {name} has no key {key:?} (keys: {available})")]
-    MissingKey {
-        kind: &'static str,
-        name: String,
-        key: String,
-        available: String,
-    },
+    MissingKey { kind: &'static str, name: String, key: String, available: String },
     #[error("{kind} {name} key {key:?} is not UTF-8 text")]
-    NotText {
-        kind: &'static str,
-        name: String,
-        key: String,
-    },
+    NotText { kind: &'static str, name: String, key: String },
     #[error("cannot read the resources file: {0}")]
     Parse(String),
     #[error("cannot read {kind} {name}: {reason}")]
-    Fetch {
-        kind: &'static str,
-        name: String,
-        reason: String,
-    },
+    Fetch { kind: &'static str, name: String, reason: String },
 }
 
 impl DerefError {
@@ -117,28 +104,19 @@ impl Bag {
             if doc.is_null() {
                 continue;
             }
-            let d: Document = serde_json::from_value(doc)
-                .map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
+            let d: Document =
+                serde_json::from_value(doc).map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
             let kind = match d.kind.as_deref() {
                 Some("Secret") => Kind::Secret,
                 Some("ConfigMap") => Kind::ConfigMap,
                 _ => continue,
             };
-            let meta = d
-                .metadata
-                .ok_or_else(|| DerefError::Parse(format!("document {}: no metadata", i + 1)))?;
-            let name = meta.name.ok_or_else(|| {
-                DerefError::Parse(format!("document {}: no metadata.name", i + 1))
-            })?;
+            let meta = d.metadata.ok_or_else(|| DerefError::Parse(format!("document {}: no metadata", i + 1)))?;
+            let name = meta.name.ok_or_else(|| DerefError::Parse(format!("document {}: no metadata.name", i + 1)))?;
             let b64 = |k: &str, v: &str| {
                 base64::engine::general_purpose::STANDARD
                     .decode(v.trim())
-                    .map_err(|e| {
-                        DerefError::Parse(format!(
-                            "{} {name}: key {k:?} is not base64: {e}",
-                            kind.as_str()
-                        ))
-                    })
+                    .map_err(|e| DerefError::Parse(format!("{} {name}: key {k:?} is not base64: {e}", kind.as_str())))
             };
             let mut data = BTreeMap::new();
             match kind {
@@ -173,10 +151,7 @@ impl Bag {
     fn object(&self, kind: Kind, name: &str) -> Result<&BTreeMap<String, Vec<u8>>, DerefError> {
         self.objects
             .get(&(kind, name.to_string()))
-            .ok_or(DerefError::Missing {
-                kind: kind.as_str(),
-                name: name.to_string(),
-            })
+            .ok_or(DerefError::Missing { kind: kind.as_str(), name: name.to_string() })
     }
 
     /// The text values an `ObjectRef` points at: its one key, or every key when none is named.
@@ -210,10 +185,7 @@ impl Bag {
 
     /// A single value, which must exist.
     pub fn text(&self, kind: Kind, name: &str, key: &str) -> Result<String, DerefError> {
-        let r = KeyRef {
-            name: name.to_string(),
-            key: Some(key.to_string()),
-        };
+        let r = KeyRef { name: name.to_string(), key: Some(key.to_string()) };
         Ok(self.texts_of(kind, &r)?.remove(0))
     }
 
@@ -232,22 +204,11 @@ pub fn split(r: &ObjectRef) -> (Kind, &KeyRef) {
     }
 }
 
-static EMPTY_REF: KeyRef = KeyRef {
-    name: String::new(),
-    key: None,
-};
+static EMPTY_REF: KeyRef = KeyRef { name: String::new(), key: None };
 
 /// Turns an Argo CD repository Secret into credentials.
-pub fn repo_secret(
-    name: &str,
-    secret_type: &str,
-    data: &BTreeMap<String, Vec<u8>>,
-) -> Option<RepoSecret> {
-    let get = |k: &str| {
-        data.get(k)
-            .and_then(|v| String::from_utf8(v.clone()).ok())
-            .filter(|s| !s.is_empty())
-    };
+pub fn repo_secret(name: &str, secret_type: &str, data: &BTreeMap<String, Vec<u8>>) -> Option<RepoSecret> {
+    let get = |k: &str| data.get(k).and_then(|v| String::from_utf8(v.clone()).ok()).filter(|s| !s.is_empty());
     let is_template = match secret_type {
         "repository" => false,
         "repo-creds" => true,
@@ -273,18 +234,11 @@ pub fn wanted(spec: &IntegrityProfileSpec) -> BTreeSet<(Kind, String)> {
     let mut refs: Vec<ObjectRef> = Vec::new();
     let mut secrets: Vec<String> = Vec::new();
     let mut add = |r: &ObjectRef| refs.push(r.clone());
-    for p in spec
-        .source_integrity
-        .iter()
-        .flat_map(|s| s.git.iter())
-        .flat_map(|g| &g.policies)
-    {
+    for p in spec.source_integrity.iter().flat_map(|s| s.git.iter()).flat_map(|g| &g.policies) {
         if let Some(gpg) = &p.gpg {
             match &gpg.keyring {
                 Some(r) => add(r),
-                None if gpg.mode != crate::resources::profile::SignatureMode::None => {
-                    add(&default_keyring())
-                }
+                None if gpg.mode != crate::resources::profile::SignatureMode::None => add(&default_keyring()),
                 None => {}
             }
         }
@@ -314,8 +268,7 @@ pub fn wanted(spec: &IntegrityProfileSpec) -> BTreeSet<(Kind, String)> {
             }
         }
     }
-    let mut out: BTreeSet<(Kind, String)> =
-        secrets.into_iter().map(|s| (Kind::Secret, s)).collect();
+    let mut out: BTreeSet<(Kind, String)> = secrets.into_iter().map(|s| (Kind::Secret, s)).collect();
     for r in &refs {
         let (k, kr) = split(r);
         if !kr.name.is_empty() {
@@ -327,13 +280,7 @@ pub fn wanted(spec: &IntegrityProfileSpec) -> BTreeSet<(Kind, String)> {
 
 /// Argo CD's own GPG keyring, used when a policy names keys but no keyring.
 pub fn default_keyring() -> ObjectRef {
-    ObjectRef {
-        config_map_ref: Some(KeyRef {
-            name: ARGOCD_GPG_KEYS_CM.into(),
-            key: None,
-        }),
-        secret_ref: None,
-    }
+    ObjectRef { config_map_ref: Some(KeyRef { name: ARGOCD_GPG_KEYS_CM.into(), key: None }), secret_ref: None }
 }
 
 #[cfg(test)]
@@ -365,26 +312,14 @@ kind: Deployment
 metadata: {name: ignored}
 "#;
         let bag = Bag::from_yaml(yaml).unwrap();
-        assert_eq!(
-            bag.text(Kind::Secret, "keys", "cosign.pub").unwrap(),
-            "hello"
-        );
+        assert_eq!(bag.text(Kind::Secret, "keys", "cosign.pub").unwrap(), "hello");
         assert_eq!(bag.text(Kind::Secret, "keys", "note").unwrap(), "plain");
         assert_eq!(bag.texts(&default_keyring()).unwrap().len(), 1);
         assert_eq!(bag.repo_secrets.len(), 1);
-        assert_eq!(
-            bag.repo_secrets[0].credentials.username.as_deref(),
-            Some("u")
-        );
+        assert_eq!(bag.repo_secrets[0].credentials.username.as_deref(), Some("u"));
         let missing = bag.text(Kind::Secret, "keys", "cosign.key").unwrap_err();
-        assert_eq!(
-            missing.to_string(),
-            "Secret keys has no key \"cosign.key\" (keys: cosign.pub, note)"
-        );
-        assert!(matches!(
-            bag.text(Kind::Secret, "nope", "x"),
-            Err(DerefError::Missing { .. })
-        ));
+        assert_eq!(missing.to_string(), "Secret keys has no key \"cosign.key\" (keys: cosign.pub, note)");
+        assert!(matches!(bag.text(Kind::Secret, "nope", "x"), Err(DerefError::Missing { .. })));
     }
 
     #[test]
@@ -395,9 +330,6 @@ metadata: {name: ignored}
         assert!(
             matches!(Bag::from_yaml("kind: Secret\ndata: {}"), Err(DerefError::Parse(m)) if m.contains("no metadata"))
         );
-        assert!(matches!(
-            Bag::from_yaml("{unclosed"),
-            Err(DerefError::Parse(_))
-        ));
+        assert!(matches!(Bag::from_yaml("{unclosed"), Err(DerefError::Parse(_))));
     }
 }

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use globset::{Glob, GlobMatcher};
 use thiserror::Error;
 
-use crate::resources::profile::{
-    ApplicationSelectorTerm, IntegrityProfile, LabelOperator, LabelRequirement,
-};
+use crate::resources::profile::{ApplicationSelectorTerm, IntegrityProfile, LabelOperator, LabelRequirement};
 
 /// The facts about an Application that selectors look at.
 #[derive(Clone, Copy, Debug)]
@@ -21,12 +19,7 @@ pub struct AppFacts<'a> {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum SelectionError {
     #[error("applicationSelector[{term}].{field}: {pattern:?} is not a valid glob: {reason}")]
-    InvalidGlob {
-        term: usize,
-        field: &'static str,
-        pattern: String,
-        reason: String,
-    },
+    InvalidGlob { term: usize, field: &'static str, pattern: String, reason: String },
 }
 
 /// The outcome of selecting a profile for one Application.
@@ -54,10 +47,7 @@ pub fn selects(profile: &IntegrityProfile, app: &AppFacts) -> Result<bool, Selec
 }
 
 /// Selects among the profiles of the Application's namespace.
-pub fn select<'p>(
-    profiles: impl IntoIterator<Item = &'p IntegrityProfile>,
-    app: &AppFacts,
-) -> Selection<'p> {
+pub fn select<'p>(profiles: impl IntoIterator<Item = &'p IntegrityProfile>, app: &AppFacts) -> Selection<'p> {
     let mut selected = Vec::new();
     for profile in profiles {
         match selects(profile, app) {
@@ -74,11 +64,7 @@ pub fn select<'p>(
     }
 }
 
-fn term_matches(
-    i: usize,
-    term: &ApplicationSelectorTerm,
-    app: &AppFacts,
-) -> Result<bool, SelectionError> {
+fn term_matches(i: usize, term: &ApplicationSelectorTerm, app: &AppFacts) -> Result<bool, SelectionError> {
     if let Some(pattern) = &term.name
         && !glob(i, "name", pattern)?.is_match(app.name)
     {
@@ -95,20 +81,16 @@ fn term_matches(
         return Ok(false);
     }
     let expressions = term.match_expressions.as_deref().unwrap_or_default();
-    Ok(expressions
-        .iter()
-        .all(|req| requirement_matches(req, app.labels)))
+    Ok(expressions.iter().all(|req| requirement_matches(req, app.labels)))
 }
 
 fn glob(term: usize, field: &'static str, pattern: &str) -> Result<GlobMatcher, SelectionError> {
-    Glob::new(pattern)
-        .map(|g| g.compile_matcher())
-        .map_err(|e| SelectionError::InvalidGlob {
-            term,
-            field,
-            pattern: pattern.to_string(),
-            reason: e.kind().to_string(),
-        })
+    Glob::new(pattern).map(|g| g.compile_matcher()).map_err(|e| SelectionError::InvalidGlob {
+        term,
+        field,
+        pattern: pattern.to_string(),
+        reason: e.kind().to_string(),
+    })
 }
 
 /// Kubernetes label-selector semantics: `NotIn` and `DoesNotExist` match an absent label.
@@ -129,32 +111,19 @@ mod tests {
     use crate::resources::profile::IntegrityProfileSpec;
 
     fn profile(name: &str, selector: &str) -> IntegrityProfile {
-        let terms: Vec<ApplicationSelectorTerm> =
-            serde_saphyr::from_str(selector).expect("fixture");
-        let mut p = IntegrityProfile::new(
-            name,
-            IntegrityProfileSpec {
-                application_selector: terms,
-                ..Default::default()
-            },
-        );
+        let terms: Vec<ApplicationSelectorTerm> = serde_saphyr::from_str(selector).expect("fixture");
+        let mut p =
+            IntegrityProfile::new(name, IntegrityProfileSpec { application_selector: terms, ..Default::default() });
         p.metadata.namespace = Some("argocd".into());
         p
     }
 
     fn facts<'a>(name: &'a str, labels: &'a BTreeMap<String, String>) -> AppFacts<'a> {
-        AppFacts {
-            name,
-            project: "shop",
-            labels,
-        }
+        AppFacts { name, project: "shop", labels }
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -181,33 +150,12 @@ mod tests {
             "p",
             "[{matchExpressions: [{key: tier, operator: In, values: [prod, staging]}, {key: legacy, operator: DoesNotExist}, {key: team, operator: NotIn, values: [ops]}]}]",
         );
-        assert_eq!(
-            selects(&p, &facts("a", &labels(&[("tier", "prod")]))),
-            Ok(true)
-        );
-        assert_eq!(
-            selects(
-                &p,
-                &facts("a", &labels(&[("tier", "prod"), ("team", "ops")]))
-            ),
-            Ok(false)
-        );
-        assert_eq!(
-            selects(
-                &p,
-                &facts("a", &labels(&[("tier", "prod"), ("legacy", "")]))
-            ),
-            Ok(false)
-        );
-        assert_eq!(
-            selects(&p, &facts("a", &labels(&[("tier", "dev")]))),
-            Ok(false)
-        );
+        assert_eq!(selects(&p, &facts("a", &labels(&[("tier", "prod")]))), Ok(true));
+        assert_eq!(selects(&p, &facts("a", &labels(&[("tier", "prod"), ("team", "ops")]))), Ok(false));
+        assert_eq!(selects(&p, &facts("a", &labels(&[("tier", "prod"), ("legacy", "")]))), Ok(false));
+        assert_eq!(selects(&p, &facts("a", &labels(&[("tier", "dev")]))), Ok(false));
         let exists = profile("p", "[{matchExpressions: [{key: tier, operator: Exists}]}]");
-        assert_eq!(
-            selects(&exists, &facts("a", &labels(&[("tier", "")]))),
-            Ok(true)
-        );
+        assert_eq!(selects(&exists, &facts("a", &labels(&[("tier", "")]))), Ok(true));
         assert_eq!(selects(&exists, &facts("a", &labels(&[]))), Ok(false));
     }
 
@@ -216,18 +164,9 @@ mod tests {
         let a = profile("a", "[{name: 'shop-*'}]");
         let b = profile("b", "[{name: '*-cart'}]");
         let none = labels(&[]);
-        assert_eq!(
-            select([&a, &b], &facts("blog", &none)),
-            Selection::Unprotected
-        );
-        assert_eq!(
-            select([&a, &b], &facts("shop-api", &none)),
-            Selection::Selected(&a)
-        );
-        assert_eq!(
-            select([&b, &a], &facts("shop-cart", &none)),
-            Selection::Conflict(vec![&a, &b])
-        );
+        assert_eq!(select([&a, &b], &facts("blog", &none)), Selection::Unprotected);
+        assert_eq!(select([&a, &b], &facts("shop-api", &none)), Selection::Selected(&a));
+        assert_eq!(select([&b, &a], &facts("shop-cart", &none)), Selection::Conflict(vec![&a, &b]));
     }
 
     #[test]
@@ -236,15 +175,7 @@ mod tests {
         let ok = profile("ok", "[{name: '*'}]");
         let none = labels(&[]);
         match select([&ok, &bad], &facts("shop-a", &none)) {
-            Selection::Invalid {
-                profile,
-                error:
-                    SelectionError::InvalidGlob {
-                        term: 0,
-                        field: "name",
-                        ..
-                    },
-            } => {
+            Selection::Invalid { profile, error: SelectionError::InvalidGlob { term: 0, field: "name", .. } } => {
                 assert_eq!(profile.metadata.name.as_deref(), Some("bad"))
             }
             other => panic!("expected Invalid, got {other:?}"),

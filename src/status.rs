@@ -25,12 +25,8 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 4] = [
-        Step::SourceVerified,
-        Step::ImagesVerified,
-        Step::ManifestsSigned,
-        Step::ProvenanceRecorded,
-    ];
+    pub const ALL: [Step; 4] =
+        [Step::SourceVerified, Step::ImagesVerified, Step::ManifestsSigned, Step::ProvenanceRecorded];
 
     pub fn condition_type(self) -> &'static str {
         match self {
@@ -71,21 +67,14 @@ pub struct StepReport {
 
 impl StepReport {
     pub fn new(state: StepState, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        StepReport {
-            state,
-            reason: reason.into(),
-            message: message.into(),
-        }
+        StepReport { state, reason: reason.into(), message: message.into() }
     }
 
     pub fn not_implemented(step: Step) -> Self {
         StepReport::new(
             StepState::NotImplemented,
             "NotImplemented",
-            format!(
-                "{} is not implemented in this version of Weft; nothing is vouched for",
-                step.what()
-            ),
+            format!("{} is not implemented in this version of Weft; nothing is vouched for", step.what()),
         )
     }
 }
@@ -143,22 +132,10 @@ pub fn compute(
 ) -> ApplicationProvenanceStatus {
     let (verdict, ready_status, ready_reason, ready_message, step_conditions) = assess(obs, now);
     let mut conditions: Vec<Condition> = step_conditions;
-    conditions.push(condition(
-        READY,
-        ready_status,
-        &ready_reason,
-        &ready_message,
-        obs.generation,
-        now,
-    ));
-    let previous_conditions = previous
-        .map(|p| p.conditions.as_slice())
-        .unwrap_or_default();
+    conditions.push(condition(READY, ready_status, &ready_reason, &ready_message, obs.generation, now));
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     for c in &mut conditions {
-        if let Some(old) = previous_conditions
-            .iter()
-            .find(|o| o.type_ == c.type_ && o.status == c.status)
-        {
+        if let Some(old) = previous_conditions.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
             c.last_transition_time = old.last_transition_time.clone();
         }
     }
@@ -168,10 +145,7 @@ pub fn compute(
         _ => (Vec::new(), None),
     };
     let (profile, conflicting_profiles, limit) = match &obs.governance {
-        Governance::Profile {
-            profile,
-            history_limit,
-        } => (Some(profile.clone()), Vec::new(), *history_limit),
+        Governance::Profile { profile, history_limit } => (Some(profile.clone()), Vec::new(), *history_limit),
         Governance::ConfigError { profiles, .. } => (None, profiles.clone(), DEFAULT_HISTORY_LIMIT),
         Governance::Unprotected { .. } => (None, Vec::new(), DEFAULT_HISTORY_LIMIT),
     };
@@ -180,9 +154,7 @@ pub fn compute(
         observed_generation: obs.generation,
         application_generation: obs.application_generation,
         verdict,
-        revision_short: sources
-            .first()
-            .map(|s| s.revision.chars().take(12).collect()),
+        revision_short: sources.first().map(|s| s.revision.chars().take(12).collect()),
         sources: sources.clone(),
         revision_origin,
         profile,
@@ -217,18 +189,9 @@ fn assess(obs: &Observation, now: Timestamp) -> Assessment {
             ),
             none,
         ),
-        (
-            _,
-            Governance::ConfigError {
-                reason, message, ..
-            },
-        ) => (
-            Verdict::ConfigError,
-            "False",
-            (*reason).into(),
-            message.clone(),
-            none,
-        ),
+        (_, Governance::ConfigError { reason, message, .. }) => {
+            (Verdict::ConfigError, "False", (*reason).into(), message.clone(), none)
+        }
         (Subject::AwaitingRevision, Governance::Profile { .. }) => (
             Verdict::Pending,
             "Unknown",
@@ -250,36 +213,18 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
                 StepState::Pending => "Unknown",
                 StepState::Failed | StepState::NotImplemented => "False",
             };
-            condition(
-                step.condition_type(),
-                status,
-                &r.reason,
-                &r.message,
-                obs.generation,
-                now,
-            )
+            condition(step.condition_type(), status, &r.reason, &r.message, obs.generation, now)
         })
         .collect::<Vec<_>>();
 
-    let first = |state: StepState| {
-        Step::ALL
-            .iter()
-            .zip(&obs.steps)
-            .find(|(_, r)| r.state == state)
-    };
+    let first = |state: StepState| Step::ALL.iter().zip(&obs.steps).find(|(_, r)| r.state == state);
     if let Some((step, r)) = first(StepState::Failed) {
         let msg = format!("{} failed: {}", step.condition_type(), r.message);
         return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
     }
     if let Some((step, r)) = first(StepState::Pending) {
         let msg = format!("{} pending: {}", step.condition_type(), r.message);
-        return (
-            Verdict::Pending,
-            "Unknown",
-            r.reason.clone(),
-            msg,
-            conditions,
-        );
+        return (Verdict::Pending, "Unknown", r.reason.clone(), msg, conditions);
     }
     let missing: Vec<_> = Step::ALL
         .iter()
@@ -292,21 +237,9 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             "not every step is available in this version of Weft ({}), so this revision is not vouched for",
             missing.join(", ")
         );
-        return (
-            Verdict::Incomplete,
-            "False",
-            "StepsNotImplemented".into(),
-            msg,
-            conditions,
-        );
+        return (Verdict::Incomplete, "False", "StepsNotImplemented".into(), msg, conditions);
     }
-    (
-        Verdict::Verified,
-        "True",
-        "Verified".into(),
-        "every step passed for this revision".into(),
-        conditions,
-    )
+    (Verdict::Verified, "True", "Verified".into(), "every step passed for this revision".into(), conditions)
 }
 
 fn condition(
@@ -347,9 +280,7 @@ fn history(
                 reason: ready.map(|c| c.reason.clone()).unwrap_or_default(),
                 manifest_image: prev.manifest_image.clone(),
                 rekor: prev.rekor.clone(),
-                recorded_at: ready
-                    .map(|c| c.last_transition_time.0.to_string())
-                    .unwrap_or_default(),
+                recorded_at: ready.map(|c| c.last_transition_time.0.to_string()).unwrap_or_default(),
             },
         );
     }
@@ -374,13 +305,7 @@ mod tests {
     }
 
     fn governed(limit: usize) -> Governance {
-        Governance::Profile {
-            profile: ProfileRef {
-                name: "prod".into(),
-                generation: 3,
-            },
-            history_limit: limit,
-        }
+        Governance::Profile { profile: ProfileRef { name: "prod".into(), generation: 3 }, history_limit: limit }
     }
 
     fn obs(governance: Governance, subject: Subject) -> Observation {
@@ -400,10 +325,7 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a ApplicationProvenanceStatus, ty: &str) -> &'a Condition {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == ty)
-            .unwrap_or_else(|| panic!("no {ty} condition"))
+        s.conditions.iter().find(|c| c.type_ == ty).unwrap_or_else(|| panic!("no {ty} condition"))
     }
 
     #[test]
@@ -412,16 +334,10 @@ mod tests {
         assert_eq!(s.verdict, Verdict::Incomplete);
         for step in Step::ALL {
             let c = cond(&s, step.condition_type());
-            assert_eq!(
-                (c.status.as_str(), c.reason.as_str()),
-                ("False", "NotImplemented")
-            );
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "NotImplemented"));
         }
         let ready = cond(&s, READY);
-        assert_eq!(
-            (ready.status.as_str(), ready.reason.as_str()),
-            ("False", "StepsNotImplemented")
-        );
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "StepsNotImplemented"));
         assert_eq!(s.profile.as_ref().map(|p| p.generation), Some(3));
         assert_eq!(s.revision_short.as_deref(), Some("a"));
         assert_eq!(s.application_generation, Some(7));
@@ -436,40 +352,17 @@ mod tests {
 
         o.steps[2] = StepReport::new(StepState::Pending, "RegistryUnavailable", "registry down");
         let s = compute(&o, None, t(1));
-        assert_eq!(
-            (s.verdict, cond(&s, READY).reason.as_str()),
-            (Verdict::Pending, "RegistryUnavailable")
-        );
+        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Pending, "RegistryUnavailable"));
 
-        o.steps[0] = StepReport::new(
-            StepState::Failed,
-            "UnsignedCommit",
-            "commit abc is not signed",
-        );
+        o.steps[0] = StepReport::new(StepState::Failed, "UnsignedCommit", "commit abc is not signed");
         let s = compute(&o, None, t(1));
-        assert_eq!(
-            (s.verdict, cond(&s, READY).reason.as_str()),
-            (Verdict::Failed, "UnsignedCommit")
-        );
-        assert!(
-            cond(&s, READY)
-                .message
-                .contains("SourceVerified failed: commit abc")
-        );
+        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Failed, "UnsignedCommit"));
+        assert!(cond(&s, READY).message.contains("SourceVerified failed: commit abc"));
     }
 
     #[test]
     fn unprotected_conflict_and_invalid_carry_no_step_conditions() {
-        let s = compute(
-            &obs(
-                Governance::Unprotected {
-                    namespace: "argocd".into(),
-                },
-                target("a"),
-            ),
-            None,
-            t(1),
-        );
+        let s = compute(&obs(Governance::Unprotected { namespace: "argocd".into() }, target("a")), None, t(1));
         assert_eq!(s.verdict, Verdict::Unprotected);
         assert_eq!(s.conditions.len(), 1);
         assert_eq!(cond(&s, READY).reason, "NoProfile");
@@ -480,21 +373,12 @@ mod tests {
             profiles: vec!["a".into(), "b".into()],
         };
         let s = compute(&obs(conflict, target("a")), None, t(1));
-        assert_eq!(
-            (s.verdict, s.conflicting_profiles.len()),
-            (Verdict::ConfigError, 2)
-        );
+        assert_eq!((s.verdict, s.conflicting_profiles.len()), (Verdict::ConfigError, 2));
         assert!(s.profile.is_none());
 
-        let invalid = Subject::Invalid {
-            reason: "NoSource".into(),
-            message: "no source".into(),
-        };
+        let invalid = Subject::Invalid { reason: "NoSource".into(), message: "no source".into() };
         let s = compute(&obs(governed(10), invalid), None, t(1));
-        assert_eq!(
-            (s.verdict, cond(&s, READY).reason.as_str()),
-            (Verdict::InvalidApplication, "NoSource")
-        );
+        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::InvalidApplication, "NoSource"));
     }
 
     #[test]
@@ -506,31 +390,17 @@ mod tests {
         let mut passed = obs(governed(10), target("a"));
         passed.steps[0] = StepReport::new(StepState::Passed, "Signed", "ok");
         let changed = compute(&passed, Some(&again), t(300));
-        assert_eq!(
-            cond(&changed, "SourceVerified").last_transition_time,
-            Time(t(300))
-        );
-        assert_eq!(
-            cond(&changed, "ImagesVerified").last_transition_time,
-            Time(t(100))
-        );
+        assert_eq!(cond(&changed, "SourceVerified").last_transition_time, Time(t(300)));
+        assert_eq!(cond(&changed, "ImagesVerified").last_transition_time, Time(t(100)));
     }
 
     #[test]
     fn history_keeps_previous_revisions_newest_first_and_bounded() {
         let mut status = compute(&obs(governed(2), target("r0")), None, t(0));
         for (i, rev) in ["r1", "r2", "r3"].iter().enumerate() {
-            status = compute(
-                &obs(governed(2), target(rev)),
-                Some(&status),
-                t(10 * (i as i64 + 1)),
-            );
+            status = compute(&obs(governed(2), target(rev)), Some(&status), t(10 * (i as i64 + 1)));
         }
-        let revs: Vec<_> = status
-            .history
-            .iter()
-            .map(|h| h.sources[0].revision.as_str())
-            .collect();
+        let revs: Vec<_> = status.history.iter().map(|h| h.sources[0].revision.as_str()).collect();
         assert_eq!(revs, ["r2", "r1"]);
         assert_eq!(status.history[0].reason, "StepsNotImplemented");
         // The same revision again adds nothing.

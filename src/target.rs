@@ -23,17 +23,9 @@ pub enum TargetError {
     #[error("source {index} has an empty repoURL")]
     EmptyRepoUrl { index: usize },
     #[error("Argo CD reported {revisions} revision(s) in {field} for {sources} source(s)")]
-    RevisionCountMismatch {
-        field: &'static str,
-        revisions: usize,
-        sources: usize,
-    },
+    RevisionCountMismatch { field: &'static str, revisions: usize, sources: usize },
     #[error("{field} holds an empty revision for source {index} ({repo_url})")]
-    EmptyRevision {
-        field: &'static str,
-        index: usize,
-        repo_url: String,
-    },
+    EmptyRevision { field: &'static str, index: usize, repo_url: String },
     #[error(
         "revision {revision:?} for {repo_url} is not a full commit SHA, though Argo CD resolves git revisions to one"
     )]
@@ -78,10 +70,7 @@ pub fn sync_target(app: &Application) -> Result<Option<SyncTarget>, TargetError>
         };
         if let Some(revs) = revisions_of(op.revision.as_deref(), op.revisions.as_deref()) {
             let sources = pair(op_sources, &revs, ".operation.sync")?;
-            return Ok(Some(SyncTarget {
-                sources,
-                origin: RevisionOrigin::Operation,
-            }));
+            return Ok(Some(SyncTarget { sources, origin: RevisionOrigin::Operation }));
         }
     }
 
@@ -90,10 +79,7 @@ pub fn sync_target(app: &Application) -> Result<Option<SyncTarget>, TargetError>
         && let Some(revs) = revisions_of(sync.revision.as_deref(), sync.revisions.as_deref())
     {
         let sources = pair(declared, &revs, ".status.sync")?;
-        return Ok(Some(SyncTarget {
-            sources,
-            origin: RevisionOrigin::SyncStatus,
-        }));
+        return Ok(Some(SyncTarget { sources, origin: RevisionOrigin::SyncStatus }));
     }
     Ok(None)
 }
@@ -114,11 +100,7 @@ fn pair(
     field: &'static str,
 ) -> Result<Vec<SourceRevision>, TargetError> {
     if sources.len() != revisions.len() {
-        return Err(TargetError::RevisionCountMismatch {
-            field,
-            revisions: revisions.len(),
-            sources: sources.len(),
-        });
+        return Err(TargetError::RevisionCountMismatch { field, revisions: revisions.len(), sources: sources.len() });
     }
     sources
         .iter()
@@ -126,18 +108,11 @@ fn pair(
         .enumerate()
         .map(|(index, (src, rev))| {
             if rev.trim().is_empty() {
-                return Err(TargetError::EmptyRevision {
-                    field,
-                    index,
-                    repo_url: src.repo_url.clone(),
-                });
+                return Err(TargetError::EmptyRevision { field, index, repo_url: src.repo_url.clone() });
             }
             // A git source (no chart) must be pinned to a commit; Helm repositories use chart versions.
             if src.chart.is_none() && !is_commit_sha(rev) {
-                return Err(TargetError::NotACommit {
-                    revision: rev.clone(),
-                    repo_url: src.repo_url.clone(),
-                });
+                return Err(TargetError::NotACommit { revision: rev.clone(), repo_url: src.repo_url.clone() });
             }
             Ok(SourceRevision {
                 repo_url: src.repo_url.clone(),
@@ -152,17 +127,13 @@ fn pair(
 
 /// SHA-1 (40) or SHA-256 (64) hex object names.
 pub fn is_commit_sha(s: &str) -> bool {
-    (s.len() == 40 || s.len() == 64)
-        && s.bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl SyncTarget {
     /// The first 12 characters of the first source's revision, for printer columns.
     pub fn short(&self) -> Option<String> {
-        self.sources
-            .first()
-            .map(|s| s.revision.chars().take(12).collect())
+        self.sources.first().map(|s| s.revision.chars().take(12).collect())
     }
 }
 
@@ -223,18 +194,10 @@ spec:
 status: {{sync: {{status: Synced, revisions: [{A}, 19.0.1, {B}]}}}}"
         ));
         let t = sync_target(&a).unwrap().unwrap();
-        let revs: Vec<_> = t
-            .sources
-            .iter()
-            .map(|s| (s.repo_url.as_str(), s.revision.as_str()))
-            .collect();
+        let revs: Vec<_> = t.sources.iter().map(|s| (s.repo_url.as_str(), s.revision.as_str())).collect();
         assert_eq!(
             revs,
-            [
-                ("https://git.example/app", A),
-                ("https://charts.example", "19.0.1"),
-                ("https://git.example/values", B)
-            ]
+            [("https://git.example/app", A), ("https://charts.example", "19.0.1"), ("https://git.example/values", B)]
         );
     }
 
@@ -250,34 +213,21 @@ status: {{sync: {{status: Synced, revisions: [{A}]}}}}"
         ));
         assert!(matches!(
             sync_target(&count),
-            Err(TargetError::RevisionCountMismatch {
-                revisions: 1,
-                sources: 2,
-                ..
-            })
+            Err(TargetError::RevisionCountMismatch { revisions: 1, sources: 2, .. })
         ));
 
         let symbolic = app(
             "metadata: {name: a}\nspec: {source: {repoURL: https://x/a}}\nstatus: {sync: {status: Synced, revision: main}}",
         );
-        assert!(matches!(
-            sync_target(&symbolic),
-            Err(TargetError::NotACommit { .. })
-        ));
+        assert!(matches!(sync_target(&symbolic), Err(TargetError::NotACommit { .. })));
 
         let upper = app(&format!(
             "metadata: {{name: a}}\nspec: {{source: {{repoURL: https://x/a}}}}\nstatus: {{sync: {{status: Synced, revision: {}}}}}",
             "ABCDEF0123ABCDEF0123ABCDEF0123ABCDEF0123"
         ));
-        assert!(matches!(
-            sync_target(&upper),
-            Err(TargetError::NotACommit { .. })
-        ));
+        assert!(matches!(sync_target(&upper), Err(TargetError::NotACommit { .. })));
 
         let empty_url = app("metadata: {name: a}\nspec: {source: {repoURL: ''}}");
-        assert_eq!(
-            sync_target(&empty_url),
-            Err(TargetError::EmptyRepoUrl { index: 0 })
-        );
+        assert_eq!(sync_target(&empty_url), Err(TargetError::EmptyRepoUrl { index: 0 }));
     }
 }

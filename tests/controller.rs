@@ -82,23 +82,15 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     let (client, ns, _weft) = setup("record").await;
     let p = create(
         &profiles(&client, &ns),
-        profile(
-            "production",
-            json!([{"name": "shop-*", "matchLabels": {"tier": "prod"}}]),
-        ),
+        profile("production", json!([{"name": "shop-*", "matchLabels": {"tier": "prod"}}])),
     )
     .await;
     let rev = sha('a');
-    let app = create(
-        &applications(&client, &ns),
-        synced_application("shop-cart", json!({"tier": "prod"}), &rev),
-    )
-    .await;
+    let app = create(&applications(&client, &ns), synced_application("shop-cart", json!({"tier": "prod"}), &rev)).await;
 
-    let ap = provenance_where(&client, &ns, "shop-cart", "a recorded verdict", |v| {
-        v["status"]["verdict"] == "Incomplete"
-    })
-    .await;
+    let ap =
+        provenance_where(&client, &ns, "shop-cart", "a recorded verdict", |v| v["status"]["verdict"] == "Incomplete")
+            .await;
 
     let owner = &ap["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "Application");
@@ -115,44 +107,22 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     assert_eq!(status["sources"][0]["targetRevision"], "main");
     assert_eq!(status["revisionOrigin"], "SyncStatus");
     assert_eq!(status["profile"]["name"], "production");
-    assert_eq!(
-        status["profile"]["generation"].as_i64(),
-        p.metadata.generation
-    );
-    assert_eq!(
-        status["observedGeneration"].as_i64(),
-        ap["metadata"]["generation"].as_i64()
-    );
-    assert_eq!(
-        status["applicationGeneration"].as_i64(),
-        app.metadata.generation
-    );
-    for step in [
-        "SourceVerified",
-        "ImagesVerified",
-        "ManifestsSigned",
-        "ProvenanceRecorded",
-    ] {
+    assert_eq!(status["profile"]["generation"].as_i64(), p.metadata.generation);
+    assert_eq!(status["observedGeneration"].as_i64(), ap["metadata"]["generation"].as_i64());
+    assert_eq!(status["applicationGeneration"].as_i64(), app.metadata.generation);
+    for step in ["SourceVerified", "ImagesVerified", "ManifestsSigned", "ProvenanceRecorded"] {
         let c = condition(&ap, step).unwrap_or_else(|| panic!("{step} condition"));
         assert_eq!(c["status"], "False", "{step} must never claim success");
         assert_eq!(c["reason"], "NotImplemented", "{step}");
     }
     let ready = condition(&ap, "Ready").expect("Ready");
-    assert_eq!(
-        (ready["status"].as_str(), ready["reason"].as_str()),
-        (Some("False"), Some("StepsNotImplemented"))
-    );
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("StepsNotImplemented")));
 
     let prof = eventually("profile status", Duration::from_secs(30), || {
         let api = profiles(&client, &ns);
         async move {
-            let v = serde_json::to_value(api.get("production").await.map_err(|e| e.to_string())?)
-                .unwrap();
-            if v["status"]["selectedApplications"] == 1 {
-                Ok(v)
-            } else {
-                Err(v["status"].to_string())
-            }
+            let v = serde_json::to_value(api.get("production").await.map_err(|e| e.to_string())?).unwrap();
+            if v["status"]["selectedApplications"] == 1 { Ok(v) } else { Err(v["status"].to_string()) }
         }
     })
     .await;
@@ -162,20 +132,11 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
 }
 
 #[tokio::test]
-async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_one_kept_in_history()
-{
+async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_one_kept_in_history() {
     let (client, ns, _weft) = setup("revision").await;
-    create(
-        &profiles(&client, &ns),
-        profile("production", json!([{"name": "*"}])),
-    )
-    .await;
+    create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
     let (old, new) = (sha('1'), sha('2'));
-    create(
-        &applications(&client, &ns),
-        synced_application("shop-api", json!({}), &old),
-    )
-    .await;
+    create(&applications(&client, &ns), synced_application("shop-api", json!({}), &old)).await;
     provenance_where(&client, &ns, "shop-api", "the first revision", |v| {
         v["status"]["sources"][0]["revision"] == old.as_str()
     })
@@ -193,10 +154,7 @@ async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_o
     })
     .await;
     assert_eq!(ap["status"]["revisionOrigin"], "Operation");
-    assert_eq!(
-        ap["status"]["history"][0]["sources"][0]["revision"],
-        old.as_str()
-    );
+    assert_eq!(ap["status"]["history"][0]["sources"][0]["revision"], old.as_str());
     assert_eq!(ap["status"]["history"][0]["verdict"], "Incomplete");
 
     // The sync finishes: `.operation` is cleared and the status carries the same revision.
@@ -210,182 +168,88 @@ async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_o
     })
     .await;
     assert_eq!(ap["status"]["sources"][0]["revision"], new.as_str());
-    assert_eq!(
-        ap["status"]["history"].as_array().map(Vec::len),
-        Some(1),
-        "the same revision adds no history"
-    );
+    assert_eq!(ap["status"]["history"].as_array().map(Vec::len), Some(1), "the same revision adds no history");
 }
 
 #[tokio::test]
 async fn an_application_no_profile_selects_is_reported_unprotected() {
     let (client, ns, _weft) = setup("unprotected").await;
-    create(
-        &profiles(&client, &ns),
-        profile("production", json!([{"name": "shop-*"}])),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("blog", json!({}), &sha('b')),
-    )
-    .await;
-    let ap = provenance_where(&client, &ns, "blog", "unprotected", |v| {
-        v["status"]["verdict"] == "Unprotected"
-    })
-    .await;
+    create(&profiles(&client, &ns), profile("production", json!([{"name": "shop-*"}]))).await;
+    create(&applications(&client, &ns), synced_application("blog", json!({}), &sha('b'))).await;
+    let ap = provenance_where(&client, &ns, "blog", "unprotected", |v| v["status"]["verdict"] == "Unprotected").await;
     let ready = condition(&ap, "Ready").unwrap();
     assert_eq!(ready["reason"], "NoProfile");
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("no IntegrityProfile in namespace {ns}"))
-    );
+    assert!(ready["message"].as_str().unwrap().contains(&format!("no IntegrityProfile in namespace {ns}")));
     assert!(condition(&ap, "SourceVerified").is_none());
 }
 
 #[tokio::test]
 async fn profile_changes_requeue_the_applications_selected_before_and_after() {
     let (client, ns, _weft) = setup("requeue").await;
-    create(
-        &profiles(&client, &ns),
-        profile("production", json!([{"name": "shop-*"}])),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("shop-a", json!({}), &sha('c')),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("blog-a", json!({}), &sha('d')),
-    )
-    .await;
-    provenance_where(&client, &ns, "shop-a", "shop-a governed", |v| {
-        v["status"]["profile"]["name"] == "production"
-    })
-    .await;
-    provenance_where(&client, &ns, "blog-a", "blog-a unprotected", |v| {
-        v["status"]["verdict"] == "Unprotected"
-    })
-    .await;
+    create(&profiles(&client, &ns), profile("production", json!([{"name": "shop-*"}]))).await;
+    create(&applications(&client, &ns), synced_application("shop-a", json!({}), &sha('c'))).await;
+    create(&applications(&client, &ns), synced_application("blog-a", json!({}), &sha('d'))).await;
+    provenance_where(&client, &ns, "shop-a", "shop-a governed", |v| v["status"]["profile"]["name"] == "production")
+        .await;
+    provenance_where(&client, &ns, "blog-a", "blog-a unprotected", |v| v["status"]["verdict"] == "Unprotected").await;
 
-    update(&profiles(&client, &ns), "production", |v| {
-        v["spec"]["applicationSelector"] = json!([{"name": "blog-*"}])
-    })
-    .await;
-    provenance_where(&client, &ns, "shop-a", "shop-a no longer selected", |v| {
-        v["status"]["verdict"] == "Unprotected"
-    })
-    .await;
+    update(&profiles(&client, &ns), "production", |v| v["spec"]["applicationSelector"] = json!([{"name": "blog-*"}]))
+        .await;
+    provenance_where(&client, &ns, "shop-a", "shop-a no longer selected", |v| v["status"]["verdict"] == "Unprotected")
+        .await;
     let blog = provenance_where(&client, &ns, "blog-a", "blog-a now governed", |v| {
         v["status"]["profile"]["name"] == "production"
     })
     .await;
     assert_eq!(blog["status"]["profile"]["generation"], 2);
 
-    profiles(&client, &ns)
-        .delete("production", &DeleteParams::default())
-        .await
-        .expect("delete profile");
-    provenance_where(
-        &client,
-        &ns,
-        "blog-a",
-        "blog-a unprotected after the profile is gone",
-        |v| v["status"]["verdict"] == "Unprotected",
-    )
+    profiles(&client, &ns).delete("production", &DeleteParams::default()).await.expect("delete profile");
+    provenance_where(&client, &ns, "blog-a", "blog-a unprotected after the profile is gone", |v| {
+        v["status"]["verdict"] == "Unprotected"
+    })
     .await;
 }
 
 #[tokio::test]
 async fn two_profiles_selecting_one_application_vouch_for_nothing_and_both_say_so() {
     let (client, ns, _weft) = setup("conflict").await;
-    create(
-        &profiles(&client, &ns),
-        profile("team", json!([{"name": "shop-*"}])),
-    )
-    .await;
-    create(
-        &profiles(&client, &ns),
-        profile("platform", json!([{"matchLabels": {"tier": "prod"}}])),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("shop-cart", json!({"tier": "prod"}), &sha('e')),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("shop-ui", json!({}), &sha('f')),
-    )
-    .await;
+    create(&profiles(&client, &ns), profile("team", json!([{"name": "shop-*"}]))).await;
+    create(&profiles(&client, &ns), profile("platform", json!([{"matchLabels": {"tier": "prod"}}]))).await;
+    create(&applications(&client, &ns), synced_application("shop-cart", json!({"tier": "prod"}), &sha('e'))).await;
+    create(&applications(&client, &ns), synced_application("shop-ui", json!({}), &sha('f'))).await;
 
-    let ap = provenance_where(&client, &ns, "shop-cart", "a conflict", |v| {
-        v["status"]["verdict"] == "ConfigError"
-    })
-    .await;
-    assert_eq!(
-        ap["status"]["conflictingProfiles"],
-        json!(["platform", "team"])
-    );
+    let ap =
+        provenance_where(&client, &ns, "shop-cart", "a conflict", |v| v["status"]["verdict"] == "ConfigError").await;
+    assert_eq!(ap["status"]["conflictingProfiles"], json!(["platform", "team"]));
     assert!(ap["status"].get("profile").is_none());
     let ready = condition(&ap, "Ready").unwrap();
     assert_eq!(ready["reason"], "ProfileConflict");
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains("platform, team")
-    );
+    assert!(ready["message"].as_str().unwrap().contains("platform, team"));
     for step in ["SourceVerified", "ManifestsSigned"] {
-        assert!(
-            condition(&ap, step).is_none(),
-            "a conflicted Application gets no step results"
-        );
+        assert!(condition(&ap, step).is_none(), "a conflicted Application gets no step results");
     }
-    provenance_where(&client, &ns, "shop-ui", "shop-ui governed by team", |v| {
-        v["status"]["profile"]["name"] == "team"
-    })
-    .await;
+    provenance_where(&client, &ns, "shop-ui", "shop-ui governed by team", |v| v["status"]["profile"]["name"] == "team")
+        .await;
 
     for (name, other) in [("team", "platform"), ("platform", "team")] {
         let v = eventually("profile conflict status", Duration::from_secs(30), || {
             let api = profiles(&client, &ns);
             async move {
-                let v =
-                    serde_json::to_value(api.get(name).await.map_err(|e| e.to_string())?).unwrap();
-                if v["status"]["conflictingApplications"] == 1 {
-                    Ok(v)
-                } else {
-                    Err(v["status"].to_string())
-                }
+                let v = serde_json::to_value(api.get(name).await.map_err(|e| e.to_string())?).unwrap();
+                if v["status"]["conflictingApplications"] == 1 { Ok(v) } else { Err(v["status"].to_string()) }
             }
         })
         .await;
-        assert_eq!(
-            v["status"]["conflicts"],
-            json!([{"application": "shop-cart", "profiles": [other]}])
-        );
+        assert_eq!(v["status"]["conflicts"], json!([{"application": "shop-cart", "profiles": [other]}]));
         let ready = condition(&v, "Ready").unwrap();
-        assert_eq!(
-            (ready["status"].as_str(), ready["reason"].as_str()),
-            (Some("False"), Some("ProfileConflict"))
-        );
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("ProfileConflict")));
     }
 }
 
 #[tokio::test]
 async fn malformed_applications_are_reported_while_the_others_are_recorded() {
     let (client, ns, _weft) = setup("malformed").await;
-    create(
-        &profiles(&client, &ns),
-        profile("production", json!([{"name": "*"}])),
-    )
-    .await;
+    create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
     let apps = applications(&client, &ns);
     let mut no_source = synced_application("no-source", json!({}), &sha('1'));
     no_source["spec"].as_object_mut().unwrap().remove("source");
@@ -399,24 +263,15 @@ async fn malformed_applications_are_reported_while_the_others_are_recorded() {
     create(&apps, mismatch).await;
     create(&apps, synced_application("good", json!({}), &sha('3'))).await;
 
-    provenance_where(&client, &ns, "good", "the good Application", |v| {
-        v["status"]["verdict"] == "Incomplete"
-    })
-    .await;
-    for (name, reason) in [
-        ("no-source", "NoSource"),
-        ("symbolic", "RevisionNotACommit"),
-        ("mismatch", "RevisionCountMismatch"),
-    ] {
+    provenance_where(&client, &ns, "good", "the good Application", |v| v["status"]["verdict"] == "Incomplete").await;
+    for (name, reason) in
+        [("no-source", "NoSource"), ("symbolic", "RevisionNotACommit"), ("mismatch", "RevisionCountMismatch")]
+    {
         let ap = provenance_where(&client, &ns, name, "an invalid verdict", |v| {
             v["status"]["verdict"] == "InvalidApplication"
         })
         .await;
-        assert_eq!(
-            condition_reason(&ap, "Ready").as_deref(),
-            Some(reason),
-            "{name}"
-        );
+        assert_eq!(condition_reason(&ap, "Ready").as_deref(), Some(reason), "{name}");
     }
 }
 
@@ -426,10 +281,7 @@ async fn the_apiserver_rejects_malformed_profiles_with_a_readable_message() {
     let ns = namespace(&client, "schema").await;
     let api = profiles(&client, &ns);
     let cases = [
-        (
-            json!({"applicationSelector": []}),
-            "applicationSelector needs at least one term",
-        ),
+        (json!({"applicationSelector": []}), "applicationSelector needs at least one term"),
         (
             json!({"applicationSelector": [{}]}),
             "a selector term must set name, project, matchLabels or matchExpressions",
@@ -468,11 +320,7 @@ async fn the_apiserver_rejects_malformed_profiles_with_a_readable_message() {
             }
             Err(kube::Error::Api(s)) => {
                 assert_eq!(s.code, 422, "case {i}: {}", s.message);
-                assert!(
-                    s.message.contains(message),
-                    "case {i}: {:?} does not contain {message:?}",
-                    s.message
-                );
+                assert!(s.message.contains(message), "case {i}: {:?} does not contain {message:?}", s.message);
             }
             Err(e) => panic!("case {i}: {e}"),
         }
@@ -482,35 +330,19 @@ async fn the_apiserver_rejects_malformed_profiles_with_a_readable_message() {
 #[tokio::test]
 async fn the_controller_shuts_down_gracefully_on_sigterm() {
     let (client, ns, mut weft) = setup("shutdown").await;
-    create(
-        &profiles(&client, &ns),
-        profile("production", json!([{"name": "*"}])),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("app", json!({}), &sha('4')),
-    )
-    .await;
-    provenance_where(&client, &ns, "app", "a verdict", |v| {
-        v["status"]["verdict"] == "Incomplete"
-    })
-    .await;
+    create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
+    create(&applications(&client, &ns), synced_application("app", json!({}), &sha('4'))).await;
+    provenance_where(&client, &ns, "app", "a verdict", |v| v["status"]["verdict"] == "Incomplete").await;
     let code = weft.terminate(Duration::from_secs(20)).await;
-    assert_eq!(
-        code,
-        Some(0),
-        "exit code after SIGTERM; log:\n{}",
-        weft.logs()
-    );
+    assert_eq!(code, Some(0), "exit code after SIGTERM; log:\n{}", weft.logs());
     assert!(weft.logs().contains("weft controller stopped"));
 }
 
 /// A kubeconfig for the test cluster's user that has no permissions until a test grants some.
 fn restricted_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     let admin = std::fs::read_to_string(kubeconfig_path()).expect("read kubeconfig");
-    let token = std::env::var("WEFT_TEST_RESTRICTED_TOKEN")
-        .expect("WEFT_TEST_RESTRICTED_TOKEN (set by tests/env/cluster.sh)");
+    let token =
+        std::env::var("WEFT_TEST_RESTRICTED_TOKEN").expect("WEFT_TEST_RESTRICTED_TOKEN (set by tests/env/cluster.sh)");
     let restricted: String = admin
         .lines()
         .map(|l| {
@@ -538,28 +370,18 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
 
-    eventually(
-        "the controller to report what it waits for",
-        Duration::from_secs(30),
-        || {
-            let logs = weft.logs();
-            async move {
-                if logs.contains("waiting for CRDs to be served")
-                    && logs.contains("integrityprofiles.weft.dev")
-                {
-                    Ok(())
-                } else {
-                    Err(logs)
-                }
+    eventually("the controller to report what it waits for", Duration::from_secs(30), || {
+        let logs = weft.logs();
+        async move {
+            if logs.contains("waiting for CRDs to be served") && logs.contains("integrityprofiles.weft.dev") {
+                Ok(())
+            } else {
+                Err(logs)
             }
-        },
-    )
+        }
+    })
     .await;
-    assert!(
-        weft.is_running(),
-        "the controller exited instead of waiting:\n{}",
-        weft.logs()
-    );
+    assert!(weft.is_running(), "the controller exited instead of waiting:\n{}", weft.logs());
 
     // Grant exactly what the controller needs in this namespace.
     let rbac = |kind: &str, body: Value| {
@@ -603,22 +425,10 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
     create(&roles, role).await;
     create(&bindings, binding).await;
 
-    create(
-        &profiles(&client, &ns),
-        profile("production", json!([{"name": "*"}])),
-    )
-    .await;
-    create(
-        &applications(&client, &ns),
-        synced_application("app", json!({}), &sha('5')),
-    )
-    .await;
-    provenance_where(
-        &client,
-        &ns,
-        "app",
-        "a verdict once access is granted",
-        |v| v["status"]["verdict"] == "Incomplete",
-    )
+    create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
+    create(&applications(&client, &ns), synced_application("app", json!({}), &sha('5'))).await;
+    provenance_where(&client, &ns, "app", "a verdict once access is granted", |v| {
+        v["status"]["verdict"] == "Incomplete"
+    })
     .await;
 }

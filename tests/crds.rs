@@ -13,13 +13,7 @@ fn crds_directory_matches_the_generated_crds() {
 
 #[test]
 fn the_binary_prints_the_same_crds() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("crds")
-        .output()
-        .expect("run weft crds");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft")).arg("crds").output().expect("run weft crds");
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        weft::crds::stream().unwrap()
-    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), weft::crds::stream().unwrap());
 }

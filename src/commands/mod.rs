@@ -36,10 +36,8 @@ pub enum InputError {
 }
 
 pub fn read(path: &Path) -> Result<String, InputError> {
-    std::fs::read_to_string(path).map_err(|e| InputError::Read {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    std::fs::read_to_string(path)
+        .map_err(|e| InputError::Read { path: path.display().to_string(), reason: e.to_string() })
 }
 
 /// Reads a profile file, checks it with the same schema rules the apiserver applies (CEL included),
@@ -47,21 +45,13 @@ pub fn read(path: &Path) -> Result<String, InputError> {
 pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), InputError> {
     let text = read(path)?;
     let shown = path.display().to_string();
-    let raw: Value = serde_saphyr::from_str(&text).map_err(|e| InputError::NotAProfile {
-        path: shown.clone(),
-        reason: e.to_string(),
-    })?;
+    let raw: Value = serde_saphyr::from_str(&text)
+        .map_err(|e| InputError::NotAProfile { path: shown.clone(), reason: e.to_string() })?;
     if raw.get("kind").and_then(Value::as_str) != Some("IntegrityProfile") {
-        return Err(InputError::NotAProfile {
-            path: shown,
-            reason: "kind is not IntegrityProfile".into(),
-        });
+        return Err(InputError::NotAProfile { path: shown, reason: "kind is not IntegrityProfile".into() });
     }
-    let profile: IntegrityProfile =
-        serde_json::from_value(raw.clone()).map_err(|e| InputError::NotAProfile {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+    let profile: IntegrityProfile = serde_json::from_value(raw.clone())
+        .map_err(|e| InputError::NotAProfile { path: shown.clone(), reason: e.to_string() })?;
     if let Err(errors) = kube::core::cel::validate_cel(&profile) {
         let problems = errors
             .into_vec()
@@ -69,10 +59,7 @@ pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), Inpu
             .map(|e| format!("  {}: {}", e.field_path, e.message))
             .collect::<Vec<_>>()
             .join("\n");
-        return Err(InputError::Invalid {
-            path: shown,
-            problems,
-        });
+        return Err(InputError::Invalid { path: shown, problems });
     }
     let mut warnings = Vec::new();
     let known = serde_json::to_value(&profile).unwrap_or(Value::Null);
@@ -82,13 +69,7 @@ pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), Inpu
         known.get("spec").unwrap_or(&Value::Null),
         &mut warnings,
     );
-    Ok((
-        profile,
-        warnings
-            .into_iter()
-            .map(|f| format!("unknown field spec{f} is ignored"))
-            .collect(),
-    ))
+    Ok((profile, warnings.into_iter().map(|f| format!("unknown field spec{f} is ignored")).collect()))
 }
 
 /// Paths present in `raw` but not in `known` (what deserialization dropped).
@@ -122,19 +103,13 @@ pub fn load_bag(
     if let Some(path) = resources {
         return Ok(Bag::from_yaml(&read(path)?)?);
     }
-    let namespace = profile
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let namespace = profile.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| InputError::Other(e.to_string()))?;
     runtime.block_on(async {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(|e| InputError::Cluster(e.to_string()))?;
+        let client = kube::Client::try_default().await.map_err(|e| InputError::Cluster(e.to_string()))?;
         Ok(crate::cluster::bag(&client, &namespace, &profile.spec, argocd_namespace).await?)
     })
 }

@@ -74,29 +74,26 @@ fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
         eprintln!("warning: {w}");
     }
     let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
-    let verifier =
-        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir), 64);
+    let verifier = SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir), 64);
 
     // A symbolic revision is resolved the way Argo CD does, and kept as the target revision.
     let (revision, target_revision) = match CommitId::parse(&args.revision) {
         Some(id) => (id, None),
         None => {
-            let creds = fetch::credentials_for(&args.repo, &bag.repo_secrets)
-                .map(|s| s.credentials.clone());
+            let creds = fetch::credentials_for(&args.repo, &bag.repo_secrets).map(|s| s.credentials.clone());
             let repo = verifier
                 .repos
                 .open(&args.repo, &[], creds.as_ref(), true)
                 .map_err(|e| InputError::Other(e.to_string()))?;
-            let id = repo
-                .resolve(&args.revision)
-                .map_err(|e| InputError::Other(e.to_string()))?;
+            let id = repo.resolve(&args.revision).map_err(|e| InputError::Other(e.to_string()))?;
             (id, Some(args.revision.clone()))
         }
     };
     let previous = match &args.previous {
-        Some(p) => Some(CommitId::parse(p).ok_or_else(|| {
-            InputError::Other(format!("--previous {p:?} is not a full commit SHA"))
-        })?),
+        Some(p) => Some(
+            CommitId::parse(p)
+                .ok_or_else(|| InputError::Other(format!("--previous {p:?} is not a full commit SHA")))?,
+        ),
         None => None,
     };
     let policies = profile
@@ -140,10 +137,7 @@ fn print_verdict(v: &SourceVerdict, output: Output) {
             if let Some(h) = &v.history
                 && !h.signers.is_empty()
             {
-                println!(
-                    "  signers: {}",
-                    h.signers.iter().cloned().collect::<Vec<_>>().join("; ")
-                );
+                println!("  signers: {}", h.signers.iter().cloned().collect::<Vec<_>>().join("; "));
             }
             println!("  took {} ms", v.millis);
         }

@@ -203,10 +203,6 @@ mod tests {
         .expect("the guard itself always deserializes");
         let invalid = guard.0.expect_err("spec.source of the wrong type");
         assert_eq!(invalid.metadata.name.as_deref(), Some("broken"));
-        assert!(
-            invalid.error.to_lowercase().contains("invalid type"),
-            "{}",
-            invalid.error
-        );
+        assert!(invalid.error.to_lowercase().contains("invalid type"), "{}", invalid.error);
     }
 }

@@ -33,11 +33,7 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.summary.sourceMode",
         description = "Strongest git signature mode among the source policies"
     ),
-    printcolumn(
-        name = "Enforcement",
-        type_ = "string",
-        json_path = ".status.summary.enforcement"
-    ),
+    printcolumn(name = "Enforcement", type_ = "string", json_path = ".status.summary.enforcement"),
     printcolumn(
         name = "Apps",
         type_ = "integer",
@@ -50,16 +46,8 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.conflictingApplications",
         description = "Applications another profile selects too (nothing is vouched for them)"
     ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IntegrityProfileSpec {
@@ -478,11 +466,7 @@ pub struct ProfileSummary {
 impl IntegrityProfileSpec {
     /// The strongest signature mode any git policy asks for.
     pub fn strongest_source_mode(&self) -> SignatureMode {
-        let policies = self
-            .source_integrity
-            .iter()
-            .flat_map(|s| s.git.iter())
-            .flat_map(|g| &g.policies);
+        let policies = self.source_integrity.iter().flat_map(|s| s.git.iter()).flat_map(|g| &g.policies);
         let modes = policies.map(|p| p.gpg.as_ref().map(|g| g.mode).unwrap_or_default());
         modes
             .max_by_key(|m| match m {

@@ -21,35 +21,13 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     status = "ApplicationProvenanceStatus",
     doc = "Weft's verdict on the revision an Argo CD Application syncs: source, images, signed manifests and provenance.",
-    printcolumn(
-        name = "Revision",
-        type_ = "string",
-        json_path = ".status.revisionShort"
-    ),
+    printcolumn(name = "Revision", type_ = "string", json_path = ".status.revisionShort"),
     printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Profile", type_ = "string", json_path = ".status.profile.name"),
-    printcolumn(
-        name = "Manifest",
-        type_ = "string",
-        json_path = ".status.manifestImage",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Log Index",
-        type_ = "integer",
-        json_path = ".status.rekor.logIndex",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Manifest", type_ = "string", json_path = ".status.manifestImage", priority = 1),
+    printcolumn(name = "Log Index", type_ = "integer", json_path = ".status.rekor.logIndex", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationProvenanceSpec {

@@ -17,15 +17,11 @@ use super::policy::normalize_url;
 pub enum FetchError {
     #[error("cannot fetch {url}: {reason}")]
     Unreachable { url: String, reason: String },
-    #[error(
-        "{url} was fetched but holds no commit {commit} (not reachable from any branch or tag)"
-    )]
+    #[error("{url} was fetched but holds no commit {commit} (not reachable from any branch or tag)")]
     MissingCommit { url: String, commit: CommitId },
     #[error("the repository cache at {path} cannot be used: {reason}")]
     Cache { path: String, reason: String },
-    #[error(
-        "unsupported repository URL {0:?} (use https://, ssh://, git@host:path, file:// or a local path)"
-    )]
+    #[error("unsupported repository URL {0:?} (use https://, ssh://, git@host:path, file:// or a local path)")]
     UnsupportedUrl(String),
 }
 
@@ -41,10 +37,7 @@ impl FetchError {
 
     /// A network or cache problem is worth retrying; a missing commit or a bad URL is not.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self,
-            FetchError::Unreachable { .. } | FetchError::Cache { .. }
-        )
+        matches!(self, FetchError::Unreachable { .. } | FetchError::Cache { .. })
     }
 }
 
@@ -65,10 +58,7 @@ impl std::fmt::Debug for RepoCredentials {
         f.debug_struct("RepoCredentials")
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field(
-                "ssh_private_key",
-                &self.ssh_private_key.as_ref().map(|_| "<redacted>"),
-            )
+            .field("ssh_private_key", &self.ssh_private_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -87,10 +77,7 @@ pub struct RepoSecret {
 /// with the longest matching URL prefix (both compared normalized).
 pub fn credentials_for<'a>(url: &str, secrets: &'a [RepoSecret]) -> Option<&'a RepoSecret> {
     let want = normalize_url(url);
-    if let Some(exact) = secrets
-        .iter()
-        .find(|s| !s.is_template && normalize_url(&s.url) == want)
-    {
+    if let Some(exact) = secrets.iter().find(|s| !s.is_template && normalize_url(&s.url) == want) {
         return Some(exact);
     }
     secrets
@@ -139,10 +126,7 @@ pub struct RepoCache {
 
 impl RepoCache {
     pub fn new(dir: impl Into<PathBuf>, max_repos: usize) -> RepoCache {
-        RepoCache {
-            dir: dir.into(),
-            max_repos: max_repos.max(1),
-        }
+        RepoCache { dir: dir.into(), max_repos: max_repos.max(1) }
     }
 
     /// Opens the repository holding `commits`: in place for a local path, else from the cache, fetching
@@ -160,10 +144,8 @@ impl RepoCache {
         };
         match locate(url)? {
             Location::Local(path) => {
-                let repo = Repo::open(&path).map_err(|e| FetchError::Unreachable {
-                    url: url.to_string(),
-                    reason: e.to_string(),
-                })?;
+                let repo = Repo::open(&path)
+                    .map_err(|e| FetchError::Unreachable { url: url.to_string(), reason: e.to_string() })?;
                 check_present(&repo, url, commits)?;
                 Ok(repo)
             }
@@ -196,14 +178,7 @@ impl RepoCache {
         let mut repos: Vec<(SystemTime, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter(|e| e.path() != keep && e.path().join("HEAD").exists())
-            .map(|e| {
-                (
-                    e.metadata()
-                        .and_then(|m| m.modified())
-                        .unwrap_or(SystemTime::UNIX_EPOCH),
-                    e.path(),
-                )
-            })
+            .map(|e| (e.metadata().and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH), e.path()))
             .collect();
         if repos.len() < self.max_repos {
             return;
@@ -218,19 +193,14 @@ impl RepoCache {
 
 fn check_present(repo: &Repo, url: &str, commits: &[&CommitId]) -> Result<(), FetchError> {
     match commits.iter().find(|c| !repo.has_commit(c)) {
-        Some(missing) => Err(FetchError::MissingCommit {
-            url: url.to_string(),
-            commit: (*missing).clone(),
-        }),
+        Some(missing) => Err(FetchError::MissingCommit { url: url.to_string(), commit: (*missing).clone() }),
         None => Ok(()),
     }
 }
 
 fn touch(path: &Path) {
-    let _ = std::fs::File::options()
-        .write(true)
-        .open(path.join("HEAD"))
-        .and_then(|f| f.set_modified(SystemTime::now()));
+    let _ =
+        std::fs::File::options().write(true).open(path.join("HEAD")).and_then(|f| f.set_modified(SystemTime::now()));
     let _ = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
 }
 
@@ -243,38 +213,21 @@ fn cache_name(url: &str) -> String {
         .next()
         .unwrap_or("repo")
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .take(40)
         .collect();
     format!("{tail}-{hash}.git")
 }
 
 /// Mirrors branches and tags of `url` into the bare repository at `path` (created if needed).
-fn fetch_into(
-    path: &Path,
-    url: &str,
-    credentials: Option<&RepoCredentials>,
-) -> Result<(), FetchError> {
-    let unreachable = |e: &dyn std::fmt::Display| FetchError::Unreachable {
-        url: url.to_string(),
-        reason: e.to_string(),
-    };
+fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> Result<(), FetchError> {
+    let unreachable =
+        |e: &dyn std::fmt::Display| FetchError::Unreachable { url: url.to_string(), reason: e.to_string() };
     let mut repo = if path.join("HEAD").exists() {
-        gix::open(path).map_err(|e| FetchError::Cache {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?
+        gix::open(path).map_err(|e| FetchError::Cache { path: path.display().to_string(), reason: e.to_string() })?
     } else {
-        gix::init_bare(path).map_err(|e| FetchError::Cache {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?
+        gix::init_bare(path)
+            .map_err(|e| FetchError::Cache { path: path.display().to_string(), reason: e.to_string() })?
     };
 
     // ssh: a private key from the Secret, and host key checking as Argo CD configures it.
@@ -285,24 +238,16 @@ fn fetch_into(
         let dir = tempfile::tempdir().map_err(|e| unreachable(&e))?;
         let key_path = dir.path().join("id");
         write_private(&key_path, key.as_bytes()).map_err(|e| unreachable(&e))?;
-        let mut cmd = format!(
-            "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
-            key_path.display()
-        );
+        let mut cmd = format!("ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes", key_path.display());
         if creds.insecure_ignore_host_key {
             cmd.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
         } else if let Some(hosts) = &creds.known_hosts {
             let hosts_path = dir.path().join("known_hosts");
             std::fs::write(&hosts_path, hosts).map_err(|e| unreachable(&e))?;
-            cmd.push_str(&format!(
-                " -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}",
-                hosts_path.display()
-            ));
+            cmd.push_str(&format!(" -o StrictHostKeyChecking=yes -o UserKnownHostsFile={}", hosts_path.display()));
         }
         let mut config = repo.config_snapshot_mut();
-        config
-            .set_raw_value("core.sshCommand", cmd.as_str())
-            .map_err(|e| unreachable(&e))?;
+        config.set_raw_value("core.sshCommand", cmd.as_str()).map_err(|e| unreachable(&e))?;
         config.commit().map_err(|e| unreachable(&e))?;
         _key_dir = dir;
     }
@@ -310,14 +255,9 @@ fn fetch_into(
     let remote = repo
         .remote_at(url)
         .map_err(|e| unreachable(&e))?
-        .with_refspecs(
-            ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-            gix::remote::Direction::Fetch,
-        )
+        .with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         .map_err(|e| unreachable(&e))?;
-    let connection = remote
-        .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| unreachable(&e))?;
+    let connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| unreachable(&e))?;
     let account = credentials.and_then(|c| match (&c.username, &c.password, &c.bearer_token) {
         (_, _, Some(token)) => Some(("x-access-token".to_string(), token.clone())),
         (Some(u), Some(p), None) => Some((u.clone(), p.clone())),
@@ -387,14 +327,10 @@ mod tests {
             Some("cart")
         );
         assert_eq!(
-            credentials_for("https://git.example.com/shop/ui.git", &secrets)
-                .map(|s| s.name.as_str()),
+            credentials_for("https://git.example.com/shop/ui.git", &secrets).map(|s| s.name.as_str()),
             Some("shop")
         );
-        assert_eq!(
-            credentials_for("https://GIT.example.com/blog", &secrets).map(|s| s.name.as_str()),
-            Some("org")
-        );
+        assert_eq!(credentials_for("https://GIT.example.com/blog", &secrets).map(|s| s.name.as_str()), Some("org"));
         assert!(credentials_for("https://other.example.com/x", &secrets).is_none());
     }
 
@@ -409,17 +345,8 @@ mod tests {
     #[test]
     fn urls_are_classified() {
         assert!(matches!(locate("https://x/y"), Ok(Location::Remote(_))));
-        assert!(matches!(
-            locate("git@github.example:org/repo.git"),
-            Ok(Location::Remote(_))
-        ));
-        assert!(matches!(
-            locate("/definitely/not/here"),
-            Err(FetchError::UnsupportedUrl(_))
-        ));
-        assert!(matches!(
-            locate(env!("CARGO_MANIFEST_DIR")),
-            Ok(Location::Local(_))
-        ));
+        assert!(matches!(locate("git@github.example:org/repo.git"), Ok(Location::Remote(_))));
+        assert!(matches!(locate("/definitely/not/here"), Err(FetchError::UnsupportedUrl(_))));
+        assert!(matches!(locate(env!("CARGO_MANIFEST_DIR")), Ok(Location::Local(_))));
     }
 }

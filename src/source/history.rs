@@ -27,11 +27,7 @@ pub enum HistoryError {
     #[error("commit {0} is not in the repository (not reachable from any fetched branch or tag)")]
     MissingCommit(CommitId),
     #[error("{what} {id} cannot be read: {reason}")]
-    Corrupt {
-        what: &'static str,
-        id: String,
-        reason: String,
-    },
+    Corrupt { what: &'static str, id: String, reason: String },
     #[error("{0} is not a commit")]
     NotACommit(String),
     #[error("{0:?} names both a branch and a tag; pass the commit SHA")]
@@ -92,10 +88,8 @@ pub struct Repo {
 
 impl Repo {
     pub fn open(path: &Path) -> Result<Repo, HistoryError> {
-        let mut repo = gix::open(path).map_err(|e| HistoryError::Open {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let mut repo = gix::open(path)
+            .map_err(|e| HistoryError::Open { path: path.display().to_string(), reason: e.to_string() })?;
         repo.object_cache_size_if_unset(16 * 1024 * 1024);
         Ok(Repo { repo })
     }
@@ -105,9 +99,7 @@ impl Repo {
     }
 
     pub fn commit(&self, id: &CommitId) -> Result<CommitRecord, HistoryError> {
-        let oid = id
-            .to_gix()
-            .ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
+        let oid = id.to_gix().ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
         let object = self
             .repo
             .try_find_object(oid)
@@ -117,30 +109,18 @@ impl Repo {
             return Err(HistoryError::NotACommit(id.to_string()));
         }
         let data = &object.data;
-        let commit = gix::objs::CommitRef::from_bytes(data, oid.kind())
-            .map_err(|e| corrupt("commit", id, e))?;
-        let (signature, payload) = match gix::objs::CommitRefIter::signature(data, oid.kind())
-            .map_err(|e| corrupt("commit", id, e))?
-        {
-            Some((sig, signed)) => (
-                Some(sig.to_str_lossy().into_owned()),
-                signed.to_bstring().to_vec(),
-            ),
-            None => (None, data.to_vec()),
-        };
+        let commit = gix::objs::CommitRef::from_bytes(data, oid.kind()).map_err(|e| corrupt("commit", id, e))?;
+        let (signature, payload) =
+            match gix::objs::CommitRefIter::signature(data, oid.kind()).map_err(|e| corrupt("commit", id, e))? {
+                Some((sig, signed)) => (Some(sig.to_str_lossy().into_owned()), signed.to_bstring().to_vec()),
+                None => (None, data.to_vec()),
+            };
         let message = commit.message();
         let seal = message.body().is_some_and(|b| {
-            b.trailers().any(|t| {
-                SEAL_TRAILERS
-                    .iter()
-                    .any(|s| t.token.eq_ignore_ascii_case(s.as_bytes()))
-            })
+            b.trailers().any(|t| SEAL_TRAILERS.iter().any(|s| t.token.eq_ignore_ascii_case(s.as_bytes())))
         });
         let committer_time = commit.committer().map(|c| c.seconds()).unwrap_or(0);
-        let author = commit
-            .author()
-            .map(|a| format!("{} <{}>", a.name, a.email))
-            .unwrap_or_default();
+        let author = commit.author().map(|a| format!("{} <{}>", a.name, a.email)).unwrap_or_default();
         Ok(CommitRecord {
             id: id.clone(),
             parents: commit.parents().map(|p| CommitId::from_gix(&p)).collect(),
@@ -156,49 +136,26 @@ impl Repo {
     /// Looks up `refs/tags/<name>` and peels it to a commit.
     pub fn tag(&self, name: &str) -> Result<TagLookup, HistoryError> {
         let full = format!("refs/tags/{name}");
-        let Some(mut reference) = self
-            .repo
-            .try_find_reference(full.as_str())
-            .map_err(|e| corrupt("tag", &full, e))?
+        let Some(mut reference) = self.repo.try_find_reference(full.as_str()).map_err(|e| corrupt("tag", &full, e))?
         else {
             return Ok(TagLookup::Missing);
         };
-        let oid = reference
-            .peel_to_id()
-            .map_err(|e| corrupt("tag", &full, e))?
-            .detach();
-        let target_id = reference
-            .target()
-            .try_id()
-            .map(|i| i.to_owned())
-            .unwrap_or(oid);
-        let object = self
-            .repo
-            .find_object(target_id)
-            .map_err(|e| corrupt("tag", &full, e))?;
+        // The direct target first: peeling rewrites the reference in memory.
+        let direct = reference.target().try_id().map(|i| i.to_owned());
+        let oid = reference.peel_to_id().map_err(|e| corrupt("tag", &full, e))?.detach();
+        let target_id = direct.unwrap_or(oid);
+        let object = self.repo.find_object(target_id).map_err(|e| corrupt("tag", &full, e))?;
         match object.kind {
             gix::object::Kind::Commit => Ok(TagLookup::Lightweight(CommitId::from_gix(&target_id))),
             gix::object::Kind::Tag => {
                 let data = object.data.clone();
-                let tag = gix::objs::TagRef::from_bytes(&data, oid.kind())
-                    .map_err(|e| corrupt("tag", &full, e))?;
+                let tag = gix::objs::TagRef::from_bytes(&data, oid.kind()).map_err(|e| corrupt("tag", &full, e))?;
                 let (signature, payload) = match gix::objs::TagRefIter::signature(&data) {
-                    Some((sig, signed)) => (
-                        Some(sig.data.to_str_lossy().into_owned()),
-                        signed.to_bstring().to_vec(),
-                    ),
+                    Some((sig, signed)) => (Some(sig.data.to_str_lossy().into_owned()), signed.to_bstring().to_vec()),
                     None => (None, data.to_vec()),
                 };
-                let tagger_time = tag
-                    .tagger()
-                    .ok()
-                    .flatten()
-                    .map(|t| t.seconds())
-                    .unwrap_or(0);
-                let peeled = self
-                    .repo
-                    .find_object(oid)
-                    .map_err(|e| corrupt("tag", &full, e))?;
+                let tagger_time = tag.tagger().ok().flatten().map(|t| t.seconds()).unwrap_or(0);
+                let peeled = self.repo.find_object(oid).map_err(|e| corrupt("tag", &full, e))?;
                 if peeled.kind != gix::object::Kind::Commit {
                     return Err(HistoryError::NotACommit(full));
                 }
@@ -218,11 +175,7 @@ impl Repo {
     /// branch of that name (both is ambiguous), else any rev-spec (`HEAD`, a short SHA…), to a commit.
     pub fn resolve(&self, rev: &str) -> Result<CommitId, HistoryError> {
         if let Some(id) = CommitId::parse(rev) {
-            return if self.has_commit(&id) {
-                Ok(id)
-            } else {
-                Err(HistoryError::MissingCommit(id))
-            };
+            return if self.has_commit(&id) { Ok(id) } else { Err(HistoryError::MissingCommit(id)) };
         }
         let tag = self.tag(rev)?;
         if !matches!(tag, TagLookup::Missing) && self.branch_exists(rev) {
@@ -233,11 +186,7 @@ impl Repo {
             TagLookup::Annotated(t) => return Ok(t.target),
             TagLookup::Missing => {}
         }
-        let spec = if self.branch_exists(rev) {
-            format!("refs/heads/{rev}")
-        } else {
-            rev.to_string()
-        };
+        let spec = if self.branch_exists(rev) { format!("refs/heads/{rev}") } else { rev.to_string() };
         let id = self
             .repo
             .rev_parse_single(spec.as_str())
@@ -250,11 +199,7 @@ impl Repo {
     }
 
     pub fn branch_exists(&self, name: &str) -> bool {
-        matches!(
-            self.repo
-                .try_find_reference(format!("refs/heads/{name}").as_str()),
-            Ok(Some(_))
-        )
+        matches!(self.repo.try_find_reference(format!("refs/heads/{name}").as_str()), Ok(Some(_)))
     }
 
     /// Names of the tags that peel to `commit`.
@@ -275,11 +220,7 @@ impl Repo {
     }
 
     /// Is `ancestor` the same as, or an ancestor of, `descendant`?
-    pub fn descends_from(
-        &self,
-        descendant: &CommitId,
-        ancestor: &CommitId,
-    ) -> Result<bool, HistoryError> {
+    pub fn descends_from(&self, descendant: &CommitId, ancestor: &CommitId) -> Result<bool, HistoryError> {
         if descendant == ancestor {
             return Ok(true);
         }
@@ -289,23 +230,14 @@ impl Repo {
         if !self.repo.has_object(a) {
             return Err(HistoryError::MissingCommit(ancestor.clone()));
         }
-        let base = self
-            .repo
-            .merge_base(d, a)
-            .map_err(|e| corrupt("commit", descendant, e))?;
+        let base = self.repo.merge_base(d, a).map_err(|e| corrupt("commit", descendant, e))?;
         Ok(base.is_some_and(|b| b.detach() == a))
     }
 
     /// Every entry under `dir` (relative to the repository root; empty for the root) in the commit's
     /// tree, with paths relative to `dir`. `None` when `dir` does not exist in that tree.
-    pub fn files_under(
-        &self,
-        commit: &CommitId,
-        dir: &str,
-    ) -> Result<Option<Vec<TreeFile>>, HistoryError> {
-        let oid = commit
-            .to_gix()
-            .ok_or_else(|| HistoryError::MissingCommit(commit.clone()))?;
+    pub fn files_under(&self, commit: &CommitId, dir: &str) -> Result<Option<Vec<TreeFile>>, HistoryError> {
+        let oid = commit.to_gix().ok_or_else(|| HistoryError::MissingCommit(commit.clone()))?;
         let tree = self
             .repo
             .find_commit(oid)
@@ -316,22 +248,14 @@ impl Repo {
         let tree = if dir.is_empty() || dir == "." {
             tree
         } else {
-            match tree
-                .lookup_entry_by_path(dir)
-                .map_err(|e| corrupt("tree of", commit, e))?
-            {
-                Some(entry) if entry.mode().is_tree() => entry
-                    .object()
-                    .map_err(|e| corrupt("tree", dir, e))?
-                    .into_tree(),
+            match tree.lookup_entry_by_path(dir).map_err(|e| corrupt("tree of", commit, e))? {
+                Some(entry) if entry.mode().is_tree() => {
+                    entry.object().map_err(|e| corrupt("tree", dir, e))?.into_tree()
+                }
                 _ => return Ok(None),
             }
         };
-        let files = tree
-            .traverse()
-            .breadthfirst
-            .files()
-            .map_err(|e| corrupt("tree", dir, e))?;
+        let files = tree.traverse().breadthfirst.files().map_err(|e| corrupt("tree", dir, e))?;
         Ok(Some(
             files
                 .into_iter()
@@ -354,10 +278,7 @@ impl Repo {
     }
 
     pub fn blob(&self, id: &gix::ObjectId) -> Result<Vec<u8>, HistoryError> {
-        let object = self
-            .repo
-            .find_object(*id)
-            .map_err(|e| corrupt("blob", id, e))?;
+        let object = self.repo.find_object(*id).map_err(|e| corrupt("blob", id, e))?;
         Ok(object.detach().data)
     }
 
@@ -382,16 +303,8 @@ pub struct TreeFile {
     pub id: gix::ObjectId,
 }
 
-fn corrupt(
-    what: &'static str,
-    id: &(impl std::fmt::Display + ?Sized),
-    e: impl std::fmt::Display,
-) -> HistoryError {
-    HistoryError::Corrupt {
-        what,
-        id: id.to_string(),
-        reason: e.to_string(),
-    }
+fn corrupt(what: &'static str, id: &(impl std::fmt::Display + ?Sized), e: impl std::fmt::Display) -> HistoryError {
+    HistoryError::Corrupt { what, id: id.to_string(), reason: e.to_string() }
 }
 
 /// A commit whose signature does not count, described for a person.
@@ -437,10 +350,7 @@ const CACHE_LIMIT: usize = 2_000_000;
 impl VerifiedCommits {
     fn is_verified(&self, trust: &str, id: &CommitId, now: i64) -> bool {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard
-            .get(trust)
-            .and_then(|m| m.get(id))
-            .is_some_and(|until| *until > now)
+        guard.get(trust).and_then(|m| m.get(id)).is_some_and(|until| *until > now)
     }
 
     fn insert_all(&self, trust: &str, ids: impl IntoIterator<Item = CommitId>, until: i64) {
@@ -453,10 +363,7 @@ impl VerifiedCommits {
     }
 
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .map(|g| g.values().map(HashMap::len).sum())
-            .unwrap_or(0)
+        self.inner.lock().map(|g| g.values().map(HashMap::len).sum()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -482,18 +389,10 @@ fn failure(rec: &CommitRecord, result: &SignatureCheck) -> CommitFailure {
 }
 
 /// `head`: only the target commit's own signature.
-pub fn verify_head(
-    repo: &Repo,
-    target: &CommitId,
-    trust: &Trust,
-    now: i64,
-) -> Result<WalkOutcome, HistoryError> {
+pub fn verify_head(repo: &Repo, target: &CommitId, trust: &Trust, now: i64) -> Result<WalkOutcome, HistoryError> {
     let rec = repo.commit(target)?;
     let result = check(trust, &rec, now);
-    let mut out = WalkOutcome {
-        checked: 1,
-        ..Default::default()
-    };
+    let mut out = WalkOutcome { checked: 1, ..Default::default() };
     match &result {
         SignatureCheck::Good(s) => {
             out.signers.insert(s.to_string());
@@ -520,8 +419,9 @@ pub fn verify_strict(
     let mut out = WalkOutcome::default();
     let mut queue = VecDeque::from([target.clone()]);
     let mut seen = HashSet::new();
-    let mut pending: Vec<CommitRecord> = Vec::new();
-    let mut seal_checks: Vec<(CommitRecord, SignatureCheck)> = Vec::new();
+    // Walk order (breadth-first from the target) is kept, so the first failure is the nearest one.
+    // Seals are checked during the walk (they decide whether it goes on); the rest afterwards, in parallel.
+    let mut order: Vec<(CommitRecord, Option<SignatureCheck>)> = Vec::new();
 
     while let Some(id) = queue.pop_front() {
         if !seen.insert(id.clone()) {
@@ -533,33 +433,24 @@ pub fn verify_strict(
         }
         let rec = repo.commit(&id)?;
         if rec.seal {
-            // A seal decides whether the walk goes on, so it is checked now.
             let result = check(trust, &rec, now);
-            out.checked += 1;
             if result.is_good() {
                 out.seals.push(rec.id.clone());
-                seal_checks.push((rec, result));
-                continue;
+            } else {
+                // A seal by anyone else is just a commit: the walk goes on.
+                queue.extend(rec.parents.iter().cloned());
             }
-            queue.extend(rec.parents.iter().cloned());
-            seal_checks.push((rec, result));
+            order.push((rec, Some(result)));
             continue;
         }
         queue.extend(rec.parents.iter().cloned());
-        pending.push(rec);
+        order.push((rec, None));
     }
 
-    // Walk order (breadth-first from the target) is kept, so the first failure is the nearest one.
-    let results: Vec<SignatureCheck> = pending
-        .par_iter()
-        .map(|rec| check(trust, rec, now))
-        .collect();
-    out.checked += pending.len();
-
-    let mut all: Vec<(&CommitRecord, &SignatureCheck)> =
-        pending.iter().zip(results.iter()).collect();
-    all.extend(seal_checks.iter().map(|(r, c)| (r, c)));
-    for (rec, result) in &all {
+    let results: Vec<SignatureCheck> =
+        order.par_iter().map(|(rec, done)| done.clone().unwrap_or_else(|| check(trust, rec, now))).collect();
+    out.checked = order.len();
+    for ((rec, _), result) in order.iter().zip(&results) {
         match result {
             SignatureCheck::Good(s) => {
                 out.signers.insert(s.to_string());
@@ -599,16 +490,9 @@ pub fn verify_signed_tag(
     trust: &Trust,
     now: i64,
 ) -> Result<TagVerdict, HistoryError> {
-    let fail = |reason: &'static str, msg: String| {
-        Ok(TagVerdict {
-            tag: None,
-            signer: None,
-            failure: Some((reason, msg)),
-        })
-    };
-    let names: Vec<String> = match target_revision
-        .filter(|t| !t.is_empty() && !crate::target::is_commit_sha(t))
-    {
+    let fail =
+        |reason: &'static str, msg: String| Ok(TagVerdict { tag: None, signer: None, failure: Some((reason, msg)) });
+    let names: Vec<String> = match target_revision.filter(|t| !t.is_empty() && !crate::target::is_commit_sha(t)) {
         Some(name) => {
             if repo.branch_exists(name) {
                 return fail(
@@ -622,9 +506,7 @@ pub fn verify_signed_tag(
                 TagLookup::Missing if repo.tags_at(commit).is_empty() => {
                     return fail(
                         "TagNotFound",
-                        format!(
-                            "no tag {name:?} points at {commit}, and requireSignedTag needs one"
-                        ),
+                        format!("no tag {name:?} points at {commit}, and requireSignedTag needs one"),
                     );
                 }
                 // A semantic-version constraint: Argo CD picked one of the tags at this commit.
@@ -657,11 +539,7 @@ pub fn verify_signed_tag(
                 };
                 match result {
                     SignatureCheck::Good(s) => {
-                        return Ok(TagVerdict {
-                            tag: Some(name),
-                            signer: Some(s),
-                            failure: None,
-                        });
+                        return Ok(TagVerdict { tag: Some(name), signer: Some(s), failure: None });
                     }
                     other => last = Some((other.reason(), format!("tag {name}: {other}"))),
                 }
@@ -669,24 +547,15 @@ pub fn verify_signed_tag(
             TagLookup::Annotated(tag) => {
                 last = Some((
                     "TagMismatch",
-                    format!(
-                        "tag {name} points at {}, not at the synced commit {commit}",
-                        tag.target
-                    ),
+                    format!("tag {name} points at {}, not at the synced commit {commit}", tag.target),
                 ))
             }
             TagLookup::Lightweight(_) => {
-                last = Some((
-                    "LightweightTag",
-                    format!("{name:?} is a lightweight tag, which cannot be signed"),
-                ))
+                last = Some(("LightweightTag", format!("{name:?} is a lightweight tag, which cannot be signed")))
             }
             TagLookup::Missing => {}
         }
     }
-    let (reason, msg) = last.unwrap_or((
-        "TagNotFound",
-        format!("no annotated tag points at {commit}"),
-    ));
+    let (reason, msg) = last.unwrap_or(("TagNotFound", format!("no annotated tag points at {commit}")));
     fail(reason, msg)
 }

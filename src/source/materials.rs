@@ -32,14 +32,8 @@ pub enum MaterialsError {
     #[error("{path} is a {kind}, which source-materials cannot vouch for")]
     NotAFile { path: String, kind: &'static str },
     #[error("{path} does not match source-materials: sha256 is {actual}, the list says {expected}")]
-    HashMismatch {
-        path: String,
-        expected: String,
-        actual: String,
-    },
-    #[error(
-        "{count} tracked file(s) are not listed in source-materials (requireComplete), first: {first}"
-    )]
+    HashMismatch { path: String, expected: String, actual: String },
+    #[error("{count} tracked file(s) are not listed in source-materials (requireComplete), first: {first}")]
     Unlisted { count: usize, first: String },
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -53,9 +47,7 @@ impl MaterialsError {
             MaterialsError::BadKey(_) => "SourceMaterialsKeyInvalid",
             MaterialsError::BadLine { .. } => "SourceMaterialsMalformed",
             MaterialsError::PathEscapes { .. } => "SourceMaterialsPathEscapes",
-            MaterialsError::NotInTree { .. } | MaterialsError::NotAFile { .. } => {
-                "SourceMaterialsMismatch"
-            }
+            MaterialsError::NotInTree { .. } | MaterialsError::NotAFile { .. } => "SourceMaterialsMismatch",
             MaterialsError::HashMismatch { .. } => "SourceMaterialsMismatch",
             MaterialsError::Unlisted { .. } => "SourceMaterialsIncomplete",
             MaterialsError::History(e) => e.reason(),
@@ -92,14 +84,9 @@ pub fn verify(
         .ok_or_else(|| MaterialsError::Missing(format!("directory {dir:?}"), commit.clone()))?;
     let by_path: BTreeMap<&str, _> = files.iter().map(|f| (f.path.as_str(), f)).collect();
     let read = |name: &str| -> Result<Vec<u8>, MaterialsError> {
-        let f = by_path
-            .get(name)
-            .ok_or_else(|| MaterialsError::Missing(name.to_string(), commit.clone()))?;
+        let f = by_path.get(name).ok_or_else(|| MaterialsError::Missing(name.to_string(), commit.clone()))?;
         if f.kind == FileKind::Symlink {
-            return Err(MaterialsError::NotAFile {
-                path: name.to_string(),
-                kind: "symlink",
-            });
+            return Err(MaterialsError::NotAFile { path: name.to_string(), kind: "symlink" });
         }
         Ok(repo.blob(&f.id)?)
     };
@@ -107,10 +94,7 @@ pub fn verify(
     let signature = read(spec.signature)?;
     let signed_by = check_signature(&list, &signature, spec.key, now)?;
 
-    let text = String::from_utf8(list).map_err(|_| MaterialsError::BadLine {
-        line: 0,
-        reason: "not UTF-8".into(),
-    })?;
+    let text = String::from_utf8(list).map_err(|_| MaterialsError::BadLine { line: 0, reason: "not UTF-8".into() })?;
     let mut listed = BTreeSet::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -120,45 +104,24 @@ pub fn verify(
         let (hash, path) = raw
             .split_once(' ')
             .map(|(h, p)| (h, p.trim_start_matches([' ', '*'])))
-            .ok_or_else(|| MaterialsError::BadLine {
-                line,
-                reason: "expected \"<sha256>  <path>\"".into(),
-            })?;
+            .ok_or_else(|| MaterialsError::BadLine { line, reason: "expected \"<sha256>  <path>\"".into() })?;
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(MaterialsError::BadLine {
-                line,
-                reason: format!("{hash:?} is not a sha256 digest"),
-            });
+            return Err(MaterialsError::BadLine { line, reason: format!("{hash:?} is not a sha256 digest") });
         }
-        let path = contained(path).ok_or_else(|| MaterialsError::PathEscapes {
-            line,
-            path: path.to_string(),
-        })?;
-        let entry = by_path
-            .get(path.as_str())
-            .ok_or_else(|| MaterialsError::NotInTree { path: path.clone() })?;
+        let path = contained(path).ok_or_else(|| MaterialsError::PathEscapes { line, path: path.to_string() })?;
+        let entry = by_path.get(path.as_str()).ok_or_else(|| MaterialsError::NotInTree { path: path.clone() })?;
         match entry.kind {
             FileKind::Symlink => {
-                return Err(MaterialsError::NotAFile {
-                    path,
-                    kind: "symlink",
-                });
+                return Err(MaterialsError::NotAFile { path, kind: "symlink" });
             }
             FileKind::Submodule => {
-                return Err(MaterialsError::NotAFile {
-                    path,
-                    kind: "submodule",
-                });
+                return Err(MaterialsError::NotAFile { path, kind: "submodule" });
             }
             FileKind::Regular | FileKind::Executable => {}
         }
         let actual = hex::encode(Sha256::digest(repo.blob(&entry.id)?));
         if !actual.eq_ignore_ascii_case(hash) {
-            return Err(MaterialsError::HashMismatch {
-                path,
-                expected: hash.to_ascii_lowercase(),
-                actual,
-            });
+            return Err(MaterialsError::HashMismatch { path, expected: hash.to_ascii_lowercase(), actual });
         }
         listed.insert(path);
     }
@@ -169,16 +132,10 @@ pub fn verify(
             .filter(|p| *p != spec.hash_list && *p != spec.signature && !listed.contains(*p))
             .collect();
         if let Some(first) = unlisted.first() {
-            return Err(MaterialsError::Unlisted {
-                count: unlisted.len(),
-                first: first.to_string(),
-            });
+            return Err(MaterialsError::Unlisted { count: unlisted.len(), first: first.to_string() });
         }
     }
-    Ok(MaterialsVerdict {
-        files: listed.len(),
-        signed_by,
-    })
+    Ok(MaterialsVerdict { files: listed.len(), signed_by })
 }
 
 /// A relative path that stays inside its directory, normalized (`./a//b` → `a/b`); `None` otherwise.
@@ -197,34 +154,25 @@ pub fn contained(path: &str) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-fn check_signature(
-    list: &[u8],
-    signature: &[u8],
-    key: &str,
-    now: i64,
-) -> Result<String, MaterialsError> {
+fn check_signature(list: &[u8], signature: &[u8], key: &str, now: i64) -> Result<String, MaterialsError> {
     let sig_text = String::from_utf8_lossy(signature);
     if sig_text.contains("-----BEGIN PGP SIGNATURE-----") {
-        let keys =
-            AllowedPgpKeys::all_in(&[key]).map_err(|e| MaterialsError::BadKey(e.to_string()))?;
+        let keys = AllowedPgpKeys::all_in(&[key]).map_err(|e| MaterialsError::BadKey(e.to_string()))?;
         return match keys.check(list, &sig_text, u32::try_from(now).unwrap_or(u32::MAX)) {
             SignatureCheck::Good(s) => Ok(s.to_string()),
             other => Err(MaterialsError::BadSignature(other.to_string())),
         };
     }
-    let verifying = p256::ecdsa::VerifyingKey::from_public_key_pem(key.trim()).map_err(|e| {
-        MaterialsError::BadKey(format!(
-            "expected a PEM ECDSA P-256 public key (cosign.pub): {e}"
-        ))
-    })?;
+    let verifying = p256::ecdsa::VerifyingKey::from_public_key_pem(key.trim())
+        .map_err(|e| MaterialsError::BadKey(format!("expected a PEM ECDSA P-256 public key (cosign.pub): {e}")))?;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(sig_text.trim())
         .map_err(|e| MaterialsError::BadSignature(format!("not base64: {e}")))?;
     let sig = p256::ecdsa::Signature::from_der(&raw)
         .map_err(|e| MaterialsError::BadSignature(format!("not a DER ECDSA signature: {e}")))?;
-    verifying.verify(list, &sig).map_err(|_| {
-        MaterialsError::BadSignature("it was not made by this key over this list".into())
-    })?;
+    verifying
+        .verify(list, &sig)
+        .map_err(|_| MaterialsError::BadSignature("it was not made by this key over this list".into()))?;
     Ok("the cosign key".into())
 }
 
@@ -236,15 +184,7 @@ mod tests {
     fn paths_must_stay_inside() {
         assert_eq!(contained("a/b.yaml").as_deref(), Some("a/b.yaml"));
         assert_eq!(contained("./a//b.yaml").as_deref(), Some("a/b.yaml"));
-        for bad in [
-            "../x",
-            "a/../../x",
-            "a/../b",
-            "/etc/passwd",
-            "",
-            ".",
-            "a\\..\\b",
-        ] {
+        for bad in ["../x", "a/../../x", "a/../b", "/etc/passwd", "", ".", "a\\..\\b"] {
             assert_eq!(contained(bad), None, "{bad}");
         }
     }

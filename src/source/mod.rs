@@ -78,37 +78,21 @@ impl fmt::Display for KeyFingerprint {
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Signer {
     #[serde(rename_all = "camelCase")]
-    Pgp {
-        fingerprint: KeyFingerprint,
-        primary: KeyFingerprint,
-        user_id: String,
-    },
+    Pgp { fingerprint: KeyFingerprint, primary: KeyFingerprint, user_id: String },
     #[serde(rename_all = "camelCase")]
-    Ssh {
-        fingerprint: String,
-        principals: String,
-    },
+    Ssh { fingerprint: String, principals: String },
 }
 
 impl fmt::Display for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Signer::Pgp {
-                fingerprint,
-                primary,
-                user_id,
-            } if fingerprint == primary => {
+            Signer::Pgp { fingerprint, primary, user_id } if fingerprint == primary => {
                 write!(f, "GPG key {fingerprint} ({user_id})")
             }
-            Signer::Pgp {
-                fingerprint,
-                primary,
-                user_id,
-            } => write!(f, "GPG subkey {fingerprint} of {primary} ({user_id})"),
-            Signer::Ssh {
-                fingerprint,
-                principals,
-            } => write!(f, "SSH key {fingerprint} ({principals})"),
+            Signer::Pgp { fingerprint, primary, user_id } => {
+                write!(f, "GPG subkey {fingerprint} of {primary} ({user_id})")
+            }
+            Signer::Ssh { fingerprint, principals } => write!(f, "SSH key {fingerprint} ({principals})"),
         }
     }
 }
@@ -186,11 +170,7 @@ impl Trust {
         h.update(pgp.as_ref().map(|p| p.identity()).unwrap_or_default());
         h.update(b"|");
         h.update(ssh.as_ref().map(|s| s.identity()).unwrap_or_default());
-        Trust {
-            pgp,
-            ssh,
-            id: hex::encode(h.finalize()),
-        }
+        Trust { pgp, ssh, id: hex::encode(h.finalize()) }
     }
 
     /// Identifies the allowed keys and their state, so cached verdicts never outlive a change.
@@ -200,40 +180,26 @@ impl Trust {
 
     /// Checks an armored signature; `signed_at` is the time git records for the object, `now` the
     /// verification time.
-    pub fn check(
-        &self,
-        payload: &[u8],
-        signature: &str,
-        signed_at: i64,
-        now: i64,
-    ) -> SignatureCheck {
+    pub fn check(&self, payload: &[u8], signature: &str, signed_at: i64, now: i64) -> SignatureCheck {
         if signature.contains("-----BEGIN SSH SIGNATURE-----") {
             match &self.ssh {
                 Some(ssh) => ssh.check(payload, signature, signed_at),
-                None => SignatureCheck::UnknownKey {
-                    key: "an SSH key (this policy allows no SSH signers)".into(),
-                },
+                None => SignatureCheck::UnknownKey { key: "an SSH key (this policy allows no SSH signers)".into() },
             }
         } else if signature.contains("-----BEGIN PGP SIGNATURE-----") {
             match &self.pgp {
                 Some(pgp) => pgp.check(payload, signature, u32::try_from(now).unwrap_or(u32::MAX)),
-                None => SignatureCheck::UnknownKey {
-                    key: "an OpenPGP key (this policy allows no GPG keys)".into(),
-                },
+                None => SignatureCheck::UnknownKey { key: "an OpenPGP key (this policy allows no GPG keys)".into() },
             }
         } else {
             SignatureCheck::Malformed(
-                "unsupported signature format (only OpenPGP and SSH signatures are verified)"
-                    .into(),
+                "unsupported signature format (only OpenPGP and SSH signatures are verified)".into(),
             )
         }
     }
 
     /// The earliest moment a cached "good" verdict may stop holding because a key expires.
     pub fn valid_until(&self) -> Option<i64> {
-        self.pgp
-            .as_ref()
-            .and_then(|p| p.earliest_expiry())
-            .map(i64::from)
+        self.pgp.as_ref().and_then(|p| p.earliest_expiry()).map(i64::from)
     }
 }

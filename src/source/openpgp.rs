@@ -61,10 +61,7 @@ impl AllowedPgpKeys {
     /// Reads every armored public key in `keyring` (several blocks may follow each other) and keeps the
     /// keys named in `allowed` and their subkeys.
     pub fn new(keyrings: &[&str], allowed: &[String]) -> Result<Self, KeyringError> {
-        let wanted: Vec<String> = allowed
-            .iter()
-            .map(|k| normalize_key_name(k))
-            .collect::<Result<_, _>>()?;
+        let wanted: Vec<String> = allowed.iter().map(|k| normalize_key_name(k)).collect::<Result<_, _>>()?;
         let mut certs = Vec::new();
         for text in keyrings {
             let (iter, _) = SignedPublicKey::from_armor_many(Cursor::new(text.as_bytes()))
@@ -93,19 +90,11 @@ impl AllowedPgpKeys {
                     m
                 });
                 if cert_allowed || allowed_directly {
-                    out.by_key_id
-                        .entry(entry.fingerprint.key_id())
-                        .or_default()
-                        .push(entry);
+                    out.by_key_id.entry(entry.fingerprint.key_id()).or_default().push(entry);
                 }
             }
         }
-        out.unknown = allowed
-            .iter()
-            .zip(matched)
-            .filter(|(_, m)| !m)
-            .map(|(k, _)| k.clone())
-            .collect();
+        out.unknown = allowed.iter().zip(matched).filter(|(_, m)| !m).map(|(k, _)| k.clone()).collect();
         Ok(out)
     }
 
@@ -139,11 +128,7 @@ impl AllowedPgpKeys {
         let Some(issuer) = issuers.first().cloned() else {
             return SignatureCheck::Malformed("the OpenPGP signature names no issuer key".into());
         };
-        let candidates: Vec<&KeyEntry> = issuers
-            .iter()
-            .filter_map(|id| self.by_key_id.get(id))
-            .flatten()
-            .collect();
+        let candidates: Vec<&KeyEntry> = issuers.iter().filter_map(|id| self.by_key_id.get(id)).flatten().collect();
         if candidates.is_empty() {
             return SignatureCheck::UnknownKey { key: issuer };
         }
@@ -155,10 +140,7 @@ impl AllowedPgpKeys {
                 KeyMaterial::Subkey(k) => sig.verify(k, payload),
             };
             if let Err(e) = verified {
-                last = Some(SignatureCheck::Bad {
-                    key: key.fingerprint.to_string(),
-                    reason: e.to_string(),
-                });
+                last = Some(SignatureCheck::Bad { key: key.fingerprint.to_string(), reason: e.to_string() });
                 continue;
             }
             let signer = Signer::Pgp {
@@ -167,33 +149,17 @@ impl AllowedPgpKeys {
                 user_id: key.user_id.clone(),
             };
             return if let Some(why) = &key.broken {
-                SignatureCheck::KeyUnusable {
-                    signer,
-                    reason: format!("its certificate does not hold: {why}"),
-                }
+                SignatureCheck::KeyUnusable { signer, reason: format!("its certificate does not hold: {why}") }
             } else if key.revoked {
-                SignatureCheck::KeyUnusable {
-                    signer,
-                    reason: "the key is revoked".into(),
-                }
+                SignatureCheck::KeyUnusable { signer, reason: "the key is revoked".into() }
             } else if !key.can_sign {
-                SignatureCheck::KeyUnusable {
-                    signer,
-                    reason: "the key is not marked for signing".into(),
-                }
+                SignatureCheck::KeyUnusable { signer, reason: "the key is not marked for signing".into() }
             } else if let Some(exp) = key.expires.filter(|e| *e <= now) {
-                SignatureCheck::KeyUnusable {
-                    signer,
-                    reason: format!("the key expired at {}", rfc3339(exp)),
-                }
+                SignatureCheck::KeyUnusable { signer, reason: format!("the key expired at {}", rfc3339(exp)) }
             } else if created < key.created {
                 SignatureCheck::KeyUnusable {
                     signer,
-                    reason: format!(
-                        "the signature ({}) predates the key ({})",
-                        rfc3339(created),
-                        rfc3339(key.created)
-                    ),
+                    reason: format!("the signature ({}) predates the key ({})", rfc3339(created), rfc3339(key.created)),
                 }
             } else {
                 SignatureCheck::Good(signer)
@@ -208,16 +174,7 @@ impl AllowedPgpKeys {
             .by_key_id
             .values()
             .flatten()
-            .map(|k| {
-                format!(
-                    "{}:{}:{:?}:{}:{}",
-                    k.fingerprint,
-                    k.revoked,
-                    k.expires,
-                    k.can_sign,
-                    k.broken.is_some()
-                )
-            })
+            .map(|k| format!("{}:{}:{:?}:{}:{}", k.fingerprint, k.revoked, k.expires, k.can_sign, k.broken.is_some()))
             .collect();
         parts.sort();
         parts.join(",")
@@ -225,25 +182,14 @@ impl AllowedPgpKeys {
 
     /// The earliest expiry among the allowed keys, if any expires.
     pub fn earliest_expiry(&self) -> Option<u32> {
-        self.by_key_id
-            .values()
-            .flatten()
-            .filter_map(|k| k.expires)
-            .min()
+        self.by_key_id.values().flatten().filter_map(|k| k.expires).min()
     }
 }
 
 fn issuer_key_ids(sig: &Signature) -> Vec<String> {
-    let mut ids: Vec<String> = sig
-        .issuer_fingerprint()
-        .iter()
-        .map(|f| fingerprint_hex(f.as_bytes()).key_id())
-        .collect();
-    ids.extend(
-        sig.issuer_key_id()
-            .iter()
-            .map(|k| hex::encode_upper(k.as_ref())),
-    );
+    let mut ids: Vec<String> =
+        sig.issuer_fingerprint().iter().map(|f| fingerprint_hex(f.as_bytes()).key_id()).collect();
+    ids.extend(sig.issuer_key_id().iter().map(|k| hex::encode_upper(k.as_ref())));
     ids.dedup();
     ids
 }
@@ -254,26 +200,13 @@ fn fingerprint_hex(bytes: &[u8]) -> KeyFingerprint {
 
 /// `0x`-less upper-case hex; 16 (key ID) or 40/64 (fingerprint) digits.
 fn normalize_key_name(name: &str) -> Result<String, KeyringError> {
-    let hexpart = name
-        .trim()
-        .trim_start_matches("0x")
-        .trim_start_matches("0X")
-        .replace(' ', "");
-    let ok =
-        matches!(hexpart.len(), 16 | 40 | 64) && hexpart.bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
-        Ok(hexpart.to_ascii_uppercase())
-    } else {
-        Err(KeyringError::BadKeyName(name.to_string()))
-    }
+    let hexpart = name.trim().trim_start_matches("0x").trim_start_matches("0X").replace(' ', "");
+    let ok = matches!(hexpart.len(), 16 | 40 | 64) && hexpart.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok { Ok(hexpart.to_ascii_uppercase()) } else { Err(KeyringError::BadKeyName(name.to_string())) }
 }
 
 fn matches_name(name: &str, fpr: &KeyFingerprint) -> bool {
-    if name.len() == 16 {
-        fpr.key_id() == name
-    } else {
-        fpr.0 == name
-    }
+    if name.len() == 16 { fpr.key_id() == name } else { fpr.0 == name }
 }
 
 /// Every key of a certificate, with its validity evaluated from the self-signatures.
@@ -287,17 +220,10 @@ fn entries_of(cert: &SignedPublicKey) -> Vec<KeyEntry> {
     let mut best: Option<(&Signature, String)> = None;
     for user in &cert.details.users {
         for sig in &user.signatures {
-            if !is_certification(sig)
-                || sig
-                    .verify_certification(primary, pgp::types::Tag::UserId, &user.id)
-                    .is_err()
-            {
+            if !is_certification(sig) || sig.verify_certification(primary, pgp::types::Tag::UserId, &user.id).is_err() {
                 continue;
             }
-            if best
-                .as_ref()
-                .is_none_or(|(b, _)| sig.created() > b.created())
-            {
+            if best.as_ref().is_none_or(|(b, _)| sig.created() > b.created()) {
                 best = Some((sig, String::from_utf8_lossy(user.id.id()).into_owned()));
             }
         }
@@ -311,20 +237,17 @@ fn entries_of(cert: &SignedPublicKey) -> Vec<KeyEntry> {
     if best.is_none() {
         broken = Some("no valid self-signature on any user ID".to_string());
     }
-    let revoked =
-        cert.details.revocation_signatures.iter().any(|s| {
-            s.typ() == Some(SignatureType::KeyRevocation) && s.verify_key(primary).is_ok()
-        });
+    let revoked = cert
+        .details
+        .revocation_signatures
+        .iter()
+        .any(|s| s.typ() == Some(SignatureType::KeyRevocation) && s.verify_key(primary).is_ok());
     let created = primary.created_at().as_secs();
-    let expires = best
-        .as_ref()
-        .and_then(|(s, _)| s.key_expiration_time())
-        .map(|d| created.saturating_add(d.as_secs()));
+    let expires = best.as_ref().and_then(|(s, _)| s.key_expiration_time()).map(|d| created.saturating_add(d.as_secs()));
     let flags = best.as_ref().map(|(s, _)| s.key_flags());
     // A self-signature without key flags leaves the primary key usable for signing (RFC 9580 5.2.3.29).
-    let can_sign = flags
-        .as_ref()
-        .is_none_or(|f| f.sign() || (!f.certify() && !f.encrypt_comms() && !f.encrypt_storage()));
+    let can_sign =
+        flags.as_ref().is_none_or(|f| f.sign() || (!f.certify() && !f.encrypt_comms() && !f.encrypt_storage()));
 
     let mut entries = vec![KeyEntry {
         fingerprint: primary_fpr.clone(),
@@ -344,19 +267,15 @@ fn entries_of(cert: &SignedPublicKey) -> Vec<KeyEntry> {
             .signatures
             .iter()
             .filter(|s| {
-                s.typ() == Some(SignatureType::SubkeyBinding)
-                    && s.verify_subkey_binding(primary, &sub.key).is_ok()
+                s.typ() == Some(SignatureType::SubkeyBinding) && s.verify_subkey_binding(primary, &sub.key).is_ok()
             })
             .collect();
         let newest = bindings.iter().max_by_key(|s| s.created()).copied();
         let sub_revoked = sub.signatures.iter().any(|s| {
-            s.typ() == Some(SignatureType::SubkeyRevocation)
-                && s.verify_subkey_binding(primary, &sub.key).is_ok()
+            s.typ() == Some(SignatureType::SubkeyRevocation) && s.verify_subkey_binding(primary, &sub.key).is_ok()
         });
         let sub_created = sub.key.created_at().as_secs();
-        let sub_expires = newest
-            .and_then(|s| s.key_expiration_time())
-            .map(|d| sub_created.saturating_add(d.as_secs()));
+        let sub_expires = newest.and_then(|s| s.key_expiration_time()).map(|d| sub_created.saturating_add(d.as_secs()));
         let sub_can_sign = newest.is_some_and(|s| s.key_flags().sign());
         let mut sub_broken = broken.clone();
         if newest.is_none() {
@@ -366,8 +285,7 @@ fn entries_of(cert: &SignedPublicKey) -> Vec<KeyEntry> {
                 .and_then(|s| s.embedded_signature())
                 .is_none_or(|b| b.verify_primary_key_binding(&sub.key, primary).is_err())
         {
-            sub_broken
-                .get_or_insert_with(|| "the signing subkey has no valid back-signature".into());
+            sub_broken.get_or_insert_with(|| "the signing subkey has no valid back-signature".into());
         }
         entries.push(KeyEntry {
             fingerprint: fpr,

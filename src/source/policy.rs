@@ -12,11 +12,7 @@ pub enum PolicyError {
     #[error("policies {} all match {url}; exactly one may, so nothing from it is accepted until the repos globs are narrowed", .indices.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", "))]
     Ambiguous { url: String, indices: Vec<usize> },
     #[error("policy #{index}: repos url {pattern:?} is not a valid glob: {reason}")]
-    InvalidGlob {
-        index: usize,
-        pattern: String,
-        reason: String,
-    },
+    InvalidGlob { index: usize, pattern: String, reason: String },
 }
 
 impl PolicyError {
@@ -50,11 +46,7 @@ pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, Poli
             None => (false, repo.url.as_str()),
         };
         let glob = Glob::new(&normalize_url(pattern))
-            .map_err(|e| PolicyError::InvalidGlob {
-                index,
-                pattern: repo.url.clone(),
-                reason: e.kind().to_string(),
-            })?
+            .map_err(|e| PolicyError::InvalidGlob { index, pattern: repo.url.clone(), reason: e.kind().to_string() })?
             .compile_matcher();
         if glob.is_match(&url) {
             if negated {
@@ -67,10 +59,7 @@ pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, Poli
 }
 
 /// The one policy for `url`, `None` when no policy matches.
-pub fn select<'p>(
-    policies: &'p [GitPolicy],
-    url: &str,
-) -> Result<Option<(usize, &'p GitPolicy)>, PolicyError> {
+pub fn select<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(usize, &'p GitPolicy)>, PolicyError> {
     let mut found = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         if matches(i, p, url)? {
@@ -80,10 +69,7 @@ pub fn select<'p>(
     match found.as_slice() {
         [] => Ok(None),
         [i] => Ok(Some((*i, &policies[*i]))),
-        _ => Err(PolicyError::Ambiguous {
-            url: url.to_string(),
-            indices: found,
-        }),
+        _ => Err(PolicyError::Ambiguous { url: url.to_string(), indices: found }),
     }
 }
 
@@ -100,36 +86,19 @@ mod tests {
         let p = policies(
             "- repos: [{url: 'https://git.example.com/shop/*'}, {url: '!https://git.example.com/shop/sandbox'}]",
         );
-        assert_eq!(
-            select(&p, "https://git.example.com/shop/cart.git")
-                .unwrap()
-                .map(|x| x.0),
-            Some(0)
-        );
-        assert_eq!(
-            select(&p, "https://git.example.com/shop/team/deep/repo")
-                .unwrap()
-                .map(|x| x.0),
-            Some(0)
-        );
-        assert_eq!(
-            select(&p, "https://Git.Example.com/shop/sandbox.git/").unwrap(),
-            None
-        );
+        assert_eq!(select(&p, "https://git.example.com/shop/cart.git").unwrap().map(|x| x.0), Some(0));
+        assert_eq!(select(&p, "https://git.example.com/shop/team/deep/repo").unwrap().map(|x| x.0), Some(0));
+        assert_eq!(select(&p, "https://Git.Example.com/shop/sandbox.git/").unwrap(), None);
         assert_eq!(select(&p, "https://git.example.com/blog").unwrap(), None);
     }
 
     #[test]
     fn two_matching_policies_are_an_error() {
-        let p =
-            policies("- repos: [{url: 'https://git.example.com/*'}]\n- repos: [{url: '*/shop/*'}]");
+        let p = policies("- repos: [{url: 'https://git.example.com/*'}]\n- repos: [{url: '*/shop/*'}]");
         let err = select(&p, "https://git.example.com/shop/cart").unwrap_err();
         assert_eq!(
             err,
-            PolicyError::Ambiguous {
-                url: "https://git.example.com/shop/cart".into(),
-                indices: vec![0, 1]
-            }
+            PolicyError::Ambiguous { url: "https://git.example.com/shop/cart".into(), indices: vec![0, 1] }
         );
         assert!(err.to_string().contains("#0, #1"));
     }
@@ -137,9 +106,6 @@ mod tests {
     #[test]
     fn an_invalid_glob_is_reported() {
         let p = policies("- repos: [{url: 'https://x/[a'}]");
-        assert!(matches!(
-            select(&p, "https://x/a"),
-            Err(PolicyError::InvalidGlob { index: 0, .. })
-        ));
+        assert!(matches!(select(&p, "https://x/a"), Err(PolicyError::InvalidGlob { index: 0, .. })));
     }
 }

@@ -47,10 +47,7 @@ impl AllowedSigners {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let err = |reason: String| AllowedSignersError::Line {
-                line: i + 1,
-                reason,
-            };
+            let err = |reason: String| AllowedSignersError::Line { line: i + 1, reason };
             let tokens = tokenize(line).map_err(err)?;
             let mut it = tokens.into_iter().peekable();
             let principals = it.next().ok_or_else(|| err("missing principals".into()))?;
@@ -63,9 +60,7 @@ impl AllowedSigners {
                 options.extend(split_options(tok));
                 it.next();
             }
-            let key_type = it
-                .next()
-                .ok_or_else(|| err("missing key type and key".into()))?;
+            let key_type = it.next().ok_or_else(|| err("missing key type and key".into()))?;
             let key_b64 = it.next().ok_or_else(|| err("missing key".into()))?;
             let key = PublicKey::from_openssh(&format!("{key_type} {key_b64}"))
                 .map_err(|e| err(format!("invalid public key: {e}")))?;
@@ -80,32 +75,21 @@ impl AllowedSigners {
             let mut cert_authority = false;
             for opt in options {
                 let (name, value) = match opt.split_once('=') {
-                    Some((n, v)) => (
-                        n.to_ascii_lowercase(),
-                        Some(v.trim_matches('"').to_string()),
-                    ),
+                    Some((n, v)) => (n.to_ascii_lowercase(), Some(v.trim_matches('"').to_string())),
                     None => (opt.to_ascii_lowercase(), None),
                 };
                 match (name.as_str(), value) {
                     ("cert-authority", None) => cert_authority = true,
                     ("namespaces", Some(v)) => {
-                        entry.namespaces =
-                            Some(v.split(',').map(|s| s.trim().to_string()).collect())
+                        entry.namespaces = Some(v.split(',').map(|s| s.trim().to_string()).collect())
                     }
-                    ("valid-after", Some(v)) => {
-                        entry.valid_after = Some(parse_time(&v).map_err(err)?)
-                    }
-                    ("valid-before", Some(v)) => {
-                        entry.valid_before = Some(parse_time(&v).map_err(err)?)
-                    }
+                    ("valid-after", Some(v)) => entry.valid_after = Some(parse_time(&v).map_err(err)?),
+                    ("valid-before", Some(v)) => entry.valid_before = Some(parse_time(&v).map_err(err)?),
                     (other, _) => return Err(err(format!("unknown option {other:?}"))),
                 }
             }
             if cert_authority {
-                out.skipped.push(format!(
-                    "line {}: cert-authority entries are not supported",
-                    i + 1
-                ));
+                out.skipped.push(format!("line {}: cert-authority entries are not supported", i + 1));
                 continue;
             }
             out.entries.push(entry);
@@ -122,62 +106,35 @@ impl AllowedSigners {
             Ok(s) => s,
             Err(e) => return SignatureCheck::Malformed(format!("unreadable SSH signature: {e}")),
         };
-        let fingerprint = PublicKey::from(sig.public_key().clone())
-            .fingerprint(HashAlg::Sha256)
-            .to_string();
+        let fingerprint = PublicKey::from(sig.public_key().clone()).fingerprint(HashAlg::Sha256).to_string();
         if sig.namespace() != GIT_NAMESPACE {
             return SignatureCheck::Bad {
                 key: fingerprint,
-                reason: format!(
-                    "the signature is for namespace {:?}, not \"git\"",
-                    sig.namespace()
-                ),
+                reason: format!("the signature is for namespace {:?}, not \"git\"", sig.namespace()),
             };
         }
-        let candidates: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| e.key.key_data() == sig.public_key())
-            .collect();
+        let candidates: Vec<&Entry> = self.entries.iter().filter(|e| e.key.key_data() == sig.public_key()).collect();
         if candidates.is_empty() {
             return SignatureCheck::UnknownKey { key: fingerprint };
         }
         if let Err(e) = candidates[0].key.verify(GIT_NAMESPACE, payload, &sig) {
-            return SignatureCheck::Bad {
-                key: fingerprint,
-                reason: e.to_string(),
-            };
+            return SignatureCheck::Bad { key: fingerprint, reason: e.to_string() };
         }
         let mut reasons = Vec::new();
         for e in &candidates {
-            let signer = Signer::Ssh {
-                fingerprint: e.fingerprint.clone(),
-                principals: e.principals.clone(),
-            };
+            let signer = Signer::Ssh { fingerprint: e.fingerprint.clone(), principals: e.principals.clone() };
             if let Some(ns) = &e.namespaces
                 && !ns.iter().any(|n| n == GIT_NAMESPACE)
             {
-                reasons.push((
-                    signer,
-                    format!(
-                        "the allowed_signers entry is limited to namespaces {}",
-                        ns.join(",")
-                    ),
-                ));
+                reasons.push((signer, format!("the allowed_signers entry is limited to namespaces {}", ns.join(","))));
                 continue;
             }
             if let Some(after) = e.valid_after.filter(|a| signed_at < *a) {
-                reasons.push((
-                    signer,
-                    format!("the key is valid only after {}", rfc3339(after)),
-                ));
+                reasons.push((signer, format!("the key is valid only after {}", rfc3339(after))));
                 continue;
             }
             if let Some(before) = e.valid_before.filter(|b| signed_at >= *b) {
-                reasons.push((
-                    signer,
-                    format!("the key was valid only before {}", rfc3339(before)),
-                ));
+                reasons.push((signer, format!("the key was valid only before {}", rfc3339(before))));
                 continue;
             }
             return SignatureCheck::Good(signer);
@@ -190,12 +147,7 @@ impl AllowedSigners {
         let mut parts: Vec<String> = self
             .entries
             .iter()
-            .map(|e| {
-                format!(
-                    "{}:{:?}:{:?}:{:?}",
-                    e.fingerprint, e.namespaces, e.valid_after, e.valid_before
-                )
-            })
+            .map(|e| format!("{}:{:?}:{:?}:{:?}", e.fingerprint, e.namespaces, e.valid_after, e.valid_before))
             .collect();
         parts.sort();
         parts.join(",")
@@ -259,16 +211,9 @@ fn split_options(tok: &str) -> Vec<String> {
 fn parse_time(v: &str) -> Result<i64, String> {
     let digits = v.trim_end_matches(['Z', 'z']);
     if !digits.bytes().all(|b| b.is_ascii_digit()) || ![8, 12, 14].contains(&digits.len()) {
-        return Err(format!(
-            "invalid time {v:?} (expected YYYYMMDD[HHMM[SS]][Z])"
-        ));
+        return Err(format!("invalid time {v:?} (expected YYYYMMDD[HHMM[SS]][Z])"));
     }
-    let n = |r: std::ops::Range<usize>| {
-        digits
-            .get(r)
-            .map(|s| s.parse::<i16>().unwrap_or(0))
-            .unwrap_or(0)
-    };
+    let n = |r: std::ops::Range<usize>| digits.get(r).map(|s| s.parse::<i16>().unwrap_or(0)).unwrap_or(0);
     let date = k8s_openapi::jiff::civil::date(n(0..4), n(4..6) as i8, n(6..8) as i8);
     let time = k8s_openapi::jiff::civil::time(n(8..10) as i8, n(10..12) as i8, n(12..14) as i8, 0);
     date.to_datetime(time)
@@ -278,17 +223,14 @@ fn parse_time(v: &str) -> Result<i64, String> {
 }
 
 fn rfc3339(secs: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| secs.to_string())
+    k8s_openapi::jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| secs.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const KEY: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
     #[test]
     fn parses_options_quotes_and_comments() {
@@ -297,10 +239,7 @@ mod tests {
         );
         let s = AllowedSigners::parse(&text).unwrap();
         assert_eq!(s.entries.len(), 2);
-        assert_eq!(
-            s.entries[0].namespaces.as_deref(),
-            Some(&["git".to_string(), "file".to_string()][..])
-        );
+        assert_eq!(s.entries[0].namespaces.as_deref(), Some(&["git".to_string(), "file".to_string()][..]));
         assert_eq!(s.entries[0].valid_after, Some(1704067200));
     }
 
@@ -318,12 +257,8 @@ mod tests {
             AllowedSigners::parse(&format!("alice valid-after=\"2024\" {KEY}")),
             Err(AllowedSignersError::Line { .. })
         ));
-        assert_eq!(
-            AllowedSigners::parse("# nothing\n").unwrap_err(),
-            AllowedSignersError::Empty
-        );
-        let ca = AllowedSigners::parse(&format!("*@example.com cert-authority {KEY}\nalice {KEY}"))
-            .unwrap();
+        assert_eq!(AllowedSigners::parse("# nothing\n").unwrap_err(), AllowedSignersError::Empty);
+        let ca = AllowedSigners::parse(&format!("*@example.com cert-authority {KEY}\nalice {KEY}")).unwrap();
         assert_eq!(ca.skipped.len(), 1);
     }
 }

@@ -76,36 +76,19 @@ struct Stop {
 }
 
 fn failed(reason: impl Into<String>, message: impl Into<String>) -> Stop {
-    Stop {
-        outcome: Outcome::Failed,
-        reason: reason.into(),
-        message: message.into(),
-    }
+    Stop { outcome: Outcome::Failed, reason: reason.into(), message: message.into() }
 }
 
 fn misconfigured(reason: impl Into<String>, message: impl Into<String>) -> Stop {
-    Stop {
-        outcome: Outcome::Misconfigured,
-        reason: reason.into(),
-        message: message.into(),
-    }
+    Stop { outcome: Outcome::Misconfigured, reason: reason.into(), message: message.into() }
 }
 
 impl SourceVerifier {
     pub fn new(cache_dir: impl Into<PathBuf>, max_repos: usize) -> SourceVerifier {
-        SourceVerifier {
-            repos: RepoCache::new(cache_dir, max_repos),
-            verified: VerifiedCommits::default(),
-        }
+        SourceVerifier { repos: RepoCache::new(cache_dir, max_repos), verified: VerifiedCommits::default() }
     }
 
-    pub fn verify(
-        &self,
-        policies: &[GitPolicy],
-        bag: &Bag,
-        req: &SourceRequest,
-        now: i64,
-    ) -> SourceVerdict {
+    pub fn verify(&self, policies: &[GitPolicy], bag: &Bag, req: &SourceRequest, now: i64) -> SourceVerdict {
         let start = Instant::now();
         let mut v = SourceVerdict {
             repo_url: req.repo_url.to_string(),
@@ -162,46 +145,29 @@ impl SourceVerifier {
         v.policy = Some(index);
         v.mode = Some(mode.as_str());
         let require_tag = policy.require_signed_tag.unwrap_or(false);
-        let trust = if mode != SignatureMode::None || require_tag {
-            Some(trust_for(policy, bag)?)
-        } else {
-            None
-        };
+        let trust = if mode != SignatureMode::None || require_tag { Some(trust_for(policy, bag)?) } else { None };
 
         let creds = credentials_for(req.repo_url, &bag.repo_secrets).map(|s| {
             let mut c = s.credentials.clone();
-            c.known_hosts = bag.optional_text(
-                Kind::ConfigMap,
-                deref::ARGOCD_KNOWN_HOSTS_CM,
-                "ssh_known_hosts",
-            );
+            c.known_hosts = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, "ssh_known_hosts");
             c
         });
-        let repo = self
-            .repos
-            .open(req.repo_url, &[req.revision], creds.as_ref(), require_tag)
-            .map_err(|e| Stop {
-                outcome: match e {
-                    _ if e.retryable() => Outcome::Retry,
-                    super::fetch::FetchError::UnsupportedUrl(_) => Outcome::Misconfigured,
-                    _ => Outcome::Failed,
-                },
-                reason: e.reason().into(),
-                message: format!("{e}; nothing from it is verified until it can be read"),
-            })?;
+        let repo = self.repos.open(req.repo_url, &[req.revision], creds.as_ref(), require_tag).map_err(|e| Stop {
+            outcome: match e {
+                _ if e.retryable() => Outcome::Retry,
+                super::fetch::FetchError::UnsupportedUrl(_) => Outcome::Misconfigured,
+                _ => Outcome::Failed,
+            },
+            reason: e.reason().into(),
+            message: format!("{e}; nothing from it is verified until it can be read"),
+        })?;
 
         let mut summary = Vec::new();
         if let Some(trust) = &trust {
             summary.push(self.signatures(&repo, req, mode, trust, now, v)?);
             if require_tag {
-                let tag = history::verify_signed_tag(
-                    &repo,
-                    req.revision,
-                    req.target_revision,
-                    trust,
-                    now,
-                )
-                .map_err(history_stop)?;
+                let tag = history::verify_signed_tag(&repo, req.revision, req.target_revision, trust, now)
+                    .map_err(history_stop)?;
                 v.tag = Some(tag.clone());
                 if let Some((reason, msg)) = tag.failure {
                     return Err(failed(reason, format!("requireSignedTag: {msg}")));
@@ -209,16 +175,11 @@ impl SourceVerifier {
                 summary.push(format!(
                     "tag {} signed by {}",
                     tag.tag.as_deref().unwrap_or("?"),
-                    tag.signer
-                        .as_ref()
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
+                    tag.signer.as_ref().map(|s| s.to_string()).unwrap_or_default()
                 ));
             }
         } else {
-            summary.push(format!(
-                "policy #{index} requires no signatures (gpg.mode: none)"
-            ));
+            summary.push(format!("policy #{index} requires no signatures (gpg.mode: none)"));
         }
 
         if let Some(previous) = req.previous.filter(|p| *p != req.revision) {
@@ -226,10 +187,7 @@ impl SourceVerifier {
                 summary.push("downgrades allowed by the policy".into());
             } else {
                 match repo.descends_from(req.revision, previous) {
-                    Ok(true) => summary.push(format!(
-                        "descends from the last verified revision {}",
-                        previous.short()
-                    )),
+                    Ok(true) => summary.push(format!("descends from the last verified revision {}", previous.short())),
                     Ok(false) => {
                         return Err(failed(
                             "Downgrade",
@@ -261,16 +219,9 @@ impl SourceVerifier {
                 require_complete: m.require_complete.unwrap_or(false),
             };
             let dir = req.path.unwrap_or("");
-            let verdict = materials::verify(&repo, req.revision, dir, &spec, now).map_err(|e| {
-                failed(
-                    e.reason(),
-                    format!("source materials in {dir:?} of commit {short}: {e}"),
-                )
-            })?;
-            summary.push(format!(
-                "source-materials: {} file(s) match, signed by {}",
-                verdict.files, verdict.signed_by
-            ));
+            let verdict = materials::verify(&repo, req.revision, dir, &spec, now)
+                .map_err(|e| failed(e.reason(), format!("source materials in {dir:?} of commit {short}: {e}")))?;
+            summary.push(format!("source-materials: {} file(s) match, signed by {}", verdict.files, verdict.signed_by));
             v.materials = Some(verdict);
         }
         Ok(summary.join("; "))
@@ -289,8 +240,7 @@ impl SourceVerifier {
         match mode {
             SignatureMode::None => Ok("no commit signatures required (gpg.mode: none)".into()),
             SignatureMode::Head => {
-                let outcome =
-                    history::verify_head(repo, req.revision, trust, now).map_err(history_stop)?;
+                let outcome = history::verify_head(repo, req.revision, trust, now).map_err(history_stop)?;
                 v.history = Some(outcome.clone());
                 if let Some(signer) = &outcome.head_signer {
                     return Ok(format!("commit {short} signed by {signer}"));
@@ -300,19 +250,15 @@ impl SourceVerifier {
                     && let Ok(TagLookup::Annotated(tag)) = repo.tag(name)
                     && tag.target == *req.revision
                     && let Some(sig) = &tag.signature
-                    && let SignatureCheck::Good(signer) =
-                        trust.check(&tag.payload, sig, tag.tagger_time, now)
+                    && let SignatureCheck::Good(signer) = trust.check(&tag.payload, sig, tag.tagger_time, now)
                 {
-                    return Ok(format!(
-                        "commit {short} is named by tag {name}, signed by {signer}"
-                    ));
+                    return Ok(format!("commit {short} is named by tag {name}, signed by {signer}"));
                 }
                 Err(commit_stop(&outcome, "head"))
             }
             SignatureMode::Strict => {
                 let outcome =
-                    history::verify_strict(repo, req.revision, trust, &self.verified, now)
-                        .map_err(history_stop)?;
+                    history::verify_strict(repo, req.revision, trust, &self.verified, now).map_err(history_stop)?;
                 v.history = Some(outcome.clone());
                 if outcome.failure.is_some() {
                     return Err(commit_stop(&outcome, "strict"));
@@ -322,27 +268,14 @@ impl SourceVerifier {
                 } else {
                     format!(
                         "back to seal(s) {}",
-                        outcome
-                            .seals
-                            .iter()
-                            .map(|s| s.short())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        outcome.seals.iter().map(|s| s.short()).collect::<Vec<_>>().join(", ")
                     )
                 };
                 Ok(format!(
                     "commit {short} signed by {}; strict: {} commit(s) checked {seals}{}",
-                    outcome
-                        .head_signer
-                        .as_ref()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "an allowed key".into()),
+                    outcome.head_signer.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "an allowed key".into()),
                     outcome.checked,
-                    if outcome.cached > 0 {
-                        format!(", {} already verified", outcome.cached)
-                    } else {
-                        String::new()
-                    }
+                    if outcome.cached > 0 { format!(", {} already verified", outcome.cached) } else { String::new() }
                 ))
             }
         }
@@ -353,11 +286,8 @@ fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Stop {
     let Some(f) = &outcome.failure else {
         return failed("Unverified", "no signature verified");
     };
-    let more = if outcome.failures > 1 {
-        format!(" ({} commits fail in all)", outcome.failures)
-    } else {
-        String::new()
-    };
+    let more =
+        if outcome.failures > 1 { format!(" ({} commits fail in all)", outcome.failures) } else { String::new() };
     failed(
         f.reason,
         format!(
@@ -396,11 +326,7 @@ fn history_stop(e: history::HistoryError) -> Stop {
 
 fn deref_stop(e: deref::DerefError) -> Stop {
     Stop {
-        outcome: if e.retryable() {
-            Outcome::Retry
-        } else {
-            Outcome::Misconfigured
-        },
+        outcome: if e.retryable() { Outcome::Retry } else { Outcome::Misconfigured },
         reason: e.reason().into(),
         message: e.to_string(),
     }
@@ -408,19 +334,11 @@ fn deref_stop(e: deref::DerefError) -> Stop {
 
 /// The keys a policy allows, read from the referenced Secrets and ConfigMaps.
 fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
-    let keys = policy
-        .gpg
-        .as_ref()
-        .and_then(|g| g.keys.clone())
-        .unwrap_or_default();
+    let keys = policy.gpg.as_ref().and_then(|g| g.keys.clone()).unwrap_or_default();
     let pgp = if keys.is_empty() {
         None
     } else {
-        let keyring = policy
-            .gpg
-            .as_ref()
-            .and_then(|g| g.keyring.clone())
-            .unwrap_or_else(deref::default_keyring);
+        let keyring = policy.gpg.as_ref().and_then(|g| g.keyring.clone()).unwrap_or_else(deref::default_keyring);
         let texts = bag.texts(&keyring).map_err(deref_stop)?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let allowed = AllowedPgpKeys::new(&refs, &keys)
@@ -438,14 +356,8 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
     };
     let ssh = match &policy.ssh {
         Some(s) => {
-            let text = bag
-                .texts(&s.allowed_signers)
-                .map_err(deref_stop)?
-                .join("\n");
-            Some(
-                AllowedSigners::parse(&text)
-                    .map_err(|e| misconfigured("InvalidAllowedSigners", e.to_string()))?,
-            )
+            let text = bag.texts(&s.allowed_signers).map_err(deref_stop)?.join("\n");
+            Some(AllowedSigners::parse(&text).map_err(|e| misconfigured("InvalidAllowedSigners", e.to_string()))?)
         }
         None => None,
     };

@@ -2,6 +2,8 @@
 //! a namespace per test, the `weft` binary run as a separate process, and polling for eventual state.
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::fs::File;
 use std::future::Future;
 use std::path::PathBuf;
@@ -30,9 +32,7 @@ pub fn kubeconfig_path() -> PathBuf {
 pub async fn client() -> Client {
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path).expect("read the test kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("kubeconfig");
     Client::try_from(config).expect("client")
 }
 
@@ -42,20 +42,13 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub async fn namespace(client: &Client, prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let name = format!("{prefix}-{}-{n}", std::process::id());
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("create namespace");
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
     name
 }
 
 pub fn application_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"),
-        "applications",
-    )
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("argoproj.io", "v1alpha1", "Application"), "applications")
 }
 
 pub fn weft_resource(kind: &str, plural: &str) -> ApiResource {
@@ -66,35 +59,21 @@ pub fn applications(client: &Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &application_resource())
 }
 pub fn profiles(client: &Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &weft_resource("IntegrityProfile", "integrityprofiles"),
-    )
+    Api::namespaced_with(client.clone(), ns, &weft_resource("IntegrityProfile", "integrityprofiles"))
 }
 pub fn provenances(client: &Client, ns: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &weft_resource("ApplicationProvenance", "applicationprovenances"),
-    )
+    Api::namespaced_with(client.clone(), ns, &weft_resource("ApplicationProvenance", "applicationprovenances"))
 }
 
 /// Creates an object from JSON (kind and apiVersion included).
 pub async fn create(api: &Api<DynamicObject>, value: Value) -> DynamicObject {
     let obj: DynamicObject = serde_json::from_value(value).expect("fixture is an object");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| panic!("create {:?}: {e}", obj.metadata.name))
+    api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("create {:?}: {e}", obj.metadata.name))
 }
 
 /// Replaces an object with a changed copy (as Argo CD updates Applications: the whole object, since the
 /// Application CRD has no status subresource).
-pub async fn update(
-    api: &Api<DynamicObject>,
-    name: &str,
-    change: impl Fn(&mut Value),
-) -> DynamicObject {
+pub async fn update(api: &Api<DynamicObject>, name: &str, change: impl Fn(&mut Value)) -> DynamicObject {
     for _ in 0..10 {
         let current = api.get(name).await.expect("get for update");
         let mut v = serde_json::to_value(&current).unwrap();
@@ -140,17 +119,9 @@ pub async fn provenance_where(
         let api = api.clone();
         let accept = &accept;
         async move {
-            let obj = api
-                .get_opt(app)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("no ApplicationProvenance yet")?;
+            let obj = api.get_opt(app).await.map_err(|e| e.to_string())?.ok_or("no ApplicationProvenance yet")?;
             let v = serde_json::to_value(&obj).unwrap();
-            if accept(&v) {
-                Ok(v)
-            } else {
-                Err(serde_json::to_string_pretty(&v["status"]).unwrap())
-            }
+            if accept(&v) { Ok(v) } else { Err(serde_json::to_string_pretty(&v["status"]).unwrap()) }
         }
     })
     .await
@@ -158,16 +129,11 @@ pub async fn provenance_where(
 
 /// The condition of `type_` in an object's status, if any.
 pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)
 }
 
 pub fn condition_reason(obj: &Value, type_: &str) -> Option<String> {
-    condition(obj, type_)
-        .and_then(|c| c["reason"].as_str())
-        .map(str::to_string)
+    condition(obj, type_).and_then(|c| c["reason"].as_str()).map(str::to_string)
 }
 
 /// The `weft` binary running as its own process against the test cluster; stopped on drop.
@@ -189,21 +155,14 @@ impl WeftProcess {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.args(args)
             .env("KUBECONFIG", kubeconfig_path())
-            .env(
-                "WEFT_LOG",
-                std::env::var("WEFT_TEST_LOG").unwrap_or_else(|_| "info,weft=debug".into()),
-            )
+            .env("WEFT_LOG", std::env::var("WEFT_TEST_LOG").unwrap_or_else(|_| "info,weft=debug".into()))
             .stdout(Stdio::null())
             .stderr(out);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start weft");
-        WeftProcess {
-            child,
-            log,
-            _dir: dir,
-        }
+        WeftProcess { child, log, _dir: dir }
     }
 
     pub fn logs(&self) -> String {
@@ -212,9 +171,7 @@ impl WeftProcess {
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit code.
     pub async fn terminate(&mut self, timeout: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -237,11 +194,7 @@ impl Drop for WeftProcess {
             let _ = self.child.wait();
         }
         if std::thread::panicking() || std::env::var_os("WEFT_TEST_SHOW_LOGS").is_some() {
-            eprintln!(
-                "---- weft log ({}) ----\n{}",
-                self.log.display(),
-                self.logs()
-            );
+            eprintln!("---- weft log ({}) ----\n{}", self.log.display(), self.logs());
         }
     }
 }

@@ -1,0 +1,247 @@
+//! Real git repositories signed by the real `gpg` and `ssh-keygen`, made at test time in temporary
+//! directories (an isolated GNUPGHOME per test).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tempfile::TempDir;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// An isolated gpg home with its own agent (stopped on drop).
+pub struct Gpg {
+    home: TempDir,
+}
+
+#[derive(Clone, Debug)]
+pub struct GpgKey {
+    pub fingerprint: String,
+    /// The signing subkey, when the key was made with one.
+    pub signing_subkey: Option<String>,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp").expect("gnupg home");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        Gpg { home }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", self.home.path()).args([
+            "--batch",
+            "--yes",
+            "--passphrase",
+            "",
+            "--pinentry-mode",
+            "loopback",
+        ]);
+        c
+    }
+
+    fn fingerprint_of(&self, uid: &str) -> String {
+        let listing = run(self.cmd().args(["--list-keys", "--with-colons", uid]));
+        listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("fingerprint")
+            .to_string()
+    }
+
+    /// An ed25519 key that signs with its primary key.
+    pub fn key(&self, name: &str) -> GpgKey {
+        let uid = format!("{name} <{}@example.com>", name.to_lowercase());
+        run(self.cmd().args(["--quick-gen-key", &uid, "ed25519", "sign", "1y"]));
+        GpgKey { fingerprint: self.fingerprint_of(&uid), signing_subkey: None }
+    }
+
+    /// A certify-only primary key with a signing subkey.
+    pub fn key_with_subkey(&self, name: &str) -> GpgKey {
+        let uid = format!("{name} <{}@example.com>", name.to_lowercase());
+        run(self.cmd().args(["--quick-gen-key", &uid, "ed25519", "cert", "never"]));
+        let primary = self.fingerprint_of(&uid);
+        run(self.cmd().args(["--quick-add-key", &primary, "ed25519", "sign", "1y"]));
+        let listing = run(self.cmd().args(["--list-keys", "--with-colons", &primary]));
+        let fprs: Vec<&str> =
+            listing.lines().filter(|l| l.starts_with("fpr:")).filter_map(|l| l.split(':').nth(9)).collect();
+        GpgKey { fingerprint: primary, signing_subkey: fprs.get(1).map(|s| s.to_string()) }
+    }
+
+    /// Makes the key expire (its self-signature now says it expired a moment ago).
+    pub fn expire(&self, key: &GpgKey) {
+        run(self.cmd().args(["--quick-set-expire", &key.fingerprint, "seconds=1"]));
+        if let Some(sub) = &key.signing_subkey {
+            run(self.cmd().args(["--quick-set-expire", &key.fingerprint, "seconds=1", sub]));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+    }
+
+    /// Imports the revocation certificate gpg made at key generation.
+    pub fn revoke(&self, key: &GpgKey) {
+        let rev = self.home.path().join("openpgp-revocs.d").join(format!("{}.rev", key.fingerprint));
+        let text = std::fs::read_to_string(&rev).expect("revocation certificate").replace(":-----BEGIN", "-----BEGIN");
+        let path = self.home.path().join("revoke.asc");
+        std::fs::write(&path, text).unwrap();
+        run(self.cmd().arg("--import").arg(&path));
+    }
+
+    pub fn export(&self, key: &GpgKey) -> String {
+        run(self.cmd().args(["--armor", "--export", &key.fingerprint]))
+    }
+
+    /// A detached armored signature over `data` by `key`.
+    pub fn sign_detached(&self, key: &GpgKey, data: &Path) -> String {
+        run(self.cmd().args(["--armor", "--detach-sign", "--local-user", &key.fingerprint, "--output", "-"]).arg(data))
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf").env("GNUPGHOME", self.home.path()).args(["--kill", "gpg-agent"]).output();
+    }
+}
+
+/// An SSH key made by ssh-keygen.
+pub struct SshKey {
+    pub private: PathBuf,
+    pub public: String,
+}
+
+pub fn ssh_key(dir: &Path, name: &str) -> SshKey {
+    let private = dir.join(name);
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"]).arg(&private));
+    let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key").trim().to_string();
+    SshKey { private, public }
+}
+
+/// How a commit or tag is signed.
+#[derive(Clone, Copy)]
+pub enum Sign<'a> {
+    No,
+    Gpg(&'a GpgKey),
+    Ssh(&'a SshKey),
+}
+
+/// A git work tree whose objects the tests sign.
+pub struct Repo {
+    pub dir: TempDir,
+    gnupghome: PathBuf,
+    counter: std::cell::Cell<u32>,
+}
+
+impl Repo {
+    pub fn new(gpg: &Gpg) -> Repo {
+        let dir = tempfile::Builder::new().prefix("repo").tempdir().expect("repo dir");
+        let repo = Repo { dir, gnupghome: gpg.home().to_path_buf(), counter: std::cell::Cell::new(0) };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.name", "Alice"]);
+        repo.git(&["config", "user.email", "alice@example.com"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.path().display())
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        run(Command::new("git").current_dir(self.path()).env("GNUPGHOME", &self.gnupghome).args(args))
+    }
+
+    fn signing_args(sign: Sign) -> Vec<String> {
+        match sign {
+            Sign::No => vec!["-c".into(), "commit.gpgsign=false".into(), "-c".into(), "tag.gpgsign=false".into()],
+            Sign::Gpg(k) => vec![
+                "-c".into(),
+                "gpg.format=openpgp".into(),
+                "-c".into(),
+                format!("user.signingkey={}!", k.signing_subkey.as_deref().unwrap_or(&k.fingerprint)),
+            ],
+            Sign::Ssh(k) => vec![
+                "-c".into(),
+                "gpg.format=ssh".into(),
+                "-c".into(),
+                format!("user.signingkey={}", k.private.display()),
+            ],
+        }
+    }
+
+    /// Writes a file and commits everything, signed as asked; returns the commit id.
+    pub fn commit(&self, message: &str, sign: Sign) -> String {
+        let n = self.counter.get() + 1;
+        self.counter.set(n);
+        std::fs::write(self.path().join(format!("file-{n}.txt")), format!("{n}\n")).unwrap();
+        self.commit_all(message, sign)
+    }
+
+    pub fn commit_all(&self, message: &str, sign: Sign) -> String {
+        self.git(&["add", "-A"]);
+        let mut args = Self::signing_args(sign);
+        args.extend(["commit".into(), "-q".into(), "--allow-empty".into(), "-m".into(), message.into()]);
+        if !matches!(sign, Sign::No) {
+            args.push("-S".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.git(&refs);
+        self.head()
+    }
+
+    pub fn head(&self) -> String {
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    pub fn write(&self, path: &str, content: &[u8]) {
+        let p = self.path().join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+
+    pub fn tag(&self, name: &str, sign: Sign) {
+        let mut args = Self::signing_args(sign);
+        args.push("tag".into());
+        match sign {
+            Sign::No => args.extend(["-a".into(), name.into(), "-m".into(), format!("release {name}")]),
+            _ => args.extend(["-s".into(), name.into(), "-m".into(), format!("release {name}")]),
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.git(&refs);
+    }
+
+    pub fn lightweight_tag(&self, name: &str) {
+        self.git(&["tag", name]);
+    }
+
+    /// Writes a copy of `commit` with its message changed but its signature kept (a forgery).
+    pub fn tampered_copy(&self, commit: &str) -> String {
+        let raw = self.git(&["cat-file", "commit", commit]);
+        let forged = raw.replacen("\n\n", "\n\nforged: ", 1) + "\n";
+        let path = self.path().join(".forged");
+        std::fs::write(&path, forged).unwrap();
+        let id = self.git(&["hash-object", "-w", "-t", "commit", path.to_str().unwrap()]);
+        std::fs::remove_file(path).unwrap();
+        id
+    }
+}

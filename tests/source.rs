@@ -1,0 +1,419 @@
+//! `weft verify-source` against real repositories signed by the real gpg and ssh-keygen: the verdict,
+//! its reason, and the exit code.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::git::{Gpg, GpgKey, Repo, Sign, ssh_key};
+use serde_json::{Value, json};
+
+struct Run {
+    code: i32,
+    verdict: Value,
+    stderr: String,
+}
+
+/// Runs the CLI with a profile holding one git policy, and the given Secrets/ConfigMaps.
+fn verify(dir: &Path, policy: Value, resources: &[Value], repo: &str, revision: &str, extra: &[&str]) -> Run {
+    let profile = json!({
+        "apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile",
+        "metadata": {"name": "p", "namespace": "argocd"},
+        "spec": {"applicationSelector": [{"name": "*"}], "sourceIntegrity": {"git": {"policies": [policy]}}}
+    });
+    let profile_path = dir.join("profile.yaml");
+    std::fs::write(&profile_path, profile.to_string()).unwrap();
+    let resources_path = dir.join("resources.yaml");
+    std::fs::write(&resources_path, resources.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n---\n"))
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["verify-source", "--output", "json", "--repo", repo, "--revision", revision])
+        .arg("--profile")
+        .arg(&profile_path)
+        .arg("--resources")
+        .arg(&resources_path)
+        .arg("--cache-dir")
+        .arg(dir.join("cache"))
+        .args(extra)
+        .output()
+        .expect("run weft");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let verdict = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    Run { code: out.status.code().unwrap_or(-1), verdict, stderr }
+}
+
+fn keyring(gpg: &Gpg, keys: &[&GpgKey]) -> Value {
+    let data: serde_json::Map<String, Value> =
+        keys.iter().map(|k| (k.fingerprint.clone(), json!(gpg.export(k)))).collect();
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keys"}, "data": data})
+}
+
+fn gpg_policy(mode: &str, allowed: &[&GpgKey]) -> Value {
+    let keys: Vec<&str> = allowed.iter().map(|k| k.fingerprint.as_str()).collect();
+    json!({"repos": [{"url": "*"}], "gpg": {"mode": mode, "keys": keys, "keyring": {"configMapRef": {"name": "keys"}}}})
+}
+
+fn assert_verdict(run: &Run, code: i32, reason: &str) {
+    assert_eq!(
+        (run.code, run.verdict["reason"].as_str()),
+        (code, Some(reason)),
+        "verdict: {}\nstderr: {}",
+        serde_json::to_string_pretty(&run.verdict).unwrap(),
+        run.stderr
+    );
+}
+
+#[test]
+fn gpg_strict_good_history_verifies_and_names_the_signer() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    for i in 0..5 {
+        repo.commit(&format!("c{i}"), Sign::Gpg(&alice));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = verify(
+        dir.path(),
+        gpg_policy("strict", &[&alice]),
+        &[keyring(&gpg, &[&alice])],
+        &repo.path().display().to_string(),
+        "main",
+        &[],
+    );
+    assert_verdict(&run, 0, "Verified");
+    assert_eq!(run.verdict["commit"], repo.head());
+    assert_eq!(run.verdict["history"]["checked"], 5);
+    assert_eq!(run.verdict["history"]["headSigner"]["fingerprint"], alice.fingerprint);
+    assert!(run.verdict["message"].as_str().unwrap().contains("back to the root"));
+}
+
+#[test]
+fn a_signature_by_a_key_that_is_not_allowed_fails() {
+    let gpg = Gpg::new();
+    let (alice, mallory) = (gpg.key("Alice"), gpg.key("Mallory"));
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&mallory));
+    let dir = tempfile::tempdir().unwrap();
+    let run = verify(
+        dir.path(),
+        gpg_policy("head", &[&alice]),
+        &[keyring(&gpg, &[&alice, &mallory])],
+        &repo.path().display().to_string(),
+        &repo.head(),
+        &[],
+    );
+    assert_verdict(&run, 1, "KeyNotAllowed");
+    assert!(
+        run.verdict["message"].as_str().unwrap().contains(&mallory.fingerprint[24..]),
+        "{}",
+        run.verdict["message"]
+    );
+}
+
+#[test]
+fn a_tampered_commit_keeps_a_signature_that_no_longer_verifies() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let good = repo.commit("c1", Sign::Gpg(&alice));
+    let forged = repo.tampered_copy(&good);
+    let dir = tempfile::tempdir().unwrap();
+    let run = verify(
+        dir.path(),
+        gpg_policy("head", &[&alice]),
+        &[keyring(&gpg, &[&alice])],
+        &repo.path().display().to_string(),
+        &forged,
+        &[],
+    );
+    assert_verdict(&run, 1, "BadSignature");
+}
+
+#[test]
+fn strict_finds_an_unsigned_commit_deep_in_history_and_head_does_not_look() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    let unsigned = repo.commit("sneaky", Sign::No);
+    for i in 0..10 {
+        repo.commit(&format!("c{i}"), Sign::Gpg(&alice));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keys = [keyring(&gpg, &[&alice])];
+    let path = repo.path().display().to_string();
+    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, "main", &[]);
+    assert_verdict(&run, 1, "Unsigned");
+    assert_eq!(run.verdict["history"]["failure"]["commit"], unsigned);
+    assert!(run.verdict["message"].as_str().unwrap().contains("sneaky"));
+    assert_verdict(&verify(dir.path(), gpg_policy("head", &[&alice]), &keys, &path, "main", &[]), 0, "Verified");
+}
+
+#[test]
+fn a_merge_that_brings_in_an_unsigned_branch_fails_strict() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("base", Sign::Gpg(&alice));
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    let unsigned = repo.commit("feature work", Sign::No);
+    repo.git(&["checkout", "-q", "main"]);
+    repo.commit("main work", Sign::Gpg(&alice));
+    repo.git(&[
+        "-c",
+        &format!("user.signingkey={}!", alice.fingerprint),
+        "merge",
+        "-q",
+        "-S",
+        "--no-ff",
+        "-m",
+        "merge feature",
+        "feature",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let run = verify(
+        dir.path(),
+        gpg_policy("strict", &[&alice]),
+        &[keyring(&gpg, &[&alice])],
+        &repo.path().display().to_string(),
+        "main",
+        &[],
+    );
+    assert_verdict(&run, 1, "Unsigned");
+    assert_eq!(run.verdict["history"]["failure"]["commit"], unsigned);
+}
+
+#[test]
+fn expired_and_revoked_keys_do_not_count() {
+    for what in ["expired", "revoked"] {
+        let gpg = Gpg::new();
+        let alice = gpg.key("Alice");
+        let repo = Repo::new(&gpg);
+        repo.commit("c1", Sign::Gpg(&alice));
+        if what == "expired" {
+            gpg.expire(&alice)
+        } else {
+            gpg.revoke(&alice)
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = verify(
+            dir.path(),
+            gpg_policy("head", &[&alice]),
+            &[keyring(&gpg, &[&alice])],
+            &repo.path().display().to_string(),
+            "main",
+            &[],
+        );
+        assert_verdict(&run, 1, "KeyNotValid");
+        assert!(run.verdict["message"].as_str().unwrap().contains(what), "{what}: {}", run.verdict["message"]);
+    }
+}
+
+#[test]
+fn a_signing_subkey_of_an_allowed_key_counts() {
+    let gpg = Gpg::new();
+    let alice = gpg.key_with_subkey("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let run = verify(
+        dir.path(),
+        gpg_policy("strict", &[&alice]),
+        &[keyring(&gpg, &[&alice])],
+        &repo.path().display().to_string(),
+        "main",
+        &[],
+    );
+    assert_verdict(&run, 0, "Verified");
+    let signer = &run.verdict["history"]["headSigner"];
+    assert_eq!(signer["fingerprint"].as_str(), alice.signing_subkey.as_deref());
+    assert_eq!(signer["primary"], alice.fingerprint);
+    // Naming the 16-hex key ID of the primary works as well.
+    let by_id = json!({"repos": [{"url": "*"}], "gpg": {"mode": "head", "keys": [&alice.fingerprint[24..]], "keyring": {"configMapRef": {"name": "keys"}}}});
+    assert_verdict(
+        &verify(dir.path(), by_id, &[keyring(&gpg, &[&alice])], &repo.path().display().to_string(), "main", &[]),
+        0,
+        "Verified",
+    );
+}
+
+#[test]
+fn seals_end_the_strict_walk_only_when_signed_by_an_allowed_key() {
+    let gpg = Gpg::new();
+    let (alice, bob) = (gpg.key("Alice"), gpg.key("Bob"));
+    let repo = Repo::new(&gpg);
+    repo.commit("legacy, unsigned", Sign::No);
+    repo.commit("more legacy", Sign::No);
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo.path().display().to_string();
+    let keys = [keyring(&gpg, &[&alice, &bob])];
+
+    repo.commit("adopt signing\n\nWeft-Seal: history reviewed in audit 42", Sign::Gpg(&bob));
+    repo.commit("signed work", Sign::Gpg(&alice));
+    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, "main", &[]);
+    assert_verdict(&run, 1, "KeyNotAllowed");
+
+    let seal = repo.commit("adopt signing\n\nArgocd-gpg-seal: history reviewed", Sign::Gpg(&alice));
+    repo.commit("signed work", Sign::Gpg(&alice));
+    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, "main", &[]);
+    assert_verdict(&run, 0, "Verified");
+    assert_eq!(run.verdict["history"]["seals"], json!([seal]));
+}
+
+#[test]
+fn the_signed_tag_requirement_rejects_lightweight_tags_and_shadowing_branches() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo.path().display().to_string();
+    let keys = [keyring(&gpg, &[&alice])];
+    let mut policy = gpg_policy("head", &[&alice]);
+    policy["requireSignedTag"] = json!(true);
+
+    repo.tag("v1.0.0", Sign::Gpg(&alice));
+    let run = verify(dir.path(), policy.clone(), &keys, &path, "v1.0.0", &[]);
+    assert_verdict(&run, 0, "Verified");
+    assert_eq!(run.verdict["tag"]["tag"], "v1.0.0");
+
+    repo.lightweight_tag("v1.0.1");
+    assert_verdict(&verify(dir.path(), policy.clone(), &keys, &path, "v1.0.1", &[]), 1, "LightweightTag");
+
+    repo.tag("v1.0.2", Sign::No);
+    assert_verdict(&verify(dir.path(), policy.clone(), &keys, &path, "v1.0.2", &[]), 1, "Unsigned");
+
+    // A branch with the signed tag's name: Argo CD may resolve either.
+    repo.git(&["branch", "v1.0.0"]);
+    let run = verify(dir.path(), policy.clone(), &keys, &path, &repo.head(), &[]);
+    assert_verdict(&run, 1, "NoTagRequested");
+    let out = verify(dir.path(), policy, &keys, &path, "v1.0.0", &[]);
+    assert_eq!(out.code, 2, "an ambiguous revision is bad input: {}", out.stderr);
+    assert!(out.stderr.contains("names both a branch and a tag"), "{}", out.stderr);
+}
+
+#[test]
+fn a_downgrade_to_an_older_signed_commit_fails_unless_allowed() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let old = repo.commit("v1", Sign::Gpg(&alice));
+    let new = repo.commit("v2", Sign::Gpg(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo.path().display().to_string();
+    let keys = [keyring(&gpg, &[&alice])];
+    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, &old, &["--previous", &new]);
+    assert_verdict(&run, 1, "Downgrade");
+    assert_verdict(
+        &verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, &new, &["--previous", &old]),
+        0,
+        "Verified",
+    );
+    let mut allow = gpg_policy("strict", &[&alice]);
+    allow["allowDowngrade"] = json!(true);
+    assert_verdict(&verify(dir.path(), allow, &keys, &path, &old, &["--previous", &new]), 0, "Verified");
+}
+
+#[test]
+fn ssh_signatures_follow_allowed_signers_with_namespaces_and_validity() {
+    let gpg = Gpg::new();
+    let keys_dir = tempfile::tempdir().unwrap();
+    let (alice, eve) = (ssh_key(keys_dir.path(), "alice"), ssh_key(keys_dir.path(), "eve"));
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Ssh(&alice));
+    repo.commit("c2", Sign::Ssh(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo.path().display().to_string();
+    let policy = json!({"repos": [{"url": "*"}], "gpg": {"mode": "strict"}, "ssh": {"allowedSigners": {"configMapRef": {"name": "signers", "key": "allowed_signers"}}}});
+    let signers = |text: String| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "signers"}, "data": {"allowed_signers": text}});
+
+    let run = verify(
+        dir.path(),
+        policy.clone(),
+        &[signers(format!("alice@example.com {}", alice.public))],
+        &path,
+        "main",
+        &[],
+    );
+    assert_verdict(&run, 0, "Verified");
+    assert_eq!(run.verdict["history"]["headSigner"]["type"], "ssh");
+
+    let run =
+        verify(dir.path(), policy.clone(), &[signers(format!("eve@example.com {}", eve.public))], &path, "main", &[]);
+    assert_verdict(&run, 1, "KeyNotAllowed");
+
+    let limited = format!("alice@example.com namespaces=\"file\" {}", alice.public);
+    assert_verdict(&verify(dir.path(), policy.clone(), &[signers(limited)], &path, "main", &[]), 1, "KeyNotValid");
+
+    let expired = format!("alice@example.com valid-before=\"20200101\" {}", alice.public);
+    let run = verify(dir.path(), policy.clone(), &[signers(expired)], &path, "main", &[]);
+    assert_verdict(&run, 1, "KeyNotValid");
+    assert!(run.verdict["message"].as_str().unwrap().contains("valid only before"));
+
+    // A GPG-only policy does not accept SSH signatures.
+    let gpg_key = gpg.key("Alice");
+    assert_verdict(
+        &verify(dir.path(), gpg_policy("head", &[&gpg_key]), &[keyring(&gpg, &[&gpg_key])], &path, "main", &[]),
+        1,
+        "KeyNotAllowed",
+    );
+}
+
+#[test]
+fn configuration_problems_exit_2_with_the_missing_piece_named() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let path = repo.path().display().to_string();
+    let run = verify(dir.path(), gpg_policy("head", &[&alice]), &[], &path, "main", &[]);
+    assert_verdict(&run, 2, "ReferencedObjectMissing");
+    assert!(run.verdict["message"].as_str().unwrap().contains("ConfigMap keys"));
+
+    let other = gpg.key("Other");
+    let run = verify(dir.path(), gpg_policy("head", &[&alice]), &[keyring(&gpg, &[&other])], &path, "main", &[]);
+    assert_verdict(&run, 2, "AllowedKeysNotInKeyring");
+
+    // A malformed profile is rejected by the same CEL rules the apiserver applies.
+    let bad = json!({"repos": [{"url": "*"}], "gpg": {"mode": "strict"}});
+    let run = verify(dir.path(), bad, &[], &path, "main", &[]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("gpg.mode head or strict needs allowed signers"), "{}", run.stderr);
+
+    // No policy for the repository: nothing vouches for it.
+    let elsewhere = json!({"repos": [{"url": "https://elsewhere.example/*"}], "gpg": {"mode": "none"}});
+    assert_verdict(&verify(dir.path(), elsewhere, &[], &path, "main", &[]), 1, "NoSourcePolicy");
+}
+
+#[test]
+fn an_unreachable_repository_is_reported_not_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = json!({"repos": [{"url": "*"}], "gpg": {"mode": "none"}});
+    let sha = "1111111111111111111111111111111111111111";
+    let run = verify(dir.path(), policy, &[], "http://127.0.0.1:9/shop/cart.git", sha, &[]);
+    assert_verdict(&run, 1, "RepositoryUnreachable");
+    assert_eq!(run.verdict["outcome"], "Retry");
+}
+
+#[test]
+fn fetching_over_file_urls_mirrors_into_the_cache() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let run = verify(
+        dir.path(),
+        gpg_policy("strict", &[&alice]),
+        &[keyring(&gpg, &[&alice])],
+        &repo.url(),
+        &repo.head(),
+        &[],
+    );
+    assert_verdict(&run, 0, "Verified");
+    let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one mirror in the cache");
+}
