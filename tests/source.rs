@@ -417,3 +417,109 @@ fn fetching_over_file_urls_mirrors_into_the_cache() {
     let cached: Vec<_> = std::fs::read_dir(dir.path().join("cache")).unwrap().collect();
     assert_eq!(cached.len(), 1, "one mirror in the cache");
 }
+
+/// A cosign-format signature (base64 DER ECDSA P-256 over the bytes), made with openssl.
+fn cosign_style_signature(key: &Path, data: &Path) -> String {
+    let out = Command::new("openssl").args(["dgst", "-sha256", "-sign"]).arg(key).arg(data).output().expect("openssl");
+    assert!(out.status.success());
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(out.stdout)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[test]
+fn source_materials_are_checked_against_the_verified_tree() {
+    let gpg = Gpg::new();
+    let repo = Repo::new(&gpg);
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("materials.key");
+    let ok = |c: &mut Command| assert!(c.status().unwrap().success());
+    ok(Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&key));
+    let public =
+        String::from_utf8(Command::new("openssl").args(["ec", "-pubout", "-in"]).arg(&key).output().unwrap().stdout)
+            .unwrap();
+    let resources = [
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "materials"}, "stringData": {"cosign.pub": public}}),
+    ];
+    let policy = |complete: bool| {
+        json!({"repos": [{"url": "*"}], "gpg": {"mode": "none"},
+               "sourceMaterials": {"key": {"secretRef": {"name": "materials", "key": "cosign.pub"}}, "requireComplete": complete}})
+    };
+    // Lists `entries` as source-materials under deploy/, signs it, commits; returns the commit.
+    let publish = |entries: &[(&str, &[u8])], extra: &[(&str, &[u8])]| {
+        let mut list = String::new();
+        for (path, content) in entries {
+            list.push_str(&format!("{}  {path}\n", sha256_hex(content)));
+        }
+        for (path, content) in extra {
+            repo.write(&format!("deploy/{path}"), content);
+        }
+        repo.write("deploy/source-materials", list.as_bytes());
+        let sig = cosign_style_signature(&key, &repo.path().join("deploy/source-materials"));
+        repo.write("deploy/source-materials.sig", sig.as_bytes());
+        repo.commit_all("publish", Sign::No)
+    };
+    let path = repo.path().display().to_string();
+    let check = |commit: &str, complete: bool| {
+        verify(dir.path(), policy(complete), &resources, &path, commit, &["--path", "deploy"])
+    };
+
+    let files: [(&str, &[u8]); 2] = [("app.yaml", b"kind: ConfigMap\n"), ("sub/svc.yaml", b"kind: Service\n")];
+    let good = publish(&files, &files);
+    let run = check(&good, true);
+    assert_verdict(&run, 0, "Verified");
+    assert_eq!(run.verdict["materials"]["files"], 2);
+
+    // A file changed after the list was signed.
+    let changed = publish(&files, &[("app.yaml", b"kind: Secret\n")]);
+    assert_verdict(&check(&changed, false), 1, "SourceMaterialsMismatch");
+
+    // The list itself changed after signing.
+    publish(&files, &files);
+    repo.write("deploy/source-materials", format!("{}  app.yaml\n", sha256_hex(b"kind: ConfigMap\n")).as_bytes());
+    let relisted = repo.commit_all("edit list", Sign::No);
+    assert_verdict(&check(&relisted, false), 1, "SourceMaterialsSignatureInvalid");
+
+    // A listed path that leaves the directory.
+    let escape = publish(&[("../outside.yaml", b"x")], &[]);
+    assert_verdict(&check(&escape, false), 1, "SourceMaterialsPathEscapes");
+
+    // A listed symlink (which could point anywhere at render time).
+    std::os::unix::fs::symlink("/etc/passwd", repo.path().join("deploy/link.yaml")).unwrap();
+    let linked = publish(&[("link.yaml", b"/etc/passwd")], &[]);
+    let run = check(&linked, false);
+    assert_verdict(&run, 1, "SourceMaterialsMismatch");
+    assert!(run.verdict["message"].as_str().unwrap().contains("symlink"));
+
+    // requireComplete: a tracked file that is not listed.
+    std::fs::remove_file(repo.path().join("deploy/link.yaml")).unwrap();
+    let partial = publish(&files[..1], &files);
+    assert_verdict(&check(&partial, false), 0, "Verified");
+    assert_verdict(&check(&partial, true), 1, "SourceMaterialsIncomplete");
+}
+
+#[test]
+fn source_materials_accept_an_openpgp_detached_signature() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.write("deploy/app.yaml", b"kind: ConfigMap\n");
+    repo.write("deploy/source-materials", format!("{}  app.yaml\n", sha256_hex(b"kind: ConfigMap\n")).as_bytes());
+    let sig = gpg.sign_detached(&alice, &repo.path().join("deploy/source-materials"));
+    repo.write("deploy/source-materials.sig", sig.as_bytes());
+    let commit = repo.commit_all("publish", Sign::No);
+    let dir = tempfile::tempdir().unwrap();
+    let resources = [
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "materials"}, "data": {"key.asc": gpg.export(&alice)}}),
+    ];
+    let policy = json!({"repos": [{"url": "*"}], "gpg": {"mode": "none"},
+                        "sourceMaterials": {"key": {"configMapRef": {"name": "materials"}}}});
+    let run =
+        verify(dir.path(), policy, &resources, &repo.path().display().to_string(), &commit, &["--path", "deploy"]);
+    assert_verdict(&run, 0, "Verified");
+    assert!(run.verdict["message"].as_str().unwrap().contains("Alice"));
+}
