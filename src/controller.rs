@@ -23,11 +23,13 @@ use serde_json::json;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::pipeline::Pipeline;
 use crate::resources::argocd::{self, Application};
 use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary};
 use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef};
 use crate::selection::{self, AppFacts, Selection};
-use crate::status::{self, Governance, Observation, Step, StepReport, Subject};
+use crate::source::verify::SourceVerifier;
+use crate::status::{self, Governance, Observation, Step, StepReport, StepState, Subject};
 use crate::target;
 
 pub const FIELD_MANAGER: &str = "weft-controller";
@@ -40,6 +42,17 @@ pub struct Options {
     /// How often every Application is re-checked even when nothing changed.
     #[arg(long, env = "WEFT_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// Namespace of Argo CD's repository Secrets and known-hosts ConfigMap.
+    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+    /// Where fetched repositories are cached (bounded by --max-cached-repos).
+    #[arg(long, env = "WEFT_CACHE_DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    #[arg(long, env = "WEFT_MAX_CACHED_REPOS", default_value_t = 256)]
+    pub max_cached_repos: usize,
+    /// How many verifications run at once (each uses every core for signature checks).
+    #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Error)]
@@ -55,6 +68,7 @@ pub enum ControllerError {
 /// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
 struct Context {
     client: Client,
+    pipeline: Arc<Pipeline>,
     profiles: Store<IntegrityProfile>,
     provenances: Store<ApplicationProvenance>,
     resync: Duration,
@@ -76,7 +90,16 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     }
     info!(namespaces = ?opts.namespaces, "weft controller started");
     let resync = Duration::from_secs(opts.resync_seconds.max(1));
-    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, shutdown.clone()));
+    let pipeline = Arc::new(Pipeline {
+        client: client.clone(),
+        verifier: Arc::new(SourceVerifier::new(
+            opts.cache_dir.clone().unwrap_or_else(crate::commands::verify_source::default_cache_dir),
+            opts.max_cached_repos,
+        )),
+        argocd_namespace: opts.argocd_namespace.clone(),
+        permits: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
+    });
+    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, pipeline.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
     info!("weft controller stopped");
     Ok(())
@@ -193,7 +216,13 @@ where
     (Mirror { store, task }, receivers)
 }
 
-async fn run_scope(client: Client, ns: Option<String>, resync: Duration, shutdown: ShutdownSignal) {
+async fn run_scope(
+    client: Client,
+    ns: Option<String>,
+    resync: Duration,
+    pipeline: Arc<Pipeline>,
+    shutdown: ShutdownSignal,
+) {
     let (profiles, [profile_events]) = mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile");
     let (provenances, [provenance_events, provenance_events_for_profiles]) =
         mirror::<ApplicationProvenance, 2>(api(&client, &ns), "ApplicationProvenance");
@@ -209,6 +238,7 @@ async fn run_scope(client: Client, ns: Option<String>, resync: Duration, shutdow
 
     let ctx = Arc::new(Context {
         client: client.clone(),
+        pipeline,
         profiles: profiles.store.clone(),
         provenances: provenances.store.clone(),
         resync,
@@ -343,16 +373,29 @@ async fn reconcile_application(
     let provenances: Api<ApplicationProvenance> = Api::namespaced(ctx.client.clone(), &ns);
     // Read the record itself, not the cache: history and transition times must never be lost.
     let existing = provenances.get_opt(&name).await?;
+    let previous = existing.as_ref().and_then(|e| e.status.as_ref());
+    let steps = match (&governance, &subject) {
+        (Governance::Profile { profile, .. }, Subject::Target(target)) => {
+            match profiles.iter().find(|p| p.metadata.name.as_deref() == Some(profile.name.as_str())) {
+                Some(p) => {
+                    let verified = previous.map(|s| s.verified_sources.as_slice()).unwrap_or_default();
+                    ctx.pipeline.run(p, &ns, target, verified).await
+                }
+                None => Step::ALL.map(StepReport::not_implemented),
+            }
+        }
+        _ => Step::ALL.map(StepReport::not_implemented),
+    };
+    let pending = steps.iter().any(|s| s.state == StepState::Pending);
     let observation = Observation {
         generation: existing.as_ref().and_then(|e| e.metadata.generation),
         application_generation: meta.generation,
         governance,
         subject,
-        steps: Step::ALL.map(StepReport::not_implemented),
+        steps,
         manifest_image: None,
         rekor: None,
     };
-    let previous = existing.as_ref().and_then(|e| e.status.as_ref());
     let new_status = status::compute(&observation, previous, Timestamp::now());
 
     let pp = PatchParams::apply(FIELD_MANAGER).force();
@@ -409,7 +452,14 @@ async fn reconcile_application(
             "recorded verdict"
         );
     }
-    ctx.failures.lock().map(|mut f| f.remove(&key("Application", &ns, &name))).ok();
+    let k = key("Application", &ns, &name);
+    if pending {
+        // Waiting on a dependency (a repository, the apiserver): retry with backoff, nothing vouched for.
+        let delay = backoff(&ctx, k);
+        debug!(application = %name, namespace = %ns, retry_in = ?delay, "a step is pending; retrying");
+        return Ok(Action::requeue(delay));
+    }
+    ctx.failures.lock().map(|mut f| f.remove(&k)).ok();
     Ok(Action::requeue(ctx.resync))
 }
 

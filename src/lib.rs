@@ -9,6 +9,7 @@ pub mod commands;
 pub mod controller;
 pub mod crds;
 pub mod deref;
+pub mod pipeline;
 pub mod resources;
 pub mod selection;
 pub mod source;

@@ -163,7 +163,22 @@ pub fn compute(
         rekor: obs.rekor.clone(),
         conditions,
         history: history(previous, &sources, limit),
+        verified_sources: verified_sources(obs, previous),
     }
+}
+
+/// The sources that passed source verification now replace, per repository, what passed before.
+fn verified_sources(obs: &Observation, previous: Option<&ApplicationProvenanceStatus>) -> Vec<SourceRevision> {
+    let mut out = previous.map(|p| p.verified_sources.clone()).unwrap_or_default();
+    let passed = obs.steps[0].state == StepState::Passed;
+    if let (true, Subject::Target(t), Governance::Profile { .. }) = (passed, &obs.subject, &obs.governance) {
+        for s in &t.sources {
+            out.retain(|o| o.repo_url != s.repo_url);
+            out.push(s.clone());
+        }
+        out.sort_by(|a, b| a.repo_url.cmp(&b.repo_url));
+    }
+    out
 }
 
 type Assessment = (Verdict, &'static str, String, String, Vec<Condition>);
@@ -406,5 +421,26 @@ mod tests {
         // The same revision again adds nothing.
         let same = compute(&obs(governed(2), target("r3")), Some(&status), t(99));
         assert_eq!(same.history, status.history);
+    }
+
+    #[test]
+    fn verified_sources_move_only_when_source_verification_passes() {
+        let mut o = obs(governed(10), target("r1"));
+        o.steps[0] = StepReport::new(StepState::Passed, "Verified", "ok");
+        let first = compute(&o, None, t(1));
+        assert_eq!(first.verified_sources.iter().map(|s| s.revision.as_str()).collect::<Vec<_>>(), ["r1"]);
+
+        let mut failed = obs(governed(10), target("r0"));
+        failed.steps[0] = StepReport::new(StepState::Failed, "Downgrade", "older");
+        let after_failure = compute(&failed, Some(&first), t(2));
+        assert_eq!(
+            after_failure.verified_sources, first.verified_sources,
+            "a failure keeps the last verified revision"
+        );
+
+        let mut next = obs(governed(10), target("r2"));
+        next.steps[0] = StepReport::new(StepState::Passed, "Verified", "ok");
+        let moved = compute(&next, Some(&after_failure), t(3));
+        assert_eq!(moved.verified_sources.iter().map(|s| s.revision.as_str()).collect::<Vec<_>>(), ["r2"]);
     }
 }

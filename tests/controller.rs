@@ -11,7 +11,26 @@ use kube::Client;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{Value, json};
 
-const REPO: &str = "https://git.example.com/shop/cart.git";
+/// One real repository (unsigned commits) shared by the tests that are not about signatures; the
+/// profile's policy for it is `gpg.mode: none`, so source verification passes on any of its commits.
+fn shared_repo() -> &'static (String, Vec<String>) {
+    static REPO: std::sync::OnceLock<(String, Vec<String>)> = std::sync::OnceLock::new();
+    REPO.get_or_init(|| {
+        let gpg = Box::leak(Box::new(common::git::Gpg::new()));
+        let repo = Box::leak(Box::new(common::git::Repo::new(gpg)));
+        let commits = (0..8).map(|i| repo.commit(&format!("c{i}"), common::git::Sign::No)).collect();
+        (repo.url(), commits)
+    })
+}
+
+fn repo_url() -> &'static str {
+    &shared_repo().0
+}
+
+/// The i-th commit of the shared repository.
+fn rev(i: usize) -> String {
+    shared_repo().1[i].clone()
+}
 
 fn profile(name: &str, selector: Value) -> Value {
     json!({
@@ -21,8 +40,8 @@ fn profile(name: &str, selector: Value) -> Value {
         "spec": {
             "applicationSelector": selector,
             "sourceIntegrity": {"git": {"policies": [{
-                "repos": [{"url": "https://git.example.com/shop/*"}, {"url": "!https://git.example.com/shop/sandbox"}],
-                "gpg": {"mode": "strict", "keys": ["4AEE18F83AFDEB23"]}
+                "repos": [{"url": "file:///*"}, {"url": "!file:///nowhere/*"}],
+                "gpg": {"mode": "none"}
             }]}},
             "enforcement": {"mode": "audit"}
         }
@@ -30,7 +49,7 @@ fn profile(name: &str, selector: Value) -> Value {
 }
 
 fn source() -> Value {
-    json!({"repoURL": REPO, "path": "deploy", "targetRevision": "main"})
+    json!({"repoURL": repo_url(), "path": "deploy", "targetRevision": "main"})
 }
 
 /// An Application as Argo CD leaves it after a successful automated sync of `rev`.
@@ -85,7 +104,7 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
         profile("production", json!([{"name": "shop-*", "matchLabels": {"tier": "prod"}}])),
     )
     .await;
-    let rev = sha('a');
+    let rev = rev(0);
     let app = create(&applications(&client, &ns), synced_application("shop-cart", json!({"tier": "prod"}), &rev)).await;
 
     let ap =
@@ -102,7 +121,7 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
 
     let status = &ap["status"];
     assert_eq!(status["revisionShort"], &rev[..12]);
-    assert_eq!(status["sources"][0]["repoURL"], REPO);
+    assert_eq!(status["sources"][0]["repoURL"], repo_url());
     assert_eq!(status["sources"][0]["revision"], rev.as_str());
     assert_eq!(status["sources"][0]["targetRevision"], "main");
     assert_eq!(status["revisionOrigin"], "SyncStatus");
@@ -110,7 +129,10 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     assert_eq!(status["profile"]["generation"].as_i64(), p.metadata.generation);
     assert_eq!(status["observedGeneration"].as_i64(), ap["metadata"]["generation"].as_i64());
     assert_eq!(status["applicationGeneration"].as_i64(), app.metadata.generation);
-    for step in ["SourceVerified", "ImagesVerified", "ManifestsSigned", "ProvenanceRecorded"] {
+    let source = condition(&ap, "SourceVerified").expect("SourceVerified");
+    assert_eq!((source["status"].as_str(), source["reason"].as_str()), (Some("True"), Some("Verified")));
+    assert!(source["message"].as_str().unwrap().contains("requires no signatures (gpg.mode: none)"), "{source}");
+    for step in ["ImagesVerified", "ManifestsSigned", "ProvenanceRecorded"] {
         let c = condition(&ap, step).unwrap_or_else(|| panic!("{step} condition"));
         assert_eq!(c["status"], "False", "{step} must never claim success");
         assert_eq!(c["reason"], "NotImplemented", "{step}");
@@ -126,7 +148,7 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
         }
     })
     .await;
-    assert_eq!(prof["status"]["summary"]["sourceMode"], "strict");
+    assert_eq!(prof["status"]["summary"]["sourceMode"], "none");
     assert_eq!(prof["status"]["summary"]["enforcement"], "audit");
     assert_eq!(condition_reason(&prof, "Ready").as_deref(), Some("Active"));
 }
@@ -135,7 +157,7 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
 async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_one_kept_in_history() {
     let (client, ns, _weft) = setup("revision").await;
     create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
-    let (old, new) = (sha('1'), sha('2'));
+    let (old, new) = (rev(1), rev(2));
     create(&applications(&client, &ns), synced_application("shop-api", json!({}), &old)).await;
     provenance_where(&client, &ns, "shop-api", "the first revision", |v| {
         v["status"]["sources"][0]["revision"] == old.as_str()
@@ -175,7 +197,7 @@ async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_o
 async fn an_application_no_profile_selects_is_reported_unprotected() {
     let (client, ns, _weft) = setup("unprotected").await;
     create(&profiles(&client, &ns), profile("production", json!([{"name": "shop-*"}]))).await;
-    create(&applications(&client, &ns), synced_application("blog", json!({}), &sha('b'))).await;
+    create(&applications(&client, &ns), synced_application("blog", json!({}), &rev(3))).await;
     let ap = provenance_where(&client, &ns, "blog", "unprotected", |v| v["status"]["verdict"] == "Unprotected").await;
     let ready = condition(&ap, "Ready").unwrap();
     assert_eq!(ready["reason"], "NoProfile");
@@ -187,8 +209,8 @@ async fn an_application_no_profile_selects_is_reported_unprotected() {
 async fn profile_changes_requeue_the_applications_selected_before_and_after() {
     let (client, ns, _weft) = setup("requeue").await;
     create(&profiles(&client, &ns), profile("production", json!([{"name": "shop-*"}]))).await;
-    create(&applications(&client, &ns), synced_application("shop-a", json!({}), &sha('c'))).await;
-    create(&applications(&client, &ns), synced_application("blog-a", json!({}), &sha('d'))).await;
+    create(&applications(&client, &ns), synced_application("shop-a", json!({}), &rev(4))).await;
+    create(&applications(&client, &ns), synced_application("blog-a", json!({}), &rev(5))).await;
     provenance_where(&client, &ns, "shop-a", "shop-a governed", |v| v["status"]["profile"]["name"] == "production")
         .await;
     provenance_where(&client, &ns, "blog-a", "blog-a unprotected", |v| v["status"]["verdict"] == "Unprotected").await;
@@ -215,8 +237,8 @@ async fn two_profiles_selecting_one_application_vouch_for_nothing_and_both_say_s
     let (client, ns, _weft) = setup("conflict").await;
     create(&profiles(&client, &ns), profile("team", json!([{"name": "shop-*"}]))).await;
     create(&profiles(&client, &ns), profile("platform", json!([{"matchLabels": {"tier": "prod"}}]))).await;
-    create(&applications(&client, &ns), synced_application("shop-cart", json!({"tier": "prod"}), &sha('e'))).await;
-    create(&applications(&client, &ns), synced_application("shop-ui", json!({}), &sha('f'))).await;
+    create(&applications(&client, &ns), synced_application("shop-cart", json!({"tier": "prod"}), &rev(6))).await;
+    create(&applications(&client, &ns), synced_application("shop-ui", json!({}), &rev(7))).await;
 
     let ap =
         provenance_where(&client, &ns, "shop-cart", "a conflict", |v| v["status"]["verdict"] == "ConfigError").await;
@@ -261,7 +283,7 @@ async fn malformed_applications_are_reported_while_the_others_are_recorded() {
     mismatch["spec"].as_object_mut().unwrap().remove("source");
     mismatch["status"]["sync"]["revisions"] = json!([sha('2')]);
     create(&apps, mismatch).await;
-    create(&apps, synced_application("good", json!({}), &sha('3'))).await;
+    create(&apps, synced_application("good", json!({}), &rev(0))).await;
 
     provenance_where(&client, &ns, "good", "the good Application", |v| v["status"]["verdict"] == "Incomplete").await;
     for (name, reason) in
@@ -331,7 +353,7 @@ async fn the_apiserver_rejects_malformed_profiles_with_a_readable_message() {
 async fn the_controller_shuts_down_gracefully_on_sigterm() {
     let (client, ns, mut weft) = setup("shutdown").await;
     create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
-    create(&applications(&client, &ns), synced_application("app", json!({}), &sha('4'))).await;
+    create(&applications(&client, &ns), synced_application("app", json!({}), &rev(1))).await;
     provenance_where(&client, &ns, "app", "a verdict", |v| v["status"]["verdict"] == "Incomplete").await;
     let code = weft.terminate(Duration::from_secs(20)).await;
     assert_eq!(code, Some(0), "exit code after SIGTERM; log:\n{}", weft.logs());
@@ -426,7 +448,7 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
     create(&bindings, binding).await;
 
     create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
-    create(&applications(&client, &ns), synced_application("app", json!({}), &sha('5'))).await;
+    create(&applications(&client, &ns), synced_application("app", json!({}), &rev(2))).await;
     provenance_where(&client, &ns, "app", "a verdict once access is granted", |v| {
         v["status"]["verdict"] == "Incomplete"
     })

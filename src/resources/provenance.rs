@@ -97,6 +97,10 @@ pub struct ApplicationProvenanceStatus {
     /// Earlier revisions, newest first, bounded by the profile's history limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// Per repository, the revision that last passed source verification: a new revision must descend
+    /// from it (downgrade protection) unless the policy allows downgrades.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified_sources: Vec<SourceRevision>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

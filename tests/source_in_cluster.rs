@@ -1,0 +1,218 @@
+//! Source verification as the controller records it: real signed repositories, keys in ConfigMaps in
+//! the real apiserver, Applications with the status Argo CD writes; and the CLI gives the same verdicts.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::git::{Gpg, GpgKey, Repo, Sign};
+use common::*;
+use kube::Client;
+use serde_json::{Value, json};
+
+fn profile(allowed: &[&GpgKey], mode: &str) -> Value {
+    let keys: Vec<&str> = allowed.iter().map(|k| k.fingerprint.as_str()).collect();
+    json!({
+        "apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile", "metadata": {"name": "production"},
+        "spec": {"applicationSelector": [{"name": "*"}],
+                 "sourceIntegrity": {"git": {"policies": [{"repos": [{"url": "file:///*"}],
+                     "gpg": {"mode": mode, "keys": keys, "keyring": {"configMapRef": {"name": "team-keys"}}}}]}}}
+    })
+}
+
+fn keyring(gpg: &Gpg, keys: &[&GpgKey]) -> Value {
+    let data: serde_json::Map<String, Value> =
+        keys.iter().map(|k| (k.fingerprint.clone(), json!(gpg.export(k)))).collect();
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "team-keys"}, "data": data})
+}
+
+fn application(name: &str, url: &str, rev: &str) -> Value {
+    let source = json!({"repoURL": url, "path": ".", "targetRevision": "main"});
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": name},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": "shop"}, "source": source},
+        "status": {"sync": {"status": "OutOfSync", "revision": rev, "comparedTo": {"source": source, "destination": {"server": "https://kubernetes.default.svc"}}}}
+    })
+}
+
+async fn config_maps(client: &Client, ns: &str) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("", "v1", "ConfigMap"),
+            "configmaps",
+        ),
+    )
+}
+
+async fn setup(prefix: &str) -> (Client, String, WeftProcess) {
+    let client = client().await;
+    let ns = namespace(&client, prefix).await;
+    let cache = tempfile::tempdir().unwrap().keep();
+    let weft = WeftProcess::start(&[
+        "controller",
+        "--namespace",
+        &ns,
+        "--resync-seconds",
+        "3",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    (client, ns, weft)
+}
+
+fn source_condition(ap: &Value) -> (String, String, String) {
+    let c = condition(ap, "SourceVerified").cloned().unwrap_or(Value::Null);
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+#[tokio::test]
+async fn strict_verification_is_recorded_with_signer_and_the_cli_agrees() {
+    let (client, ns, _weft) = setup("src-strict").await;
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    for i in 0..3 {
+        repo.commit(&format!("c{i}"), Sign::Gpg(&alice));
+    }
+    let good = repo.head();
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), profile(&[&alice], "strict")).await;
+    create(&applications(&client, &ns), application("signed", &repo.url(), &good)).await;
+
+    let ap =
+        provenance_where(&client, &ns, "signed", "source verified", |v| condition(v, "SourceVerified").is_some()).await;
+    let (status, reason, message) = source_condition(&ap);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Verified"), "{message}");
+    assert!(message.contains(&alice.fingerprint) && message.contains("strict: 3 commit(s) checked"), "{message}");
+    assert_eq!(ap["status"]["verifiedSources"][0]["revision"], good.as_str());
+    assert_eq!(ap["status"]["verdict"], "Incomplete", "later steps are not built yet; nothing is vouched for");
+
+    // An unsigned commit lands; Argo CD syncs it.
+    repo.commit("unsigned hotfix", Sign::No);
+    let bad = repo.commit("signed on top", Sign::Gpg(&alice));
+    update(&applications(&client, &ns), "signed", |v| v["status"]["sync"]["revision"] = json!(bad)).await;
+    let ap = provenance_where(&client, &ns, "signed", "the unsigned commit found", |v| {
+        v["status"]["sources"][0]["revision"] == bad.as_str()
+            && condition(v, "SourceVerified").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let (_, reason, message) = source_condition(&ap);
+    assert_eq!(reason, "Unsigned");
+    assert!(message.contains("unsigned hotfix"), "{message}");
+    assert_eq!(ap["status"]["verdict"], "Failed");
+    assert_eq!(condition_reason(&ap, "Ready").as_deref(), Some("Unsigned"));
+    assert_eq!(ap["status"]["verifiedSources"][0]["revision"], good.as_str(), "the last verified revision stays");
+
+    // The same verdicts from the command line, with the same objects given as a file.
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = profile(&[&alice], "strict");
+    p["metadata"]["namespace"] = json!(ns);
+    std::fs::write(dir.path().join("profile.yaml"), p.to_string()).unwrap();
+    std::fs::write(dir.path().join("resources.yaml"), keyring(&gpg, &[&alice]).to_string()).unwrap();
+    for (rev, code, reason) in [(&good, 0, "Verified"), (&bad, 1, "Unsigned")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .current_dir(dir.path())
+            .args(["verify-source", "--profile", "profile.yaml", "--resources", "resources.yaml", "--output", "json"])
+            .args(["--repo", &repo.url(), "--revision", rev, "--cache-dir", "cache"])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!((out.status.code(), v["reason"].as_str()), (Some(code), Some(reason)));
+    }
+}
+
+#[tokio::test]
+async fn a_sync_back_to_an_older_signed_commit_is_a_downgrade() {
+    let (client, ns, _weft) = setup("src-downgrade").await;
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let old = repo.commit("v1", Sign::Gpg(&alice));
+    let new = repo.commit("v2", Sign::Gpg(&alice));
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), profile(&[&alice], "head")).await;
+    create(&applications(&client, &ns), application("app", &repo.url(), &new)).await;
+    provenance_where(&client, &ns, "app", "v2 verified", |v| {
+        v["status"]["verifiedSources"][0]["revision"] == new.as_str()
+    })
+    .await;
+
+    // Someone syncs the older (signed) revision.
+    update(&applications(&client, &ns), "app", |v| {
+        v["operation"] = json!({"sync": {"revision": old}, "initiatedBy": {"username": "admin"}})
+    })
+    .await;
+    let ap = provenance_where(&client, &ns, "app", "the downgrade refused", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["reason"] == "Downgrade")
+    })
+    .await;
+    assert_eq!(ap["status"]["revisionOrigin"], "Operation");
+    assert!(source_condition(&ap).2.contains("does not descend from"), "{}", source_condition(&ap).2);
+    assert_eq!(ap["status"]["verifiedSources"][0]["revision"], new.as_str());
+}
+
+#[tokio::test]
+async fn an_unreachable_repository_is_pending_and_retried_until_it_verifies() {
+    let (client, ns, weft) = setup("src-unreachable").await;
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let rev = repo.commit("c1", Sign::Gpg(&alice));
+    let later = tempfile::tempdir().unwrap();
+    let missing = later.path().join("mirror.git");
+    let url = format!("file://{}", missing.display());
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), profile(&[&alice], "strict")).await;
+    create(&applications(&client, &ns), application("app", &url, &rev)).await;
+
+    let ap = provenance_where(&client, &ns, "app", "pending", |v| v["status"]["verdict"] == "Pending").await;
+    let (status, reason, message) = source_condition(&ap);
+    assert_eq!((status.as_str(), reason.as_str()), ("Unknown", "RepositoryUnreachable"), "{message}");
+    assert!(message.contains("retrying"), "{message}");
+    assert!(ap["status"].get("verifiedSources").is_none(), "nothing recorded as verified");
+
+    // The repository appears; the retries pick it up.
+    let out = Command::new("git").args(["clone", "-q", "--bare"]).arg(repo.path()).arg(&missing).output().unwrap();
+    assert!(out.status.success());
+    let ap = eventually("verification after the repository appears", Duration::from_secs(60), || {
+        let api = provenances(&client, &ns);
+        async move {
+            let v = serde_json::to_value(api.get("app").await.map_err(|e| e.to_string())?).unwrap();
+            if condition(&v, "SourceVerified").is_some_and(|c| c["status"] == "True") {
+                Ok(v)
+            } else {
+                Err(v["status"].to_string())
+            }
+        }
+    })
+    .await;
+    assert_eq!(ap["status"]["verifiedSources"][0]["revision"], rev.as_str());
+    assert!(weft.logs().contains("a step is pending; retrying"));
+}
+
+#[tokio::test]
+async fn a_missing_keyring_is_a_configuration_error_until_it_is_created() {
+    let (client, ns, _weft) = setup("src-config").await;
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let rev = repo.commit("c1", Sign::Gpg(&alice));
+    create(&profiles(&client, &ns), profile(&[&alice], "head")).await;
+    create(&applications(&client, &ns), application("app", &repo.url(), &rev)).await;
+    let ap =
+        provenance_where(&client, &ns, "app", "a configuration error", |v| condition(v, "SourceVerified").is_some())
+            .await;
+    let (status, reason, message) = source_condition(&ap);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ReferencedObjectMissing"));
+    assert!(message.contains("ConfigMap team-keys"), "{message}");
+
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    provenance_where(&client, &ns, "app", "verified once the keyring exists", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+}
