@@ -374,17 +374,21 @@ async fn reconcile_application(
     // Read the record itself, not the cache: history and transition times must never be lost.
     let existing = provenances.get_opt(&name).await?;
     let previous = existing.as_ref().and_then(|e| e.status.as_ref());
-    let steps = match (&governance, &subject) {
+    let outcome = match (&governance, &subject) {
         (Governance::Profile { profile, .. }, Subject::Target(target)) => {
             match profiles.iter().find(|p| p.metadata.name.as_deref() == Some(profile.name.as_str())) {
                 Some(p) => {
                     let verified = previous.map(|s| s.verified_sources.as_slice()).unwrap_or_default();
-                    ctx.pipeline.run(p, &ns, target, verified).await
+                    Some(ctx.pipeline.run(p, &ns, target, verified).await)
                 }
-                None => Step::ALL.map(StepReport::not_implemented),
+                None => None,
             }
         }
-        _ => Step::ALL.map(StepReport::not_implemented),
+        _ => None,
+    };
+    let (steps, remote_bases) = match outcome {
+        Some(o) => (o.steps, o.remote_bases),
+        None => (Step::ALL.map(StepReport::not_implemented), Vec::new()),
     };
     let pending = steps.iter().any(|s| s.state == StepState::Pending);
     let observation = Observation {
@@ -393,6 +397,7 @@ async fn reconcile_application(
         governance,
         subject,
         steps,
+        remote_bases,
         manifest_image: None,
         rekor: None,
     };

@@ -120,6 +120,8 @@ pub struct Observation {
     pub subject: Subject,
     /// One report per step, in `Step::ALL` order; only read when a profile governs a target.
     pub steps: [StepReport; 4],
+    /// Kustomize remote bases of the sources, pinned to commits by source verification.
+    pub remote_bases: Vec<SourceRevision>,
     pub manifest_image: Option<String>,
     pub rekor: Option<RekorEntry>,
 }
@@ -164,6 +166,7 @@ pub fn compute(
         conditions,
         history: history(previous, &sources, limit),
         verified_sources: verified_sources(obs, previous),
+        remote_bases: obs.remote_bases.clone(),
     }
 }
 
@@ -330,6 +333,7 @@ mod tests {
             governance,
             subject,
             steps: Step::ALL.map(StepReport::not_implemented),
+            remote_bases: Vec::new(),
             manifest_image: None,
             rekor: None,
         }

@@ -87,7 +87,10 @@ async fn strict_verification_is_recorded_with_signer_and_the_cli_agrees() {
         provenance_where(&client, &ns, "signed", "source verified", |v| condition(v, "SourceVerified").is_some()).await;
     let (status, reason, message) = source_condition(&ap);
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Verified"), "{message}");
-    assert!(message.contains(&alice.fingerprint) && message.contains("strict: 3 commit(s) checked"), "{message}");
+    assert!(
+        message.contains(&alice.fingerprint) && message.contains("strict: every commit back to the root is signed"),
+        "{message}"
+    );
     assert_eq!(ap["status"]["verifiedSources"][0]["revision"], good.as_str());
     assert_eq!(ap["status"]["verdict"], "Incomplete", "later steps are not built yet; nothing is vouched for");
 
@@ -215,4 +218,104 @@ async fn a_missing_keyring_is_a_configuration_error_until_it_is_created() {
         condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
     })
     .await;
+}
+
+fn multi_source_application(name: &str, sources: &[(&str, &str, Option<&str>)]) -> Value {
+    let specs: Vec<Value> = sources
+        .iter()
+        .map(|(url, _, r)| match r {
+            Some(r) => json!({"repoURL": url, "ref": r, "targetRevision": "main"}),
+            None => json!({"repoURL": url, "path": ".", "targetRevision": "main"}),
+        })
+        .collect();
+    let revisions: Vec<&str> = sources.iter().map(|(_, rev, _)| *rev).collect();
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": name},
+        "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc", "namespace": "shop"}, "sources": specs},
+        "status": {"sync": {"status": "Synced", "revisions": revisions, "comparedTo": {"sources": specs, "destination": {"server": "https://kubernetes.default.svc"}}}}
+    })
+}
+
+#[tokio::test]
+async fn every_git_source_and_kustomize_remote_base_is_verified_under_its_own_policy() {
+    let (client, ns, _weft) = setup("src-multi").await;
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+
+    let common = Repo::new(&gpg);
+    common.write("base/kustomization.yaml", b"resources: [cm.yaml]\n");
+    common.write("base/cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: common}\n");
+    let common_rev = common.commit_all("common base", Sign::Gpg(&alice));
+    let vendor = Repo::new(&gpg);
+    vendor.write("x/kustomization.yaml", b"resources: []\n");
+    let vendor_rev = vendor.commit_all("vendor, unsigned and outside every policy", Sign::No);
+
+    let app = Repo::new(&gpg);
+    app.write(
+        "kustomization.yaml",
+        format!("resources:\n- local\n- file://{}//base?ref={common_rev}\n", common.path().display()).as_bytes(),
+    );
+    app.write(
+        "local/kustomization.yaml",
+        format!("resources:\n- file://{}//x?ref=main\n", vendor.path().display()).as_bytes(),
+    );
+    let app_rev = app.commit_all("app", Sign::Gpg(&alice));
+    let values_signed = Repo::new(&gpg);
+    let values_rev = values_signed.commit("values", Sign::Gpg(&alice));
+    let values_unsigned = Repo::new(&gpg);
+    let unsigned_rev = values_unsigned.commit("values, unsigned", Sign::No);
+
+    let keys: Vec<&str> = vec![alice.fingerprint.as_str()];
+    let vendor_url = format!("file://{}", vendor.path().display());
+    let policy = json!({"repos": [{"url": "file:///*"}, {"url": format!("!{vendor_url}")}],
+                        "gpg": {"mode": "strict", "keys": keys, "keyring": {"configMapRef": {"name": "team-keys"}}}});
+    let mut p = profile(&[&alice], "strict");
+    p["spec"]["sourceIntegrity"]["git"]["policies"] = json!([policy]);
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), p).await;
+
+    let apps = applications(&client, &ns);
+    create(
+        &apps,
+        multi_source_application(
+            "bad-values",
+            &[(&app.url(), &app_rev, None), (&values_unsigned.url(), &unsigned_rev, Some("values"))],
+        ),
+    )
+    .await;
+    create(
+        &apps,
+        multi_source_application(
+            "good",
+            &[(&app.url(), &app_rev, None), (&values_signed.url(), &values_rev, Some("values"))],
+        ),
+    )
+    .await;
+
+    let bad = provenance_where(&client, &ns, "bad-values", "the unsigned values source", |v| {
+        condition(v, "SourceVerified").is_some()
+    })
+    .await;
+    let (status, reason, message) = source_condition(&bad);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Unsigned"), "{message}");
+    assert!(message.starts_with(&values_unsigned.url()), "the failing source is named first: {message}");
+
+    let good =
+        provenance_where(&client, &ns, "good", "every source verified", |v| condition(v, "SourceVerified").is_some())
+            .await;
+    let (status, reason, message) = source_condition(&good);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Verified"), "{message}");
+    assert!(message.contains("remote bases:") && message.contains("no policy matches it"), "{message}");
+    let bases = good["status"]["remoteBases"].as_array().expect("remote bases recorded");
+    let pinned: Vec<(&str, &str)> =
+        bases.iter().map(|b| (b["repoURL"].as_str().unwrap(), b["revision"].as_str().unwrap())).collect();
+    assert!(
+        pinned.contains(&(format!("file://{}", common.path().display()).as_str(), common_rev.as_str())),
+        "{pinned:?}"
+    );
+    assert!(
+        pinned.contains(&(vendor_url.as_str(), vendor_rev.as_str())),
+        "the branch ref is pinned to its commit: {pinned:?}"
+    );
+    assert_eq!(good["status"]["verifiedSources"].as_array().map(Vec::len), Some(2));
 }

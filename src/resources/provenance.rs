@@ -101,6 +101,9 @@ pub struct ApplicationProvenanceStatus {
     /// from it (downgrade protection) unless the policy allows downgrades.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verified_sources: Vec<SourceRevision>,
+    /// Kustomize remote bases the sources pull in, pinned to the commit their ref named.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_bases: Vec<SourceRevision>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use gix::bstr::ByteSlice;
 use rayon::prelude::*;
@@ -337,29 +337,37 @@ pub struct WalkOutcome {
     pub failures: usize,
 }
 
-/// Cache of commits whose whole history (back to seals) verified, per trust identity, each with the
-/// time until which the verdict holds (the earliest expiry among the keys).
+/// Cache of commits whose whole history (back to seals) verified, per trust identity. Each entry keeps
+/// its own signer and the seals its history ends at, so a walk that stops at a cached commit reports
+/// exactly what a full walk would, and the time until which the verdict holds (the earliest key expiry).
 #[derive(Default)]
 pub struct VerifiedCommits {
-    inner: Mutex<HashMap<String, HashMap<CommitId, i64>>>,
+    inner: Mutex<HashMap<String, HashMap<CommitId, CachedCommit>>>,
+}
+
+#[derive(Clone, Debug)]
+struct CachedCommit {
+    until: i64,
+    signer: Arc<Signer>,
+    seals: Arc<Vec<CommitId>>,
 }
 
 /// Upper bound on cached commits per trust; beyond it the cache starts over.
 const CACHE_LIMIT: usize = 2_000_000;
 
 impl VerifiedCommits {
-    fn is_verified(&self, trust: &str, id: &CommitId, now: i64) -> bool {
+    fn get(&self, trust: &str, id: &CommitId, now: i64) -> Option<CachedCommit> {
         let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard.get(trust).and_then(|m| m.get(id)).is_some_and(|until| *until > now)
+        guard.get(trust).and_then(|m| m.get(id)).filter(|c| c.until > now).cloned()
     }
 
-    fn insert_all(&self, trust: &str, ids: impl IntoIterator<Item = CommitId>, until: i64) {
+    fn insert_all(&self, trust: &str, entries: impl IntoIterator<Item = (CommitId, CachedCommit)>) {
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let map = guard.entry(trust.to_string()).or_default();
         if map.len() > CACHE_LIMIT {
             map.clear();
         }
-        map.extend(ids.into_iter().map(|id| (id, until)));
+        map.extend(entries);
     }
 
     pub fn len(&self) -> usize {
@@ -419,6 +427,7 @@ pub fn verify_strict(
     let mut out = WalkOutcome::default();
     let mut queue = VecDeque::from([target.clone()]);
     let mut seen = HashSet::new();
+    let mut hits: HashMap<CommitId, CachedCommit> = HashMap::new();
     // Walk order (breadth-first from the target) is kept, so the first failure is the nearest one.
     // Seals are checked during the walk (they decide whether it goes on); the rest afterwards, in parallel.
     let mut order: Vec<(CommitRecord, Option<SignatureCheck>)> = Vec::new();
@@ -427,16 +436,15 @@ pub fn verify_strict(
         if !seen.insert(id.clone()) {
             continue;
         }
-        if cache.is_verified(trust.id(), &id, now) {
+        if let Some(hit) = cache.get(trust.id(), &id, now) {
             out.cached += 1;
+            hits.insert(id, hit);
             continue;
         }
         let rec = repo.commit(&id)?;
         if rec.seal {
             let result = check(trust, &rec, now);
-            if result.is_good() {
-                out.seals.push(rec.id.clone());
-            } else {
+            if !result.is_good() {
                 // A seal by anyone else is just a commit: the walk goes on.
                 queue.extend(rec.parents.iter().cloned());
             }
@@ -454,9 +462,6 @@ pub fn verify_strict(
         match result {
             SignatureCheck::Good(s) => {
                 out.signers.insert(s.to_string());
-                if rec.id == *target {
-                    out.head_signer = Some(s.clone());
-                }
             }
             other => {
                 out.failures += 1;
@@ -466,11 +471,95 @@ pub fn verify_strict(
             }
         }
     }
-    if out.failure.is_none() {
-        let until = trust.valid_until().unwrap_or(i64::MAX);
-        cache.insert_all(trust.id(), seen, until);
+    if out.failure.is_some() {
+        return Ok(out);
     }
+
+    // Everything verified: work out, per commit, its signer and the seals its history ends at.
+    let mut signers: HashMap<CommitId, Arc<Signer>> = HashMap::new();
+    let mut interned: Vec<Arc<Signer>> = Vec::new();
+    for ((rec, _), result) in order.iter().zip(&results) {
+        if let SignatureCheck::Good(s) = result {
+            let shared = match interned.iter().find(|i| ***i == *s) {
+                Some(i) => i.clone(),
+                None => {
+                    interned.push(Arc::new(s.clone()));
+                    interned[interned.len() - 1].clone()
+                }
+            };
+            signers.insert(rec.id.clone(), shared);
+        }
+    }
+    for hit in hits.values() {
+        out.signers.insert(hit.signer.to_string());
+    }
+    let nodes: HashMap<&CommitId, (&CommitRecord, bool)> = order
+        .iter()
+        .map(|(rec, done)| (&rec.id, (rec, rec.seal && done.as_ref().is_some_and(|d| d.is_good()))))
+        .collect();
+    let seals = seal_sets(target, &nodes, &hits);
+    out.seals = seals.get(target).map(|s| s.as_ref().clone()).unwrap_or_default();
+    out.head_signer = signers.get(target).or_else(|| hits.get(target).map(|h| &h.signer)).map(|s| s.as_ref().clone());
+
+    let until = trust.valid_until().unwrap_or(i64::MAX);
+    let entries: Vec<(CommitId, CachedCommit)> = nodes
+        .keys()
+        .filter_map(|id| {
+            let signer = signers.get(*id)?.clone();
+            let seals = seals.get(*id)?.clone();
+            Some(((*id).clone(), CachedCommit { until, signer, seals }))
+        })
+        .collect();
+    cache.insert_all(trust.id(), entries);
     Ok(out)
+}
+
+/// For each walked commit, the good seals its history ends at (a seal's own set is itself). Computed
+/// depth-first with an explicit stack, so deep histories do not overflow.
+fn seal_sets(
+    target: &CommitId,
+    nodes: &HashMap<&CommitId, (&CommitRecord, bool)>,
+    hits: &HashMap<CommitId, CachedCommit>,
+) -> HashMap<CommitId, Arc<Vec<CommitId>>> {
+    let mut memo: HashMap<CommitId, Arc<Vec<CommitId>>> = HashMap::new();
+    let empty = Arc::new(Vec::new());
+    let mut stack = vec![(target.clone(), false)];
+    while let Some((id, expanded)) = stack.pop() {
+        if memo.contains_key(&id) {
+            continue;
+        }
+        if let Some(hit) = hits.get(&id) {
+            memo.insert(id, hit.seals.clone());
+            continue;
+        }
+        let Some((rec, good_seal)) = nodes.get(&id) else {
+            memo.insert(id, empty.clone());
+            continue;
+        };
+        if *good_seal {
+            memo.insert(id.clone(), Arc::new(vec![id]));
+            continue;
+        }
+        if !expanded {
+            stack.push((id, true));
+            stack.extend(rec.parents.iter().filter(|p| !memo.contains_key(*p)).map(|p| (p.clone(), false)));
+            continue;
+        }
+        let mut set: Vec<CommitId> =
+            rec.parents.iter().filter_map(|p| memo.get(p)).flat_map(|s| s.iter().cloned()).collect();
+        set.sort();
+        set.dedup();
+        // Most commits share their parent's set: share the allocation too.
+        let shared = rec
+            .parents
+            .iter()
+            .filter_map(|p| memo.get(p))
+            .find(|s| s.as_slice() == set.as_slice())
+            .cloned()
+            .unwrap_or_else(|| Arc::new(set));
+        memo.insert(id, shared);
+    }
+    memo
 }
 
 /// The signed-tag requirement: the synced commit must be what an annotated tag signed by an allowed key

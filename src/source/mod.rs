@@ -10,6 +10,7 @@
 
 pub mod fetch;
 pub mod history;
+pub mod kustomize;
 pub mod materials;
 pub mod openpgp;
 pub mod policy;
