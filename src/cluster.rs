@@ -34,8 +34,10 @@ pub async fn bag(
     }
     // Argo CD's known hosts, for ssh repositories; optional.
     let argocd_cms: Api<ConfigMap> = Api::namespaced(client.clone(), argocd_namespace);
-    if let Ok(Some(cm)) = argocd_cms.get_opt(deref::ARGOCD_KNOWN_HOSTS_CM).await {
-        bag.insert(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, config_map_data(cm));
+    for name in [deref::ARGOCD_KNOWN_HOSTS_CM, deref::ARGOCD_TLS_CERTS_CM] {
+        if let Ok(Some(cm)) = argocd_cms.get_opt(name).await {
+            bag.insert(Kind::ConfigMap, name, config_map_data(cm));
+        }
     }
     bag.repo_secrets = repo_secrets(client, argocd_namespace).await?;
     Ok(bag)

@@ -14,6 +14,7 @@ use crate::source::fetch::{RepoCredentials, RepoSecret};
 pub const ARGOCD_SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
 pub const ARGOCD_GPG_KEYS_CM: &str = "argocd-gpg-keys-cm";
 pub const ARGOCD_KNOWN_HOSTS_CM: &str = "argocd-ssh-known-hosts-cm";
+pub const ARGOCD_TLS_CERTS_CM: &str = "argocd-tls-certs-cm";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -225,6 +226,8 @@ pub fn repo_secret(name: &str, secret_type: &str, data: &BTreeMap<String, Vec<u8
             ssh_private_key: get("sshPrivateKey"),
             insecure_ignore_host_key: get("insecureIgnoreHostKey").is_some_and(|v| v == "true"),
             known_hosts: None,
+            tls_certs: None,
+            insecure: get("insecure").is_some_and(|v| v == "true"),
         },
     })
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile};
+use crate::source::CommitId;
 use crate::source::verify::{Outcome, SourceRequest, SourceVerdict, SourceVerifier};
-use crate::source::{CommitId, fetch};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -80,10 +80,10 @@ fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
     let (revision, target_revision) = match CommitId::parse(&args.revision) {
         Some(id) => (id, None),
         None => {
-            let creds = fetch::credentials_for(&args.repo, &bag.repo_secrets).map(|s| s.credentials.clone());
+            let creds = crate::source::verify::access(&bag, &args.repo);
             let repo = verifier
                 .repos
-                .open(&args.repo, &[], creds.as_ref(), true)
+                .open(&args.repo, &[], Some(&creds), true)
                 .map_err(|e| InputError::Other(e.to_string()))?;
             let id = repo.resolve(&args.revision).map_err(|e| InputError::Other(e.to_string()))?;
             (id, Some(args.revision.clone()))

@@ -51,6 +51,10 @@ pub struct RepoCredentials {
     pub insecure_ignore_host_key: bool,
     /// `known_hosts` lines for ssh (Argo CD's `argocd-ssh-known-hosts-cm`).
     pub known_hosts: Option<String>,
+    /// PEM certificates to trust for the repository's host (Argo CD's `argocd-tls-certs-cm`).
+    pub tls_certs: Option<String>,
+    /// Skip TLS certificate verification (the Secret's `insecure: "true"`).
+    pub insecure: bool,
 }
 
 impl std::fmt::Debug for RepoCredentials {
@@ -122,11 +126,13 @@ pub fn locate(url: &str) -> Result<Location, FetchError> {
 pub struct RepoCache {
     dir: PathBuf,
     max_repos: usize,
+    /// One lock per mirror: two verifications of the same repository never fetch into it at once.
+    locks: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>,
 }
 
 impl RepoCache {
     pub fn new(dir: impl Into<PathBuf>, max_repos: usize) -> RepoCache {
-        RepoCache { dir: dir.into(), max_repos: max_repos.max(1) }
+        RepoCache { dir: dir.into(), max_repos: max_repos.max(1), locks: Default::default() }
     }
 
     /// Opens the repository holding `commits`: in place for a local path, else from the cache, fetching
@@ -152,6 +158,9 @@ impl RepoCache {
             Location::Remote(remote) => {
                 let path = self.dir.join(cache_name(&remote));
                 std::fs::create_dir_all(&self.dir).map_err(|e| cache_err(&self.dir, &e))?;
+                let lock =
+                    self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_default().clone();
+                let _held = lock.lock().unwrap_or_else(|p| p.into_inner());
                 let existing = path.join("HEAD").exists();
                 if existing && !refresh {
                     let repo = Repo::open(&path).map_err(|e| cache_err(&path, &e))?;
@@ -186,7 +195,11 @@ impl RepoCache {
         repos.sort();
         let excess = repos.len() + 1 - self.max_repos;
         for (_, path) in repos.into_iter().take(excess) {
-            let _ = std::fs::remove_dir_all(path);
+            // A mirror in use by another verification stays; it is evicted next time.
+            let lock = self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(path.clone()).or_default().clone();
+            if let Ok(_held) = lock.try_lock() {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 }
@@ -222,13 +235,22 @@ fn cache_name(url: &str) -> String {
 /// Mirrors branches and tags of `url` into the bare repository at `path` (created if needed).
 fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> Result<(), FetchError> {
     let unreachable =
-        |e: &dyn std::fmt::Display| FetchError::Unreachable { url: url.to_string(), reason: e.to_string() };
-    let mut repo = if path.join("HEAD").exists() {
-        gix::open(path).map_err(|e| FetchError::Cache { path: path.display().to_string(), reason: e.to_string() })?
-    } else {
-        gix::init_bare(path)
-            .map_err(|e| FetchError::Cache { path: path.display().to_string(), reason: e.to_string() })?
-    };
+        |e: &dyn std::error::Error| FetchError::Unreachable { url: url.to_string(), reason: error_chain(e) };
+    let cache_err =
+        |e: &dyn std::fmt::Display| FetchError::Cache { path: path.display().to_string(), reason: e.to_string() };
+    if !path.join("HEAD").exists() {
+        // Initialize beside the final place and rename, so another process never sees half a repository.
+        let parent = path.parent().unwrap_or(path);
+        let staging = tempfile::Builder::new().prefix(".init-").tempdir_in(parent).map_err(|e| cache_err(&e))?;
+        gix::init_bare(staging.path()).map_err(|e| cache_err(&e))?;
+        let _ = std::fs::remove_dir_all(path); // a leftover without HEAD is not a repository
+        if let Err(e) = std::fs::rename(staging.path(), path)
+            && !path.join("HEAD").exists()
+        {
+            return Err(cache_err(&e));
+        }
+    }
+    let mut repo = gix::open(path).map_err(|e| cache_err(&e))?;
 
     // ssh: a private key from the Secret, and host key checking as Argo CD configures it.
     let _key_dir;
@@ -257,7 +279,10 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         .map_err(|e| unreachable(&e))?
         .with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         .map_err(|e| unreachable(&e))?;
-    let connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| unreachable(&e))?;
+    let mut connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| unreachable(&e))?;
+    if let Some(options) = http_options(&repo, url, credentials).map_err(|e| unreachable(e.as_ref()))? {
+        connection = connection.with_transport_options(options);
+    }
     let account = credentials.and_then(|c| match (&c.username, &c.password, &c.bearer_token) {
         (_, _, Some(token)) => Some(("x-access-token".to_string(), token.clone())),
         (Some(u), Some(p), None) => Some((u.clone(), p.clone())),
@@ -284,6 +309,54 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         .receive(gix::progress::Discard, &interrupt)
         .map_err(|e| unreachable(&e))?;
     Ok(())
+}
+
+/// For https: trust the certificates Argo CD's `argocd-tls-certs-cm` holds for the host, or skip
+/// verification when the repository Secret says `insecure`.
+fn http_options(
+    repo: &gix::Repository,
+    url: &str,
+    credentials: Option<&RepoCredentials>,
+) -> Result<Option<Box<dyn std::any::Any>>, Box<dyn std::error::Error + Send + Sync>> {
+    use gix::protocol::transport::client::blocking_io::http;
+    let Some(c) = credentials.filter(|c| c.insecure || c.tls_certs.is_some()) else { return Ok(None) };
+    if !url.starts_with("https://") {
+        return Ok(None);
+    }
+    let certs = match &c.tls_certs {
+        Some(pem) => reqwest::Certificate::from_pem_bundle(pem.as_bytes())?,
+        None => Vec::new(),
+    };
+    let insecure = c.insecure;
+    let mut options = repo
+        .transport_options(url, None)?
+        .and_then(|b| b.downcast::<http::Options>().ok())
+        .map(|b| *b)
+        .unwrap_or_default();
+    let configure = move |mut builder: reqwest::blocking::ClientBuilder| {
+        for cert in &certs {
+            builder = builder.add_root_certificate(cert.clone());
+        }
+        Ok(builder.danger_accept_invalid_certs(insecure))
+    };
+    let backend = http::reqwest::Options { configure_client: Some(Box::new(configure)), configure_request: None };
+    options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));
+    Ok(Some(Box::new(options)))
+}
+
+/// An error with its causes, so "handshake failed" says why (401, refused connection, …).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
 }
 
 fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {

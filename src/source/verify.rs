@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::fetch::{RepoCache, credentials_for};
+use super::fetch::{RepoCache, RepoCredentials, credentials_for};
 use super::history::{self, Repo, TagLookup, TagVerdict, VerifiedCommits, WalkOutcome};
 use super::kustomize::{self, RemoteBase};
 use super::materials::{self, MaterialsSpec, MaterialsVerdict};
@@ -148,7 +148,7 @@ impl SourceVerifier {
         now: i64,
     ) -> Result<Vec<PinnedBase>, BaseProblem> {
         let problem = |outcome, reason: &str, message: String| BaseProblem { outcome, reason: reason.into(), message };
-        let creds = |url: &str| credentials_for(url, &bag.repo_secrets).map(|s| s.credentials.clone());
+        let creds = |url: &str| Some(access(bag, url));
         let repo = self
             .repos
             .open(req.repo_url, &[req.revision], creds(req.repo_url).as_ref(), false)
@@ -232,20 +232,18 @@ impl SourceVerifier {
         let require_tag = policy.require_signed_tag.unwrap_or(false);
         let trust = if mode != SignatureMode::None || require_tag { Some(trust_for(policy, bag)?) } else { None };
 
-        let creds = credentials_for(req.repo_url, &bag.repo_secrets).map(|s| {
-            let mut c = s.credentials.clone();
-            c.known_hosts = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, "ssh_known_hosts");
-            c
-        });
-        let repo = self.repos.open(req.repo_url, &[req.revision], creds.as_ref(), require_tag).map_err(|e| Stop {
-            outcome: match e {
-                _ if e.retryable() => Outcome::Retry,
-                super::fetch::FetchError::UnsupportedUrl(_) => Outcome::Misconfigured,
-                _ => Outcome::Failed,
-            },
-            reason: e.reason().into(),
-            message: format!("{e}; nothing from it is verified until it can be read"),
-        })?;
+        let repo = self
+            .repos
+            .open(req.repo_url, &[req.revision], Some(&access(bag, req.repo_url)), require_tag)
+            .map_err(|e| Stop {
+                outcome: match e {
+                    _ if e.retryable() => Outcome::Retry,
+                    super::fetch::FetchError::UnsupportedUrl(_) => Outcome::Misconfigured,
+                    _ => Outcome::Failed,
+                },
+                reason: e.reason().into(),
+                message: format!("{e}; nothing from it is verified until it can be read"),
+            })?;
 
         let mut summary = Vec::new();
         if let Some(trust) = &trust {
@@ -413,6 +411,20 @@ fn deref_stop(e: deref::DerefError) -> Stop {
         reason: e.reason().into(),
         message: e.to_string(),
     }
+}
+
+/// How to reach a repository: the credentials of Argo CD's repository Secrets for its URL, its known
+/// SSH hosts, and the TLS certificates Argo CD trusts for its host.
+pub fn access(bag: &Bag, url: &str) -> RepoCredentials {
+    let mut c = credentials_for(url, &bag.repo_secrets).map(|s| s.credentials.clone()).unwrap_or_default();
+    c.known_hosts = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, "ssh_known_hosts");
+    if let Some(host) =
+        url.split_once("://").and_then(|(_, rest)| rest.split(['/', ':']).next()).filter(|h| !h.is_empty())
+    {
+        let host = host.rsplit('@').next().unwrap_or(host);
+        c.tls_certs = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_TLS_CERTS_CM, host);
+    }
+    c
 }
 
 /// The keys a policy allows, read from the referenced Secrets and ConfigMaps.
