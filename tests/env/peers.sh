@@ -17,6 +17,14 @@ PEERS=$(cat <<EOF
 etcd|v3.6.4|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3|plain
 kube-apiserver|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|kubernetes
 kubectl|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl|kubernetes
+kustomize|v5.8.1|sigs.k8s.io/kustomize/kustomize/v5|sigs.k8s.io/kustomize/kustomize/v5|plain
+helm|v3.22.0|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm|plain
+crane|v0.22.1|github.com/google/go-containerregistry|github.com/google/go-containerregistry/cmd/crane|plain
+registry|v3.1.2|github.com/distribution/distribution/v3|github.com/distribution/distribution/v3/cmd/registry|plain
+cosign|v2.6.5|github.com/sigstore/cosign/v2|github.com/sigstore/cosign/v2/cmd/cosign|plain
+kubectl-sigstore|v0.5.4|github.com/sigstore/k8s-manifest-sigstore|github.com/sigstore/k8s-manifest-sigstore/cmd/kubectl-sigstore|plain
+trillian|v1.7.3|github.com/google/trillian|github.com/google/trillian/cmd/trillian_log_server github.com/google/trillian/cmd/trillian_log_signer|plain
+rekor|v1.5.4|github.com/sigstore/rekor|github.com/sigstore/rekor/cmd/rekor-server github.com/sigstore/rekor/cmd/rekor-cli|plain
 EOF
 )
 

@@ -1,0 +1,191 @@
+//! The signing key: an ECDSA P-256 key in cosign's formats — its encrypted private key
+//! (`ENCRYPTED SIGSTORE PRIVATE KEY`: scrypt + NaCl secretbox over PKCS#8), or plain PKCS#8 / SEC1 PEM —
+//! and signatures as cosign makes them (ASN.1 DER over SHA-256).
+//!
+//! No crate reads cosign's encrypted container, so that part is written here on top of the `scrypt` and
+//! `crypto_secretbox` crates.
+
+use base64::Engine;
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{DerSignature, SigningKey as EcdsaKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("the signing key is not PEM: {0}")]
+    NotPem(String),
+    #[error("the signing key is a {0} PEM block; expected a cosign private key or a PKCS#8 ECDSA P-256 key")]
+    UnsupportedPem(String),
+    #[error("the encrypted cosign key cannot be read: {0}")]
+    Malformed(String),
+    #[error("the password does not open the encrypted cosign key (wrong password, or a damaged key)")]
+    WrongPassword,
+    #[error("the encrypted cosign key needs a password (set manifestSigning.key.passwordKey)")]
+    PasswordRequired,
+    #[error("the key is not an ECDSA P-256 private key: {0}")]
+    NotP256(String),
+}
+
+impl KeyError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KeyError::WrongPassword => "SigningKeyWrongPassword",
+            KeyError::PasswordRequired => "SigningKeyPasswordMissing",
+            _ => "SigningKeyInvalid",
+        }
+    }
+}
+
+/// A loaded signing key.
+#[derive(Clone)]
+pub struct SigningKey {
+    key: EcdsaKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey").field("public", &self.public_pem()).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Encrypted {
+    kdf: Kdf,
+    cipher: Cipher,
+    ciphertext: String,
+}
+
+#[derive(Deserialize)]
+struct Kdf {
+    name: String,
+    params: ScryptParams,
+    salt: String,
+}
+
+#[derive(Deserialize)]
+#[allow(non_snake_case)]
+struct ScryptParams {
+    N: u64,
+    r: u32,
+    p: u32,
+}
+
+#[derive(Deserialize)]
+struct Cipher {
+    name: String,
+    nonce: String,
+}
+
+impl SigningKey {
+    /// Reads a PEM private key; `password` opens cosign's encrypted format (cosign's own keys made with an
+    /// empty password need `Some("")`).
+    pub fn from_pem(pem: &str, password: Option<&str>) -> Result<SigningKey, KeyError> {
+        let pem = pem.trim();
+        let (label, der) = pem_rfc7468::decode_vec(pem.as_bytes()).map_err(|e| KeyError::NotPem(e.to_string()))?;
+        let key = match label {
+            "ENCRYPTED SIGSTORE PRIVATE KEY" | "ENCRYPTED COSIGN PRIVATE KEY" => {
+                let password = password.ok_or(KeyError::PasswordRequired)?;
+                let plain = decrypt(&der, password)?;
+                EcdsaKey::from_pkcs8_der(&plain).map_err(|e| KeyError::NotP256(e.to_string()))?
+            }
+            "PRIVATE KEY" => EcdsaKey::from_pkcs8_der(&der).map_err(|e| KeyError::NotP256(e.to_string()))?,
+            "EC PRIVATE KEY" => {
+                let secret = p256::SecretKey::from_sec1_der(&der).map_err(|e| KeyError::NotP256(e.to_string()))?;
+                EcdsaKey::from(secret)
+            }
+            other => return Err(KeyError::UnsupportedPem(other.to_string())),
+        };
+        Ok(SigningKey { key })
+    }
+
+    /// A DER ECDSA signature over SHA-256(`data`), as cosign makes them.
+    pub fn sign(&self, data: &[u8]) -> Vec<u8> {
+        let sig: DerSignature = self.key.sign(data);
+        sig.as_bytes().to_vec()
+    }
+
+    pub fn sign_base64(&self, data: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.sign(data))
+    }
+
+    /// The public key, PEM (what `cosign verify --key` takes).
+    pub fn public_pem(&self) -> String {
+        self.key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap_or_default()
+    }
+
+    /// The public key's DER SPKI.
+    pub fn public_der(&self) -> Vec<u8> {
+        self.key.verifying_key().to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+    }
+
+    /// An identifier for the key: hex SHA-256 of its DER SPKI.
+    pub fn key_id(&self) -> String {
+        hex::encode(Sha256::digest(self.public_der()))
+    }
+}
+
+fn decrypt(container: &[u8], password: &str) -> Result<Vec<u8>, KeyError> {
+    use crypto_secretbox::aead::{Aead, KeyInit};
+    let e: Encrypted = serde_json::from_slice(container).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    if e.kdf.name != "scrypt" || e.cipher.name != "nacl/secretbox" {
+        return Err(KeyError::Malformed(format!("unsupported kdf {:?} or cipher {:?}", e.kdf.name, e.cipher.name)));
+    }
+    let b64 =
+        |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| KeyError::Malformed(e.to_string()));
+    let (salt, nonce, ciphertext) = (b64(&e.kdf.salt)?, b64(&e.cipher.nonce)?, b64(&e.ciphertext)?);
+    let n = e.kdf.params.N;
+    if !n.is_power_of_two() || n < 2 {
+        return Err(KeyError::Malformed(format!("scrypt N={n} is not a power of two")));
+    }
+    let params = scrypt::Params::new(n.trailing_zeros() as u8, e.kdf.params.r, e.kdf.params.p)
+        .map_err(|e| KeyError::Malformed(format!("scrypt parameters: {e}")))?;
+    let mut key = [0u8; 32];
+    scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    if nonce.len() != 24 {
+        return Err(KeyError::Malformed(format!("nonce is {} bytes, not 24", nonce.len())));
+    }
+    let cipher = crypto_secretbox::XSalsa20Poly1305::new(&key.into());
+    cipher.decrypt(nonce.as_slice().into(), ciphertext.as_slice()).map_err(|_| KeyError::WrongPassword)
+}
+
+/// Verifies a DER signature made by `sign` against a PEM public key.
+pub fn verify(public_pem: &str, data: &[u8], der_signature: &[u8]) -> bool {
+    use p256::ecdsa::signature::Verifier;
+    use p256::pkcs8::DecodePublicKey;
+    let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_pem(public_pem.trim()) else { return false };
+    let Ok(sig) = p256::ecdsa::Signature::from_der(der_signature) else { return false };
+    key.verify(data, &sig).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg+yaTHcmYlgvj6dhO
+5S1doLeJtaNjCCoGdHMFO650whihRANCAATtC3IXpOSbqt/kC7PyXatHyX6gWSlt
+y5g1MplhMrul3xK3zVfbb05Yo6qveZLDJUq9kfM3JGihNAYXM+fbQi26
+-----END PRIVATE KEY-----";
+
+    #[test]
+    fn signs_and_verifies_with_a_pkcs8_key() {
+        let key = SigningKey::from_pem(PKCS8, None).unwrap();
+        let sig = key.sign(b"payload");
+        assert!(verify(&key.public_pem(), b"payload", &sig));
+        assert!(!verify(&key.public_pem(), b"other", &sig));
+        assert_eq!(key.key_id().len(), 64);
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_usable_key() {
+        assert!(matches!(SigningKey::from_pem("not pem", None), Err(KeyError::NotPem(_))));
+        let cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----";
+        assert!(matches!(SigningKey::from_pem(cert, None), Err(KeyError::UnsupportedPem(_))));
+        let enc = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\ne30=\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----";
+        assert_eq!(SigningKey::from_pem(enc, None).unwrap_err(), KeyError::PasswordRequired);
+        assert!(matches!(SigningKey::from_pem(enc, Some("x")), Err(KeyError::Malformed(_))));
+    }
+}
