@@ -23,7 +23,7 @@ git log --format='   %h %G? %s' | sed 's/ G / signed /'
 echo "release@example.com $(cat "$work/signing-key.pub")" > "$work/allowed_signers"
 
 export WEFT_QUICKSTART_DIR=$work WEFT_QUICKSTART_REVISION=$revision
-tests/env/cluster.sh run -- bash -c '
+WEFT_TESTENV_COMPONENTS=kube tests/env/testenv.sh run -- bash -c '
   set -euo pipefail
   dir=$WEFT_QUICKSTART_DIR
   kubectl create namespace argocd >/dev/null

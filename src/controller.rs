@@ -23,7 +23,7 @@ use serde_json::json;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Engine, Job, PipelineOutcome, Quiet};
 use crate::resources::argocd::{self, Application};
 use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary};
 use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef};
@@ -53,6 +53,31 @@ pub struct Options {
     /// How many verifications run at once (each uses every core for signature checks).
     #[arg(long, env = "WEFT_CONCURRENCY", default_value_t = 4)]
     pub concurrency: usize,
+    /// How Argo CD tracks the objects it applies (argocd-cm `application.resourceTrackingMethod`); the
+    /// signed manifests carry the same metadata.
+    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = TrackingArg::Annotation)]
+    pub tracking_method: TrackingArg,
+    /// Largest rendered document accepted, in bytes.
+    #[arg(long, env = "WEFT_MAX_DOCUMENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_document_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TrackingArg {
+    Annotation,
+    Label,
+    #[value(name = "annotation+label")]
+    AnnotationAndLabel,
+}
+
+impl From<TrackingArg> for crate::manifest::TrackingMethod {
+    fn from(t: TrackingArg) -> Self {
+        match t {
+            TrackingArg::Annotation => crate::manifest::TrackingMethod::Annotation,
+            TrackingArg::Label => crate::manifest::TrackingMethod::Label,
+            TrackingArg::AnnotationAndLabel => crate::manifest::TrackingMethod::AnnotationAndLabel,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -68,7 +93,7 @@ pub enum ControllerError {
 /// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
 struct Context {
     client: Client,
-    pipeline: Arc<Pipeline>,
+    engine: Arc<Engine>,
     profiles: Store<IntegrityProfile>,
     provenances: Store<ApplicationProvenance>,
     resync: Duration,
@@ -90,16 +115,18 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     }
     info!(namespaces = ?opts.namespaces, "weft controller started");
     let resync = Duration::from_secs(opts.resync_seconds.max(1));
-    let pipeline = Arc::new(Pipeline {
-        client: client.clone(),
+    let engine = Arc::new(Engine {
         verifier: Arc::new(SourceVerifier::new(
             opts.cache_dir.clone().unwrap_or_else(crate::commands::verify_source::default_cache_dir),
             opts.max_cached_repos,
         )),
+        tools: crate::render::Tools::default(),
+        limits: crate::manifest::Limits { max_document_bytes: opts.max_document_bytes, ..Default::default() },
+        tracking: opts.tracking_method.into(),
         argocd_namespace: opts.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
     });
-    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, pipeline.clone(), shutdown.clone()));
+    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, engine.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
     info!("weft controller stopped");
     Ok(())
@@ -220,7 +247,7 @@ async fn run_scope(
     client: Client,
     ns: Option<String>,
     resync: Duration,
-    pipeline: Arc<Pipeline>,
+    engine: Arc<Engine>,
     shutdown: ShutdownSignal,
 ) {
     let (profiles, [profile_events]) = mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile");
@@ -238,7 +265,7 @@ async fn run_scope(
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        pipeline,
+        engine,
         profiles: profiles.store.clone(),
         provenances: provenances.store.clone(),
         resync,
@@ -374,21 +401,30 @@ async fn reconcile_application(
     // Read the record itself, not the cache: history and transition times must never be lost.
     let existing = provenances.get_opt(&name).await?;
     let previous = existing.as_ref().and_then(|e| e.status.as_ref());
-    let outcome = match (&governance, &subject) {
-        (Governance::Profile { profile, .. }, Subject::Target(target)) => {
+    let outcome = match (&governance, &subject, guard.0.as_ref().ok()) {
+        (Governance::Profile { profile, .. }, Subject::Target(target), Some(app)) => {
             match profiles.iter().find(|p| p.metadata.name.as_deref() == Some(profile.name.as_str())) {
                 Some(p) => {
                     let verified = previous.map(|s| s.verified_sources.as_slice()).unwrap_or_default();
-                    Some(ctx.pipeline.run(p, &ns, target, verified).await)
+                    Some(match crate::cluster::bag(&ctx.client, &ns, &p.spec, &ctx.engine.argocd_namespace).await {
+                        Ok(bag) => {
+                            let job = Job { profile: p, app, target, verified, bag: &bag, destination: None };
+                            ctx.engine.run(job, &Quiet).await
+                        }
+                        Err(e) => {
+                            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+                            PipelineOutcome::stopped(StepReport::new(state, e.reason(), e.to_string()))
+                        }
+                    })
                 }
                 None => None,
             }
         }
         _ => None,
     };
-    let (steps, remote_bases) = match outcome {
-        Some(o) => (o.steps, o.remote_bases),
-        None => (Step::ALL.map(StepReport::not_implemented), Vec::new()),
+    let (steps, remote_bases, manifest_image) = match outcome {
+        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference)),
+        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None),
     };
     let pending = steps.iter().any(|s| s.state == StepState::Pending);
     let observation = Observation {
@@ -398,7 +434,7 @@ async fn reconcile_application(
         subject,
         steps,
         remote_bases,
-        manifest_image: None,
+        manifest_image,
         rekor: None,
     };
     let new_status = status::compute(&observation, previous, Timestamp::now());

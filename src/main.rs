@@ -33,6 +33,8 @@ enum Command {
     Crds,
     /// Verify a git revision against a profile's source policies (exit 0 verified, 1 failed, 2 bad input).
     VerifySource(weft::commands::verify_source::Args),
+    /// The whole pipeline for one Application without a cluster: verify, render, sign, publish.
+    Run(weft::commands::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             }
         },
         Command::VerifySource(args) => ExitCode::from(weft::commands::verify_source::run(args)),
+        Command::Run(args) => ExitCode::from(weft::commands::run::run(args)),
         Command::Controller(opts) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

@@ -108,8 +108,9 @@ impl Image {
             "architecture": "", "created": "0001-01-01T00:00:00Z", "history": [{"created": "0001-01-01T00:00:00Z"}],
             "os": "", "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}
         });
+        // As cosign writes referrers: the config's media type is the artifact type.
         let config = Blob {
-            media_type: OCI_CONFIG.into(),
+            media_type: artifact_type.unwrap_or(OCI_CONFIG).to_string(),
             bytes: serde_json::to_vec(&config_json).unwrap_or_default(),
             annotations: BTreeMap::new(),
         };
@@ -266,11 +267,39 @@ impl Registry {
         Ok(if present { Pushed::AlreadyThere } else { Pushed::New })
     }
 
+    /// The layers of a manifest, with their bytes (used for signature manifests, whose layers are small).
+    pub async fn layers(&self, manifest: &[u8]) -> Result<Vec<Blob>, OciError> {
+        let v: Value = serde_json::from_slice(manifest).map_err(|e| OciError::Registry {
+            registry: self.repository.clone(),
+            reason: format!("a signature manifest cannot be read: {e}"),
+        })?;
+        let r = self.reference("probe")?;
+        let mut out = Vec::new();
+        for l in v["layers"].as_array().into_iter().flatten() {
+            let digest = l["digest"].as_str().unwrap_or_default();
+            let mut bytes = Vec::new();
+            self.client.pull_blob(&r, digest, &mut bytes).await.map_err(|e| self.err(e))?;
+            if oci_digest_matches(&bytes, digest) {
+                let annotations = l["annotations"]
+                    .as_object()
+                    .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                    .unwrap_or_default();
+                out.push(Blob { media_type: l["mediaType"].as_str().unwrap_or_default().to_string(), bytes, annotations });
+            }
+        }
+        Ok(out)
+    }
+
     /// Does the registry serve the OCI 1.1 referrers API?
     pub async fn serves_referrers(&self, image_digest: &str) -> bool {
         let Ok(r) = self.reference(image_digest) else { return false };
         self.client.pull_referrers(&r, None).await.is_ok()
     }
+}
+
+/// A blob is kept only when its bytes match the digest the registry claims for it.
+fn oci_digest_matches(bytes: &[u8], expected: &str) -> bool {
+    digest(bytes) == expected
 }
 
 /// Basic credentials for `host` from a dockerconfigjson document.

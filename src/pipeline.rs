@@ -1,28 +1,57 @@
-//! The steps for one Application revision, as the controller runs them: dereference what the profile
-//! refers to, verify every git source and the kustomize remote bases it pulls in (on the blocking pool, a
-//! bounded number at a time), and report each step for the status. Steps not built yet report
-//! `NotImplemented`.
+//! The steps for one Application revision, shared by the controller and `weft run`: verify every git
+//! source and the kustomize remote bases it pulls in, render from the verified trees, sign and publish
+//! the manifests; each step is reported for the status. Blocking work (git, signatures, renderers) runs on
+//! the blocking pool, a bounded number at a time. Steps not built yet report `NotImplemented`; steps after
+//! one that did not pass report `Blocked`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use kube::Client;
 use tokio::sync::Semaphore;
 
-use crate::deref::Bag;
+use crate::deref::{Bag, Kind};
+use crate::manifest::{self, Limits, TrackingMethod};
+use crate::oci::Registry;
+use crate::publish::{self, Destination, Log, Published};
+use crate::rekor::{LogKey, Rekor};
+use crate::render::{self, AppContext, Checkout, PinnedRemote, Tools};
+use crate::resources::argocd::{Application, ApplicationSource};
 use crate::resources::profile::{GitPolicy, IntegrityProfile};
 use crate::resources::provenance::SourceRevision;
+use crate::signing::SigningKey;
 use crate::source::CommitId;
 use crate::source::verify::{Outcome, PinnedBase, SourceRequest, SourceVerdict, SourceVerifier};
 use crate::status::{Step, StepReport, StepState};
 use crate::target::SyncTarget;
 
-/// What the pipeline needs, shared by every reconcile.
-pub struct Pipeline {
-    pub client: Client,
+/// What the steps need, shared by every run.
+pub struct Engine {
     pub verifier: Arc<SourceVerifier>,
+    pub tools: Tools,
+    pub limits: Limits,
+    pub tracking: TrackingMethod,
+    /// Argo CD's namespace: Applications elsewhere are tracked as `<namespace>_<name>`.
     pub argocd_namespace: String,
-    /// Bounds concurrent verifications (each may use every core).
+    /// Bounds concurrent verifications and renders (each may use every core).
     pub permits: Semaphore,
+}
+
+/// One run: an Application at exact revisions under a profile.
+pub struct Job<'a> {
+    pub profile: &'a IntegrityProfile,
+    pub app: &'a Application,
+    pub target: &'a SyncTarget,
+    /// The last verified revision per repository (downgrade protection).
+    pub verified: &'a [SourceRevision],
+    pub bag: &'a Bag,
+    /// Replaces the profile's `manifestSigning.image` (the CLI's `--registry` / `--out`).
+    pub destination: Option<DestinationChoice>,
+}
+
+#[derive(Clone, Debug)]
+pub enum DestinationChoice {
+    Registry(String),
+    Layout(PathBuf),
 }
 
 /// What the steps reported, and what they found along the way.
@@ -30,54 +59,77 @@ pub struct PipelineOutcome {
     pub steps: [StepReport; 4],
     /// Kustomize remote bases, pinned to commits.
     pub remote_bases: Vec<SourceRevision>,
+    pub published: Option<Published>,
 }
 
-impl Pipeline {
-    /// Runs the steps for `target` under `profile`; `verified` holds the last verified revision per
-    /// repository.
-    pub async fn run(
-        &self,
-        profile: &IntegrityProfile,
-        ns: &str,
-        target: &SyncTarget,
-        verified: &[SourceRevision],
-    ) -> PipelineOutcome {
-        let (source, remote_bases) = match self.source_step(profile, ns, target, verified).await {
-            Ok((report, bases)) => (report, bases),
-            Err(report) => (report, Vec::new()),
+impl PipelineOutcome {
+    /// The first step stopped before anything ran (for example, its Secrets could not be read).
+    pub fn stopped(first: StepReport) -> PipelineOutcome {
+        let blocked = StepReport::blocked(Step::SourceVerified);
+        PipelineOutcome { steps: [first, blocked.clone(), blocked.clone(), blocked], remote_bases: Vec::new(), published: None }
+    }
+}
+
+/// Progress, for people watching a run.
+pub trait Progress: Sync {
+    fn step(&self, step: Step, report: &StepReport);
+    fn note(&self, _message: &str) {}
+}
+
+pub struct Quiet;
+impl Progress for Quiet {
+    fn step(&self, _: Step, _: &StepReport) {}
+}
+
+impl Engine {
+    pub async fn run(&self, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
+        let mut steps = Step::ALL.map(StepReport::not_implemented);
+        let (source, verdicts, bases) = match self.source_step(&job, progress).await {
+            Ok((report, verdicts, bases)) => (report, verdicts, bases),
+            Err(report) => (report, Vec::new(), Vec::new()),
         };
-        PipelineOutcome {
-            steps: [
-                source,
-                StepReport::not_implemented(Step::ImagesVerified),
-                StepReport::not_implemented(Step::ManifestsSigned),
-                StepReport::not_implemented(Step::ProvenanceRecorded),
-            ],
-            remote_bases,
+        progress.step(Step::SourceVerified, &source);
+        let passed = source.state == StepState::Passed;
+        steps[0] = source;
+        let remote_bases = bases
+            .iter()
+            .map(|b| SourceRevision {
+                repo_url: b.base.repo_url.clone(),
+                revision: b.commit.to_string(),
+                path: b.base.path.clone(),
+                chart: None,
+                target_revision: b.base.reference.clone(),
+            })
+            .collect();
+        if !passed {
+            steps[1] = StepReport::blocked(Step::SourceVerified);
+            steps[2] = StepReport::blocked(Step::SourceVerified);
+            steps[3] = StepReport::blocked(Step::SourceVerified);
+            return PipelineOutcome { steps, remote_bases, published: None };
         }
+        progress.step(Step::ImagesVerified, &steps[1]);
+        let (signed, published) = match self.sign_step(&job, &verdicts, &bases, progress).await {
+            Ok(p) => {
+                let how = if p.signed { "signed" } else { "already signed" };
+                let log = p.tlog.as_ref().map(|t| format!("; signature in the transparency log at index {}", t.log_index)).unwrap_or_default();
+                let msg = format!("{} resource(s) {how} and published as {}{log}", p.resources, p.reference);
+                (StepReport::new(StepState::Passed, "Signed", msg), Some(p))
+            }
+            Err(report) => (report, None),
+        };
+        progress.step(Step::ManifestsSigned, &signed);
+        steps[2] = signed;
+        if steps[2].state != StepState::Passed {
+            steps[3] = StepReport::blocked(Step::ManifestsSigned);
+        }
+        PipelineOutcome { steps, remote_bases, published }
     }
 
-    async fn source_step(
-        &self,
-        profile: &IntegrityProfile,
-        ns: &str,
-        target: &SyncTarget,
-        verified: &[SourceRevision],
-    ) -> Result<(StepReport, Vec<SourceRevision>), StepReport> {
-        let bag = crate::cluster::bag(&self.client, ns, &profile.spec, &self.argocd_namespace).await.map_err(|e| {
-            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-            StepReport::new(state, e.reason(), e.to_string())
-        })?;
-        let policies = profile
-            .spec
-            .source_integrity
-            .as_ref()
-            .and_then(|s| s.git.as_ref())
-            .map(|g| g.policies.clone())
-            .unwrap_or_default();
+    async fn source_step(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<(StepReport, Vec<SourceVerdict>, Vec<PinnedBase>), StepReport> {
+        let policies = job.profile.spec.source_integrity.as_ref().and_then(|s| s.git.as_ref()).map(|g| g.policies.clone()).unwrap_or_default();
         let mut verdicts = Vec::new();
         let mut bases = Vec::new();
-        for source in &target.sources {
+        for source in &job.target.sources {
             if source.chart.is_some() {
                 return Err(StepReport::new(
                     StepState::NotImplemented,
@@ -91,15 +143,11 @@ impl Pipeline {
                 ));
             }
             let Some(revision) = CommitId::parse(&source.revision) else {
-                return Err(StepReport::new(
-                    StepState::Failed,
-                    "RevisionNotACommit",
-                    format!("{} is not a commit SHA", source.revision),
-                ));
+                return Err(StepReport::new(StepState::Failed, "RevisionNotACommit", format!("{} is not a commit SHA", source.revision)));
             };
-            let previous =
-                verified.iter().find(|v| v.repo_url == source.repo_url).and_then(|v| CommitId::parse(&v.revision));
-            let (verdict, pinned) = self.verify_source(&policies, &bag, source.clone(), revision, previous).await?;
+            let previous = job.verified.iter().find(|v| v.repo_url == source.repo_url).and_then(|v| CommitId::parse(&v.revision));
+            progress.note(&format!("verifying {} @ {}", source.repo_url, revision.short()));
+            let (verdict, pinned) = self.verify_source(&policies, job.bag, source.clone(), revision, previous).await?;
             if verdict.outcome != Outcome::Verified {
                 return Err(report(&verdict));
             }
@@ -117,17 +165,7 @@ impl Pipeline {
                 .collect();
             message.push_str(&format!(" | remote bases: {}", listed.join(", ")));
         }
-        let revisions = bases
-            .into_iter()
-            .map(|b| SourceRevision {
-                repo_url: b.base.repo_url,
-                revision: b.commit.to_string(),
-                path: b.base.path,
-                chart: None,
-                target_revision: b.base.reference,
-            })
-            .collect();
-        Ok((StepReport::new(StepState::Passed, "Verified", message), revisions))
+        Ok((StepReport::new(StepState::Passed, "Verified", message), verdicts, bases))
     }
 
     /// One source and its remote bases, on the blocking pool.
@@ -162,15 +200,136 @@ impl Pipeline {
             Ok((verdict, bases))
         })
         .await;
-        match joined {
-            Ok(result) => result,
-            Err(e) => Err(StepReport::new(
-                StepState::Pending,
-                "VerificationInterrupted",
-                format!("source verification did not finish: {e}"),
-            )),
-        }
+        joined.unwrap_or_else(|e| Err(interrupted(e)))
     }
+
+    /// Render from the verified trees, select, sign, publish.
+    async fn sign_step(&self, job: &Job<'_>, verdicts: &[SourceVerdict], bases: &[PinnedBase], progress: &dyn Progress) -> Result<Published, StepReport> {
+        let failed = |reason: &str, message: String| StepReport::new(StepState::Failed, reason, message);
+        let Some(signing) = &job.profile.spec.manifest_signing else {
+            return Err(failed("SigningNotConfigured", "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key".into()));
+        };
+        // The key first: a missing or wrong key fails before any work.
+        let key_ref = &signing.key.secret_ref;
+        let key_name = key_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
+        let key_pem = job.bag.text(Kind::Secret, &key_ref.name, &key_name).map_err(|e| failed(e.reason(), e.to_string()))?;
+        let password = match &signing.key.password_key {
+            Some(k) => Some(job.bag.text(Kind::Secret, &key_ref.name, k).map_err(|e| failed(e.reason(), e.to_string()))?),
+            None => None,
+        };
+        let key = SigningKey::from_pem(&key_pem, password.as_deref().map(str::trim_end))
+            .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?;
+
+        progress.note("rendering from the verified trees");
+        let manifests = self.render(job, verdicts, bases).await?;
+        let rules = signing.r#match.clone().unwrap_or_default();
+        let mut selected = manifest::select(manifests, &rules).map_err(|e| failed(e.reason(), e.to_string()))?;
+        let app_name = job.app.metadata.name.clone().unwrap_or_default();
+        let app_ns = job.app.metadata.namespace.clone().unwrap_or_else(|| self.argocd_namespace.clone());
+        let tracked = if app_ns == self.argocd_namespace { app_name.clone() } else { format!("{app_ns}_{app_name}") };
+        let dest_ns = job.app.spec.destination.as_ref().and_then(|d| d.namespace.clone());
+        manifest::add_tracking(&mut selected, &tracked, dest_ns.as_deref(), self.tracking);
+        manifest::sort(&mut selected);
+        progress.note(&format!("signing {} resource(s)", selected.len()));
+
+        let destination = match job.destination.clone() {
+            Some(DestinationChoice::Layout(dir)) => Destination::Layout { dir, name: app_name.clone() },
+            Some(DestinationChoice::Registry(repo)) => self.registry(job, &repo, &app_name)?,
+            None => match signing.image.as_ref() {
+                Some(image) => self.registry(job, &image.repository, &app_name)?,
+                None => return Err(failed("NoDestination", "manifestSigning.image.repository is not set, so the signed manifests have nowhere to go".into())),
+            },
+        };
+        let rekor = job.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
+        let log = match rekor {
+            Some(r) => {
+                let pem = job.bag.texts(&r.public_key).map_err(|e| failed(e.reason(), e.to_string()))?.join("\n");
+                Some((Rekor::new(&r.url), LogKey::from_pem(&pem).map_err(|e| failed(e.reason(), e.to_string()))?))
+            }
+            None => None,
+        };
+        let where_to = match &destination {
+            Destination::Registry { registry, tag } => format!("{}:{tag}", registry.repository()),
+            Destination::Layout { dir, .. } => dir.display().to_string(),
+        };
+        progress.note(&format!("publishing to {where_to}"));
+        publish::publish(&destination, &selected, &key, log.as_ref().map(|(r, k)| Log { rekor: r, key: k })).await.map_err(|e| {
+            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+            StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
+        })
+    }
+
+    fn registry(&self, job: &Job<'_>, repository: &str, app: &str) -> Result<Destination, StepReport> {
+        let creds = match job.profile.spec.manifest_signing.as_ref().and_then(|s| s.image.as_ref()).and_then(|i| i.credentials.as_ref()) {
+            Some(c) => Some(
+                job.bag
+                    .text(Kind::Secret, &c.secret_ref.name, ".dockerconfigjson")
+                    .map_err(|e| StepReport::new(StepState::Failed, e.reason(), e.to_string()))?,
+            ),
+            None => None,
+        };
+        let registry = Registry::new(repository, creds.as_deref()).map_err(|e| StepReport::new(StepState::Failed, e.reason(), e.to_string()))?;
+        let revision: String = job.target.sources.first().map(|s| s.revision.chars().take(12).collect()).unwrap_or_default();
+        Ok(Destination::Registry { registry, tag: tag_for(app, &revision) })
+    }
+
+    /// Exports each verified source and renders it, on the blocking pool.
+    async fn render(&self, job: &Job<'_>, verdicts: &[SourceVerdict], bases: &[PinnedBase]) -> Result<Vec<manifest::Manifest>, StepReport> {
+        let _permit = self.permits.acquire().await;
+        let declared: Vec<ApplicationSource> = crate::target::declared_sources(job.app).map(|s| s.to_vec()).unwrap_or_default();
+        let sources: Vec<(ApplicationSource, SourceRevision)> = declared.into_iter().zip(job.target.sources.iter().cloned()).collect();
+        let verdicts = verdicts.to_vec();
+        let remotes: Vec<(String, CommitId)> = bases.iter().map(|b| (b.base.repo_url.clone(), b.commit.clone())).collect();
+        let (verifier, tools, limits) = (self.verifier.clone(), self.tools.clone(), self.limits);
+        let bag = job.bag.clone();
+        let app = job.app.clone();
+        let joined = tokio::task::spawn_blocking(move || -> Result<Vec<manifest::Manifest>, StepReport> {
+            let failed = |e: render::RenderError| StepReport::new(StepState::Failed, e.reason(), e.to_string());
+            let work = tempfile::tempdir().map_err(|e| StepReport::new(StepState::Pending, "WorkDirUnavailable", e.to_string()))?;
+            let mut checkouts = Vec::new();
+            for (i, (declared, rev)) in sources.iter().enumerate() {
+                let verdict = verdicts.iter().find(|v| v.repo_url == rev.repo_url && v.commit.as_str() == rev.revision);
+                let Some(verdict) = verdict else { continue };
+                let access = crate::source::verify::access(&bag, &rev.repo_url);
+                let repo = verifier.repos.open(&rev.repo_url, &[&verdict.commit], Some(&access), false).map_err(|e| {
+                    StepReport::new(if e.retryable() { StepState::Pending } else { StepState::Failed }, e.reason(), e.to_string())
+                })?;
+                let dir = work.path().join(format!("source-{i}"));
+                render::export(&repo, &verdict.commit, &dir).map_err(failed)?;
+                checkouts.push(Checkout { source: declared.clone(), dir });
+            }
+            let mut pinned = Vec::new();
+            for (url, commit) in remotes {
+                let access = crate::source::verify::access(&bag, &url);
+                let repo = verifier.repos.open(&url, &[&commit], Some(&access), false).map_err(|e| {
+                    StepReport::new(if e.retryable() { StepState::Pending } else { StepState::Failed }, e.reason(), e.to_string())
+                })?;
+                pinned.push(PinnedRemote { repo_url: url, mirror: repo.inner().path().to_path_buf(), commit });
+            }
+            let ctx = AppContext {
+                name: app.metadata.name.as_deref().unwrap_or_default(),
+                destination_namespace: app.spec.destination.as_ref().and_then(|d| d.namespace.as_deref()),
+                kube_version: None,
+            };
+            render::render(&ctx, &checkouts, &pinned, &tools, limits).map_err(failed)
+        })
+        .await;
+        joined.unwrap_or_else(|e| Err(interrupted(e)))
+    }
+}
+
+/// A tag for the manifest image: `<app>-<revision>`, within OCI's tag grammar.
+pub fn tag_for(app: &str, revision: &str) -> String {
+    let clean: String = format!("{app}-{revision}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' { c } else { '-' })
+        .collect();
+    let clean = clean.trim_start_matches(['.', '-']).to_string();
+    clean.chars().take(128).collect()
+}
+
+fn interrupted(e: tokio::task::JoinError) -> StepReport {
+    StepReport::new(StepState::Pending, "Interrupted", format!("the step did not finish: {e}"))
 }
 
 fn line(v: &SourceVerdict) -> String {
@@ -180,9 +339,16 @@ fn line(v: &SourceVerdict) -> String {
 /// The step report for a source that did not verify.
 fn report(v: &SourceVerdict) -> StepReport {
     match v.outcome {
-        Outcome::Retry => {
-            StepReport::new(StepState::Pending, &v.reason, format!("{} (retrying with backoff)", line(v)))
-        }
+        Outcome::Retry => StepReport::new(StepState::Pending, &v.reason, format!("{} (retrying with backoff)", line(v))),
         _ => StepReport::new(StepState::Failed, &v.reason, line(v)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tags_follow_the_oci_grammar() {
+        assert_eq!(super::tag_for("shop-cart", "9f2c1e4b7a3d"), "shop-cart-9f2c1e4b7a3d");
+        assert_eq!(super::tag_for(".x/y", "1"), "x-y-1");
     }
 }

@@ -55,6 +55,8 @@ pub enum StepState {
     Pending,
     /// Not available in this version of Weft.
     NotImplemented,
+    /// Not run, because an earlier step did not pass.
+    Blocked,
 }
 
 /// What one step reported: a state, a CamelCase reason and a message a person can act on.
@@ -68,6 +70,10 @@ pub struct StepReport {
 impl StepReport {
     pub fn new(state: StepState, reason: impl Into<String>, message: impl Into<String>) -> Self {
         StepReport { state, reason: reason.into(), message: message.into() }
+    }
+
+    pub fn blocked(by: Step) -> Self {
+        StepReport::new(StepState::Blocked, "Blocked", format!("not run: {} did not pass", by.condition_type()))
     }
 
     pub fn not_implemented(step: Step) -> Self {
@@ -229,7 +235,7 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             let status = match r.state {
                 StepState::Passed => "True",
                 StepState::Pending => "Unknown",
-                StepState::Failed | StepState::NotImplemented => "False",
+                StepState::Failed | StepState::NotImplemented | StepState::Blocked => "False",
             };
             condition(step.condition_type(), status, &r.reason, &r.message, obs.generation, now)
         })
@@ -247,7 +253,7 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
     let missing: Vec<_> = Step::ALL
         .iter()
         .zip(&obs.steps)
-        .filter(|(_, r)| r.state == StepState::NotImplemented)
+        .filter(|(_, r)| matches!(r.state, StepState::NotImplemented | StepState::Blocked))
         .map(|(s, _)| s.condition_type())
         .collect();
     if !missing.is_empty() {

@@ -364,7 +364,7 @@ async fn the_controller_shuts_down_gracefully_on_sigterm() {
 fn restricted_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
     let admin = std::fs::read_to_string(kubeconfig_path()).expect("read kubeconfig");
     let token =
-        std::env::var("WEFT_TEST_RESTRICTED_TOKEN").expect("WEFT_TEST_RESTRICTED_TOKEN (set by tests/env/cluster.sh)");
+        std::env::var("WEFT_TEST_RESTRICTED_TOKEN").expect("WEFT_TEST_RESTRICTED_TOKEN (set by tests/env/testenv.sh)");
     let restricted: String = admin
         .lines()
         .map(|l| {

@@ -1,4 +1,4 @@
-//! Shared fixtures for the integration tests: the real test cluster started by `tests/env/cluster.sh`,
+//! Shared fixtures for the integration tests: the real test cluster started by `tests/env/testenv.sh`,
 //! a namespace per test, the `weft` binary run as a separate process, and polling for eventual state.
 #![allow(dead_code)]
 
@@ -24,7 +24,7 @@ pub fn kubeconfig_path() -> PathBuf {
         Some(p) => PathBuf::from(p),
         None => panic!(
             "WEFT_TEST_KUBECONFIG is not set: these tests run against a real kube-apiserver. \
-             Run them with `tests/run`, or `tests/env/cluster.sh run -- cargo test`."
+             Run them with `tests/run`, or `tests/env/testenv.sh run -- cargo test`."
         ),
     }
 }

@@ -78,6 +78,25 @@ build_peer() {
   log "$name $version: built in $(( $(date +%s) - start ))s"
 }
 
+# Trillian's MySQL schema, from its module.
+trillian_schema() {
+  local d
+  d=$(cd /tmp && go mod download -json "github.com/google/trillian@$(peer_field trillian 2)" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  [ -f "$d/storage/mysql/schema/storage.sql" ] || { log "no storage.sql in the Trillian module"; return 1; }
+  echo "$d/storage/mysql/schema/storage.sql"
+}
+
+# MariaDB comes from Debian's packages (Trillian's storage); installed when missing.
+ensure_mariadb() {
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian's mariadb-server (Trillian's storage)"
+    (apt-get install -y -q mariadb-server || { apt-get update -q && apt-get install -y -q mariadb-server; }) >&2
+  else
+    log "MariaDB is missing: install Debian's mariadb-server"; return 1
+  fi
+}
+
 argocd_crds() {
   local d
   d=$(cd /tmp && go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
@@ -90,9 +109,13 @@ case "$cmd" in
   build)
     names=("$@"); [ ${#names[@]} -gt 0 ] || mapfile -t names < <(cut -d'|' -f1 <<<"$PEERS")
     for n in "${names[@]}"; do build_peer "$n"; done
-    argocd_crds >/dev/null ;;
+    argocd_crds >/dev/null
+    trillian_schema >/dev/null
+    ensure_mariadb ;;
+  ensure-mariadb) ensure_mariadb ;;
+  trillian-schema) trillian_schema ;;
   path) build_peer "$1"; echo "$(peer_dir "$1")/bin" ;;
   argocd-crds) argocd_crds ;;
   list) awk -F'|' '{ print $1, $2 }' <<<"$PEERS" ;;
-  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | list" >&2; exit 2 ;;
+  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | list" >&2; exit 2 ;;
 esac

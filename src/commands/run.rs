@@ -1,0 +1,234 @@
+//! `weft run`: the whole pipeline for one Application, without a cluster — verify the sources, render
+//! from the verified trees, sign, and publish to a registry or an OCI image layout directory.
+
+use std::path::PathBuf;
+
+use serde_json::json;
+
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile, read};
+use crate::pipeline::{DestinationChoice, Engine, Job, Progress};
+use crate::resources::argocd::Application;
+use crate::resources::provenance::{RevisionOrigin, SourceRevision};
+use crate::source::CommitId;
+use crate::source::verify::SourceVerifier;
+use crate::status::{Step, StepReport, StepState};
+use crate::target::{self, SyncTarget};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// An Argo CD Application (YAML), with the revision Argo CD resolved in its status, or `--revision`.
+    #[arg(long)]
+    pub application: PathBuf,
+    /// An IntegrityProfile, as you would apply it.
+    #[arg(long)]
+    pub profile: PathBuf,
+    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
+    #[arg(long)]
+    pub resources: Option<PathBuf>,
+    /// Publish to this OCI repository (instead of the profile's manifestSigning.image.repository).
+    #[arg(long, conflicts_with = "out")]
+    pub registry: Option<String>,
+    /// Write an OCI image layout directory instead of pushing (the default when the profile names no
+    /// repository).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The revision to use when the Application has none in its status (single-source): a commit, tag or
+    /// branch, resolved as Argo CD would.
+    #[arg(long)]
+    pub revision: Option<String>,
+    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+    #[arg(long, env = "WEFT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
+    pub tracking_method: crate::controller::TrackingArg,
+    #[arg(long, value_enum, default_value_t = super::verify_source::Output::Text)]
+    pub output: super::verify_source::Output,
+}
+
+/// Step-by-step output on stderr, for a person.
+struct Printer;
+
+impl Progress for Printer {
+    fn step(&self, step: Step, r: &StepReport) {
+        let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
+        let mark = match r.state {
+            StepState::Passed => "ok  ",
+            StepState::Failed => "FAIL",
+            StepState::Pending => "WAIT",
+            StepState::NotImplemented => "n/a ",
+            StepState::Blocked => "skip",
+        };
+        eprintln!("[{n}/4] {mark} {:<18} {}: {}", step.condition_type(), r.reason, r.message);
+    }
+
+    fn note(&self, message: &str) {
+        eprintln!("      … {message}");
+    }
+}
+
+pub fn run(args: Args) -> u8 {
+    match execute(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+fn load_application(path: &std::path::Path) -> Result<Application, InputError> {
+    let text = read(path)?;
+    let shown = path.display().to_string();
+    let raw: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| InputError::Other(format!("{shown}: {e}")))?;
+    if raw.get("kind").and_then(|k| k.as_str()) != Some("Application") {
+        return Err(InputError::Other(format!("{shown} is not an Argo CD Application (kind: Application)")));
+    }
+    serde_json::from_value(raw).map_err(|e| InputError::Other(format!("{shown}: {e}")))
+}
+
+fn execute(args: &Args) -> Result<u8, InputError> {
+    let app = load_application(&args.application)?;
+    let (profile, warnings) = load_profile(&args.profile)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
+    let verifier = SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
+
+    let target = match (target::sync_target(&app), &args.revision) {
+        (Ok(Some(t)), None) => t,
+        (Ok(_), Some(rev)) => {
+            let sources = target::declared_sources(&app).map_err(|e| InputError::Other(e.to_string()))?;
+            let [source] = sources else { return Err(InputError::Other("--revision works for single-source Applications".into())) };
+            let commit = match CommitId::parse(rev) {
+                Some(c) => c,
+                None => {
+                    let access = crate::source::verify::access(&bag, &source.repo_url);
+                    let repo = verifier.repos.open(&source.repo_url, &[], Some(&access), true).map_err(|e| InputError::Other(e.to_string()))?;
+                    repo.resolve(rev).map_err(|e| InputError::Other(e.to_string()))?
+                }
+            };
+            SyncTarget {
+                sources: vec![SourceRevision {
+                    repo_url: source.repo_url.clone(),
+                    revision: commit.to_string(),
+                    path: source.path.clone(),
+                    chart: source.chart.clone(),
+                    target_revision: Some(rev.clone()),
+                }],
+                origin: RevisionOrigin::SyncStatus,
+            }
+        }
+        (Ok(None), None) => {
+            return Err(InputError::Other("the Application has no resolved revision in its status; pass --revision".into()));
+        }
+        (Err(e), _) => return Err(InputError::Other(format!("the Application cannot be used: {e}"))),
+    };
+
+    let destination = match (&args.registry, &args.out) {
+        (Some(r), _) => Some(DestinationChoice::Registry(r.clone())),
+        (None, Some(dir)) => Some(DestinationChoice::Layout(dir.clone())),
+        (None, None) if profile.spec.manifest_signing.as_ref().and_then(|s| s.image.as_ref()).is_some() => None,
+        (None, None) => Some(DestinationChoice::Layout(PathBuf::from("weft-out"))),
+    };
+    let engine = Engine {
+        verifier: std::sync::Arc::new(verifier),
+        tools: crate::render::Tools::default(),
+        limits: crate::manifest::Limits::default(),
+        tracking: args.tracking_method.into(),
+        argocd_namespace: args.argocd_namespace.clone(),
+        permits: tokio::sync::Semaphore::new(2),
+    };
+    let name = app.metadata.name.clone().unwrap_or_default();
+    eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());
+    let job = Job { profile: &profile, app: &app, target: &target, verified: &[], bag: &bag, destination: destination.clone() };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
+    let outcome = runtime.block_on(engine.run(job, &Printer));
+
+    let public_key = outcome.published.as_ref().and_then(|_| public_key(&profile, &bag));
+    if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {
+        let _ = std::fs::write(dir.join("cosign.pub"), pem);
+    }
+    let [source, _, signed, _] = &outcome.steps;
+    let code = if source.state == StepState::Passed && signed.state == StepState::Passed {
+        EXIT_VERIFIED
+    } else if [source, signed].iter().any(|s| is_configuration_problem(&s.reason)) {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILED
+    };
+    match args.output {
+        super::verify_source::Output::Json => {
+            let steps: Vec<_> = Step::ALL
+                .iter()
+                .zip(&outcome.steps)
+                .map(|(s, r)| json!({"type": s.condition_type(), "state": format!("{:?}", r.state), "reason": r.reason, "message": r.message}))
+                .collect();
+            let p = outcome.published.as_ref();
+            let out = json!({
+                "application": name,
+                "steps": steps,
+                "manifestImage": p.map(|p| p.reference.clone()),
+                "digest": p.map(|p| p.digest.clone()),
+                "resources": p.map(|p| p.resources),
+                "referrer": p.map(|p| p.referrer),
+                "transparencyLog": p.and_then(|p| p.tlog.as_ref()).map(|t| json!({"uuid": t.uuid, "logIndex": t.log_index})),
+                "remoteBases": outcome.remote_bases,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        super::verify_source::Output::Text => {
+            if let Some(p) = &outcome.published {
+                println!("manifest image: {}", p.reference);
+                let tlog = if p.tlog.is_some() { "" } else { " --insecure-ignore-tlog" };
+                match &destination {
+                    Some(DestinationChoice::Layout(dir)) => {
+                        println!("verify it with: cosign verify --local-image {} --key {}{tlog}", dir.display(), dir.join("cosign.pub").display());
+                    }
+                    _ => {
+                        println!("verify it with: cosign verify --key cosign.pub{tlog} {}", p.reference);
+                        println!("           and: kubectl sigstore verify-resource -i {} -k cosign.pub", p.reference);
+                    }
+                }
+            }
+            if code == EXIT_VERIFIED {
+                println!("note: image verification and provenance are not implemented in this version of Weft; the revision is not fully vouched for");
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Problems with the profile or what it refers to (exit 2), rather than with what was verified.
+fn is_configuration_problem(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ReferencedObjectMissing"
+            | "ReferencedKeyMissing"
+            | "ReferencedKeyInvalid"
+            | "SigningKeyInvalid"
+            | "SigningKeyPasswordMissing"
+            | "SigningKeyWrongPassword"
+            | "SigningNotConfigured"
+            | "NoDestination"
+            | "InvalidKeyring"
+            | "InvalidAllowedSigners"
+            | "AllowedKeysNotInKeyring"
+            | "InvalidSourcePolicy"
+            | "AmbiguousSourcePolicy"
+            | "InvalidImageRepository"
+            | "RegistryCredentialsInvalid"
+            | "RekorKeyInvalid"
+            | "InvalidMatchRule"
+    )
+}
+
+/// The public key of the profile's signing key (for the verification hint).
+fn public_key(profile: &crate::resources::profile::IntegrityProfile, bag: &crate::deref::Bag) -> Option<String> {
+    let s = profile.spec.manifest_signing.as_ref()?;
+    let name = s.key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
+    let pem = bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, &name).ok()?;
+    let password = s.key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, k).ok());
+    crate::signing::SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok().map(|k| k.public_pem())
+}

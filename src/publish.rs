@@ -1,0 +1,170 @@
+//! Sign and publish: the manifests become the manifest image, which is cosign-signed (the signature
+//! logged in Rekor when the profile names a log, its bundle kept with the signature) and pushed to the
+//! profile's repository — or written as an OCI image layout. The same digest is never pushed twice, and
+//! an existing signature by the same key is reused rather than made (and logged) again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::manifest::{self, Manifest};
+use crate::oci::{self, Blob, Image, OciError, Pushed, Registry};
+use crate::rekor::{self, LogKey, Rekor, RekorError};
+use crate::resources::provenance::RekorEntry;
+use crate::signing::SigningKey;
+
+#[derive(Debug, Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error(transparent)]
+    Rekor(#[from] RekorError),
+    #[error("nothing to sign: the render produced no resource the profile's match rules select")]
+    Empty,
+}
+
+impl PublishError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Oci(e) => e.reason(),
+            PublishError::Rekor(e) => e.reason(),
+            PublishError::Empty => "NothingToSign",
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self {
+            PublishError::Oci(e) => e.retryable(),
+            PublishError::Rekor(e) => e.retryable(),
+            PublishError::Empty => false,
+        }
+    }
+}
+
+/// Where the manifest image goes.
+pub enum Destination {
+    Registry { registry: Registry, tag: String },
+    /// An OCI image layout directory; `name` stands in the signature payload's docker-reference.
+    Layout { dir: PathBuf, name: String },
+}
+
+/// A transparency log to record the image signature in.
+pub struct Log<'a> {
+    pub rekor: &'a Rekor,
+    pub key: &'a LogKey,
+}
+
+/// What was published.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// `repository@sha256:…` (or `dir@sha256:…` for a layout).
+    pub reference: String,
+    pub digest: String,
+    pub resources: usize,
+    pub image: Pushed,
+    /// A new signature was made (false: an existing signature by the same key was kept).
+    pub signed: bool,
+    pub referrer: bool,
+    /// The Rekor entry of the image signature.
+    pub tlog: Option<RekorEntry>,
+}
+
+/// Signs `manifests` (already selected, tracked and sorted) and publishes them.
+pub async fn publish(dest: &Destination, manifests: &[Manifest], key: &SigningKey, log: Option<Log<'_>>) -> Result<Published, PublishError> {
+    if manifests.is_empty() {
+        return Err(PublishError::Empty);
+    }
+    let blob = manifest::blob(manifests);
+    let image = oci::manifest_image(&blob, &BTreeMap::new());
+    let digest = image.digest();
+    let identity = match dest {
+        Destination::Registry { registry, .. } => registry.repository().to_string(),
+        Destination::Layout { name, .. } => name.clone(),
+    };
+    let payload = oci::simple_signing_payload(&identity, &digest, &BTreeMap::new());
+
+    match dest {
+        Destination::Layout { dir, .. } => {
+            let (layer, tlog) = sign(&payload, key, log).await?;
+            let signatures = Image::new(vec![layer], &BTreeMap::new(), None, None);
+            oci::write_layout(dir, &image, &signatures)?;
+            Ok(Published {
+                reference: format!("{}@{digest}", dir.display()),
+                digest,
+                resources: manifests.len(),
+                image: Pushed::New,
+                signed: true,
+                referrer: false,
+                tlog,
+            })
+        }
+        Destination::Registry { registry, tag } => {
+            let pushed = registry.push(&image, Some(tag)).await?;
+            let sig_tag = oci::signature_tag(&digest);
+            let mut layers = match registry.manifest(&sig_tag).await? {
+                Some(m) => registry.layers(&m).await?,
+                None => Vec::new(),
+            };
+            let (ours, signed, tlog) = match layers.iter().find(|b| b.bytes == payload && signed_by(b, &payload, key)) {
+                Some(existing) => (existing.clone(), false, bundle_entry(existing)),
+                None => {
+                    let (layer, tlog) = sign(&payload, key, log).await?;
+                    layers.push(layer.clone());
+                    registry.push(&Image::new(layers, &BTreeMap::new(), None, None), Some(&sig_tag)).await?;
+                    (layer, true, tlog)
+                }
+            };
+            // OCI 1.1: the signature also as a referrer of the image, where the registry serves them.
+            let referrer = registry.serves_referrers(&digest).await;
+            if referrer {
+                let subject = (digest.as_str(), image.manifest.len());
+                let referrer_image = Image::new(vec![ours], &BTreeMap::new(), Some(oci::COSIGN_SIG_ARTIFACT), Some(subject));
+                registry.push(&referrer_image, None).await?;
+            }
+            let reference = format!("{}@{digest}", registry.repository());
+            Ok(Published { reference, digest, resources: manifests.len(), image: pushed, signed, referrer, tlog })
+        }
+    }
+}
+
+/// The Rekor entry recorded in an existing signature's bundle annotation.
+fn bundle_entry(layer: &Blob) -> Option<RekorEntry> {
+    let bundle: serde_json::Value = serde_json::from_str(layer.annotations.get(oci::BUNDLE_ANNOTATION)?).ok()?;
+    let p = &bundle["Payload"];
+    let body = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, p["body"].as_str()?).ok()?;
+    Some(RekorEntry {
+        uuid: hex::encode(rekor::leaf_hash(&body)),
+        log_index: p["logIndex"].as_i64()?,
+        integrated_time: p["integratedTime"].as_i64()?,
+        log_id: p["logID"].as_str()?.to_string(),
+    })
+}
+
+/// Signs the payload, and logs the signature when a log is configured (verifying what the log returns).
+async fn sign(payload: &[u8], key: &SigningKey, log: Option<Log<'_>>) -> Result<(Blob, Option<RekorEntry>), PublishError> {
+    let signature = key.sign_base64(payload);
+    let Some(log) = log else { return Ok((oci::signature_layer(payload.to_vec(), &signature, None), None)) };
+    let hash = hex::encode(Sha256::digest(payload));
+    let entry = log.rekor.upload(&rekor::hashedrekord(&hash, &signature, &key.public_pem())).await?;
+    rekor::verify_entry(&entry, log.key, false)?;
+    if !rekor::body_matches_hashedrekord(&entry, &hash, &signature)? {
+        // A 409 can return an entry for the same payload signed earlier (ECDSA signatures differ each
+        // time): sign with that entry's signature instead, so signature and log agree.
+        let body = entry.body_json()?;
+        let logged = body["spec"]["signature"]["content"].as_str().unwrap_or_default().to_string();
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &logged).unwrap_or_default();
+        if body["spec"]["data"]["hash"]["value"].as_str() != Some(hash.as_str()) || !crate::signing::verify(&key.public_pem(), payload, &der) {
+            return Err(RekorError::Unverified("the log returned an entry for other content".into()).into());
+        }
+        return Ok((oci::signature_layer(payload.to_vec(), &logged, Some(&entry.cosign_bundle())), Some(entry.record())));
+    }
+    Ok((oci::signature_layer(payload.to_vec(), &signature, Some(&entry.cosign_bundle())), Some(entry.record())))
+}
+
+fn signed_by(layer: &Blob, payload: &[u8], key: &SigningKey) -> bool {
+    let Some(sig) = layer.annotations.get(oci::SIGNATURE_ANNOTATION) else { return false };
+    let Ok(der) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig) else { return false };
+    crate::signing::verify(&key.public_pem(), payload, &der)
+}

@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The real peers Weft's tests run against, on 127.0.0.1 (built by peers.sh):
+#   kube     etcd + kube-apiserver, with Weft's and Argo CD's CRDs installed, and a kubeconfig
+#   registry distribution's registry (no OCI referrers API) and go-containerregistry's registry (with it)
+#   rekor    MariaDB + Trillian (log server and signer) + rekor-server, with a stable log key
+#
+#   tests/env/testenv.sh run -- CMD [ARG...]   start, run CMD with the environment, stop (also on failure)
+#   tests/env/testenv.sh start DIR             start in the background; DIR/env holds the environment
+#   tests/env/testenv.sh stop DIR              stop what `start DIR` started
+#
+# WEFT_TESTENV_COMPONENTS picks components (default: "kube registry rekor").
+# The environment: KUBECONFIG and WEFT_TEST_KUBECONFIG (admin token), WEFT_TEST_RESTRICTED_TOKEN (a user
+# with no permissions, for RBAC tests), WEFT_TEST_APISERVER, WEFT_TEST_REGISTRY (no referrers),
+# WEFT_TEST_REGISTRY_REFERRERS, WEFT_TEST_REKOR_URL, WEFT_TEST_REKOR_PUBLIC_KEY (PEM file),
+# WEFT_TEST_ENV_DIR, and PATH with every peer's binaries.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+PEERS="$HERE/peers.sh"
+COMPONENTS=${WEFT_TESTENV_COMPONENTS:-kube registry rekor}
+
+log() { printf '[testenv] %s\n' "$*" >&2; }
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$(( $(date +%s) + $1 )) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then log "timed out waiting for $what"; return 1; fi
+    sleep 0.3
+  done
+}
+
+# spawn DIR NAME COMMAND...: runs a peer in the background, its pid in DIR/NAME.pid, logs in DIR/logs.
+spawn() {
+  local dir=$1 name=$2; shift 2
+  "$@" > "$dir/logs/$name.log" 2>&1 &
+  echo $! > "$dir/$name.pid"
+}
+
+want() { [[ " $COMPONENTS " == *" $1 "* ]]; }
+
+start_kube() {
+  local dir=$1 bin_etcd bin_api bin_kubectl
+  bin_etcd=$("$PEERS" path etcd)/etcd
+  bin_api=$("$PEERS" path kube-apiserver)/kube-apiserver
+  bin_kubectl=$("$PEERS" path kubectl)/kubectl
+  mkdir -p "$dir/certs" "$dir/etcd"
+  (
+    cd "$dir/certs"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=weft-test-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' > ext.cnf
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 2 -extfile ext.cnf 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+  local admin_token restricted_token
+  admin_token=$(openssl rand -hex 24)
+  restricted_token=$(openssl rand -hex 24)
+  printf '%s,weft-test-admin,1,"system:masters"\n%s,weft-test-restricted,2\n' "$admin_token" "$restricted_token" > "$dir/certs/tokens.csv"
+
+  local etcd_port peer_port api_port
+  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  spawn "$dir" etcd "$bin_etcd" --data-dir "$dir/etcd" --name weft-test \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-cluster "weft-test=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
+  wait_for 60 "etcd" curl -sf "http://127.0.0.1:$etcd_port/health"
+
+  spawn "$dir" kube-apiserver "$bin_api" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$dir/certs/apiserver.crt" --tls-private-key-file "$dir/certs/apiserver.key" \
+    --client-ca-file "$dir/certs/ca.crt" --cert-dir "$dir/certs" \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/certs/sa.pub" \
+    --service-account-signing-key-file "$dir/certs/sa.key" --service-cluster-ip-range 10.0.0.0/24 \
+    --token-auth-file "$dir/certs/tokens.csv" --authorization-mode RBAC \
+    --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false
+
+  local server="https://127.0.0.1:$api_port"
+  cat > "$dir/kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: weft-test
+  cluster: {server: "$server", certificate-authority: "$dir/certs/ca.crt"}
+users:
+- name: admin
+  user: {token: "$admin_token"}
+contexts:
+- name: weft-test
+  context: {cluster: weft-test, user: admin, namespace: default}
+current-context: weft-test
+EOF
+  wait_for 120 "kube-apiserver /readyz" curl -sf --cacert "$dir/certs/ca.crt" -H "Authorization: Bearer $admin_token" "$server/readyz"
+
+  local argocd_crds
+  argocd_crds=$("$PEERS" argocd-crds)
+  KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" apply --server-side --field-manager weft-testenv \
+    -f "$argocd_crds/application-crd.yaml" -f "$argocd_crds/appproject-crd.yaml" -f "$ROOT/crds/weft.crds.yaml" \
+    > "$dir/logs/setup.log" 2>&1 || { cat "$dir/logs/setup.log" >&2; return 1; }
+  KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" wait --for condition=established --timeout 60s \
+    crd/applications.argoproj.io crd/appprojects.argoproj.io \
+    crd/integrityprofiles.weft.dev crd/applicationprovenances.weft.dev >> "$dir/logs/setup.log" 2>&1
+
+  cat >> "$dir/env" <<EOF
+export KUBECONFIG="$dir/kubeconfig"
+export WEFT_TEST_KUBECONFIG="$dir/kubeconfig"
+export WEFT_TEST_APISERVER="$server"
+export WEFT_TEST_RESTRICTED_TOKEN="$restricted_token"
+export WEFT_TEST_KUBECTL="$bin_kubectl"
+EOF
+  log "kube-apiserver ready at $server"
+}
+
+start_registry() {
+  local dir=$1 distribution crane port_plain port_referrers
+  distribution=$("$PEERS" path registry)/registry
+  crane=$("$PEERS" path crane)/crane
+  port_plain=$(free_port); port_referrers=$(free_port)
+  mkdir -p "$dir/registry-data" "$dir/crane-data"
+  cat > "$dir/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage:
+  filesystem: {rootdirectory: $dir/registry-data}
+  delete: {enabled: true}
+http:
+  addr: 127.0.0.1:$port_plain
+EOF
+  spawn "$dir" registry "$distribution" serve "$dir/registry.yml"
+  spawn "$dir" crane "$crane" registry serve --address "127.0.0.1:$port_referrers" --disk "$dir/crane-data"
+  wait_for 30 "distribution registry" curl -sf "http://127.0.0.1:$port_plain/v2/"
+  wait_for 30 "registry with referrers" curl -sf "http://127.0.0.1:$port_referrers/v2/"
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_REGISTRY="127.0.0.1:$port_plain"
+export WEFT_TEST_REGISTRY_REFERRERS="127.0.0.1:$port_referrers"
+EOF
+  log "registries ready: 127.0.0.1:$port_plain (no referrers API), 127.0.0.1:$port_referrers (referrers API)"
+}
+
+start_rekor() {
+  local dir=$1 trillian rekor db_port rpc_port http_port signer_rpc signer_http rekor_port sock
+  trillian=$("$PEERS" path trillian)
+  rekor=$("$PEERS" path rekor)
+  "$PEERS" ensure-mariadb
+  db_port=$(free_port); rpc_port=$(free_port); http_port=$(free_port)
+  signer_rpc=$(free_port); signer_http=$(free_port); rekor_port=$(free_port)
+  sock="$dir/mysql.sock"
+  mkdir -p "$dir/mysql"
+  mariadb-install-db --no-defaults --datadir="$dir/mysql" --user="$(id -un)" --auth-root-authentication-method=normal \
+    --skip-test-db > "$dir/logs/mariadb-install.log" 2>&1
+  spawn "$dir" mariadb mariadbd --no-defaults --datadir="$dir/mysql" --socket="$sock" --port="$db_port" \
+    --bind-address=127.0.0.1 --user="$(id -un)" --skip-log-bin --innodb-flush-log-at-trx-commit=0
+  wait_for 60 "MariaDB" mariadb --no-defaults -S "$sock" -u root -e "SELECT 1"
+  mariadb --no-defaults -S "$sock" -u root -e "CREATE DATABASE trillian"
+  mariadb --no-defaults -S "$sock" -u root trillian < "$("$PEERS" trillian-schema)"
+  local dsn="root@tcp(127.0.0.1:$db_port)/trillian"
+  spawn "$dir" trillian-log-server "$trillian/trillian_log_server" --storage_system=mysql --mysql_uri="$dsn" \
+    --rpc_endpoint="127.0.0.1:$rpc_port" --http_endpoint="127.0.0.1:$http_port" --quota_system=noop
+  spawn "$dir" trillian-log-signer "$trillian/trillian_log_signer" --storage_system=mysql --mysql_uri="$dsn" \
+    --rpc_endpoint="127.0.0.1:$signer_rpc" --http_endpoint="127.0.0.1:$signer_http" --quota_system=noop \
+    --force_master --sequencer_interval=50ms --batch_size=500
+  wait_for 60 "Trillian" curl -sf "http://127.0.0.1:$http_port/healthz"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$dir/rekor.key" 2>/dev/null
+  openssl ec -in "$dir/rekor.key" -pubout -out "$dir/rekor.pub" 2>/dev/null
+  start_rekor_server "$dir" "$rekor" "$rpc_port" "$rekor_port" "$dsn"
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_REKOR_URL="http://127.0.0.1:$rekor_port"
+export WEFT_TEST_REKOR_PUBLIC_KEY="$dir/rekor.pub"
+export WEFT_TEST_REKOR_RESTART="$HERE/testenv.sh restart-rekor $dir"
+EOF
+  log "rekor ready at http://127.0.0.1:$rekor_port"
+}
+
+start_rekor_server() { # DIR BIN RPC_PORT PORT DSN
+  local dir=$1 bin=$2 rpc=$3 port=$4 dsn=$5
+  echo "$rpc $port $dsn" > "$dir/rekor.args"
+  spawn "$dir" rekor-server "$bin/rekor-server" serve --rekor_server.address=127.0.0.1 --port="$port" \
+    --trillian_log_server.address=127.0.0.1 --trillian_log_server.port="$rpc" \
+    --rekor_server.signer="$dir/rekor.key" --search_index.storage_provider=mysql --search_index.mysql.dsn="$dsn" \
+    --enable_attestation_storage=false --log_type=prod
+  wait_for 60 "rekor-server" curl -sf "http://127.0.0.1:$port/ping"
+}
+
+start() {
+  local dir=$1 start_s
+  start_s=$(date +%s)
+  mkdir -p "$dir/logs"
+  : > "$dir/env"
+  local paths=""
+  for c in $COMPONENTS; do
+    case "$c" in
+      kube) start_kube "$dir" ;;
+      registry) start_registry "$dir" ;;
+      rekor) start_rekor "$dir" ;;
+      *) log "unknown component $c"; return 2 ;;
+    esac
+  done
+  for p in kubectl kustomize helm crane cosign kubectl-sigstore rekor; do
+    paths="$paths:$("$PEERS" path "$p")"
+  done
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_ENV_DIR="$dir"
+export PATH="${paths#:}:\$PATH"
+EOF
+  touch "$dir/ready"
+  log "test environment ($COMPONENTS) ready in $(( $(date +%s) - start_s ))s (logs in $dir/logs)"
+}
+
+stop_one() {
+  local dir=$1 p=$2 pid
+  [ -f "$dir/$p.pid" ] || return 0
+  pid=$(cat "$dir/$p.pid")
+  if kill "$pid" 2>/dev/null; then
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$dir/$p.pid"
+}
+
+stop() {
+  local dir=$1
+  for p in rekor-server trillian-log-signer trillian-log-server mariadb crane registry kube-apiserver etcd; do
+    stop_one "$dir" "$p"
+  done
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  start) start "$1" ;;
+  stop) stop "$1" ;;
+  # Stops rekor-server, waits SECONDS, and starts it again on the same port (outage tests).
+  restart-rekor)
+    dir=$1; pause=${2:-0}
+    stop_one "$dir" rekor-server
+    sleep "$pause"
+    read -r rpc port dsn < "$dir/rekor.args"
+    start_rekor_server "$dir" "$("$PEERS" path rekor)" "$rpc" "$port" "$dsn" ;;
+  run)
+    [ "${1:-}" = "--" ] && shift
+    dir=$(mktemp -d -t weft-testenv.XXXXXX)
+    cleanup() {
+      if [ ! -f "$dir/ready" ] && [ -d "$dir/logs" ]; then
+        log "the test environment did not start; the end of its logs:"; tail -n 20 "$dir"/logs/*.log >&2 || true
+      fi
+      stop "$dir"
+      [ -n "${WEFT_KEEP_TESTENV_DIR:-}" ] || rm -rf "$dir"
+    }
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+    start "$dir"
+    # shellcheck disable=SC1091
+    source "$dir/env"
+    "$@" ;;
+  *) echo "usage: $0 run -- CMD... | start DIR | stop DIR | restart-rekor DIR [SECONDS]" >&2; exit 2 ;;
+esac
