@@ -330,12 +330,12 @@ pub fn is_cluster_scoped(kind: &str) -> bool {
 /// annotations map dropped, keys sorted (through JSON), serialized as YAML.
 pub fn normalize(m: &Manifest) -> String {
     let mut object = m.object.clone();
-    if let Some(Value::Object(meta)) = object.get_mut("metadata") {
-        if let Some(Value::Object(ann)) = meta.get_mut("annotations") {
-            ann.retain(|k, _| !is_sigstore_annotation(k));
-            if ann.is_empty() {
-                meta.remove("annotations");
-            }
+    if let Some(Value::Object(meta)) = object.get_mut("metadata")
+        && let Some(Value::Object(ann)) = meta.get_mut("annotations")
+    {
+        ann.retain(|k, _| !is_sigstore_annotation(k));
+        if ann.is_empty() {
+            meta.remove("annotations");
         }
     }
     // serde_json's map is ordered by key, so the YAML has sorted keys at every level.

@@ -200,7 +200,8 @@ impl Registry {
         };
         let loopback = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
         let protocol = if loopback { ClientProtocol::HttpsExcept(vec![host.clone()]) } else { ClientProtocol::Https };
-        let client = Client::new(ClientConfig { protocol, ..Default::default() });
+        // Monolithic blob uploads (POST then PUT) work with every registry; chunked ones do not.
+        let client = Client::new(ClientConfig { protocol, use_monolithic_push: true, ..Default::default() });
         Ok(Registry { client, auth, repository: repository.to_string() })
     }
 
@@ -220,11 +221,15 @@ impl Registry {
     fn err(&self, e: oci_client::errors::OciDistributionError) -> OciError {
         let registry = self.repository.split('/').next().unwrap_or_default().to_string();
         let reason = e.to_string();
-        let unauthorized = matches!(e, oci_client::errors::OciDistributionError::AuthenticationFailure(_))
-            || reason.contains("401")
-            || reason.contains("403")
-            || reason.to_lowercase().contains("unauthorized")
-            || reason.to_lowercase().contains("denied");
+        use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+        let unauthorized = match &e {
+            E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
+            E::RegistryError { envelope, .. } => {
+                envelope.errors.iter().any(|x| matches!(x.code, C::Unauthorized | C::Denied))
+            }
+            E::ServerError { code, .. } => *code == 401 || *code == 403,
+            _ => false,
+        };
         if unauthorized { OciError::Unauthorized { registry, reason } } else { OciError::Registry { registry, reason } }
     }
 
@@ -233,14 +238,7 @@ impl Registry {
         let r = self.reference(tag_or_digest)?;
         match self.client.pull_manifest_raw(&r, &self.auth, &[OCI_MANIFEST, OCI_INDEX]).await {
             Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
-            Err(oci_client::errors::OciDistributionError::ImageManifestNotFoundError(_)) => Ok(None),
-            Err(e)
-                if e.to_string().contains("MANIFEST_UNKNOWN")
-                    || e.to_string().contains("not found")
-                    || e.to_string().contains("404") =>
-            {
-                Ok(None)
-            }
+            Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(self.err(e)),
         }
     }
@@ -258,7 +256,13 @@ impl Registry {
             for blob in std::iter::once(&image.config).chain(&image.layers) {
                 let d = blob.digest();
                 if !self.client.blob_exists(&target, &d).await.map_err(|e| self.err(e))? {
-                    self.client.push_blob(&target, blob.bytes.clone(), &d).await.map_err(|e| self.err(e))?;
+                    match self.client.push_blob(&target, blob.bytes.clone(), &d).await {
+                        Ok(_) => {}
+                        // Some registries store the blob but omit the Location header the spec requires.
+                        Err(oci_client::errors::OciDistributionError::RegistryNoLocationError)
+                            if self.client.blob_exists(&target, &d).await.unwrap_or(false) => {}
+                        Err(e) => return Err(self.err(e)),
+                    }
                 }
             }
         }
@@ -284,7 +288,11 @@ impl Registry {
                     .as_object()
                     .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
                     .unwrap_or_default();
-                out.push(Blob { media_type: l["mediaType"].as_str().unwrap_or_default().to_string(), bytes, annotations });
+                out.push(Blob {
+                    media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+                    bytes,
+                    annotations,
+                });
             }
         }
         Ok(out)
@@ -294,6 +302,18 @@ impl Registry {
     pub async fn serves_referrers(&self, image_digest: &str) -> bool {
         let Ok(r) = self.reference(image_digest) else { return false };
         self.client.pull_referrers(&r, None).await.is_ok()
+    }
+}
+
+fn is_not_found(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    match e {
+        E::ImageManifestNotFoundError(_) => true,
+        E::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|x| matches!(x.code, C::ManifestUnknown | C::NameUnknown))
+        }
+        E::ServerError { code, .. } => *code == 404,
+        _ => false,
     }
 }
 

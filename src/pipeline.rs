@@ -66,7 +66,11 @@ impl PipelineOutcome {
     /// The first step stopped before anything ran (for example, its Secrets could not be read).
     pub fn stopped(first: StepReport) -> PipelineOutcome {
         let blocked = StepReport::blocked(Step::SourceVerified);
-        PipelineOutcome { steps: [first, blocked.clone(), blocked.clone(), blocked], remote_bases: Vec::new(), published: None }
+        PipelineOutcome {
+            steps: [first, blocked.clone(), blocked.clone(), blocked],
+            remote_bases: Vec::new(),
+            published: None,
+        }
     }
 }
 
@@ -111,7 +115,11 @@ impl Engine {
         let (signed, published) = match self.sign_step(&job, &verdicts, &bases, progress).await {
             Ok(p) => {
                 let how = if p.signed { "signed" } else { "already signed" };
-                let log = p.tlog.as_ref().map(|t| format!("; signature in the transparency log at index {}", t.log_index)).unwrap_or_default();
+                let log = p
+                    .tlog
+                    .as_ref()
+                    .map(|t| format!("; signature in the transparency log at index {}", t.log_index))
+                    .unwrap_or_default();
                 let msg = format!("{} resource(s) {how} and published as {}{log}", p.resources, p.reference);
                 (StepReport::new(StepState::Passed, "Signed", msg), Some(p))
             }
@@ -125,8 +133,19 @@ impl Engine {
         PipelineOutcome { steps, remote_bases, published }
     }
 
-    async fn source_step(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<(StepReport, Vec<SourceVerdict>, Vec<PinnedBase>), StepReport> {
-        let policies = job.profile.spec.source_integrity.as_ref().and_then(|s| s.git.as_ref()).map(|g| g.policies.clone()).unwrap_or_default();
+    async fn source_step(
+        &self,
+        job: &Job<'_>,
+        progress: &dyn Progress,
+    ) -> Result<(StepReport, Vec<SourceVerdict>, Vec<PinnedBase>), StepReport> {
+        let policies = job
+            .profile
+            .spec
+            .source_integrity
+            .as_ref()
+            .and_then(|s| s.git.as_ref())
+            .map(|g| g.policies.clone())
+            .unwrap_or_default();
         let mut verdicts = Vec::new();
         let mut bases = Vec::new();
         for source in &job.target.sources {
@@ -143,9 +162,14 @@ impl Engine {
                 ));
             }
             let Some(revision) = CommitId::parse(&source.revision) else {
-                return Err(StepReport::new(StepState::Failed, "RevisionNotACommit", format!("{} is not a commit SHA", source.revision)));
+                return Err(StepReport::new(
+                    StepState::Failed,
+                    "RevisionNotACommit",
+                    format!("{} is not a commit SHA", source.revision),
+                ));
             };
-            let previous = job.verified.iter().find(|v| v.repo_url == source.repo_url).and_then(|v| CommitId::parse(&v.revision));
+            let previous =
+                job.verified.iter().find(|v| v.repo_url == source.repo_url).and_then(|v| CommitId::parse(&v.revision));
             progress.note(&format!("verifying {} @ {}", source.repo_url, revision.short()));
             let (verdict, pinned) = self.verify_source(&policies, job.bag, source.clone(), revision, previous).await?;
             if verdict.outcome != Outcome::Verified {
@@ -204,17 +228,29 @@ impl Engine {
     }
 
     /// Render from the verified trees, select, sign, publish.
-    async fn sign_step(&self, job: &Job<'_>, verdicts: &[SourceVerdict], bases: &[PinnedBase], progress: &dyn Progress) -> Result<Published, StepReport> {
+    async fn sign_step(
+        &self,
+        job: &Job<'_>,
+        verdicts: &[SourceVerdict],
+        bases: &[PinnedBase],
+        progress: &dyn Progress,
+    ) -> Result<Published, StepReport> {
         let failed = |reason: &str, message: String| StepReport::new(StepState::Failed, reason, message);
         let Some(signing) = &job.profile.spec.manifest_signing else {
-            return Err(failed("SigningNotConfigured", "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key".into()));
+            return Err(failed(
+                "SigningNotConfigured",
+                "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key".into(),
+            ));
         };
         // The key first: a missing or wrong key fails before any work.
         let key_ref = &signing.key.secret_ref;
         let key_name = key_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-        let key_pem = job.bag.text(Kind::Secret, &key_ref.name, &key_name).map_err(|e| failed(e.reason(), e.to_string()))?;
+        let key_pem =
+            job.bag.text(Kind::Secret, &key_ref.name, &key_name).map_err(|e| failed(e.reason(), e.to_string()))?;
         let password = match &signing.key.password_key {
-            Some(k) => Some(job.bag.text(Kind::Secret, &key_ref.name, k).map_err(|e| failed(e.reason(), e.to_string()))?),
+            Some(k) => {
+                Some(job.bag.text(Kind::Secret, &key_ref.name, k).map_err(|e| failed(e.reason(), e.to_string()))?)
+            }
             None => None,
         };
         let key = SigningKey::from_pem(&key_pem, password.as_deref().map(str::trim_end))
@@ -237,7 +273,13 @@ impl Engine {
             Some(DestinationChoice::Registry(repo)) => self.registry(job, &repo, &app_name)?,
             None => match signing.image.as_ref() {
                 Some(image) => self.registry(job, &image.repository, &app_name)?,
-                None => return Err(failed("NoDestination", "manifestSigning.image.repository is not set, so the signed manifests have nowhere to go".into())),
+                None => {
+                    return Err(failed(
+                        "NoDestination",
+                        "manifestSigning.image.repository is not set, so the signed manifests have nowhere to go"
+                            .into(),
+                    ));
+                }
             },
         };
         let rekor = job.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
@@ -253,14 +295,23 @@ impl Engine {
             Destination::Layout { dir, .. } => dir.display().to_string(),
         };
         progress.note(&format!("publishing to {where_to}"));
-        publish::publish(&destination, &selected, &key, log.as_ref().map(|(r, k)| Log { rekor: r, key: k })).await.map_err(|e| {
-            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-            StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
-        })
+        publish::publish(&destination, &selected, &key, log.as_ref().map(|(r, k)| Log { rekor: r, key: k }))
+            .await
+            .map_err(|e| {
+                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+                StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
+            })
     }
 
     fn registry(&self, job: &Job<'_>, repository: &str, app: &str) -> Result<Destination, StepReport> {
-        let creds = match job.profile.spec.manifest_signing.as_ref().and_then(|s| s.image.as_ref()).and_then(|i| i.credentials.as_ref()) {
+        let creds = match job
+            .profile
+            .spec
+            .manifest_signing
+            .as_ref()
+            .and_then(|s| s.image.as_ref())
+            .and_then(|i| i.credentials.as_ref())
+        {
             Some(c) => Some(
                 job.bag
                     .text(Kind::Secret, &c.secret_ref.name, ".dockerconfigjson")
@@ -268,32 +319,48 @@ impl Engine {
             ),
             None => None,
         };
-        let registry = Registry::new(repository, creds.as_deref()).map_err(|e| StepReport::new(StepState::Failed, e.reason(), e.to_string()))?;
-        let revision: String = job.target.sources.first().map(|s| s.revision.chars().take(12).collect()).unwrap_or_default();
+        let registry = Registry::new(repository, creds.as_deref())
+            .map_err(|e| StepReport::new(StepState::Failed, e.reason(), e.to_string()))?;
+        let revision: String =
+            job.target.sources.first().map(|s| s.revision.chars().take(12).collect()).unwrap_or_default();
         Ok(Destination::Registry { registry, tag: tag_for(app, &revision) })
     }
 
     /// Exports each verified source and renders it, on the blocking pool.
-    async fn render(&self, job: &Job<'_>, verdicts: &[SourceVerdict], bases: &[PinnedBase]) -> Result<Vec<manifest::Manifest>, StepReport> {
+    async fn render(
+        &self,
+        job: &Job<'_>,
+        verdicts: &[SourceVerdict],
+        bases: &[PinnedBase],
+    ) -> Result<Vec<manifest::Manifest>, StepReport> {
         let _permit = self.permits.acquire().await;
-        let declared: Vec<ApplicationSource> = crate::target::declared_sources(job.app).map(|s| s.to_vec()).unwrap_or_default();
-        let sources: Vec<(ApplicationSource, SourceRevision)> = declared.into_iter().zip(job.target.sources.iter().cloned()).collect();
+        let declared: Vec<ApplicationSource> =
+            crate::target::declared_sources(job.app).map(|s| s.to_vec()).unwrap_or_default();
+        let sources: Vec<(ApplicationSource, SourceRevision)> =
+            declared.into_iter().zip(job.target.sources.iter().cloned()).collect();
         let verdicts = verdicts.to_vec();
-        let remotes: Vec<(String, CommitId)> = bases.iter().map(|b| (b.base.repo_url.clone(), b.commit.clone())).collect();
+        let remotes: Vec<(String, CommitId)> =
+            bases.iter().map(|b| (b.base.repo_url.clone(), b.commit.clone())).collect();
         let (verifier, tools, limits) = (self.verifier.clone(), self.tools.clone(), self.limits);
         let bag = job.bag.clone();
         let app = job.app.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Vec<manifest::Manifest>, StepReport> {
             let failed = |e: render::RenderError| StepReport::new(StepState::Failed, e.reason(), e.to_string());
-            let work = tempfile::tempdir().map_err(|e| StepReport::new(StepState::Pending, "WorkDirUnavailable", e.to_string()))?;
+            let work = tempfile::tempdir()
+                .map_err(|e| StepReport::new(StepState::Pending, "WorkDirUnavailable", e.to_string()))?;
             let mut checkouts = Vec::new();
             for (i, (declared, rev)) in sources.iter().enumerate() {
                 let verdict = verdicts.iter().find(|v| v.repo_url == rev.repo_url && v.commit.as_str() == rev.revision);
                 let Some(verdict) = verdict else { continue };
                 let access = crate::source::verify::access(&bag, &rev.repo_url);
-                let repo = verifier.repos.open(&rev.repo_url, &[&verdict.commit], Some(&access), false).map_err(|e| {
-                    StepReport::new(if e.retryable() { StepState::Pending } else { StepState::Failed }, e.reason(), e.to_string())
-                })?;
+                let repo =
+                    verifier.repos.open(&rev.repo_url, &[&verdict.commit], Some(&access), false).map_err(|e| {
+                        StepReport::new(
+                            if e.retryable() { StepState::Pending } else { StepState::Failed },
+                            e.reason(),
+                            e.to_string(),
+                        )
+                    })?;
                 let dir = work.path().join(format!("source-{i}"));
                 render::export(&repo, &verdict.commit, &dir).map_err(failed)?;
                 checkouts.push(Checkout { source: declared.clone(), dir });
@@ -302,7 +369,11 @@ impl Engine {
             for (url, commit) in remotes {
                 let access = crate::source::verify::access(&bag, &url);
                 let repo = verifier.repos.open(&url, &[&commit], Some(&access), false).map_err(|e| {
-                    StepReport::new(if e.retryable() { StepState::Pending } else { StepState::Failed }, e.reason(), e.to_string())
+                    StepReport::new(
+                        if e.retryable() { StepState::Pending } else { StepState::Failed },
+                        e.reason(),
+                        e.to_string(),
+                    )
                 })?;
                 pinned.push(PinnedRemote { repo_url: url, mirror: repo.inner().path().to_path_buf(), commit });
             }
@@ -339,7 +410,9 @@ fn line(v: &SourceVerdict) -> String {
 /// The step report for a source that did not verify.
 fn report(v: &SourceVerdict) -> StepReport {
     match v.outcome {
-        Outcome::Retry => StepReport::new(StepState::Pending, &v.reason, format!("{} (retrying with backoff)", line(v))),
+        Outcome::Retry => {
+            StepReport::new(StepState::Pending, &v.reason, format!("{} (retrying with backoff)", line(v)))
+        }
         _ => StepReport::new(StepState::Failed, &v.reason, line(v)),
     }
 }

@@ -45,9 +45,15 @@ impl PublishError {
 
 /// Where the manifest image goes.
 pub enum Destination {
-    Registry { registry: Registry, tag: String },
+    Registry {
+        registry: Registry,
+        tag: String,
+    },
     /// An OCI image layout directory; `name` stands in the signature payload's docker-reference.
-    Layout { dir: PathBuf, name: String },
+    Layout {
+        dir: PathBuf,
+        name: String,
+    },
 }
 
 /// A transparency log to record the image signature in.
@@ -72,7 +78,12 @@ pub struct Published {
 }
 
 /// Signs `manifests` (already selected, tracked and sorted) and publishes them.
-pub async fn publish(dest: &Destination, manifests: &[Manifest], key: &SigningKey, log: Option<Log<'_>>) -> Result<Published, PublishError> {
+pub async fn publish(
+    dest: &Destination,
+    manifests: &[Manifest],
+    key: &SigningKey,
+    log: Option<Log<'_>>,
+) -> Result<Published, PublishError> {
     if manifests.is_empty() {
         return Err(PublishError::Empty);
     }
@@ -120,7 +131,8 @@ pub async fn publish(dest: &Destination, manifests: &[Manifest], key: &SigningKe
             let referrer = registry.serves_referrers(&digest).await;
             if referrer {
                 let subject = (digest.as_str(), image.manifest.len());
-                let referrer_image = Image::new(vec![ours], &BTreeMap::new(), Some(oci::COSIGN_SIG_ARTIFACT), Some(subject));
+                let referrer_image =
+                    Image::new(vec![ours], &BTreeMap::new(), Some(oci::COSIGN_SIG_ARTIFACT), Some(subject));
                 registry.push(&referrer_image, None).await?;
             }
             let reference = format!("{}@{digest}", registry.repository());
@@ -143,7 +155,11 @@ fn bundle_entry(layer: &Blob) -> Option<RekorEntry> {
 }
 
 /// Signs the payload, and logs the signature when a log is configured (verifying what the log returns).
-async fn sign(payload: &[u8], key: &SigningKey, log: Option<Log<'_>>) -> Result<(Blob, Option<RekorEntry>), PublishError> {
+async fn sign(
+    payload: &[u8],
+    key: &SigningKey,
+    log: Option<Log<'_>>,
+) -> Result<(Blob, Option<RekorEntry>), PublishError> {
     let signature = key.sign_base64(payload);
     let Some(log) = log else { return Ok((oci::signature_layer(payload.to_vec(), &signature, None), None)) };
     let hash = hex::encode(Sha256::digest(payload));
@@ -155,10 +171,15 @@ async fn sign(payload: &[u8], key: &SigningKey, log: Option<Log<'_>>) -> Result<
         let body = entry.body_json()?;
         let logged = body["spec"]["signature"]["content"].as_str().unwrap_or_default().to_string();
         let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &logged).unwrap_or_default();
-        if body["spec"]["data"]["hash"]["value"].as_str() != Some(hash.as_str()) || !crate::signing::verify(&key.public_pem(), payload, &der) {
+        if body["spec"]["data"]["hash"]["value"].as_str() != Some(hash.as_str())
+            || !crate::signing::verify(&key.public_pem(), payload, &der)
+        {
             return Err(RekorError::Unverified("the log returned an entry for other content".into()).into());
         }
-        return Ok((oci::signature_layer(payload.to_vec(), &logged, Some(&entry.cosign_bundle())), Some(entry.record())));
+        return Ok((
+            oci::signature_layer(payload.to_vec(), &logged, Some(&entry.cosign_bundle())),
+            Some(entry.record()),
+        ));
     }
     Ok((oci::signature_layer(payload.to_vec(), &signature, Some(&entry.cosign_bundle())), Some(entry.record())))
 }

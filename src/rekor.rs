@@ -54,7 +54,8 @@ pub struct LogKey {
 
 impl LogKey {
     pub fn from_pem(pem: &str) -> Result<LogKey, RekorError> {
-        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim()).map_err(|e| RekorError::BadKey(format!("expected a PEM ECDSA P-256 public key: {e}")))?;
+        let key = p256::ecdsa::VerifyingKey::from_public_key_pem(pem.trim())
+            .map_err(|e| RekorError::BadKey(format!("expected a PEM ECDSA P-256 public key: {e}")))?;
         let der = key.to_public_key_der().map_err(|e| RekorError::BadKey(e.to_string()))?;
         Ok(LogKey { log_id: hex::encode(Sha256::digest(der.as_bytes())), key })
     }
@@ -93,18 +94,41 @@ pub struct Proof {
 impl Entry {
     /// Parses `{"<uuid>": {body, integratedTime, logID, logIndex, verification}}`.
     pub fn from_response(v: &Value) -> Result<Entry, RekorError> {
-        let (uuid, e) = v.as_object().and_then(|o| o.iter().next()).ok_or_else(|| RekorError::Malformed("no entry in the response".into()))?;
-        let s = |k: &str| e.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| RekorError::Malformed(format!("entry has no {k}")));
-        let n = |k: &str| e.get(k).and_then(Value::as_i64).ok_or_else(|| RekorError::Malformed(format!("entry has no {k}")));
-        let verification = e.get("verification").ok_or_else(|| RekorError::Malformed("entry has no verification".into()))?;
-        let set = verification.get("signedEntryTimestamp").and_then(Value::as_str).map(str::to_string).ok_or_else(|| RekorError::Malformed("entry has no signedEntryTimestamp".into()))?;
+        let (uuid, e) = v
+            .as_object()
+            .and_then(|o| o.iter().next())
+            .ok_or_else(|| RekorError::Malformed("no entry in the response".into()))?;
+        let s = |k: &str| {
+            e.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| RekorError::Malformed(format!("entry has no {k}")))
+        };
+        let n = |k: &str| {
+            e.get(k).and_then(Value::as_i64).ok_or_else(|| RekorError::Malformed(format!("entry has no {k}")))
+        };
+        let verification =
+            e.get("verification").ok_or_else(|| RekorError::Malformed("entry has no verification".into()))?;
+        let set = verification
+            .get("signedEntryTimestamp")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| RekorError::Malformed("entry has no signedEntryTimestamp".into()))?;
         let proof = verification.get("inclusionProof").filter(|p| !p.is_null()).map(|p| -> Result<Proof, RekorError> {
-            let pn = |k: &str| p.get(k).and_then(Value::as_u64).ok_or_else(|| RekorError::Malformed(format!("inclusionProof has no {k}")));
+            let pn = |k: &str| {
+                p.get(k)
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| RekorError::Malformed(format!("inclusionProof has no {k}")))
+            };
             Ok(Proof {
                 log_index: pn("logIndex")?,
                 tree_size: pn("treeSize")?,
                 root_hash: p.get("rootHash").and_then(Value::as_str).unwrap_or_default().to_string(),
-                hashes: p.get("hashes").and_then(Value::as_array).map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default(),
+                hashes: p
+                    .get("hashes")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default(),
                 checkpoint: p.get("checkpoint").and_then(Value::as_str).unwrap_or_default().to_string(),
             })
         });
@@ -135,12 +159,19 @@ impl Entry {
     }
 
     pub fn record(&self) -> RekorEntry {
-        RekorEntry { uuid: self.uuid.clone(), log_index: self.log_index, integrated_time: self.integrated_time, log_id: self.log_id.clone() }
+        RekorEntry {
+            uuid: self.uuid.clone(),
+            log_index: self.log_index,
+            integrated_time: self.integrated_time,
+            log_id: self.log_id.clone(),
+        }
     }
 }
 
 fn b64(s: &str) -> Result<Vec<u8>, RekorError> {
-    base64::engine::general_purpose::STANDARD.decode(s.trim()).map_err(|e| RekorError::Malformed(format!("base64: {e}")))
+    base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .map_err(|e| RekorError::Malformed(format!("base64: {e}")))
 }
 
 /// Checks an entry against the log's key: the SET over the canonical `{body, integratedTime, logID,
@@ -148,7 +179,10 @@ fn b64(s: &str) -> Result<Vec<u8>, RekorError> {
 /// signature. `require_proof` makes a missing inclusion proof a failure.
 pub fn verify_entry(entry: &Entry, key: &LogKey, require_proof: bool) -> Result<(), RekorError> {
     if entry.log_id != key.log_id {
-        return Err(RekorError::Unverified(format!("the entry names log {} but the configured log key is {}", entry.log_id, key.log_id)));
+        return Err(RekorError::Unverified(format!(
+            "the entry names log {} but the configured log key is {}",
+            entry.log_id, key.log_id
+        )));
     }
     // JSON with sorted keys and no whitespace is the canonical form for these values.
     let canonical = serde_json::to_vec(&json!({
@@ -156,10 +190,16 @@ pub fn verify_entry(entry: &Entry, key: &LogKey, require_proof: bool) -> Result<
     }))
     .unwrap_or_default();
     if !key.verify(&canonical, &b64(&entry.set)?) {
-        return Err(RekorError::Unverified("the signed entry timestamp is not signed by the configured log key".into()));
+        return Err(RekorError::Unverified(
+            "the signed entry timestamp is not signed by the configured log key".into(),
+        ));
     }
     let Some(proof) = &entry.proof else {
-        return if require_proof { Err(RekorError::Unverified("the entry comes without an inclusion proof".into())) } else { Ok(()) };
+        return if require_proof {
+            Err(RekorError::Unverified("the entry comes without an inclusion proof".into()))
+        } else {
+            Ok(())
+        };
     };
     let leaf = leaf_hash(&b64(&entry.body)?);
     let hashes: Vec<[u8; 32]> = proof.hashes.iter().map(|h| hex32(h)).collect::<Result<_, _>>()?;
@@ -271,27 +311,49 @@ impl Rekor {
     /// Uploads an entry; when the log already has it (409), fetches the existing one, so a retry never
     /// makes a second entry.
     pub async fn upload(&self, proposed: &Value) -> Result<Entry, RekorError> {
-        let resp = self.http.post(format!("{}/api/v1/log/entries", self.url)).json(proposed).send().await.map_err(|e| self.unavailable(e))?;
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/log/entries", self.url))
+            .json(proposed)
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
         let status = resp.status().as_u16();
         if status == 409 {
             let location = resp.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
-            let uuid = location.as_deref().and_then(|l| l.rsplit('/').next()).ok_or_else(|| RekorError::Malformed("409 without Location".into()))?;
+            let uuid = location
+                .as_deref()
+                .and_then(|l| l.rsplit('/').next())
+                .ok_or_else(|| RekorError::Malformed("409 without Location".into()))?;
             return self.get(uuid).await;
         }
         let text = resp.text().await.map_err(|e| self.unavailable(e))?;
         match status {
-            201 => Entry::from_response(&serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?),
-            s if s >= 500 => Err(RekorError::Unavailable { url: self.url.clone(), reason: format!("HTTP {s}: {}", text.trim()) }),
+            201 => {
+                Entry::from_response(&serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?)
+            }
+            s if s >= 500 => {
+                Err(RekorError::Unavailable { url: self.url.clone(), reason: format!("HTTP {s}: {}", text.trim()) })
+            }
             s => Err(RekorError::Rejected { url: self.url.clone(), status: s, reason: text.trim().to_string() }),
         }
     }
 
     pub async fn get(&self, uuid: &str) -> Result<Entry, RekorError> {
-        let resp = self.http.get(format!("{}/api/v1/log/entries/{uuid}", self.url)).send().await.map_err(|e| self.unavailable(e))?;
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/log/entries/{uuid}", self.url))
+            .send()
+            .await
+            .map_err(|e| self.unavailable(e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| self.unavailable(e))?;
         if status != 200 {
-            return Err(if status >= 500 { self.unavailable(format!("HTTP {status}")) } else { RekorError::Rejected { url: self.url.clone(), status, reason: text } });
+            return Err(if status >= 500 {
+                self.unavailable(format!("HTTP {status}"))
+            } else {
+                RekorError::Rejected { url: self.url.clone(), status, reason: text }
+            });
         }
         Entry::from_response(&serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?)
     }
@@ -308,7 +370,11 @@ impl Rekor {
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| self.unavailable(e))?;
         if status != 200 {
-            return Err(if status >= 500 { self.unavailable(format!("HTTP {status}")) } else { RekorError::Rejected { url: self.url.clone(), status, reason: text } });
+            return Err(if status >= 500 {
+                self.unavailable(format!("HTTP {status}"))
+            } else {
+                RekorError::Rejected { url: self.url.clone(), status, reason: text }
+            });
         }
         let v: Value = serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?;
         Ok(v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default())
@@ -381,7 +447,10 @@ mod tests {
                 wrong[0] ^= 1;
                 assert!(!verify_inclusion(i as u64, size as u64, l[i], &p, wrong));
                 if size > 1 {
-                    assert!(!verify_inclusion(((i + 1) % size) as u64, size as u64, l[i], &p, r), "another index fails");
+                    assert!(
+                        !verify_inclusion(((i + 1) % size) as u64, size as u64, l[i], &p, r),
+                        "another index fails"
+                    );
                 }
             }
         }

@@ -91,7 +91,11 @@ pub struct PinnedRemote {
 /// Writes the tree of `commit` into `dest` (created). Symlinks are kept only when they stay inside the
 /// tree; submodules are not fetched.
 pub fn export(repo: &Repo, commit: &CommitId, dest: &Path) -> Result<(), RenderError> {
-    let err = |reason: String| RenderError::Export { repo: repo.inner().path().display().to_string(), commit: commit.to_string(), reason };
+    let err = |reason: String| RenderError::Export {
+        repo: repo.inner().path().display().to_string(),
+        commit: commit.to_string(),
+        reason,
+    };
     let files = repo.files_under(commit, "").map_err(|e| err(e.to_string()))?.unwrap_or_default();
     for f in files {
         let Some(rel) = crate::source::materials::contained(&f.path) else { continue };
@@ -120,7 +124,13 @@ pub fn export(repo: &Repo, commit: &CommitId, dest: &Path) -> Result<(), RenderE
 }
 
 /// Renders every source of the Application (sources with `ref` only provide files to the others).
-pub fn render(app: &AppContext, checkouts: &[Checkout], remotes: &[PinnedRemote], tools: &Tools, limits: Limits) -> Result<Vec<Manifest>, RenderError> {
+pub fn render(
+    app: &AppContext,
+    checkouts: &[Checkout],
+    remotes: &[PinnedRemote],
+    tools: &Tools,
+    limits: Limits,
+) -> Result<Vec<Manifest>, RenderError> {
     let refs: BTreeMap<String, &Path> =
         checkouts.iter().filter_map(|c| c.source.r#ref.as_ref().map(|r| (r.clone(), c.dir.as_path()))).collect();
     let mut out = Vec::new();
@@ -133,18 +143,31 @@ pub fn render(app: &AppContext, checkouts: &[Checkout], remotes: &[PinnedRemote]
         let dir = match crate::source::materials::contained(rel) {
             Some(r) => c.dir.join(r),
             None if rel == "." || rel.is_empty() => c.dir.clone(),
-            None => return Err(RenderError::BadOption { what: "source path".into(), reason: format!("{rel:?} leaves the repository") }),
+            None => {
+                return Err(RenderError::BadOption {
+                    what: "source path".into(),
+                    reason: format!("{rel:?} leaves the repository"),
+                });
+            }
         };
         if !dir.is_dir() {
-            return Err(RenderError::NoPath { repo: c.source.repo_url.clone(), commit: String::new(), path: rel.into() });
+            return Err(RenderError::NoPath {
+                repo: c.source.repo_url.clone(),
+                commit: String::new(),
+                path: rel.into(),
+            });
         }
         let what = format!("{} path {rel}", c.source.repo_url);
         let rendered = if c.source.helm.is_some() || dir.join("Chart.yaml").exists() {
             helm(app, c, &dir, &refs, tools, &what)?
-        } else if c.source.kustomize.is_some() || crate::source::kustomize::KUSTOMIZATION_FILES.iter().any(|f| dir.join(f).exists()) {
+        } else if c.source.kustomize.is_some()
+            || crate::source::kustomize::KUSTOMIZATION_FILES.iter().any(|f| dir.join(f).exists())
+        {
             kustomize(c, &dir, remotes, tools, &what)?
         } else if c.source.plugin.is_some() {
-            return Err(RenderError::Unsupported(format!("{what}: config management plugins are not supported; render with Kustomize, Helm or plain directories")));
+            return Err(RenderError::Unsupported(format!(
+                "{what}: config management plugins are not supported; render with Kustomize, Helm or plain directories"
+            )));
         } else {
             directory(c, &dir, limits)?
         };
@@ -171,9 +194,17 @@ fn run(tool: &'static str, program: &str, what: &str, cmd: &mut Command) -> Resu
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(RenderError::Tool { tool, what: what.into(), reason: stderr.trim().lines().last().unwrap_or("failed").to_string() });
+        return Err(RenderError::Tool {
+            tool,
+            what: what.into(),
+            reason: stderr.trim().lines().last().unwrap_or("failed").to_string(),
+        });
     }
-    String::from_utf8(out.stdout).map_err(|_| RenderError::Tool { tool, what: what.into(), reason: "output is not UTF-8".into() })
+    String::from_utf8(out.stdout).map_err(|_| RenderError::Tool {
+        tool,
+        what: what.into(),
+        reason: "output is not UTF-8".into(),
+    })
 }
 
 /// Argo CD's directory source: YAML and JSON files, optionally recursive, filtered by include/exclude.
@@ -183,15 +214,25 @@ fn directory(c: &Checkout, dir: &Path, limits: Limits) -> Result<Rendered, Rende
     let globs = |key: &str| -> Result<Option<GlobSet>, RenderError> {
         let Some(p) = opts.get(key).and_then(Value::as_str).filter(|p| !p.is_empty()) else { return Ok(None) };
         let mut b = GlobSetBuilder::new();
-        b.add(Glob::new(p).map_err(|e| RenderError::BadOption { what: format!("directory.{key}"), reason: e.to_string() })?);
-        Ok(Some(b.build().map_err(|e| RenderError::BadOption { what: format!("directory.{key}"), reason: e.to_string() })?))
+        b.add(
+            Glob::new(p)
+                .map_err(|e| RenderError::BadOption { what: format!("directory.{key}"), reason: e.to_string() })?,
+        );
+        Ok(Some(
+            b.build()
+                .map_err(|e| RenderError::BadOption { what: format!("directory.{key}"), reason: e.to_string() })?,
+        ))
     };
     let (include, exclude) = (globs("include")?, globs("exclude")?);
     if opts.get("jsonnet").is_some_and(|j| !j.is_null() && j.as_object().is_some_and(|o| !o.is_empty())) {
         return Err(RenderError::Unsupported("jsonnet directory sources are not supported".into()));
     }
     let mut files = Vec::new();
-    walk(dir, dir, recurse, &mut files).map_err(|e| RenderError::Export { repo: c.source.repo_url.clone(), commit: String::new(), reason: e.to_string() })?;
+    walk(dir, dir, recurse, &mut files).map_err(|e| RenderError::Export {
+        repo: c.source.repo_url.clone(),
+        commit: String::new(),
+        reason: e.to_string(),
+    })?;
     files.sort();
     let mut out = Vec::new();
     for rel in files {
@@ -200,11 +241,17 @@ fn directory(c: &Checkout, dir: &Path, limits: Limits) -> Result<Rendered, Rende
             return Err(RenderError::Unsupported(format!("{name}: jsonnet is not supported")));
         }
         let is_manifest = name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json");
-        if !is_manifest || include.as_ref().is_some_and(|g| !g.is_match(&name)) || exclude.as_ref().is_some_and(|g| g.is_match(&name)) {
+        if !is_manifest
+            || include.as_ref().is_some_and(|g| !g.is_match(&name))
+            || exclude.as_ref().is_some_and(|g| g.is_match(&name))
+        {
             continue;
         }
-        let text = std::fs::read_to_string(dir.join(&rel))
-            .map_err(|e| RenderError::Export { repo: c.source.repo_url.clone(), commit: String::new(), reason: format!("{name}: {e}") })?;
+        let text = std::fs::read_to_string(dir.join(&rel)).map_err(|e| RenderError::Export {
+            repo: c.source.repo_url.clone(),
+            commit: String::new(),
+            reason: format!("{name}: {e}"),
+        })?;
         out.extend(manifest::parse(&format!("{} {name}", c.source.repo_url), &text, limits)?);
     }
     Ok(Rendered::Manifests(out))
@@ -230,17 +277,33 @@ fn walk(root: &Path, dir: &Path, recurse: bool, out: &mut Vec<PathBuf>) -> std::
 
 /// `kustomize build`, with the Application's kustomize options written into the kustomization (as
 /// Argo CD's `kustomize edit` does), and remote bases served from the pinned mirrors.
-fn kustomize(c: &Checkout, dir: &Path, remotes: &[PinnedRemote], tools: &Tools, what: &str) -> Result<Rendered, RenderError> {
+fn kustomize(
+    c: &Checkout,
+    dir: &Path,
+    remotes: &[PinnedRemote],
+    tools: &Tools,
+    what: &str,
+) -> Result<Rendered, RenderError> {
     let file = crate::source::kustomize::KUSTOMIZATION_FILES.iter().map(|f| dir.join(f)).find(|p| p.exists());
     let opts = c.source.kustomize.clone().unwrap_or(Value::Null);
     let mut cmd = Command::new(&tools.kustomize);
     if let Some(file) = &file {
-        let text = std::fs::read_to_string(file).map_err(|e| RenderError::Tool { tool: "kustomize", what: what.into(), reason: e.to_string() })?;
-        let mut k: Value = serde_saphyr::from_str(&text).map_err(|e| RenderError::BadOption { what: "kustomization".into(), reason: e.to_string() })?;
+        let text = std::fs::read_to_string(file).map_err(|e| RenderError::Tool {
+            tool: "kustomize",
+            what: what.into(),
+            reason: e.to_string(),
+        })?;
+        let mut k: Value = serde_saphyr::from_str(&text)
+            .map_err(|e| RenderError::BadOption { what: "kustomization".into(), reason: e.to_string() })?;
         apply_kustomize_options(&mut k, &opts)?;
         pin_remote_bases(&mut k, remotes);
-        let yaml = serde_saphyr::to_string(&k).map_err(|e| RenderError::BadOption { what: "kustomization".into(), reason: e.to_string() })?;
-        std::fs::write(file, yaml).map_err(|e| RenderError::Tool { tool: "kustomize", what: what.into(), reason: e.to_string() })?;
+        let yaml = serde_saphyr::to_string(&k)
+            .map_err(|e| RenderError::BadOption { what: "kustomization".into(), reason: e.to_string() })?;
+        std::fs::write(file, yaml).map_err(|e| RenderError::Tool {
+            tool: "kustomize",
+            what: what.into(),
+            reason: e.to_string(),
+        })?;
     }
     // Remote bases resolve to the local mirrors Weft verified (git's insteadOf), never the network.
     cmd.env("GIT_CONFIG_COUNT", remotes.len().to_string()).env("GIT_TERMINAL_PROMPT", "0");
@@ -269,7 +332,9 @@ fn pin_remote_bases(k: &mut Value, remotes: &[PinnedRemote]) {
 
 fn apply_kustomize_options(k: &mut Value, opts: &Value) -> Result<(), RenderError> {
     let Some(o) = opts.as_object() else { return Ok(()) };
-    let obj = k.as_object_mut().ok_or_else(|| RenderError::BadOption { what: "kustomization".into(), reason: "not a map".into() })?;
+    let obj = k
+        .as_object_mut()
+        .ok_or_else(|| RenderError::BadOption { what: "kustomization".into(), reason: "not a map".into() })?;
     for key in ["namePrefix", "nameSuffix", "namespace"] {
         if let Some(v) = o.get(key).filter(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
             obj.insert(key.into(), v.clone());
@@ -324,7 +389,14 @@ fn apply_kustomize_options(k: &mut Value, opts: &Value) -> Result<(), RenderErro
 }
 
 /// `helm template`, as Argo CD runs it.
-fn helm(app: &AppContext, c: &Checkout, dir: &Path, refs: &BTreeMap<String, &Path>, tools: &Tools, what: &str) -> Result<Rendered, RenderError> {
+fn helm(
+    app: &AppContext,
+    c: &Checkout,
+    dir: &Path,
+    refs: &BTreeMap<String, &Path>,
+    tools: &Tools,
+    what: &str,
+) -> Result<Rendered, RenderError> {
     let opts = c.source.helm.clone().unwrap_or(Value::Null);
     let chart = std::fs::read_to_string(dir.join("Chart.yaml")).unwrap_or_default();
     if chart.contains("dependencies:") && !dir.join("charts").is_dir() {
@@ -333,11 +405,20 @@ fn helm(app: &AppContext, c: &Checkout, dir: &Path, refs: &BTreeMap<String, &Pat
         )));
     }
     let release = opts.get("releaseName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or(app.name);
-    let namespace = opts.get("namespace").and_then(Value::as_str).filter(|s| !s.is_empty()).or(app.destination_namespace).unwrap_or("default");
+    let namespace = opts
+        .get("namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .or(app.destination_namespace)
+        .unwrap_or("default");
     let mut cmd = Command::new(&tools.helm);
     cmd.args(["template", release]).arg(dir).args(["--namespace", namespace]);
     // Helm must not reach out: no repositories, no plugins; its home is a throwaway directory.
-    let home = tempfile::tempdir().map_err(|e| RenderError::Tool { tool: "helm", what: what.into(), reason: e.to_string() })?;
+    let home = tempfile::tempdir().map_err(|e| RenderError::Tool {
+        tool: "helm",
+        what: what.into(),
+        reason: e.to_string(),
+    })?;
     for (k, sub) in [("HELM_CACHE_HOME", "cache"), ("HELM_CONFIG_HOME", "config"), ("HELM_DATA_HOME", "data")] {
         cmd.env(k, home.path().join(sub));
     }
@@ -360,7 +441,10 @@ fn helm(app: &AppContext, c: &Checkout, dir: &Path, refs: &BTreeMap<String, &Pat
             if ignore_missing {
                 continue;
             }
-            return Err(RenderError::BadOption { what: "helm.valueFiles".into(), reason: format!("{f} does not exist in the verified tree") });
+            return Err(RenderError::BadOption {
+                what: "helm.valueFiles".into(),
+                reason: format!("{f} does not exist in the verified tree"),
+            });
         }
         cmd.arg("--values").arg(path);
     }
@@ -370,16 +454,28 @@ fn helm(app: &AppContext, c: &Checkout, dir: &Path, refs: &BTreeMap<String, &Pat
     };
     if let Some(values) = inline {
         let path = home.path().join("inline-values.yaml");
-        std::fs::write(&path, values).map_err(|e| RenderError::Tool { tool: "helm", what: what.into(), reason: e.to_string() })?;
+        std::fs::write(&path, values).map_err(|e| RenderError::Tool {
+            tool: "helm",
+            what: what.into(),
+            reason: e.to_string(),
+        })?;
         cmd.arg("--values").arg(path);
     }
     for p in opts.get("parameters").and_then(Value::as_array).into_iter().flatten() {
-        let (Some(name), value) = (p.get("name").and_then(Value::as_str), p.get("value").and_then(Value::as_str).unwrap_or("")) else { continue };
-        let flag = if p.get("forceString").and_then(Value::as_bool).unwrap_or(false) { "--set-string" } else { "--set" };
+        let (Some(name), value) =
+            (p.get("name").and_then(Value::as_str), p.get("value").and_then(Value::as_str).unwrap_or(""))
+        else {
+            continue;
+        };
+        let flag =
+            if p.get("forceString").and_then(Value::as_bool).unwrap_or(false) { "--set-string" } else { "--set" };
         cmd.args([flag, &format!("{name}={value}")]);
     }
     for p in opts.get("fileParameters").and_then(Value::as_array).into_iter().flatten() {
-        let (Some(name), Some(path)) = (p.get("name").and_then(Value::as_str), p.get("path").and_then(Value::as_str)) else { continue };
+        let (Some(name), Some(path)) = (p.get("name").and_then(Value::as_str), p.get("path").and_then(Value::as_str))
+        else {
+            continue;
+        };
         cmd.args(["--set-file", &format!("{name}={}", value_file(path, dir, refs)?.display())]);
     }
     run("helm", &tools.helm, what, &mut cmd).map(Rendered::Text)
@@ -390,7 +486,9 @@ fn value_file(f: &str, chart_dir: &Path, refs: &BTreeMap<String, &Path>) -> Resu
     let bad = |reason: String| RenderError::BadOption { what: "helm value file".into(), reason };
     if let Some(rest) = f.strip_prefix('$') {
         let (name, path) = rest.split_once('/').ok_or_else(|| bad(format!("{f:?} names no file")))?;
-        let root = refs.get(name).ok_or_else(|| bad(format!("{f:?} refers to source ref {name:?}, which the Application does not have")))?;
+        let root = refs
+            .get(name)
+            .ok_or_else(|| bad(format!("{f:?} refers to source ref {name:?}, which the Application does not have")))?;
         let rel = crate::source::materials::contained(path).ok_or_else(|| bad(format!("{f:?} leaves the source")))?;
         return Ok(root.join(rel));
     }
@@ -424,7 +522,14 @@ mod tests {
     fn remote_bases_are_pinned_to_verified_commits() {
         let mut k = json!({"resources": ["local", "https://git.example.com/shop/common.git//base?ref=main"]});
         let pin = CommitId::parse("0123456789abcdef0123456789abcdef01234567").unwrap();
-        pin_remote_bases(&mut k, &[PinnedRemote { repo_url: "https://git.example.com/shop/common.git".into(), mirror: "/m".into(), commit: pin.clone() }]);
+        pin_remote_bases(
+            &mut k,
+            &[PinnedRemote {
+                repo_url: "https://git.example.com/shop/common.git".into(),
+                mirror: "/m".into(),
+                commit: pin.clone(),
+            }],
+        );
         assert_eq!(k["resources"][1], format!("https://git.example.com/shop/common.git//base?ref={pin}"));
         assert_eq!(k["resources"][0], "local");
     }
@@ -433,8 +538,14 @@ mod tests {
     fn value_files_stay_in_verified_trees() {
         let root = Path::new("/v");
         let refs = BTreeMap::from([("values".to_string(), root)]);
-        assert_eq!(value_file("$values/env/prod.yaml", Path::new("/c"), &refs).unwrap(), PathBuf::from("/v/env/prod.yaml"));
-        assert_eq!(value_file("values-prod.yaml", Path::new("/c"), &refs).unwrap(), PathBuf::from("/c/values-prod.yaml"));
+        assert_eq!(
+            value_file("$values/env/prod.yaml", Path::new("/c"), &refs).unwrap(),
+            PathBuf::from("/v/env/prod.yaml")
+        );
+        assert_eq!(
+            value_file("values-prod.yaml", Path::new("/c"), &refs).unwrap(),
+            PathBuf::from("/c/values-prod.yaml")
+        );
         assert!(value_file("../../etc/passwd", Path::new("/c"), &refs).is_err());
         assert!(value_file("$values/../x", Path::new("/c"), &refs).is_err());
         assert!(value_file("$other/x", Path::new("/c"), &refs).is_err());

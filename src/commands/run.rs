@@ -42,6 +42,9 @@ pub struct Args {
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
     pub tracking_method: crate::controller::TrackingArg,
+    /// Largest rendered document accepted, in bytes.
+    #[arg(long, env = "WEFT_MAX_DOCUMENT_BYTES", default_value_t = 1024 * 1024)]
+    pub max_document_bytes: usize,
     #[arg(long, value_enum, default_value_t = super::verify_source::Output::Text)]
     pub output: super::verify_source::Output,
 }
@@ -80,7 +83,8 @@ pub fn run(args: Args) -> u8 {
 fn load_application(path: &std::path::Path) -> Result<Application, InputError> {
     let text = read(path)?;
     let shown = path.display().to_string();
-    let raw: serde_json::Value = serde_saphyr::from_str(&text).map_err(|e| InputError::Other(format!("{shown}: {e}")))?;
+    let raw: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| InputError::Other(format!("{shown}: {e}")))?;
     if raw.get("kind").and_then(|k| k.as_str()) != Some("Application") {
         return Err(InputError::Other(format!("{shown} is not an Argo CD Application (kind: Application)")));
     }
@@ -94,18 +98,24 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         eprintln!("warning: {w}");
     }
     let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
-    let verifier = SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
+    let verifier =
+        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
 
     let target = match (target::sync_target(&app), &args.revision) {
         (Ok(Some(t)), None) => t,
         (Ok(_), Some(rev)) => {
             let sources = target::declared_sources(&app).map_err(|e| InputError::Other(e.to_string()))?;
-            let [source] = sources else { return Err(InputError::Other("--revision works for single-source Applications".into())) };
+            let [source] = sources else {
+                return Err(InputError::Other("--revision works for single-source Applications".into()));
+            };
             let commit = match CommitId::parse(rev) {
                 Some(c) => c,
                 None => {
                     let access = crate::source::verify::access(&bag, &source.repo_url);
-                    let repo = verifier.repos.open(&source.repo_url, &[], Some(&access), true).map_err(|e| InputError::Other(e.to_string()))?;
+                    let repo = verifier
+                        .repos
+                        .open(&source.repo_url, &[], Some(&access), true)
+                        .map_err(|e| InputError::Other(e.to_string()))?;
                     repo.resolve(rev).map_err(|e| InputError::Other(e.to_string()))?
                 }
             };
@@ -121,7 +131,9 @@ fn execute(args: &Args) -> Result<u8, InputError> {
             }
         }
         (Ok(None), None) => {
-            return Err(InputError::Other("the Application has no resolved revision in its status; pass --revision".into()));
+            return Err(InputError::Other(
+                "the Application has no resolved revision in its status; pass --revision".into(),
+            ));
         }
         (Err(e), _) => return Err(InputError::Other(format!("the Application cannot be used: {e}"))),
     };
@@ -135,16 +147,24 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let engine = Engine {
         verifier: std::sync::Arc::new(verifier),
         tools: crate::render::Tools::default(),
-        limits: crate::manifest::Limits::default(),
+        limits: crate::manifest::Limits { max_document_bytes: args.max_document_bytes, ..Default::default() },
         tracking: args.tracking_method.into(),
         argocd_namespace: args.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(2),
     };
     let name = app.metadata.name.clone().unwrap_or_default();
     eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());
-    let job = Job { profile: &profile, app: &app, target: &target, verified: &[], bag: &bag, destination: destination.clone() };
+    let job = Job {
+        profile: &profile,
+        app: &app,
+        target: &target,
+        verified: &[],
+        bag: &bag,
+        destination: destination.clone(),
+    };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
     let outcome = runtime.block_on(engine.run(job, &Printer));
+    Printer.step(Step::ProvenanceRecorded, &outcome.steps[3]);
 
     let public_key = outcome.published.as_ref().and_then(|_| public_key(&profile, &bag));
     if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {
@@ -184,7 +204,11 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                 let tlog = if p.tlog.is_some() { "" } else { " --insecure-ignore-tlog" };
                 match &destination {
                     Some(DestinationChoice::Layout(dir)) => {
-                        println!("verify it with: cosign verify --local-image {} --key {}{tlog}", dir.display(), dir.join("cosign.pub").display());
+                        println!(
+                            "verify it with: cosign verify --local-image {} --key {}{tlog}",
+                            dir.display(),
+                            dir.join("cosign.pub").display()
+                        );
                     }
                     _ => {
                         println!("verify it with: cosign verify --key cosign.pub{tlog} {}", p.reference);
@@ -193,7 +217,9 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                 }
             }
             if code == EXIT_VERIFIED {
-                println!("note: image verification and provenance are not implemented in this version of Weft; the revision is not fully vouched for");
+                println!(
+                    "note: image verification and provenance are not implemented in this version of Weft; the revision is not fully vouched for"
+                );
             }
         }
     }
@@ -229,6 +255,7 @@ fn public_key(profile: &crate::resources::profile::IntegrityProfile, bag: &crate
     let s = profile.spec.manifest_signing.as_ref()?;
     let name = s.key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
     let pem = bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, &name).ok()?;
-    let password = s.key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, k).ok());
+    let password =
+        s.key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, k).ok());
     crate::signing::SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok().map(|k| k.public_pem())
 }

@@ -203,3 +203,20 @@ impl Drop for WeftProcess {
 pub fn sha(c: char) -> String {
     std::iter::repeat_n(c, 40).collect()
 }
+
+/// A peer's address from the test environment (`tests/env/testenv.sh`); the tests need it.
+pub fn peer(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: this test runs against the real peers; run it with `tests/run` or `tests/env/testenv.sh run -- cargo test`")
+    })
+}
+
+/// Runs a command, returning (exit code, stdout, stderr).
+pub fn run_cmd(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

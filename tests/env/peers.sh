@@ -20,6 +20,7 @@ kubectl|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl|kubernetes
 kustomize|v5.8.1|sigs.k8s.io/kustomize/kustomize/v5|sigs.k8s.io/kustomize/kustomize/v5|plain
 helm|v3.22.0|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm|plain
 crane|v0.22.1|github.com/google/go-containerregistry|github.com/google/go-containerregistry/cmd/crane|plain
+referrers-registry|v0.22.1|github.com/google/go-containerregistry|github.com/google/go-containerregistry/pkg/registry|referrers-registry
 registry|v3.1.2|github.com/distribution/distribution/v3|github.com/distribution/distribution/v3/cmd/registry|plain
 cosign|v2.6.5|github.com/sigstore/cosign/v2|github.com/sigstore/cosign/v2/cmd/cosign|plain
 kubectl-sigstore|v0.5.4|github.com/sigstore/k8s-manifest-sigstore|github.com/sigstore/k8s-manifest-sigstore/cmd/kubectl-sigstore|plain
@@ -68,9 +69,35 @@ build_peer() {
     # `go get` each package (not just the module) so go.sum covers everything they import.
     for p in $pkgs; do go get "$p@$version" 2>&1 | grep -v '^go: \(downloading\|added\|upgraded\)' >&2 || true; done
     mkdir -p "$dir/bin"
-    for p in $pkgs; do
-      go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$(basename "$p")" "$p"
-    done
+    if [ "$flavour" = referrers-registry ]; then
+      # go-containerregistry's registry with its OCI 1.1 referrers API switched on (its `crane registry
+      # serve` command leaves it off): the registry with referrers for the tests.
+      cat > main.go <<'GO'
+package main
+
+import (
+	"flag"
+	"log"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+func main() {
+	address := flag.String("address", "127.0.0.1:5000", "address to listen on")
+	disk := flag.String("disk", "", "directory for blobs")
+	flag.Parse()
+	handler := registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(*disk)), registry.WithReferrersSupport(true))
+	log.Fatal(http.ListenAndServe(*address, handler))
+}
+GO
+      go mod tidy >/dev/null 2>&1
+      go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$name" .
+    else
+      for p in $pkgs; do
+        go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$(basename "$p")" "$p"
+      done
+    fi
   )
   # etcd's main package is the module root, named after its major version: give it its real name.
   if [ "$name" = etcd ] && [ -f "$dir/bin/v3" ]; then mv "$dir/bin/v3" "$dir/bin/etcd"; fi

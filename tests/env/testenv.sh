@@ -117,9 +117,9 @@ EOF
 }
 
 start_registry() {
-  local dir=$1 distribution crane port_plain port_referrers
+  local dir=$1 distribution referrers port_plain port_referrers
   distribution=$("$PEERS" path registry)/registry
-  crane=$("$PEERS" path crane)/crane
+  referrers=$("$PEERS" path referrers-registry)/referrers-registry
   port_plain=$(free_port); port_referrers=$(free_port)
   mkdir -p "$dir/registry-data" "$dir/crane-data"
   cat > "$dir/registry.yml" <<EOF
@@ -132,7 +132,7 @@ http:
   addr: 127.0.0.1:$port_plain
 EOF
   spawn "$dir" registry "$distribution" serve "$dir/registry.yml"
-  spawn "$dir" crane "$crane" registry serve --address "127.0.0.1:$port_referrers" --disk "$dir/crane-data"
+  spawn "$dir" referrers-registry "$referrers" --address "127.0.0.1:$port_referrers" --disk "$dir/crane-data"
   wait_for 30 "distribution registry" curl -sf "http://127.0.0.1:$port_plain/v2/"
   wait_for 30 "registry with referrers" curl -sf "http://127.0.0.1:$port_referrers/v2/"
   cat >> "$dir/env" <<EOF
@@ -224,7 +224,7 @@ stop_one() {
 
 stop() {
   local dir=$1
-  for p in rekor-server trillian-log-signer trillian-log-server mariadb crane registry kube-apiserver etcd; do
+  for p in rekor-server trillian-log-signer trillian-log-server mariadb referrers-registry registry kube-apiserver etcd; do
     stop_one "$dir" "$p"
   done
 }
