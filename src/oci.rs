@@ -174,6 +174,9 @@ pub fn signature_tag(image_digest: &str) -> String {
 /// Where an image goes: `registry/repository`, and the client options to reach it.
 pub struct Registry {
     client: Client,
+    /// For the few calls done directly (see `put_manifest_by_digest`, `serves_referrers`).
+    http: reqwest::Client,
+    plain_http: bool,
     auth: RegistryAuth,
     repository: String,
 }
@@ -202,7 +205,8 @@ impl Registry {
         let protocol = if loopback { ClientProtocol::HttpsExcept(vec![host.clone()]) } else { ClientProtocol::Https };
         // Monolithic blob uploads (POST then PUT) work with every registry; chunked ones do not.
         let client = Client::new(ClientConfig { protocol, use_monolithic_push: true, ..Default::default() });
-        Ok(Registry { client, auth, repository: repository.to_string() })
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap_or_default();
+        Ok(Registry { client, http, plain_http: loopback, auth, repository: repository.to_string() })
     }
 
     pub fn repository(&self) -> &str {
@@ -266,8 +270,16 @@ impl Registry {
                 }
             }
         }
-        let content_type = reqwest::header::HeaderValue::from_static(OCI_MANIFEST);
-        self.client.push_manifest_raw(&target, image.manifest.clone(), content_type).await.map_err(|e| self.err(e))?;
+        match tag {
+            Some(_) => {
+                let content_type = reqwest::header::HeaderValue::from_static(OCI_MANIFEST);
+                self.client
+                    .push_manifest_raw(&target, image.manifest.clone(), content_type)
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            None => self.put_manifest_by_digest(image).await?,
+        }
         Ok(if present { Pushed::AlreadyThere } else { Pushed::New })
     }
 
@@ -300,8 +312,66 @@ impl Registry {
 
     /// Does the registry serve the OCI 1.1 referrers API?
     pub async fn serves_referrers(&self, image_digest: &str) -> bool {
+        // Asked directly: a client library may fall back to the tag schema and hide a 404.
         let Ok(r) = self.reference(image_digest) else { return false };
-        self.client.pull_referrers(&r, None).await.is_ok()
+        let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(), r.repository());
+        let Ok(req) = self.authorized(self.http.get(&url), &r, oci_client::RegistryOperation::Pull).await else {
+            return false;
+        };
+        match req.send().await {
+            Ok(resp) if resp.status().is_success() => resp
+                .headers()
+                .get("content-type")
+                .and_then(|c| c.to_str().ok())
+                .is_some_and(|c| c.starts_with(OCI_INDEX)),
+            _ => false,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        let host = self.repository.split('/').next().unwrap_or_default();
+        format!("{}://{host}", if self.plain_http { "http" } else { "https" })
+    }
+
+    /// Adds the credentials oci-client negotiated (a bearer token, or basic auth).
+    async fn authorized(
+        &self,
+        req: reqwest::RequestBuilder,
+        r: &Reference,
+        op: oci_client::RegistryOperation,
+    ) -> Result<reqwest::RequestBuilder, OciError> {
+        let token = self.client.auth(r, &self.auth, op).await.map_err(|e| self.err(e))?;
+        Ok(match (token, &self.auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            _ => req,
+        })
+    }
+
+    /// Puts a manifest by digest. Done here because oci-client cannot handle a registry that omits the
+    /// Location header on a push by digest.
+    async fn put_manifest_by_digest(&self, image: &Image) -> Result<(), OciError> {
+        let digest = image.digest();
+        let r = self.reference(&digest)?;
+        let url = format!("{}/v2/{}/manifests/{digest}", self.base_url(), r.repository());
+        let req = self.http.put(&url).header("content-type", OCI_MANIFEST).body(image.manifest.clone());
+        let resp = self
+            .authorized(req, &r, oci_client::RegistryOperation::Push)
+            .await?
+            .send()
+            .await
+            .map_err(|e| OciError::Registry { registry: self.repository.clone(), reason: e.to_string() })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let registry = self.repository.split('/').next().unwrap_or_default().to_string();
+        if status.as_u16() == 401 || status.as_u16() == 403 {
+            Err(OciError::Unauthorized { registry, reason: format!("HTTP {status}: {body}") })
+        } else {
+            Err(OciError::Registry { registry, reason: format!("pushing manifest {digest}: HTTP {status}: {body}") })
+        }
     }
 }
 

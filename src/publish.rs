@@ -57,6 +57,7 @@ pub enum Destination {
 }
 
 /// A transparency log to record the image signature in.
+#[derive(Clone, Copy)]
 pub struct Log<'a> {
     pub rekor: &'a Rekor,
     pub key: &'a LogKey,
@@ -119,7 +120,18 @@ pub async fn publish(
                 None => Vec::new(),
             };
             let (ours, signed, tlog) = match layers.iter().find(|b| b.bytes == payload && signed_by(b, &payload, key)) {
-                Some(existing) => (existing.clone(), false, bundle_entry(existing)),
+                Some(existing) => {
+                    // The entry its bundle names, fetched from the log and verified (a bundle could lie).
+                    let tlog = match (log, bundle_entry(existing)) {
+                        (Some(log), Some(e)) => {
+                            let entry = log.rekor.get(&e.uuid).await?;
+                            rekor::verify_entry(&entry, log.key, false)?;
+                            Some(entry.record())
+                        }
+                        (_, e) => e,
+                    };
+                    (existing.clone(), false, tlog)
+                }
                 None => {
                     let (layer, tlog) = sign(&payload, key, log).await?;
                     layers.push(layer.clone());

@@ -1,0 +1,411 @@
+//! `weft run` end to end against the real peers: a signed repository, keys made by the real cosign, the
+//! real registries (with and without the OCI referrers API) and Rekor; what it publishes is checked by
+//! the real `cosign verify` and `kubectl sigstore verify-resource` against objects applied to the real
+//! kube-apiserver as Argo CD applies them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::git::{Gpg, Repo, Sign, SshKey, ssh_key};
+use common::*;
+use serde_json::{Value, json};
+
+/// A project: a signed application repository, a cosign key pair, and the files `weft run` reads.
+struct Project {
+    dir: tempfile::TempDir,
+    _gpg: Gpg,
+    repo: Repo,
+    _signer: SshKey,
+    namespace: String,
+}
+
+const PASSWORD: &str = "correct horse";
+
+impl Project {
+    /// `files`: path → content in the application repository (committed and signed).
+    fn new(files: &[(&str, String)], namespace: String) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let gpg = Gpg::new();
+        let signer = ssh_key(dir.path(), "release");
+        let repo = Repo::new(&gpg);
+        for (path, content) in files {
+            repo.write(path, content.as_bytes());
+        }
+        repo.commit_all("release", Sign::Ssh(&signer));
+        let (code, _, err) =
+            run_cmd(Command::new("cosign").current_dir(dir.path()).env("COSIGN_PASSWORD", PASSWORD).args([
+                "generate-key-pair",
+                "--output-key-prefix",
+                "weft",
+            ]));
+        assert_eq!(code, 0, "cosign generate-key-pair: {err}");
+        let p = Project { dir, _gpg: gpg, repo, _signer: signer, namespace };
+        p.write_resources(PASSWORD);
+        p
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_resources(&self, password: &str) {
+        let key = std::fs::read_to_string(self.path("weft.key")).unwrap();
+        let signers = format!("release@example.com {}", self._signer.public);
+        let rekor_pub = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
+        let docs = [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "signers"}, "data": {"allowed_signers": signers}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "signing"}, "stringData": {"cosign.key": key, "cosign.password": password}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rekor"}, "data": {"rekor.pub": rekor_pub}}),
+        ];
+        std::fs::write(
+            self.path("resources.yaml"),
+            docs.iter().map(Value::to_string).collect::<Vec<_>>().join("\n---\n"),
+        )
+        .unwrap();
+    }
+
+    /// A profile publishing to `repository` (and logging in Rekor when `rekor`).
+    fn profile(&self, repository: &str, rekor: bool, extra: Value) -> PathBuf {
+        let mut spec = json!({
+            "applicationSelector": [{"name": "*"}],
+            "sourceIntegrity": {"git": {"policies": [{"repos": [{"url": "file:///*"}], "gpg": {"mode": "strict"},
+                "ssh": {"allowedSigners": {"configMapRef": {"name": "signers", "key": "allowed_signers"}}}}]}},
+            "manifestSigning": {"key": {"secretRef": {"name": "signing", "key": "cosign.key"}, "passwordKey": "cosign.password"},
+                                "image": {"repository": repository}}
+        });
+        if rekor {
+            spec["provenance"] = json!({"rekor": {"url": peer("WEFT_TEST_REKOR_URL"), "publicKey": {"configMapRef": {"name": "rekor", "key": "rekor.pub"}}}});
+        }
+        merge(&mut spec, extra);
+        let profile = json!({"apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile", "metadata": {"name": "p", "namespace": "argocd"}, "spec": spec});
+        let path = self.path("profile.yaml");
+        std::fs::write(&path, profile.to_string()).unwrap();
+        path
+    }
+
+    /// The Application, synced to the repository's head.
+    fn application(&self, source_extra: Value) -> PathBuf {
+        let mut source = json!({"repoURL": self.repo.url(), "path": ".", "targetRevision": "main"});
+        merge(&mut source, source_extra);
+        let app = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "shop-cart", "namespace": "argocd"},
+            "spec": {"project": "default", "source": source, "destination": {"server": "https://kubernetes.default.svc", "namespace": self.namespace}},
+            "status": {"sync": {"status": "Synced", "revision": self.repo.head()}}
+        });
+        let path = self.path("application.yaml");
+        std::fs::write(&path, app.to_string()).unwrap();
+        path
+    }
+
+    /// `weft run … --output json`: (exit code, JSON, stderr).
+    fn run(&self, profile: &Path, app: &Path, extra: &[&str]) -> (i32, Value, String) {
+        let (code, out, err) = run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(self.dir.path())
+                .args(["run", "--output", "json", "--resources", "resources.yaml", "--cache-dir", "cache"])
+                .arg("--profile")
+                .arg(profile)
+                .arg("--application")
+                .arg(app)
+                .args(extra),
+        );
+        (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
+        for (k, v) in e {
+            b.insert(k, v);
+        }
+    }
+}
+
+/// The example application: a ConfigMap, a Service and a Deployment in `ns`.
+fn shop_files(ns: &str) -> Vec<(String, String)> {
+    let files = vec![
+        (
+            "configmap.yaml",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cart-config, namespace: {ns}}}\ndata: {{CURRENCY: EUR}}\n"
+            ),
+        ),
+        (
+            "service.yaml",
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: cart, namespace: {ns}}}\nspec:\n  selector: {{app: cart}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+            ),
+        ),
+        (
+            "deployment.yaml",
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: cart, namespace: {ns}, labels: {{app: cart}}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: cart}}}}\n  template:\n    metadata: {{labels: {{app: cart}}}}\n    spec:\n      containers:\n      - name: cart\n        image: registry.example/shop/cart:1.4.2\n        ports: [{{containerPort: 8080}}]\n"
+            ),
+        ),
+    ];
+    files.into_iter().map(|(p, c)| (p.to_string(), c)).collect()
+}
+
+/// A project whose files are made for a namespace unique to the test.
+fn with_namespace(f: impl FnOnce(&str) -> Vec<(String, String)>) -> Project {
+    let ns = format!("shop-{}-{}", std::process::id(), rand_suffix());
+    let files = f(&ns);
+    let refs: Vec<(&str, String)> = files.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
+    Project::new(&refs, ns)
+}
+
+fn cosign_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+}
+
+fn kubectl_sigstore(project: &Project, image: &str) -> (i32, Value, String) {
+    let ca = Path::new(&peer("WEFT_TEST_ENV_DIR")).join("certs/ca.crt");
+    let (code, out, err) = run_cmd(
+        cosign_env(&mut Command::new("kubectl-sigstore"))
+            .env("SIGSTORE_ROOT_FILE", ca)
+            .current_dir(project.dir.path())
+            .args([
+                "verify-resource",
+                "-i",
+                image,
+                "-k",
+                "weft.pub",
+                "--rekor-url",
+                &peer("WEFT_TEST_REKOR_URL"),
+                "-o",
+                "json",
+            ]),
+    );
+    (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
+}
+
+/// The signed manifests, as stored in the image's layer.
+fn signed_blob(image: &str) -> String {
+    let (code, manifest, err) = run_cmd(Command::new("crane").args(["manifest", image]));
+    assert_eq!(code, 0, "crane manifest: {err}");
+    let m: Value = serde_json::from_str(&manifest).unwrap();
+    let repo = image.split('@').next().unwrap();
+    let (code, blob, err) = run_cmd(
+        Command::new("crane").args(["blob", &format!("{repo}@{}", m["layers"][0]["digest"].as_str().unwrap())]),
+    );
+    assert_eq!(code, 0, "crane blob: {err}");
+    blob
+}
+
+async fn end_to_end(registry_var: &str, referrers: bool) {
+    let project = with_namespace(shop_files);
+    let repository = format!("{}/manifests/{}", peer(registry_var), project.namespace);
+    let profile = project.profile(&repository, true, json!({}));
+    let app = project.application(json!({}));
+    let (code, out, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "weft run: {out}\n{err}");
+    let image = out["manifestImage"].as_str().expect("a manifest image").to_string();
+    assert!(image.starts_with(&format!("{repository}@sha256:")), "{image}");
+    assert_eq!(out["resources"], 3);
+    assert_eq!(out["referrer"], referrers, "the referrers API is used where the registry serves it");
+    assert!(out["transparencyLog"]["logIndex"].is_i64(), "the signature is logged: {out}");
+
+    // The real cosign accepts the image, its signature checked against the Rekor bundle offline.
+    let (code, _, err) = run_cmd(
+        cosign_env(&mut Command::new("cosign"))
+            .current_dir(project.dir.path())
+            .args(["verify", "--key", "weft.pub", &image]),
+    );
+    assert_eq!(code, 0, "cosign verify: {err}");
+    if referrers {
+        let digest = image.split('@').nth(1).unwrap();
+        let url = format!("http://{}/v2/manifests/{}/referrers/{digest}", peer(registry_var), project.namespace);
+        let (code, index, _) = run_cmd(Command::new("curl").args(["-sf", &url]));
+        assert_eq!(code, 0);
+        assert!(index.contains("application/vnd.dev.cosign.artifact.sig.v1+json"), "{index}");
+        let (code, _, err) = run_cmd(cosign_env(&mut Command::new("cosign")).current_dir(project.dir.path()).args([
+            "verify",
+            "--experimental-oci11",
+            "--key",
+            "weft.pub",
+            &image,
+        ]));
+        assert_eq!(code, 0, "cosign verify --experimental-oci11: {err}");
+    }
+
+    // Argo CD applies the rendered manifests with its tracking annotation: apply what was signed.
+    let blob = signed_blob(&image);
+    assert!(
+        blob.contains(&format!("argocd.argoproj.io/tracking-id: shop-cart:apps/Deployment:{}/cart", project.namespace)),
+        "{blob}"
+    );
+    std::fs::write(project.path("applied.yaml"), &blob).unwrap();
+    let client = client().await;
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": project.namespace}})).unwrap();
+    kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client).create(&Default::default(), &ns).await.unwrap();
+    let (code, _, err) = run_cmd(Command::new("kubectl").arg("apply").arg("-f").arg(project.path("applied.yaml")));
+    assert_eq!(code, 0, "kubectl apply: {err}");
+
+    let (code, result, err) = kubectl_sigstore(&project, &image);
+    assert_eq!(
+        (code, &result["summary"]),
+        (0, &json!({"total": 3, "valid": 3, "invalid": 0})),
+        "verify-resource: {result}\n{err}"
+    );
+
+    // Change one live object: exactly that one is reported.
+    let (code, _, err) = run_cmd(Command::new("kubectl").args([
+        "-n",
+        &project.namespace,
+        "patch",
+        "configmap",
+        "cart-config",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"CURRENCY":"USD"}}"#,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let (code, result, _) = kubectl_sigstore(&project, &image);
+    assert_eq!((code, &result["summary"]), (1, &json!({"total": 3, "valid": 2, "invalid": 1})), "{result}");
+    let invalid: Vec<&str> = result["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["result"]["verified"] == false)
+        .map(|r| r["object"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(invalid, ["ConfigMap"]);
+}
+
+#[tokio::test]
+async fn published_to_a_registry_without_referrers_the_real_tools_verify_it() {
+    end_to_end("WEFT_TEST_REGISTRY", false).await;
+}
+
+#[tokio::test]
+async fn published_to_a_registry_with_referrers_the_real_tools_verify_it() {
+    end_to_end("WEFT_TEST_REGISTRY_REFERRERS", true).await;
+}
+
+#[test]
+fn the_oci_layout_verifies_with_cosign_as_written() {
+    let project = with_namespace(shop_files);
+    let app = project.application(json!({}));
+    // Without a transparency log: cosign is told to skip it.
+    let profile = project.profile("unused.example/x", false, json!({}));
+    let (code, out, err) = project.run(&profile, &app, &["--out", "layout"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, _, err) = run_cmd(Command::new("cosign").current_dir(project.dir.path()).args([
+        "verify",
+        "--local-image",
+        "layout",
+        "--key",
+        "weft.pub",
+        "--insecure-ignore-tlog",
+    ]));
+    assert_eq!(code, 0, "cosign verify --local-image: {err}");
+    assert_eq!(
+        std::fs::read_to_string(project.path("layout/cosign.pub")).unwrap(),
+        std::fs::read_to_string(project.path("weft.pub")).unwrap()
+    );
+
+    // With Rekor: the bundle travels with the signature and cosign checks it offline.
+    let profile = project.profile("unused.example/x", true, json!({}));
+    let (code, out, err) = project.run(&profile, &app, &["--out", "logged"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, _, err) = run_cmd(cosign_env(&mut Command::new("cosign")).current_dir(project.dir.path()).args([
+        "verify",
+        "--local-image",
+        "logged",
+        "--key",
+        "weft.pub",
+    ]));
+    assert_eq!(code, 0, "cosign verify --local-image with the tlog: {err}");
+}
+
+#[test]
+fn publishing_the_same_manifests_again_pushes_and_logs_nothing_new() {
+    let project = with_namespace(shop_files);
+    let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), project.namespace);
+    let profile = project.profile(&repository, true, json!({}));
+    let app = project.application(json!({}));
+    let (code, first, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, second, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(first["digest"], second["digest"], "the same manifests give the same image");
+    assert_eq!(first["transparencyLog"], second["transparencyLog"], "the existing signature and its entry are kept");
+    assert!(second["steps"][2]["message"].as_str().unwrap().contains("already signed"), "{second}");
+    // One signature layer, one tag for the revision, one .sig tag.
+    let (_, tags, _) = run_cmd(Command::new("crane").args(["ls", &repository]));
+    assert_eq!(tags.lines().count(), 2, "{tags}");
+    let sig = format!("{repository}:{}", first["digest"].as_str().unwrap().replace(':', "-") + ".sig");
+    let (_, m, _) = run_cmd(Command::new("crane").args(["manifest", &sig]));
+    let m: Value = serde_json::from_str(&m).unwrap();
+    assert_eq!(m["layers"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn bad_input_and_faults_are_specific_and_push_nothing() {
+    let project = with_namespace(shop_files);
+    let registry = peer("WEFT_TEST_REGISTRY");
+    let app = project.application(json!({}));
+    let step = |out: &Value| {
+        (
+            out["steps"][2]["state"].as_str().unwrap_or("").to_string(),
+            out["steps"][2]["reason"].as_str().unwrap_or("").to_string(),
+        )
+    };
+
+    // The registry is down.
+    let profile = project.profile("127.0.0.1:9/manifests/shop", false, json!({}));
+    let (code, out, _) = project.run(&profile, &app, &[]);
+    assert_eq!((code, step(&out)), (1, ("Pending".into(), "RegistryUnavailable".into())), "{out}");
+
+    // A wrong key password, and a missing key Secret: configuration errors, nothing pushed.
+    let repository = format!("{registry}/manifests/{}-faults", project.namespace);
+    let profile = project.profile(&repository, false, json!({}));
+    project.write_resources("wrong");
+    let (code, out, _) = project.run(&profile, &app, &[]);
+    assert_eq!((code, step(&out)), (2, ("Failed".into(), "SigningKeyWrongPassword".into())), "{out}");
+    let mut missing = json!({});
+    missing["manifestSigning"] =
+        json!({"key": {"secretRef": {"name": "nowhere", "key": "cosign.key"}}, "image": {"repository": repository}});
+    let profile = project.profile(&repository, false, missing);
+    let (code, out, _) = project.run(&profile, &app, &[]);
+    assert_eq!((code, step(&out)), (2, ("Failed".into(), "ReferencedObjectMissing".into())), "{out}");
+    assert!(out["steps"][2]["message"].as_str().unwrap().contains("Secret nowhere"), "{out}");
+    let (code, _, _) = run_cmd(Command::new("crane").args(["ls", &repository]));
+    assert_ne!(code, 0, "nothing was pushed to {repository}");
+    project.write_resources(PASSWORD);
+
+    // Broken manifests in the verified tree.
+    for (file, content, reason) in [
+        ("broken.yaml", "kind: [unclosed", "ManifestUnparseable"),
+        ("list.yaml", "- a\n- b\n", "ManifestNotAnObject"),
+        (
+            "big.yaml",
+            &format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: {{x: \"{}\"}}\n",
+                "x".repeat(4096)
+            ),
+            "ManifestTooLarge",
+        ),
+    ] {
+        let p = with_namespace(|ns| {
+            let mut f = shop_files(ns);
+            f.push((file.to_string(), content.to_string()));
+            f
+        });
+        let profile = p.profile(&format!("{registry}/manifests/{}", p.namespace), false, json!({}));
+        let app = p.application(json!({}));
+        let (code, out, err) = p.run(&profile, &app, &["--max-document-bytes", "2048"]);
+        assert_eq!((code, step(&out)), (1, ("Failed".into(), reason.into())), "{file}: {out}\n{err}");
+        assert!(out["steps"][2]["message"].as_str().unwrap().contains(file), "the message names the file: {out}");
+    }
+}
