@@ -375,7 +375,9 @@ impl Engine {
                         e.to_string(),
                     )
                 })?;
-                pinned.push(PinnedRemote { repo_url: url, mirror: repo.inner().path().to_path_buf(), commit });
+                let mirror =
+                    std::fs::canonicalize(repo.inner().path()).unwrap_or_else(|_| repo.inner().path().to_path_buf());
+                pinned.push(PinnedRemote { repo_url: url, mirror, commit });
             }
             let ctx = AppContext {
                 name: app.metadata.name.as_deref().unwrap_or_default(),

@@ -194,10 +194,12 @@ fn run(tool: &'static str, program: &str, what: &str, cmd: &mut Command) -> Resu
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let reason = lines[lines.len().saturating_sub(3)..].join(" / ");
         return Err(RenderError::Tool {
             tool,
             what: what.into(),
-            reason: stderr.trim().lines().last().unwrap_or("failed").to_string(),
+            reason: if reason.is_empty() { "failed".into() } else { reason },
         });
     }
     String::from_utf8(out.stdout).map_err(|_| RenderError::Tool {
@@ -305,8 +307,11 @@ fn kustomize(
             reason: e.to_string(),
         })?;
     }
-    // Remote bases resolve to the local mirrors Weft verified (git's insteadOf), never the network.
-    cmd.env("GIT_CONFIG_COUNT", remotes.len().to_string()).env("GIT_TERMINAL_PROMPT", "0");
+    // Remote bases resolve to the local mirrors Weft verified (git's insteadOf), never the network; the
+    // mirrors serve the pinned commits by id (the upload-pack git spawns reads the same environment).
+    cmd.env("GIT_CONFIG_COUNT", (remotes.len() + 1).to_string()).env("GIT_TERMINAL_PROMPT", "0");
+    cmd.env(format!("GIT_CONFIG_KEY_{}", remotes.len()), "uploadpack.allowAnySHA1InWant")
+        .env(format!("GIT_CONFIG_VALUE_{}", remotes.len()), "true");
     for (i, r) in remotes.iter().enumerate() {
         cmd.env(format!("GIT_CONFIG_KEY_{i}"), format!("url.file://{}.insteadOf", r.mirror.display()));
         cmd.env(format!("GIT_CONFIG_VALUE_{i}"), &r.repo_url);

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod project;
 
 use std::fs::File;
 use std::future::Future;

@@ -39,6 +39,16 @@ peer_dir() { echo "$CACHE/$1-$(peer_field "$1" 2)"; }
 
 # Writes a throwaway wrapper module that requires MODULE@VERSION, so `go build` works for modules
 # whose own go.mod has replace directives (which `go install pkg@version` refuses).
+# The command a package builds: its last path element, or the one before a major-version suffix
+# (sigs.k8s.io/kustomize/kustomize/v5 is `kustomize`); etcd's server module is the `etcd` command.
+binary_name() {
+  local p=$1 b
+  [ "$p" = go.etcd.io/etcd/server/v3 ] && { echo etcd; return; }
+  b=$(basename "$p")
+  if [[ "$b" =~ ^v[0-9]+$ ]]; then b=$(basename "$(dirname "$p")"); fi
+  echo "$b"
+}
+
 build_peer() {
   local name=$1 version module pkgs flavour dir work start
   version=$(peer_field "$name" 2); module=$(peer_field "$name" 3)
@@ -95,12 +105,10 @@ GO
       go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$name" .
     else
       for p in $pkgs; do
-        go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$(basename "$p")" "$p"
+        go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$(binary_name "$p")" "$p"
       done
     fi
   )
-  # etcd's main package is the module root, named after its major version: give it its real name.
-  if [ "$name" = etcd ] && [ -f "$dir/bin/v3" ]; then mv "$dir/bin/v3" "$dir/bin/etcd"; fi
   touch "$dir/.complete"
   log "$name $version: built in $(( $(date +%s) - start ))s"
 }
