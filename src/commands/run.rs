@@ -49,8 +49,23 @@ pub struct Args {
     pub output: super::verify_source::Output,
 }
 
-/// Step-by-step output on stderr, for a person.
-struct Printer;
+/// Step-by-step output on stderr, for a person, with the time each step took.
+struct Printer {
+    since: std::sync::Mutex<std::time::Instant>,
+}
+
+impl Printer {
+    fn new() -> Printer {
+        Printer { since: std::sync::Mutex::new(std::time::Instant::now()) }
+    }
+
+    fn lap(&self) -> u128 {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = since.elapsed().as_millis();
+        *since = std::time::Instant::now();
+        ms
+    }
+}
 
 impl Progress for Printer {
     fn step(&self, step: Step, r: &StepReport) {
@@ -62,7 +77,7 @@ impl Progress for Printer {
             StepState::NotImplemented => "n/a ",
             StepState::Blocked => "skip",
         };
-        eprintln!("[{n}/4] {mark} {:<18} {}: {}", step.condition_type(), r.reason, r.message);
+        eprintln!("[{n}/4] {mark} {:<18} ({} ms) {}: {}", step.condition_type(), self.lap(), r.reason, r.message);
     }
 
     fn note(&self, message: &str) {
@@ -163,8 +178,9 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         destination: destination.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
-    let outcome = runtime.block_on(engine.run(job, &Printer));
-    Printer.step(Step::ProvenanceRecorded, &outcome.steps[3]);
+    let printer = Printer::new();
+    let outcome = runtime.block_on(engine.run(job, &printer));
+    printer.step(Step::ProvenanceRecorded, &outcome.steps[3]);
 
     let public_key = outcome.published.as_ref().and_then(|_| public_key(&profile, &bag));
     if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {

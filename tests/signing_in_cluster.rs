@@ -1,0 +1,108 @@
+//! The controller signs and publishes: `ManifestsSigned` with the manifest image's digest, which the
+//! real cosign verifies; a registry that is down leaves the step pending and retried.
+
+mod common;
+
+use std::process::Command;
+
+use common::project::*;
+use common::*;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+
+fn core(client: &kube::Client, ns: &str, kind: &str, plural: &str) -> kube::Api<DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural),
+    )
+}
+
+/// Puts the project's Secrets and ConfigMaps into the namespace, as a user would apply them.
+async fn apply_resources(client: &kube::Client, ns: &str, project: &Project) {
+    let text = std::fs::read_to_string(project.path("resources.yaml")).unwrap();
+    for doc in text.split("\n---\n") {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        let (kind, plural) = match v["kind"].as_str().unwrap() {
+            "Secret" => ("Secret", "secrets"),
+            _ => ("ConfigMap", "configmaps"),
+        };
+        create(&core(client, ns, kind, plural), v).await;
+    }
+}
+
+async fn setup(prefix: &str, repository: &str) -> (kube::Client, String, Project, WeftProcess) {
+    let client = client().await;
+    let ns = namespace(&client, prefix).await;
+    let project = with_namespace(shop_files);
+    apply_resources(&client, &ns, &project).await;
+    let profile_path = project.profile(repository, true, json!({}));
+    let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(profile_path).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+    create(&profiles(&client, &ns), profile).await;
+    let cache = project.path("controller-cache");
+    let weft = WeftProcess::start(&[
+        "controller",
+        "--namespace",
+        &ns,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--resync-seconds",
+        "5",
+    ]);
+    (client, ns, project, weft)
+}
+
+fn application(project: &Project) -> Value {
+    let mut app: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();
+    app["metadata"] = json!({"name": "shop-cart"});
+    app
+}
+
+#[tokio::test]
+async fn the_controller_records_the_signed_manifest_image_which_cosign_verifies() {
+    let repository = format!("{}/manifests/controller-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let (client, ns, project, _weft) = setup("sign", &repository).await;
+    create(&applications(&client, &ns), application(&project)).await;
+
+    let ap = provenance_where(&client, &ns, "shop-cart", "signed manifests", |v| {
+        condition(v, "ManifestsSigned").is_some_and(|c| c["status"] != "Unknown")
+    })
+    .await;
+    let signed = condition(&ap, "ManifestsSigned").unwrap();
+    assert_eq!((signed["status"].as_str(), signed["reason"].as_str()), (Some("True"), Some("Signed")), "{signed}");
+    let image = ap["status"]["manifestImage"].as_str().expect("the manifest image is recorded");
+    assert!(image.starts_with(&format!("{repository}@sha256:")), "{image}");
+    assert!(signed["message"].as_str().unwrap().contains("3 resource(s)"), "{signed}");
+    assert_eq!(
+        ap["status"]["verdict"], "Incomplete",
+        "provenance and image checks are not built yet: nothing is vouched for"
+    );
+
+    let (code, _, err) = run_cmd(
+        Command::new("cosign")
+            .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+            .current_dir(project.dir.path())
+            .args(["verify", "--key", "weft.pub", image]),
+    );
+    assert_eq!(code, 0, "cosign verify: {err}");
+}
+
+#[tokio::test]
+async fn a_registry_that_is_down_leaves_signing_pending_and_retried() {
+    let (client, ns, project, weft) = setup("sign-down", "127.0.0.1:9/manifests/shop").await;
+    create(&applications(&client, &ns), application(&project)).await;
+    let ap = provenance_where(&client, &ns, "shop-cart", "a pending signature", |v| {
+        condition(v, "ManifestsSigned").is_some_and(|c| c["reason"] == "RegistryUnavailable")
+    })
+    .await;
+    assert_eq!(condition(&ap, "ManifestsSigned").unwrap()["status"], "Unknown");
+    assert_eq!(ap["status"]["verdict"], "Pending");
+    assert!(ap["status"].get("manifestImage").is_none(), "nothing recorded as signed");
+    eventually("a retry", std::time::Duration::from_secs(30), || {
+        let logs = weft.logs();
+        async move { if logs.matches("a step is pending; retrying").count() >= 2 { Ok(()) } else { Err(logs) } }
+    })
+    .await;
+}
