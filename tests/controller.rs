@@ -108,8 +108,7 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     let app = create(&applications(&client, &ns), synced_application("shop-cart", json!({"tier": "prod"}), &rev)).await;
 
     let ap =
-        provenance_where(&client, &ns, "shop-cart", "a recorded verdict", |v| v["status"]["verdict"] == "Incomplete")
-            .await;
+        provenance_where(&client, &ns, "shop-cart", "a recorded verdict", |v| v["status"]["verdict"] == "Failed").await;
 
     let owner = &ap["metadata"]["ownerReferences"][0];
     assert_eq!(owner["kind"], "Application");
@@ -132,13 +131,19 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     let source = condition(&ap, "SourceVerified").expect("SourceVerified");
     assert_eq!((source["status"].as_str(), source["reason"].as_str()), (Some("True"), Some("Verified")));
     assert!(source["message"].as_str().unwrap().contains("requires no signatures (gpg.mode: none)"), "{source}");
-    for step in ["ImagesVerified", "ManifestsSigned", "ProvenanceRecorded"] {
-        let c = condition(&ap, step).unwrap_or_else(|| panic!("{step} condition"));
-        assert_eq!(c["status"], "False", "{step} must never claim success");
-        assert_eq!(c["reason"], "NotImplemented", "{step}");
-    }
+    // This profile signs nothing (no manifestSigning): said so, and nothing is vouched for.
+    let signed = condition(&ap, "ManifestsSigned").expect("ManifestsSigned");
+    assert_eq!((signed["status"].as_str(), signed["reason"].as_str()), (Some("False"), Some("SigningNotConfigured")));
+    let images = condition(&ap, "ImagesVerified").expect("ImagesVerified");
+    assert_eq!(
+        (images["status"].as_str(), images["reason"].as_str()),
+        (Some("False"), Some("NotImplemented")),
+        "never claims success"
+    );
+    let provenance = condition(&ap, "ProvenanceRecorded").expect("ProvenanceRecorded");
+    assert_eq!((provenance["status"].as_str(), provenance["reason"].as_str()), (Some("False"), Some("Blocked")));
     let ready = condition(&ap, "Ready").expect("Ready");
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("StepsNotImplemented")));
+    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("SigningNotConfigured")));
 
     let prof = eventually("profile status", Duration::from_secs(30), || {
         let api = profiles(&client, &ns);
@@ -177,7 +182,7 @@ async fn a_new_synced_revision_is_picked_up_at_the_earliest_signal_and_the_old_o
     .await;
     assert_eq!(ap["status"]["revisionOrigin"], "Operation");
     assert_eq!(ap["status"]["history"][0]["sources"][0]["revision"], old.as_str());
-    assert_eq!(ap["status"]["history"][0]["verdict"], "Incomplete");
+    assert_eq!(ap["status"]["history"][0]["verdict"], "Failed");
 
     // The sync finishes: `.operation` is cleared and the status carries the same revision.
     update(&applications(&client, &ns), "shop-api", |v| {
@@ -285,7 +290,7 @@ async fn malformed_applications_are_reported_while_the_others_are_recorded() {
     create(&apps, mismatch).await;
     create(&apps, synced_application("good", json!({}), &rev(0))).await;
 
-    provenance_where(&client, &ns, "good", "the good Application", |v| v["status"]["verdict"] == "Incomplete").await;
+    provenance_where(&client, &ns, "good", "the good Application", |v| v["status"]["verdict"] == "Failed").await;
     for (name, reason) in
         [("no-source", "NoSource"), ("symbolic", "RevisionNotACommit"), ("mismatch", "RevisionCountMismatch")]
     {
@@ -354,7 +359,7 @@ async fn the_controller_shuts_down_gracefully_on_sigterm() {
     let (client, ns, mut weft) = setup("shutdown").await;
     create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
     create(&applications(&client, &ns), synced_application("app", json!({}), &rev(1))).await;
-    provenance_where(&client, &ns, "app", "a verdict", |v| v["status"]["verdict"] == "Incomplete").await;
+    provenance_where(&client, &ns, "app", "a verdict", |v| v["status"]["verdict"] == "Failed").await;
     let code = weft.terminate(Duration::from_secs(20)).await;
     assert_eq!(code, Some(0), "exit code after SIGTERM; log:\n{}", weft.logs());
     assert!(weft.logs().contains("weft controller stopped"));
@@ -449,8 +454,6 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
 
     create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
     create(&applications(&client, &ns), synced_application("app", json!({}), &rev(2))).await;
-    provenance_where(&client, &ns, "app", "a verdict once access is granted", |v| {
-        v["status"]["verdict"] == "Incomplete"
-    })
-    .await;
+    provenance_where(&client, &ns, "app", "a verdict once access is granted", |v| v["status"]["verdict"] == "Failed")
+        .await;
 }

@@ -92,7 +92,11 @@ async fn strict_verification_is_recorded_with_signer_and_the_cli_agrees() {
         "{message}"
     );
     assert_eq!(ap["status"]["verifiedSources"][0]["revision"], good.as_str());
-    assert_eq!(ap["status"]["verdict"], "Incomplete", "later steps are not built yet; nothing is vouched for");
+    assert_eq!(
+        condition_reason(&ap, "Ready").as_deref(),
+        Some("SigningNotConfigured"),
+        "this profile signs nothing: nothing is vouched for"
+    );
 
     // An unsigned commit lands; Argo CD syncs it.
     repo.commit("unsigned hotfix", Sign::No);

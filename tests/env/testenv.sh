@@ -216,7 +216,7 @@ stop_one() {
   [ -f "$dir/$p.pid" ] || return 0
   pid=$(cat "$dir/$p.pid")
   if kill "$pid" 2>/dev/null; then
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$dir/$p.pid"
