@@ -60,6 +60,9 @@ pub struct Options {
     /// Largest rendered document accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_DOCUMENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_document_bytes: usize,
+    /// Identifies this Weft installation in provenance (`runDetails.builder.id`).
+    #[arg(long, env = "WEFT_BUILDER_ID", default_value = "https://weft.dev/builders/controller")]
+    pub builder_id: String,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -125,6 +128,7 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         tracking: opts.tracking_method.into(),
         argocd_namespace: opts.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
+        builder_id: opts.builder_id.clone(),
     });
     let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, engine.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
@@ -422,9 +426,9 @@ async fn reconcile_application(
         }
         _ => None,
     };
-    let (steps, remote_bases, manifest_image) = match outcome {
-        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference)),
-        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None),
+    let (steps, remote_bases, manifest_image, rekor) = match outcome {
+        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference), o.rekor),
+        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None, None),
     };
     let pending = steps.iter().any(|s| s.state == StepState::Pending);
     let observation = Observation {
@@ -435,7 +439,7 @@ async fn reconcile_application(
         steps,
         remote_bases,
         manifest_image,
-        rekor: None,
+        rekor,
     };
     let new_status = status::compute(&observation, previous, Timestamp::now());
 

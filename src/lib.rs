@@ -12,6 +12,7 @@ pub mod deref;
 pub mod manifest;
 pub mod oci;
 pub mod pipeline;
+pub mod provenance;
 pub mod publish;
 pub mod rekor;
 pub mod render;

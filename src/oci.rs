@@ -424,9 +424,20 @@ pub fn auth_for(dockerconfigjson: &str, host: &str) -> Result<RegistryAuth, OciE
     Ok(RegistryAuth::Basic(u.into(), p.into()))
 }
 
+pub const KIND_IMAGE: &str = "dev.cosignproject.cosign/image";
+pub const KIND_SIGS: &str = "dev.cosignproject.cosign/sigs";
+pub const KIND_ATTS: &str = "dev.cosignproject.cosign/atts";
+
 /// Writes `image` and its signature image as an OCI image layout that `cosign verify --local-image`
 /// reads. An existing layout at `dir` is replaced.
 pub fn write_layout(dir: &Path, image: &Image, signatures: &Image) -> Result<(), OciError> {
+    let _ = std::fs::remove_file(dir.join("index.json"));
+    add_to_layout(dir, image, KIND_IMAGE)?;
+    add_to_layout(dir, signatures, KIND_SIGS)
+}
+
+/// Adds (or replaces) the image of one `kind` in an OCI image layout.
+pub fn add_to_layout(dir: &Path, image: &Image, kind: &str) -> Result<(), OciError> {
     let err = |e: std::io::Error| OciError::Layout { path: dir.display().to_string(), reason: e.to_string() };
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(err)?;
@@ -434,22 +445,57 @@ pub fn write_layout(dir: &Path, image: &Image, signatures: &Image) -> Result<(),
         let d = digest(bytes);
         std::fs::write(blobs.join(d.trim_start_matches("sha256:")), bytes).map_err(err)
     };
-    for img in [image, signatures] {
-        write_blob(&img.manifest)?;
-        write_blob(&img.config.bytes)?;
-        for l in &img.layers {
-            write_blob(&l.bytes)?;
-        }
+    write_blob(&image.manifest)?;
+    write_blob(&image.config.bytes)?;
+    for l in &image.layers {
+        write_blob(&l.bytes)?;
     }
-    let entry = |img: &Image, kind: &str| json!({"mediaType": OCI_MANIFEST, "size": img.manifest.len(), "digest": img.digest(), "annotations": {"kind": kind}});
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [entry(image, "dev.cosignproject.cosign/image"), entry(signatures, "dev.cosignproject.cosign/sigs")]
-    });
+    let mut manifests: Vec<Value> = std::fs::read(dir.join("index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["manifests"].as_array().cloned())
+        .unwrap_or_default();
+    manifests.retain(|m| m["annotations"]["kind"] != kind);
+    manifests.push(json!({"mediaType": OCI_MANIFEST, "size": image.manifest.len(), "digest": image.digest(), "annotations": {"kind": kind}}));
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(err)?;
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap_or_default()).map_err(err)?;
     Ok(())
+}
+
+/// The layers of the image of one `kind` in an OCI image layout, if there is one.
+pub fn layout_layers(dir: &Path, kind: &str) -> Vec<Blob> {
+    let read = |d: &str| std::fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).ok();
+    let Some(index) = std::fs::read(dir.join("index.json")).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return Vec::new();
+    };
+    let Some(entry) = index["manifests"].as_array().and_then(|ms| ms.iter().find(|m| m["annotations"]["kind"] == kind))
+    else {
+        return Vec::new();
+    };
+    let Some(manifest) = entry["digest"].as_str().and_then(read).and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+    else {
+        return Vec::new();
+    };
+    manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let bytes = read(l["digest"].as_str()?)?;
+            let annotations = l["annotations"]
+                .as_object()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .unwrap_or_default();
+            Some(Blob { media_type: l["mediaType"].as_str()?.to_string(), bytes, annotations })
+        })
+        .collect()
+}
+
+/// The `.att` tag cosign looks up for an image digest.
+pub fn attestation_tag(image_digest: &str) -> String {
+    format!("{}.att", image_digest.replace(':', "-"))
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ pub struct Engine {
     pub argocd_namespace: String,
     /// Bounds concurrent verifications and renders (each may use every core).
     pub permits: Semaphore,
+    /// Identifies this Weft installation in provenance (`runDetails.builder.id`).
+    pub builder_id: String,
 }
 
 /// One run: an Application at exact revisions under a profile.
@@ -60,6 +62,16 @@ pub struct PipelineOutcome {
     /// Kustomize remote bases, pinned to commits.
     pub remote_bases: Vec<SourceRevision>,
     pub published: Option<Published>,
+    /// The provenance attestation's entry in the transparency log.
+    pub rekor: Option<crate::resources::provenance::RekorEntry>,
+}
+
+/// What signing produced, and what the provenance step reuses.
+pub struct Signed {
+    pub published: Published,
+    pub destination: Destination,
+    pub key: SigningKey,
+    pub log: Option<(Rekor, LogKey)>,
 }
 
 impl PipelineOutcome {
@@ -70,6 +82,7 @@ impl PipelineOutcome {
             steps: [first, blocked.clone(), blocked.clone(), blocked],
             remote_bases: Vec::new(),
             published: None,
+            rekor: None,
         }
     }
 }
@@ -109,11 +122,13 @@ impl Engine {
             steps[1] = StepReport::blocked(Step::SourceVerified);
             steps[2] = StepReport::blocked(Step::SourceVerified);
             steps[3] = StepReport::blocked(Step::SourceVerified);
-            return PipelineOutcome { steps, remote_bases, published: None };
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None };
         }
         progress.step(Step::ImagesVerified, &steps[1]);
-        let (signed, published) = match self.sign_step(&job, &verdicts, &bases, progress).await {
-            Ok(p) => {
+        let started_on = k8s_openapi::jiff::Timestamp::now();
+        let (signed, done) = match self.sign_step(&job, &verdicts, &bases, progress).await {
+            Ok(done) => {
+                let p = &done.published;
                 let how = if p.signed { "signed" } else { "already signed" };
                 let log = p
                     .tlog
@@ -121,16 +136,88 @@ impl Engine {
                     .map(|t| format!("; signature in the transparency log at index {}", t.log_index))
                     .unwrap_or_default();
                 let msg = format!("{} resource(s) {how} and published as {}{log}", p.resources, p.reference);
-                (StepReport::new(StepState::Passed, "Signed", msg), Some(p))
+                (StepReport::new(StepState::Passed, "Signed", msg), Some(done))
             }
             Err(report) => (report, None),
         };
         progress.step(Step::ManifestsSigned, &signed);
         steps[2] = signed;
-        if steps[2].state != StepState::Passed {
+        let Some(done) = done else {
             steps[3] = StepReport::blocked(Step::ManifestsSigned);
-        }
-        PipelineOutcome { steps, remote_bases, published }
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None };
+        };
+        let (report, rekor) = match self.provenance_step(&job, &verdicts, &bases, &done, started_on).await {
+            Ok(a) => {
+                let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
+                let msg = format!(
+                    "SLSA provenance for {} {how} in the transparency log at index {} (entry {}), attached as {}",
+                    done.published.reference, a.entry.log_index, a.entry.uuid, a.attached
+                );
+                (StepReport::new(StepState::Passed, "Recorded", msg), Some(a.entry))
+            }
+            Err(report) => (report, None),
+        };
+        progress.step(Step::ProvenanceRecorded, &report);
+        steps[3] = report;
+        PipelineOutcome { steps, remote_bases, published: Some(done.published), rekor }
+    }
+
+    /// An in-toto SLSA provenance statement for the manifest image, DSSE-signed, logged and attached.
+    async fn provenance_step(
+        &self,
+        job: &Job<'_>,
+        verdicts: &[SourceVerdict],
+        bases: &[PinnedBase],
+        done: &Signed,
+        started_on: k8s_openapi::jiff::Timestamp,
+    ) -> Result<publish::Attested, StepReport> {
+        let Some((rekor, log_key)) = &done.log else {
+            return Err(StepReport::new(
+                StepState::Failed,
+                "ProvenanceNotConfigured",
+                "the profile names no transparency log (provenance.rekor), so no provenance is recorded and nothing is vouched for".to_string(),
+            ));
+        };
+        let app = job.app;
+        let revisions: Vec<String> = job.target.sources.iter().map(|s| s.revision.clone()).collect();
+        let generation = job.profile.metadata.generation.unwrap_or_default();
+        let app_id = app.metadata.uid.clone().unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                app.metadata.namespace.as_deref().unwrap_or_default(),
+                app.metadata.name.as_deref().unwrap_or_default()
+            )
+        });
+        let mut commits: Vec<(String, String, String)> =
+            verdicts.iter().map(|v| (v.repo_url.clone(), v.commit.to_string(), "source".to_string())).collect();
+        commits.extend(bases.iter().map(|b| {
+            (b.base.repo_url.clone(), b.commit.to_string(), format!("kustomize remote base {}", b.base.entry))
+        }));
+        let image_name = done.published.reference.split('@').next().unwrap_or_default().to_string();
+        let facts = crate::provenance::Facts {
+            image_name,
+            image_digest: done.published.digest.clone(),
+            application: serde_json::json!({
+                "name": app.metadata.name, "namespace": app.metadata.namespace, "project": app.spec.project,
+                "destination": app.spec.destination,
+            }),
+            sources: serde_json::to_value(&job.target.sources).unwrap_or_default(),
+            profile: serde_json::json!({"name": job.profile.metadata.name, "namespace": job.profile.metadata.namespace, "generation": generation}),
+            commits,
+            builder_id: self.builder_id.clone(),
+            invocation_id: crate::provenance::invocation_id(&app_id, &revisions, generation, &done.published.digest),
+            started_on: started_on.to_string(),
+            finished_on: k8s_openapi::jiff::Timestamp::now().to_string(),
+            source_verification: serde_json::to_value(verdicts).unwrap_or_default(),
+            signed_resources: done.published.resources,
+        };
+        let statement = crate::provenance::statement(&facts);
+        publish::attest(&done.destination, &done.published, &statement, &done.key, Log { rekor, key: log_key })
+            .await
+            .map_err(|e| {
+                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+                StepReport::new(state, e.reason(), format!("{e}; no provenance is recorded for this revision"))
+            })
     }
 
     async fn source_step(
@@ -234,7 +321,7 @@ impl Engine {
         verdicts: &[SourceVerdict],
         bases: &[PinnedBase],
         progress: &dyn Progress,
-    ) -> Result<Published, StepReport> {
+    ) -> Result<Signed, StepReport> {
         let failed = |reason: &str, message: String| StepReport::new(StepState::Failed, reason, message);
         let Some(signing) = &job.profile.spec.manifest_signing else {
             return Err(failed(
@@ -295,12 +382,14 @@ impl Engine {
             Destination::Layout { dir, .. } => dir.display().to_string(),
         };
         progress.note(&format!("publishing to {where_to}"));
-        publish::publish(&destination, &selected, &key, log.as_ref().map(|(r, k)| Log { rekor: r, key: k }))
-            .await
-            .map_err(|e| {
-                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-                StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
-            })
+        let published =
+            publish::publish(&destination, &selected, &key, log.as_ref().map(|(r, k)| Log { rekor: r, key: k }))
+                .await
+                .map_err(|e| {
+                    let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+                    StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
+                })?;
+        Ok(Signed { published, destination, key, log })
     }
 
     fn registry(&self, job: &Job<'_>, repository: &str, app: &str) -> Result<Destination, StepReport> {

@@ -201,3 +201,107 @@ fn signed_by(layer: &Blob, payload: &[u8], key: &SigningKey) -> bool {
     let Ok(der) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig) else { return false };
     crate::signing::verify(&key.public_pem(), payload, &der)
 }
+
+/// A provenance attestation, logged and attached.
+#[derive(Clone, Debug)]
+pub struct Attested {
+    pub entry: RekorEntry,
+    /// Where it is attached (`…:sha256-<hex>.att`, or the layout).
+    pub attached: String,
+    /// An earlier attempt's attestation was found and completed or kept (no new envelope was made).
+    pub reused: bool,
+}
+
+pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
+
+/// Logs the statement's DSSE envelope in Rekor (verifying the entry, its inclusion proof and checkpoint)
+/// and attaches it to the manifest image as cosign does (`.att`), so `cosign verify-attestation` finds it.
+///
+/// Idempotent: the envelope is stored with the image before it is logged, and an attempt that finds its
+/// own envelope (same key, same invocation id) re-sends those exact bytes, which the log recognizes; a
+/// retry or a restart never makes a second entry.
+pub async fn attest(
+    dest: &Destination,
+    published: &Published,
+    statement: &serde_json::Value,
+    key: &SigningKey,
+    log: Log<'_>,
+) -> Result<Attested, PublishError> {
+    let invocation =
+        statement["predicate"]["runDetails"]["metadata"]["invocationId"].as_str().unwrap_or_default().to_string();
+    let public = key.public_pem();
+    let ours = |b: &Blob| {
+        std::str::from_utf8(&b.bytes)
+            .ok()
+            .and_then(|env| crate::provenance::open(env, &public).ok())
+            .is_some_and(|s| s["predicate"]["runDetails"]["metadata"]["invocationId"] == invocation.as_str())
+    };
+    let layer_for = |envelope: &str, bundle: Option<&str>| {
+        let mut annotations = BTreeMap::from([
+            (oci::SIGNATURE_ANNOTATION.to_string(), String::new()),
+            (PREDICATE_TYPE_ANNOTATION.to_string(), crate::provenance::SLSA_PROVENANCE_V1.to_string()),
+        ]);
+        if let Some(b) = bundle {
+            annotations.insert(oci::BUNDLE_ANNOTATION.into(), b.to_string());
+        }
+        Blob { media_type: crate::provenance::DSSE_LAYER.into(), bytes: envelope.as_bytes().to_vec(), annotations }
+    };
+
+    // Earlier attestations of this image (by anyone), and ours among them.
+    let (mut layers, attached) = match dest {
+        Destination::Registry { registry, .. } => {
+            let tag = oci::attestation_tag(&published.digest);
+            let layers = match registry.manifest(&tag).await? {
+                Some(m) => registry.layers(&m).await?,
+                None => Vec::new(),
+            };
+            (layers, format!("{}:{tag}", registry.repository()))
+        }
+        Destination::Layout { dir, .. } => (oci::layout_layers(dir, oci::KIND_ATTS), dir.display().to_string()),
+    };
+    let store = |layers: Vec<Blob>| async move {
+        let image = Image::new(layers, &BTreeMap::new(), None, None);
+        match dest {
+            Destination::Registry { registry, .. } => {
+                registry.push(&image, Some(&oci::attestation_tag(&published.digest))).await.map(|_| ())
+            }
+            Destination::Layout { dir, .. } => oci::add_to_layout(dir, &image, oci::KIND_ATTS),
+        }
+    };
+
+    let position = layers.iter().position(ours);
+    let (envelope, reused) = match position.map(|i| &layers[i]) {
+        Some(existing) if existing.annotations.contains_key(oci::BUNDLE_ANNOTATION) => {
+            // Complete already: check the entry it names, in the log itself.
+            let envelope = String::from_utf8_lossy(&existing.bytes).into_owned();
+            let entry = log.rekor.upload(&crate::provenance::dsse_entry(&envelope, &public)).await?;
+            rekor::verify_entry(&entry, log.key, true)?;
+            if !crate::provenance::body_matches(&entry, &envelope)? {
+                return Err(RekorError::Unverified("the log's entry does not hold the attached envelope".into()).into());
+            }
+            return Ok(Attested { entry: entry.record(), attached, reused: true });
+        }
+        Some(existing) => (String::from_utf8_lossy(&existing.bytes).into_owned(), true),
+        None => {
+            let envelope = crate::provenance::sign(statement, key);
+            layers.push(layer_for(&envelope, None));
+            store(layers.clone()).await?;
+            (envelope, false)
+        }
+    };
+
+    let entry = log.rekor.upload(&crate::provenance::dsse_entry(&envelope, &public)).await?;
+    rekor::verify_entry(&entry, log.key, true)?;
+    if !crate::provenance::body_matches(&entry, &envelope)? {
+        return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
+    }
+    let i = layers.iter().position(ours).unwrap_or(layers.len());
+    let layer = layer_for(&envelope, Some(&entry.cosign_bundle()));
+    if i < layers.len() {
+        layers[i] = layer;
+    } else {
+        layers.push(layer);
+    }
+    store(layers).await?;
+    Ok(Attested { entry: entry.record(), attached, reused })
+}

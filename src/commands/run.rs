@@ -42,6 +42,9 @@ pub struct Args {
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
     pub tracking_method: crate::controller::TrackingArg,
+    /// Identifies this run's builder in provenance (`runDetails.builder.id`).
+    #[arg(long, env = "WEFT_BUILDER_ID", default_value = "https://weft.dev/builders/cli")]
+    pub builder_id: String,
     /// Largest rendered document accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_DOCUMENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_document_bytes: usize,
@@ -166,6 +169,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         tracking: args.tracking_method.into(),
         argocd_namespace: args.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(2),
+        builder_id: args.builder_id.clone(),
     };
     let name = app.metadata.name.clone().unwrap_or_default();
     eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());
@@ -180,16 +184,17 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
     let printer = Printer::new();
     let outcome = runtime.block_on(engine.run(job, &printer));
-    printer.step(Step::ProvenanceRecorded, &outcome.steps[3]);
 
     let public_key = outcome.published.as_ref().and_then(|_| public_key(&profile, &bag));
     if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {
         let _ = std::fs::write(dir.join("cosign.pub"), pem);
     }
-    let [source, _, signed, _] = &outcome.steps;
-    let code = if source.state == StepState::Passed && signed.state == StepState::Passed {
+    let [source, _, signed, provenance] = &outcome.steps;
+    // Provenance counts when the profile names a log; without one the run does what is configured.
+    let provenance_ok = provenance.state == StepState::Passed || provenance.reason == "ProvenanceNotConfigured";
+    let code = if source.state == StepState::Passed && signed.state == StepState::Passed && provenance_ok {
         EXIT_VERIFIED
-    } else if [source, signed].iter().any(|s| is_configuration_problem(&s.reason)) {
+    } else if [source, signed, provenance].iter().any(|s| is_configuration_problem(&s.reason)) {
         EXIT_BAD_INPUT
     } else {
         EXIT_FAILED
@@ -210,6 +215,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                 "resources": p.map(|p| p.resources),
                 "referrer": p.map(|p| p.referrer),
                 "transparencyLog": p.and_then(|p| p.tlog.as_ref()).map(|t| json!({"uuid": t.uuid, "logIndex": t.log_index})),
+                "provenance": outcome.rekor.as_ref().map(|r| json!({"uuid": r.uuid, "logIndex": r.log_index, "integratedTime": r.integrated_time, "logID": r.log_id})),
                 "remoteBases": outcome.remote_bases,
             });
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -232,9 +238,12 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                     }
                 }
             }
+            if let Some(r) = &outcome.rekor {
+                println!("provenance: transparency log entry {} (index {})", r.uuid, r.log_index);
+            }
             if code == EXIT_VERIFIED {
                 println!(
-                    "note: image verification and provenance are not implemented in this version of Weft; the revision is not fully vouched for"
+                    "note: image verification is not implemented in this version of Weft; the revision is not fully vouched for"
                 );
             }
         }
