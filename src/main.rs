@@ -35,6 +35,8 @@ enum Command {
     VerifySource(weft::commands::verify_source::Args),
     /// The whole pipeline for one Application without a cluster: verify, render, sign, publish.
     Run(weft::commands::run::Args),
+    /// Re-check recorded provenance end to end (exit 0 when it holds, 1 when not, 2 for bad input).
+    Provenance(weft::commands::provenance::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         },
         Command::VerifySource(args) => ExitCode::from(weft::commands::verify_source::run(args)),
         Command::Run(args) => ExitCode::from(weft::commands::run::run(args)),
+        Command::Provenance(args) => ExitCode::from(weft::commands::provenance::run(args)),
         Command::Controller(opts) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,

@@ -176,6 +176,17 @@ fn the_oci_layout_verifies_with_cosign_as_written() {
         "weft.pub",
     ]));
     assert_eq!(code, 0, "cosign verify --local-image with the tlog: {err}");
+    assert!(out["provenance"]["logIndex"].is_i64(), "provenance is recorded: {out}");
+    let (code, _, err) = run_cmd(cosign_env(&mut Command::new("cosign")).current_dir(project.dir.path()).args([
+        "verify-attestation",
+        "--local-image",
+        "logged",
+        "--key",
+        "weft.pub",
+        "--type",
+        "slsaprovenance1",
+    ]));
+    assert_eq!(code, 0, "cosign verify-attestation --local-image: {err}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //!
 //! Exit codes: 0 verified, 1 verification failed, 2 bad input or configuration.
 
+pub mod provenance;
 pub mod run;
 pub mod verify_source;
 

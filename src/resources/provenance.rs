@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Profile", type_ = "string", json_path = ".status.profile.name"),
     printcolumn(name = "Manifest", type_ = "string", json_path = ".status.manifestImage", priority = 1),
-    printcolumn(name = "Log Index", type_ = "integer", json_path = ".status.rekor.logIndex", priority = 1),
+    printcolumn(name = "Log Index", type_ = "integer", json_path = ".status.rekor.logIndex"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]

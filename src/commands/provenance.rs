@@ -1,0 +1,262 @@
+//! `weft provenance verify`: re-checks the evidence an ApplicationProvenance records, end to end, and says
+//! line by line what holds — the log entry (its signed timestamp, inclusion proof and checkpoint), the
+//! attestation's DSSE signature and that the log holds exactly it, its subject against the manifest image
+//! in the registry, the image's own signature, and every git commit the statement names.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile, read};
+use crate::deref::{Bag, Kind};
+use crate::oci::{self, Registry};
+use crate::rekor::{self, LogKey, Rekor};
+use crate::resources::profile::IntegrityProfile;
+use crate::resources::provenance::ApplicationProvenance;
+use crate::signing::SigningKey;
+use crate::source::CommitId;
+use crate::source::verify::SourceVerifier;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Re-check the recorded evidence of NAMESPACE/APP (from the cluster), or of `--from-file`.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// NAMESPACE/APP: the ApplicationProvenance to read from the cluster.
+    pub target: Option<String>,
+    /// An ApplicationProvenance as YAML (e.g. `kubectl get appprov APP -o yaml`), instead of the cluster.
+    #[arg(long, requires = "profile")]
+    pub from_file: Option<PathBuf>,
+    /// The IntegrityProfile that governed it (default: the one its status names, from the cluster).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
+    #[arg(long)]
+    pub resources: Option<PathBuf>,
+    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+    #[arg(long, env = "WEFT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> u8 {
+    let Command::Verify(v) = args.command;
+    match verify(&v) {
+        Ok(true) => EXIT_VERIFIED,
+        Ok(false) => EXIT_FAILED,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_BAD_INPUT
+        }
+    }
+}
+
+/// Prints one check; returns whether it holds.
+fn line(ok: bool, what: &str) -> bool {
+    println!("{} {what}", if ok { "ok  " } else { "FAIL" });
+    ok
+}
+
+fn verify(args: &VerifyArgs) -> Result<bool, InputError> {
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
+    let (record, profile, bag) = match (&args.from_file, &args.target) {
+        (Some(file), _) => {
+            let record: ApplicationProvenance = serde_saphyr::from_str(&read(file)?)
+                .map_err(|e| InputError::Other(format!("{}: not an ApplicationProvenance: {e}", file.display())))?;
+            let (profile, _) = load_profile(args.profile.as_deref().unwrap_or(file))?;
+            let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
+            (record, profile, bag)
+        }
+        (None, Some(target)) => {
+            let (ns, name) =
+                target.split_once('/').ok_or_else(|| InputError::Other(format!("{target:?} is not NAMESPACE/APP")))?;
+            runtime.block_on(from_cluster(ns, name, args))?
+        }
+        (None, None) => return Err(InputError::Other("name NAMESPACE/APP, or give --from-file".into())),
+    };
+    Ok(runtime.block_on(check(&record, &profile, &bag, args)))
+}
+
+async fn from_cluster(
+    ns: &str,
+    name: &str,
+    args: &VerifyArgs,
+) -> Result<(ApplicationProvenance, IntegrityProfile, Bag), InputError> {
+    let client = kube::Client::try_default().await.map_err(|e| InputError::Cluster(e.to_string()))?;
+    let records: kube::Api<ApplicationProvenance> = kube::Api::namespaced(client.clone(), ns);
+    let record =
+        records.get(name).await.map_err(|e| InputError::Cluster(format!("ApplicationProvenance {ns}/{name}: {e}")))?;
+    let profile = match &args.profile {
+        Some(path) => load_profile(path)?.0,
+        None => {
+            let profile_name = record
+                .status
+                .as_ref()
+                .and_then(|s| s.profile.as_ref())
+                .map(|p| p.name.clone())
+                .ok_or_else(|| InputError::Other(format!("{ns}/{name} names no profile in its status")))?;
+            let profiles: kube::Api<IntegrityProfile> = kube::Api::namespaced(client.clone(), ns);
+            profiles
+                .get(&profile_name)
+                .await
+                .map_err(|e| InputError::Cluster(format!("IntegrityProfile {ns}/{profile_name}: {e}")))?
+        }
+    };
+    let bag = match &args.resources {
+        Some(path) => Bag::from_yaml(&read(path)?)?,
+        None => crate::cluster::bag(&client, ns, &profile.spec, &args.argocd_namespace).await?,
+    };
+    Ok((record, profile, bag))
+}
+
+async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: &Bag, args: &VerifyArgs) -> bool {
+    let name = format!(
+        "{}/{}",
+        record.metadata.namespace.as_deref().unwrap_or_default(),
+        record.metadata.name.as_deref().unwrap_or_default()
+    );
+    let Some(status) = &record.status else { return line(false, &format!("{name} has no status")) };
+    let mut all = true;
+    let revisions: Vec<String> = status.sources.iter().map(|s| format!("{}@{}", s.repo_url, s.revision)).collect();
+    println!("ApplicationProvenance {name}: verdict {}, revision(s) {}", status.verdict.as_str(), revisions.join(", "));
+    let (Some(image), Some(entry_ref)) = (&status.manifest_image, &status.rekor) else {
+        return line(false, "no manifest image and provenance entry are recorded, so there is nothing to re-check");
+    };
+
+    // Keys: the log's, and the signing key's public half.
+    let (Some(signing), Some(rekor_settings)) =
+        (profile.spec.manifest_signing.as_ref(), profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()))
+    else {
+        return line(false, "the profile names no signing key or no transparency log");
+    };
+    let log_key = match bag
+        .texts(&rekor_settings.public_key)
+        .map_err(|e| e.to_string())
+        .and_then(|t| LogKey::from_pem(&t.join("\n")).map_err(|e| e.to_string()))
+    {
+        Ok(k) => k,
+        Err(e) => return line(false, &format!("the log's public key: {e}")),
+    };
+    let key_name = signing.key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
+    let key = bag.text(Kind::Secret, &signing.key.secret_ref.name, &key_name).ok().and_then(|pem| {
+        let password = signing
+            .key
+            .password_key
+            .as_ref()
+            .and_then(|k| bag.text(Kind::Secret, &signing.key.secret_ref.name, k).ok());
+        SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok()
+    });
+    let Some(key) = key else { return line(false, "the profile's signing key cannot be read") };
+    let public = key.public_pem();
+
+    // 1. The log entry.
+    let rekor = Rekor::new(&rekor_settings.url);
+    let entry = match rekor.get(&entry_ref.uuid).await {
+        Ok(e) => e,
+        Err(e) => return line(false, &format!("Rekor entry {}: {e}", entry_ref.uuid)),
+    };
+    let verified = rekor::verify_entry(&entry, &log_key, true);
+    all &= line(
+        verified.is_ok()
+            && entry.log_index == entry_ref.log_index
+            && entry.integrated_time == entry_ref.integrated_time,
+        &match &verified {
+            Ok(()) => format!(
+                "Rekor entry {} is in the log at index {} (signed entry timestamp, inclusion proof and checkpoint verify with the log key {})",
+                entry.uuid, entry.log_index, log_key.log_id
+            ),
+            Err(e) => format!("Rekor entry {}: {e}", entry.uuid),
+        },
+    );
+    if entry.log_index != entry_ref.log_index {
+        all &= line(
+            false,
+            &format!("the record says log index {}, the log says {}", entry_ref.log_index, entry.log_index),
+        );
+    }
+
+    // 2. The attestation attached to the image, and that the log holds exactly it.
+    let (repository, digest) = image.split_once('@').unwrap_or((image.as_str(), ""));
+    let registry = match Registry::new(repository, None) {
+        Ok(r) => r,
+        Err(e) => return line(false, &format!("the manifest image {image}: {e}")),
+    };
+    let att_layers = match registry.manifest(&oci::attestation_tag(digest)).await {
+        Ok(Some(m)) => registry.layers(&m).await.unwrap_or_default(),
+        Ok(None) => Vec::new(),
+        Err(e) => return line(false, &format!("the attestations of {image}: {e}")),
+    };
+    let body = entry.body_json().unwrap_or_default();
+    let logged_hash = body["spec"]["envelopeHash"]["value"].as_str().unwrap_or_default().to_string();
+    let envelope = att_layers
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+        .find(|e| hex::encode(Sha256::digest(e.as_bytes())) == logged_hash);
+    let Some(envelope) = envelope else {
+        return line(false, &format!("no attestation attached to {image} is the envelope the log entry holds"));
+    };
+    all &= line(
+        true,
+        &format!("the attestation attached to {image} is the envelope logged (sha256 {})", &logged_hash[..16]),
+    );
+    let statement = match crate::provenance::open(&envelope, &public) {
+        Ok(s) => {
+            all &= line(true, &format!("its DSSE signature verifies with the signing key {}", &key.key_id()[..16]));
+            s
+        }
+        Err(e) => return line(false, &format!("the attestation: {e}")) && false,
+    };
+
+    // 3. Its subject is the manifest image, which the registry still serves, signed by the key.
+    let subject = statement["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default();
+    all &=
+        line(format!("sha256:{subject}") == digest, &format!("the statement's subject is the manifest image {digest}"));
+    let served = registry.manifest(digest).await.ok().flatten();
+    all &= line(served.as_ref().is_some_and(|m| oci::digest(m) == digest), &format!("the registry serves {digest}"));
+    let payload = oci::simple_signing_payload(repository, digest, &Default::default());
+    let sig_layers = match registry.manifest(&oci::signature_tag(digest)).await {
+        Ok(Some(m)) => registry.layers(&m).await.unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let signed = sig_layers.iter().any(|l| {
+        l.bytes == payload
+            && l.annotations
+                .get(oci::SIGNATURE_ANNOTATION)
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+                .is_some_and(|der| crate::signing::verify(&public, &payload, &der))
+    });
+    all &= line(signed, "the manifest image carries a signature by the signing key");
+
+    // 4. Every git commit the statement names exists where it says.
+    let verifier =
+        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
+    let deps =
+        statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
+    for dep in &deps {
+        let uri = dep["uri"].as_str().unwrap_or_default().trim_start_matches("git+").to_string();
+        let commit = dep["digest"]["gitCommit"].as_str().and_then(CommitId::parse);
+        let Some(commit) = commit else {
+            all &= line(false, &format!("dependency {uri} names no git commit"));
+            continue;
+        };
+        let access = crate::source::verify::access(bag, &uri);
+        let found = tokio::task::block_in_place(|| verifier.repos.open(&uri, &[&commit], Some(&access), false).is_ok());
+        all &= line(found, &format!("git commit {} exists in {uri}", commit.short()));
+    }
+    let recorded: Vec<&str> = status.sources.iter().map(|s| s.revision.as_str()).collect();
+    let attested: Vec<&str> =
+        deps.iter().filter(|d| d["name"] == "source").filter_map(|d| d["digest"]["gitCommit"].as_str()).collect();
+    all &= line(recorded == attested, "the attested source commits are the revision(s) the record shows");
+    println!("{}", if all { "the evidence holds" } else { "the evidence does NOT hold" });
+    all
+}

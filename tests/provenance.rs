@@ -1,0 +1,297 @@
+//! Provenance as the controller records it, against the real Rekor: the real `rekor-cli` and `cosign
+//! verify-attestation` accept what is recorded, `weft provenance verify` re-checks it and catches
+//! tampering, a Rekor outage in the middle of a run ends in exactly one entry, and a log that answers with
+//! the wrong key is never taken for provenance.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::project::*;
+use common::*;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+
+fn core(client: &kube::Client, ns: &str, kind: &str, plural: &str) -> kube::Api<DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural),
+    )
+}
+
+async fn apply_resources(client: &kube::Client, ns: &str, project: &Project) {
+    let text = std::fs::read_to_string(project.path("resources.yaml")).unwrap();
+    for doc in text.split("\n---\n") {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        let (kind, plural) = if v["kind"] == "Secret" { ("Secret", "secrets") } else { ("ConfigMap", "configmaps") };
+        create(&core(client, ns, kind, plural), v).await;
+    }
+}
+
+struct Env {
+    client: kube::Client,
+    ns: String,
+    project: Project,
+    weft: Option<WeftProcess>,
+    repository: String,
+}
+
+impl Env {
+    async fn new(prefix: &str) -> Env {
+        let client = client().await;
+        let ns = namespace(&client, prefix).await;
+        let project = with_namespace(shop_files);
+        apply_resources(&client, &ns, &project).await;
+        let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), ns);
+        let mut profile: Value =
+            serde_json::from_str(&std::fs::read_to_string(project.profile(&repository, true, json!({}))).unwrap())
+                .unwrap();
+        profile["metadata"] = json!({"name": "production"});
+        create(&profiles(&client, &ns), profile).await;
+        let mut env = Env { client, ns, project, weft: None, repository };
+        env.start_controller();
+        env
+    }
+
+    fn start_controller(&mut self) {
+        let cache = self.project.path("controller-cache");
+        self.weft = Some(WeftProcess::start(&[
+            "controller",
+            "--namespace",
+            &self.ns,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--resync-seconds",
+            "3",
+            "--builder-id",
+            "https://weft.dev/builders/test",
+        ]));
+    }
+
+    async fn create_application(&self) {
+        let mut app: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.project.application(json!({}))).unwrap()).unwrap();
+        app["metadata"] = json!({"name": "shop-cart"});
+        create(&applications(&self.client, &self.ns), app).await;
+    }
+
+    async fn recorded(&self) -> Value {
+        provenance_where(&self.client, &self.ns, "shop-cart", "recorded provenance", |v| {
+            condition(v, "ProvenanceRecorded").is_some_and(|c| c["status"] == "True")
+        })
+        .await
+    }
+
+    /// `weft provenance verify` (extra arguments appended), as a person runs it.
+    fn verify(&self, args: &[&str]) -> (i32, String, String) {
+        run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(self.project.dir.path())
+                .env("KUBECONFIG", kubeconfig_path())
+                .args(["provenance", "verify", "--cache-dir", "verify-cache"])
+                .args(args),
+        )
+    }
+}
+
+/// UUIDs of the log's entries indexed under `hash` (`sha256:<hex>`).
+fn rekor_search(hash: &str) -> Vec<String> {
+    let (code, out, err) = run_cmd(
+        Command::new("curl")
+            .args(["-sf", "-H", "Content-Type: application/json", "-d"])
+            .arg(json!({"hash": hash}).to_string())
+            .arg(format!("{}/api/v1/index/retrieve", peer("WEFT_TEST_REKOR_URL"))),
+    );
+    assert_eq!(code, 0, "rekor search: {err}");
+    serde_json::from_str(&out).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recorded_provenance_is_accepted_by_rekor_cli_and_cosign_and_reverified() {
+    let env = Env::new("prov").await;
+    env.create_application().await;
+    let ap = env.recorded().await;
+    let status = &ap["status"];
+    let uuid = status["rekor"]["uuid"].as_str().expect("the entry is recorded").to_string();
+    let index = status["rekor"]["logIndex"].as_i64().unwrap();
+    assert!(status["rekor"]["integratedTime"].as_i64().unwrap() > 0 && status["rekor"]["logID"].as_str().is_some());
+    let image = status["manifestImage"].as_str().unwrap().to_string();
+    let message = condition(&ap, "ProvenanceRecorded").unwrap()["message"].as_str().unwrap().to_string();
+    assert!(message.contains(&format!("index {index}")), "{message}");
+
+    // The real rekor-cli.
+    let rekor = peer("WEFT_TEST_REKOR_URL");
+    let (code, out, err) =
+        run_cmd(Command::new("rekor-cli").args(["get", "--uuid", &uuid, "--rekor_server", &rekor, "--format", "json"]));
+    assert_eq!(code, 0, "rekor-cli get: {err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["LogIndex"], index);
+    let (code, out, err) =
+        run_cmd(Command::new("rekor-cli").args(["verify", "--uuid", &uuid, "--rekor_server", &rekor]));
+    assert_eq!(code, 0, "rekor-cli verify: {out}{err}");
+
+    // The real cosign, on the attestation attached to the manifest image.
+    let (code, out, err) = run_cmd(
+        Command::new("cosign")
+            .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+            .current_dir(env.project.dir.path())
+            .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image]),
+    );
+    assert_eq!(code, 0, "cosign verify-attestation: {err}");
+    let envelope: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    use base64::Engine;
+    let statement: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD.decode(envelope["payload"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(statement["predicate"]["runDetails"]["builder"]["id"], "https://weft.dev/builders/test");
+    assert_eq!(
+        statement["predicate"]["buildDefinition"]["resolvedDependencies"][0]["digest"]["gitCommit"],
+        env.project.repo.head().as_str()
+    );
+    assert_eq!(
+        format!("sha256:{}", statement["subject"][0]["digest"]["sha256"].as_str().unwrap()),
+        image.split('@').nth(1).unwrap()
+    );
+
+    // Weft's own re-check, from the cluster and from a file.
+    let target = format!("{}/shop-cart", env.ns);
+    let (code, out, err) = env.verify(&[&target]);
+    assert_eq!(code, 0, "weft provenance verify:\n{out}{err}");
+    assert!(out.contains("the evidence holds") && !out.contains("FAIL"), "{out}");
+
+    let file = env.project.path("appprov.json");
+    std::fs::write(&file, ap.to_string()).unwrap();
+    let profile = env.project.path("profile.yaml");
+    let from_file = |f: &std::path::Path| {
+        env.verify(&[
+            "--from-file",
+            f.to_str().unwrap(),
+            "--profile",
+            profile.to_str().unwrap(),
+            "--resources",
+            "resources.yaml",
+        ])
+    };
+    let (code, out, err) = from_file(&file);
+    assert_eq!(code, 0, "--from-file:\n{out}{err}");
+
+    // Tampered evidence: another entry, another image, another revision.
+    let signature_entry = rekor_search(&format!("sha256:{}", hex_sha256(&cosign_payload(&image))));
+    let mut tampered = ap.clone();
+    tampered["status"]["rekor"]["uuid"] = json!(signature_entry.first().expect("the image signature is logged"));
+    std::fs::write(&file, tampered.to_string()).unwrap();
+    let (code, out, _) = from_file(&file);
+    assert_eq!(code, 1, "another entry is not this provenance:\n{out}");
+    assert!(out.contains("FAIL"), "{out}");
+
+    let mut tampered = ap.clone();
+    tampered["status"]["sources"][0]["revision"] = json!("0000000000000000000000000000000000000000");
+    std::fs::write(&file, tampered.to_string()).unwrap();
+    let (code, out, _) = from_file(&file);
+    assert_eq!(code, 1, "the attested commit is not the recorded one:\n{out}");
+    assert!(out.contains("FAIL the attested source commits"), "{out}");
+}
+
+fn cosign_payload(image: &str) -> Vec<u8> {
+    let (repo, digest) = image.split_once('@').unwrap();
+    weft::oci::simple_signing_payload(repo, digest, &Default::default())
+}
+
+fn hex_sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
+    let mut env = Env::new("prov-outage").await;
+    // Rekor goes down for a while; the Application is synced meanwhile.
+    let mut restart = Command::new("sh")
+        .args(["-c", &format!("{} 8", peer("WEFT_TEST_REKOR_RESTART"))])
+        .spawn()
+        .expect("restart rekor");
+    let ping = format!("{}/ping", peer("WEFT_TEST_REKOR_URL"));
+    eventually("rekor-server to stop", Duration::from_secs(30), || {
+        let ping = ping.clone();
+        async move {
+            if run_cmd(Command::new("curl").args(["-sf", &ping])).0 != 0 { Ok(()) } else { Err("still up".to_string()) }
+        }
+    })
+    .await;
+    env.create_application().await;
+    let pending = provenance_where(&env.client, &env.ns, "shop-cart", "a step waiting for Rekor", |v| {
+        v["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["reason"] == "RekorUnavailable"))
+    })
+    .await;
+    assert_eq!(pending["status"]["verdict"], "Pending");
+    assert!(pending["status"].get("rekor").is_none(), "nothing recorded while the log is down");
+
+    // The log comes back: the retries complete the run.
+    assert!(restart.wait().unwrap().success(), "rekor-server restarted");
+    let ap = env.recorded().await;
+    let image = ap["status"]["manifestImage"].as_str().unwrap().to_string();
+    let digest = image.split('@').nth(1).unwrap().to_string();
+
+    // Restart the controller too, and let several resyncs pass.
+    env.weft.take().unwrap().terminate(Duration::from_secs(20)).await;
+    env.start_controller();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = env.recorded().await;
+    assert_eq!(after["status"]["rekor"], ap["status"]["rekor"], "the recorded entry stays the same");
+
+    // Exactly one attestation entry for the image, and one signature entry for its payload.
+    assert_eq!(rekor_search(&digest).len(), 1, "one provenance entry names the image");
+    assert_eq!(
+        rekor_search(&format!("sha256:{}", hex_sha256(&cosign_payload(&image)))).len(),
+        1,
+        "one signature entry"
+    );
+    let _ = &env.repository;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_answering_with_another_key_is_never_provenance() {
+    let client = client().await;
+    let ns = namespace(&client, "prov-wrongkey").await;
+    let project = with_namespace(shop_files);
+    // The configured log key is not the log's.
+    let other = project.path("other.pem");
+    assert!(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl ecparam -name prime256v1 -genkey -noout | openssl ec -pubout -out {}",
+                other.display()
+            ))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let text = std::fs::read_to_string(project.path("resources.yaml")).unwrap().replace(
+        &serde_json::to_string(&std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap()).unwrap(),
+        &serde_json::to_string(&std::fs::read_to_string(&other).unwrap()).unwrap(),
+    );
+    std::fs::write(project.path("resources.yaml"), text).unwrap();
+    apply_resources(&client, &ns, &project).await;
+    let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), ns);
+    let mut profile: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.profile(&repository, true, json!({}))).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+    create(&profiles(&client, &ns), profile).await;
+    let _weft =
+        WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", project.path("cache").to_str().unwrap()]);
+    let mut app: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();
+    app["metadata"] = json!({"name": "shop-cart"});
+    create(&applications(&client, &ns), app).await;
+
+    let ap = provenance_where(&client, &ns, "shop-cart", "a failed verification of the log", |v| {
+        v["status"]["verdict"] == "Failed"
+    })
+    .await;
+    assert_eq!(condition_reason(&ap, "Ready").as_deref(), Some("RekorEntryUnverified"), "{}", ap["status"]);
+    assert!(ap["status"].get("rekor").is_none(), "never recorded as provenance");
+    assert!(ap["status"].get("manifestImage").is_none());
+}
