@@ -13,6 +13,37 @@ use common::*;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
+/// The tests here share one Rekor; the outage test takes it down, so it runs alone.
+static LOG: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Rekor is down while this lives; it comes back when the test says so, or when the test fails.
+struct Outage(bool);
+
+impl Outage {
+    fn begin() -> Outage {
+        assert_eq!(
+            run_cmd(Command::new("sh").args(["-c", &peer("WEFT_TEST_REKOR_STOP")])).0,
+            0,
+            "rekor-server stopped"
+        );
+        Outage(true)
+    }
+    fn end(&mut self) {
+        if std::mem::take(&mut self.0) {
+            let (code, out, err) = run_cmd(Command::new("sh").args(["-c", &peer("WEFT_TEST_REKOR_START")]));
+            assert_eq!(code, 0, "rekor-server started: {out}{err}");
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = run_cmd(Command::new("sh").args(["-c", &peer("WEFT_TEST_REKOR_START")]));
+        }
+    }
+}
+
 fn core(client: &kube::Client, ns: &str, kind: &str, plural: &str) -> kube::Api<DynamicObject> {
     kube::Api::namespaced_with(
         client.clone(),
@@ -110,6 +141,7 @@ fn rekor_search(hash: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn recorded_provenance_is_accepted_by_rekor_cli_and_cosign_and_reverified() {
+    let _shared = LOG.read().await;
     let env = Env::new("prov").await;
     env.create_application().await;
     let ap = env.recorded().await;
@@ -206,20 +238,10 @@ fn hex_sha256(data: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
+    let _alone = LOG.write().await;
     let mut env = Env::new("prov-outage").await;
-    // Rekor goes down for a while; the Application is synced meanwhile.
-    let mut restart = Command::new("sh")
-        .args(["-c", &format!("{} 8", peer("WEFT_TEST_REKOR_RESTART"))])
-        .spawn()
-        .expect("restart rekor");
-    let ping = format!("{}/ping", peer("WEFT_TEST_REKOR_URL"));
-    eventually("rekor-server to stop", Duration::from_secs(30), || {
-        let ping = ping.clone();
-        async move {
-            if run_cmd(Command::new("curl").args(["-sf", &ping])).0 != 0 { Ok(()) } else { Err("still up".to_string()) }
-        }
-    })
-    .await;
+    // Rekor goes down; the Application is synced meanwhile.
+    let mut outage = Outage::begin();
     env.create_application().await;
     let pending = provenance_where(&env.client, &env.ns, "shop-cart", "a step waiting for Rekor", |v| {
         v["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["reason"] == "RekorUnavailable"))
@@ -229,7 +251,7 @@ async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
     assert!(pending["status"].get("rekor").is_none(), "nothing recorded while the log is down");
 
     // The log comes back: the retries complete the run.
-    assert!(restart.wait().unwrap().success(), "rekor-server restarted");
+    outage.end();
     let ap = env.recorded().await;
     let image = ap["status"]["manifestImage"].as_str().unwrap().to_string();
     let digest = image.split('@').nth(1).unwrap().to_string();
@@ -253,6 +275,7 @@ async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_log_answering_with_another_key_is_never_provenance() {
+    let _shared = LOG.read().await;
     let client = client().await;
     let ns = namespace(&client, "prov-wrongkey").await;
     let project = with_namespace(shop_files);

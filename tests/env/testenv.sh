@@ -171,7 +171,8 @@ start_rekor() {
   cat >> "$dir/env" <<EOF
 export WEFT_TEST_REKOR_URL="http://127.0.0.1:$rekor_port"
 export WEFT_TEST_REKOR_PUBLIC_KEY="$dir/rekor.pub"
-export WEFT_TEST_REKOR_RESTART="$HERE/testenv.sh restart-rekor $dir"
+export WEFT_TEST_REKOR_STOP="$HERE/testenv.sh stop-rekor $dir"
+export WEFT_TEST_REKOR_START="$HERE/testenv.sh start-rekor $dir"
 EOF
   log "rekor ready at http://127.0.0.1:$rekor_port"
 }
@@ -233,11 +234,10 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   start) start "$1" ;;
   stop) stop "$1" ;;
-  # Stops rekor-server, waits SECONDS, and starts it again on the same port (outage tests).
-  restart-rekor)
-    dir=$1; pause=${2:-0}
-    stop_one "$dir" rekor-server
-    sleep "$pause"
+  # Outage tests stop the log and start it again once they have seen Weft wait for it.
+  stop-rekor) stop_one "$1" rekor-server ;;
+  start-rekor)
+    dir=$1
     read -r rpc port dsn < "$dir/rekor.args"
     start_rekor_server "$dir" "$("$PEERS" path rekor)" "$rpc" "$port" "$dsn" ;;
   run)
@@ -256,5 +256,5 @@ case "$cmd" in
     # shellcheck disable=SC1091
     source "$dir/env"
     "$@" ;;
-  *) echo "usage: $0 run -- CMD... | start DIR | stop DIR | restart-rekor DIR [SECONDS]" >&2; exit 2 ;;
+  *) echo "usage: $0 run -- CMD... | start DIR | stop DIR | stop-rekor DIR | start-rekor DIR" >&2; exit 2 ;;
 esac
