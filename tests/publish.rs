@@ -202,13 +202,16 @@ fn publishing_the_same_manifests_again_pushes_and_logs_nothing_new() {
     assert_eq!(first["digest"], second["digest"], "the same manifests give the same image");
     assert_eq!(first["transparencyLog"], second["transparencyLog"], "the existing signature and its entry are kept");
     assert!(second["steps"][2]["message"].as_str().unwrap().contains("already signed"), "{second}");
-    // One signature layer, one tag for the revision, one .sig tag.
+    assert_eq!(first["provenance"], second["provenance"], "the existing provenance entry is kept");
+    // One tag for the revision, one .sig tag with one signature, one .att tag with one attestation.
     let (_, tags, _) = run_cmd(Command::new("crane").args(["ls", &repository]));
-    assert_eq!(tags.lines().count(), 2, "{tags}");
-    let sig = format!("{repository}:{}", first["digest"].as_str().unwrap().replace(':', "-") + ".sig");
-    let (_, m, _) = run_cmd(Command::new("crane").args(["manifest", &sig]));
-    let m: Value = serde_json::from_str(&m).unwrap();
-    assert_eq!(m["layers"].as_array().map(Vec::len), Some(1));
+    assert_eq!(tags.lines().count(), 3, "{tags}");
+    for suffix in [".sig", ".att"] {
+        let tag = format!("{repository}:{}{suffix}", first["digest"].as_str().unwrap().replace(':', "-"));
+        let (_, m, _) = run_cmd(Command::new("crane").args(["manifest", &tag]));
+        let m: Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(m["layers"].as_array().map(Vec::len), Some(1), "{tag}");
+    }
 }
 
 #[test]
