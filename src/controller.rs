@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -63,6 +65,32 @@ pub struct Options {
     /// Identifies this Weft installation in provenance (`runDetails.builder.id`).
     #[arg(long, env = "WEFT_BUILDER_ID", default_value = "https://weft.dev/builders/controller")]
     pub builder_id: String,
+    #[command(flatten)]
+    pub images: ImageCacheOptions,
+}
+
+/// Image verification's verdict cache and registry limits (shared with `weft verify-images`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageCacheOptions {
+    /// How long a verified image digest stays verified before its signatures are read again.
+    #[arg(long, env = "WEFT_IMAGE_CACHE_SUCCESS_SECONDS", default_value_t = 600)]
+    pub image_cache_success_seconds: u64,
+    /// How long a failed image digest stays failed (short, so a newly added signature is seen soon).
+    #[arg(long, env = "WEFT_IMAGE_CACHE_FAILURE_SECONDS", default_value_t = 60)]
+    pub image_cache_failure_seconds: u64,
+    /// Concurrent requests to any one registry.
+    #[arg(long, env = "WEFT_REGISTRY_CONCURRENCY", default_value_t = 4)]
+    pub registry_concurrency: usize,
+}
+
+impl ImageCacheOptions {
+    pub fn settings(&self) -> crate::images::Settings {
+        crate::images::Settings {
+            success_ttl: Duration::from_secs(self.image_cache_success_seconds),
+            failure_ttl: Duration::from_secs(self.image_cache_failure_seconds),
+            per_registry: self.registry_concurrency,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -100,6 +128,7 @@ struct Context {
     profiles: Store<IntegrityProfile>,
     provenances: Store<ApplicationProvenance>,
     resync: Duration,
+    recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -129,6 +158,7 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         argocd_namespace: opts.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
         builder_id: opts.builder_id.clone(),
+        images: Arc::new(crate::images::ImageVerifier::new(opts.images.settings())),
     });
     let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, engine.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
@@ -273,6 +303,7 @@ async fn run_scope(
         profiles: profiles.store.clone(),
         provenances: provenances.store.clone(),
         resync,
+        recorder: Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None }),
         failures: Mutex::new(HashMap::new()),
     });
 
@@ -426,9 +457,9 @@ async fn reconcile_application(
         }
         _ => None,
     };
-    let (steps, remote_bases, manifest_image, rekor) = match outcome {
-        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference), o.rekor),
-        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None, None),
+    let (steps, remote_bases, manifest_image, rekor, images) = match outcome {
+        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference), o.rekor, o.images),
+        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None, None, Vec::new()),
     };
     let pending = steps.iter().any(|s| s.state == StepState::Pending);
     let observation = Observation {
@@ -440,6 +471,7 @@ async fn reconcile_application(
         remote_bases,
         manifest_image,
         rekor,
+        images,
     };
     let new_status = status::compute(&observation, previous, Timestamp::now());
 
@@ -482,6 +514,20 @@ async fn reconcile_application(
             .collect(),
         ..new_status
     };
+    if let Some(event) = image_event(previous, &new_status) {
+        let regarding = ObjectReference {
+            api_version: Some("argoproj.io/v1alpha1".into()),
+            kind: Some("Application".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: Some(uid.clone()),
+            ..Default::default()
+        };
+        // An Event is a courtesy; the status is the record, so a failure here does not fail the reconcile.
+        if let Err(e) = ctx.recorder.publish(&event, &regarding).await {
+            warn!(application = %name, namespace = %ns, error = %e, "cannot publish an Event");
+        }
+    }
     if previous != Some(&new_status) {
         let patch = json!({
             "apiVersion": "weft.dev/v1alpha1",
@@ -506,6 +552,29 @@ async fn reconcile_application(
     }
     ctx.failures.lock().map(|mut f| f.remove(&k)).ok();
     Ok(Action::requeue(ctx.resync))
+}
+
+/// A Warning Event when images fail verification (permitted or not), once per change of what failed.
+fn image_event(previous: Option<&ApplicationProvenanceStatus>, new: &ApplicationProvenanceStatus) -> Option<Event> {
+    let cond = |s: &ApplicationProvenanceStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == Step::ImagesVerified.condition_type())
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    let (reason, message) = cond(new)?;
+    let failed = new.images.iter().any(|i| i.outcome == crate::resources::provenance::ImageOutcome::Failed);
+    if !failed || previous.and_then(cond) == Some((reason.clone(), message.clone())) {
+        return None;
+    }
+    let action = if reason == "UnverifiedImagesPermitted" { "SignedAnyway" } else { "RefusedToSign" };
+    Some(Event {
+        type_: EventType::Warning,
+        reason,
+        note: Some(message.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    })
 }
 
 fn governance(sel: Selection<'_>, ns: &str) -> Governance {

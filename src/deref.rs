@@ -270,6 +270,7 @@ pub fn wanted(spec: &IntegrityProfileSpec) -> BTreeSet<(Kind, String)> {
                 add(k);
             }
         }
+        secrets.extend(iv.credentials.iter().flatten().map(|c| c.secret_ref.name.clone()));
     }
     let mut out: BTreeSet<(Kind, String)> = secrets.into_iter().map(|s| (Kind::Secret, s)).collect();
     for r in &refs {

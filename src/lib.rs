@@ -9,6 +9,7 @@ pub mod commands;
 pub mod controller;
 pub mod crds;
 pub mod deref;
+pub mod images;
 pub mod manifest;
 pub mod oci;
 pub mod pipeline;

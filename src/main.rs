@@ -33,6 +33,9 @@ enum Command {
     Crds,
     /// Verify a git revision against a profile's source policies (exit 0 verified, 1 failed, 2 bad input).
     VerifySource(weft::commands::verify_source::Args),
+    /// Verify container images (listed, or used by rendered manifests) against a profile's image policies
+    /// (exit 0 verified, 1 failed, 2 bad input).
+    VerifyImages(weft::commands::verify_images::Args),
     /// The whole pipeline for one Application without a cluster: verify, render, sign, publish.
     Run(weft::commands::run::Args),
     /// Re-check recorded provenance end to end (exit 0 when it holds, 1 when not, 2 for bad input).
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
             }
         },
         Command::VerifySource(args) => ExitCode::from(weft::commands::verify_source::run(args)),
+        Command::VerifyImages(args) => ExitCode::from(weft::commands::verify_images::run(args)),
         Command::Run(args) => ExitCode::from(weft::commands::run::run(args)),
         Command::Provenance(args) => ExitCode::from(weft::commands::provenance::run(args)),
         Command::Controller(opts) => {

@@ -20,6 +20,8 @@ use thiserror::Error;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MANIFEST_LAYER: &str = "text/plain";
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
@@ -240,7 +242,18 @@ impl Registry {
     /// The raw manifest at a tag or digest, if any.
     pub async fn manifest(&self, tag_or_digest: &str) -> Result<Option<Vec<u8>>, OciError> {
         let r = self.reference(tag_or_digest)?;
-        match self.client.pull_manifest_raw(&r, &self.auth, &[OCI_MANIFEST, OCI_INDEX]).await {
+        match self
+            .client
+            .pull_manifest_raw(&r, &self.auth, &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+            .await
+        {
+            // Pulled by digest, the bytes must be that digest: a registry is not trusted to say so.
+            Ok((bytes, _)) if tag_or_digest.starts_with("sha256:") && digest(&bytes) != tag_or_digest => {
+                Err(OciError::Registry {
+                    registry: self.repository.clone(),
+                    reason: format!("served a manifest for {tag_or_digest} whose digest is {}", digest(&bytes)),
+                })
+            }
             Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(self.err(e)),
@@ -326,6 +339,33 @@ impl Registry {
                 .is_some_and(|c| c.starts_with(OCI_INDEX)),
             _ => false,
         }
+    }
+
+    /// The descriptors of the manifests that refer to `image_digest`: from the referrers API, or from
+    /// the `sha256-<hex>` fallback index on registries without it.
+    pub async fn referrers(&self, image_digest: &str) -> Result<Vec<Value>, OciError> {
+        let r = self.reference(image_digest)?;
+        let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(), r.repository());
+        let unavailable = |reason: String| OciError::Registry { registry: self.repository.clone(), reason };
+        let resp = self
+            .authorized(self.http.get(&url).header("accept", OCI_INDEX), &r, oci_client::RegistryOperation::Pull)
+            .await?
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let index: Value = match resp.status().as_u16() {
+            200 => resp.json().await.map_err(|e| unavailable(format!("the referrers index cannot be read: {e}")))?,
+            404 => match self.manifest(&image_digest.replace(':', "-")).await? {
+                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                None => return Ok(Vec::new()),
+            },
+            s @ (401 | 403) => {
+                let registry = self.repository.split('/').next().unwrap_or_default().to_string();
+                return Err(OciError::Unauthorized { registry, reason: format!("HTTP {s} listing referrers") });
+            }
+            s => return Err(unavailable(format!("HTTP {s} listing referrers"))),
+        };
+        Ok(index["manifests"].as_array().cloned().unwrap_or_default())
     }
 
     fn base_url(&self) -> String {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::deref::{Bag, Kind};
+use crate::images::{self, ImageVerifier, policy::ImagePolicies};
 use crate::manifest::{self, Limits, TrackingMethod};
 use crate::oci::Registry;
 use crate::publish::{self, Destination, Log, Published};
@@ -17,7 +18,7 @@ use crate::rekor::{LogKey, Rekor};
 use crate::render::{self, AppContext, Checkout, PinnedRemote, Tools};
 use crate::resources::argocd::{Application, ApplicationSource};
 use crate::resources::profile::{GitPolicy, IntegrityProfile};
-use crate::resources::provenance::SourceRevision;
+use crate::resources::provenance::{ImageStatus, SourceRevision};
 use crate::signing::SigningKey;
 use crate::source::CommitId;
 use crate::source::verify::{Outcome, PinnedBase, SourceRequest, SourceVerdict, SourceVerifier};
@@ -36,7 +37,12 @@ pub struct Engine {
     pub permits: Semaphore,
     /// Identifies this Weft installation in provenance (`runDetails.builder.id`).
     pub builder_id: String,
+    pub images: Arc<ImageVerifier>,
 }
+
+/// The `ImagesVerified` reason for a profile without `imageVerification`: the verdict fails, but the
+/// manifests are still signed (the profile did not ask for images to gate them).
+pub const IMAGES_NOT_CONFIGURED: &str = "ImageVerificationNotConfigured";
 
 /// One run: an Application at exact revisions under a profile.
 pub struct Job<'a> {
@@ -64,6 +70,8 @@ pub struct PipelineOutcome {
     pub published: Option<Published>,
     /// The provenance attestation's entry in the transparency log.
     pub rekor: Option<crate::resources::provenance::RekorEntry>,
+    /// What image verification found, per image.
+    pub images: Vec<ImageStatus>,
 }
 
 /// What signing produced, and what the provenance step reuses.
@@ -83,6 +91,7 @@ impl PipelineOutcome {
             remote_bases: Vec::new(),
             published: None,
             rekor: None,
+            images: Vec::new(),
         }
     }
 }
@@ -122,11 +131,44 @@ impl Engine {
             steps[1] = StepReport::blocked(Step::SourceVerified);
             steps[2] = StepReport::blocked(Step::SourceVerified);
             steps[3] = StepReport::blocked(Step::SourceVerified);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None };
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images: Vec::new() };
         }
-        progress.step(Step::ImagesVerified, &steps[1]);
         let started_on = k8s_openapi::jiff::Timestamp::now();
-        let (signed, done) = match self.sign_step(&job, &verdicts, &bases, progress).await {
+        let spec = &job.profile.spec;
+        let manifests = if spec.image_verification.is_none() && spec.manifest_signing.is_none() {
+            Ok(Vec::new()) // nothing needs them
+        } else {
+            progress.note("rendering from the verified trees");
+            self.render(&job, &verdicts, &bases).await
+        };
+        let manifests = match manifests {
+            Ok(m) => m,
+            Err(report) => {
+                steps[1] = StepReport::new(
+                    StepState::Blocked,
+                    "Blocked",
+                    "not run: the manifests could not be rendered (see ManifestsSigned)",
+                );
+                progress.step(Step::ImagesVerified, &steps[1]);
+                progress.step(Step::ManifestsSigned, &report);
+                steps[2] = report;
+                steps[3] = StepReport::blocked(Step::ManifestsSigned);
+                return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images: Vec::new() };
+            }
+        };
+        let (images_report, images) = self.images_step(&job, &manifests, progress).await;
+        progress.step(Step::ImagesVerified, &images_report);
+        // Strict failures and images not checked yet stop signing; a profile without image verification
+        // does not (its verdict says so), nor does permissive enforcement.
+        let gate = images_report.state == StepState::Pending
+            || (images_report.state == StepState::Failed && images_report.reason != IMAGES_NOT_CONFIGURED);
+        steps[1] = images_report;
+        if gate {
+            steps[2] = StepReport::blocked(Step::ImagesVerified);
+            steps[3] = StepReport::blocked(Step::ImagesVerified);
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images };
+        }
+        let (signed, done) = match self.sign_step(&job, manifests, progress).await {
             Ok(done) => {
                 let p = &done.published;
                 let how = if p.signed { "signed" } else { "already signed" };
@@ -144,7 +186,7 @@ impl Engine {
         steps[2] = signed;
         let Some(done) = done else {
             steps[3] = StepReport::blocked(Step::ManifestsSigned);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None };
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images };
         };
         let (report, rekor) = match self.provenance_step(&job, &verdicts, &bases, &done, started_on).await {
             Ok(a) => {
@@ -159,7 +201,39 @@ impl Engine {
         };
         progress.step(Step::ProvenanceRecorded, &report);
         steps[3] = report;
-        PipelineOutcome { steps, remote_bases, published: Some(done.published), rekor }
+        PipelineOutcome { steps, remote_bases, published: Some(done.published), rekor, images }
+    }
+
+    /// Every image the manifests run, verified under the profile (tightened by the Application's
+    /// override annotation).
+    async fn images_step(
+        &self,
+        job: &Job<'_>,
+        manifests: &[manifest::Manifest],
+        progress: &dyn Progress,
+    ) -> (StepReport, Vec<ImageStatus>) {
+        let Some(iv) = &job.profile.spec.image_verification else {
+            let msg = "the profile has no imageVerification, so the images the manifests run are not verified and this revision is not vouched for; add imageVerification to the profile";
+            return (StepReport::new(StepState::Failed, IMAGES_NOT_CONFIGURED, msg), Vec::new());
+        };
+        let policies = ImagePolicies::compile(iv, job.bag).and_then(|mut p| {
+            let annotations = job.app.metadata.annotations.as_ref();
+            if let Some(text) = annotations.and_then(|a| a.get(images::policy::OVERRIDE_ANNOTATION)) {
+                p.tighten(&images::policy::Override::parse(text)?)?;
+            }
+            Ok(p)
+        });
+        let policies = match policies {
+            Ok(p) => p,
+            Err(e) => {
+                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+                return (StepReport::new(state, e.reason(), e.to_string()), Vec::new());
+            }
+        };
+        let found = images::collect::distinct(images::collect::uses(manifests));
+        progress.note(&format!("verifying {} image(s) ({})", found.len(), policies.enforcement.as_str()));
+        let statuses = self.images.verify(&policies, &found).await;
+        (images::report(policies.enforcement, &statuses), statuses)
     }
 
     /// An in-toto SLSA provenance statement for the manifest image, DSSE-signed, logged and attached.
@@ -318,8 +392,7 @@ impl Engine {
     async fn sign_step(
         &self,
         job: &Job<'_>,
-        verdicts: &[SourceVerdict],
-        bases: &[PinnedBase],
+        manifests: Vec<manifest::Manifest>,
         progress: &dyn Progress,
     ) -> Result<Signed, StepReport> {
         let failed = |reason: &str, message: String| StepReport::new(StepState::Failed, reason, message);
@@ -329,7 +402,7 @@ impl Engine {
                 "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key".into(),
             ));
         };
-        // The key first: a missing or wrong key fails before any work.
+        // The key first: a missing or wrong key fails before anything is published.
         let key_ref = &signing.key.secret_ref;
         let key_name = key_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
         let key_pem =
@@ -343,8 +416,6 @@ impl Engine {
         let key = SigningKey::from_pem(&key_pem, password.as_deref().map(str::trim_end))
             .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?;
 
-        progress.note("rendering from the verified trees");
-        let manifests = self.render(job, verdicts, bases).await?;
         let rules = signing.r#match.clone().unwrap_or_default();
         let mut selected = manifest::select(manifests, &rules).map_err(|e| failed(e.reason(), e.to_string()))?;
         let app_name = job.app.metadata.name.clone().unwrap_or_default();

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::resources::provenance::{
-    ApplicationProvenanceStatus, HistoryEntry, ProfileRef, RekorEntry, SourceRevision, Verdict,
+    ApplicationProvenanceStatus, HistoryEntry, ImageStatus, ProfileRef, RekorEntry, SourceRevision, Verdict,
 };
 use crate::target::SyncTarget;
 
@@ -57,6 +57,8 @@ pub enum StepState {
     NotImplemented,
     /// Not run, because an earlier step did not pass.
     Blocked,
+    /// Did not pass, but the profile lets the pipeline go on (permissive image verification).
+    Permitted,
 }
 
 /// What one step reported: a state, a CamelCase reason and a message a person can act on.
@@ -130,6 +132,7 @@ pub struct Observation {
     pub remote_bases: Vec<SourceRevision>,
     pub manifest_image: Option<String>,
     pub rekor: Option<RekorEntry>,
+    pub images: Vec<ImageStatus>,
 }
 
 /// Computes the new status. `previous` keeps condition transition times stable and feeds history.
@@ -173,6 +176,7 @@ pub fn compute(
         history: history(previous, &sources, limit),
         verified_sources: verified_sources(obs, previous),
         remote_bases: obs.remote_bases.clone(),
+        images: obs.images.clone(),
     }
 }
 
@@ -235,20 +239,28 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             let status = match r.state {
                 StepState::Passed => "True",
                 StepState::Pending => "Unknown",
-                StepState::Failed | StepState::NotImplemented | StepState::Blocked => "False",
+                StepState::Failed | StepState::NotImplemented | StepState::Blocked | StepState::Permitted => "False",
             };
             condition(step.condition_type(), status, &r.reason, &r.message, obs.generation, now)
         })
         .collect::<Vec<_>>();
 
     let first = |state: StepState| Step::ALL.iter().zip(&obs.steps).find(|(_, r)| r.state == state);
-    if let Some((step, r)) = first(StepState::Failed) {
+    // A step the profile does not configure fails the verdict, but a real failure, or a wait, is what
+    // a person needs to see first.
+    let unconfigured = |r: &StepReport| r.reason.ends_with("NotConfigured");
+    let failed = Step::ALL.iter().zip(&obs.steps).filter(|(_, r)| r.state == StepState::Failed);
+    if let Some((step, r)) = failed.clone().find(|(_, r)| !unconfigured(r)) {
         let msg = format!("{} failed: {}", step.condition_type(), r.message);
         return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
     }
     if let Some((step, r)) = first(StepState::Pending) {
         let msg = format!("{} pending: {}", step.condition_type(), r.message);
         return (Verdict::Pending, "Unknown", r.reason.clone(), msg, conditions);
+    }
+    if let Some((step, r)) = failed.clone().next() {
+        let msg = format!("{} is not configured: {}", step.condition_type(), r.message);
+        return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
     }
     let missing: Vec<_> = Step::ALL
         .iter()
@@ -262,6 +274,11 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             missing.join(", ")
         );
         return (Verdict::Incomplete, "False", "StepsNotImplemented".into(), msg, conditions);
+    }
+    if let Some((step, r)) = first(StepState::Permitted) {
+        let msg =
+            format!("every other step passed; {} did not, and is permitted: {}", step.condition_type(), r.message);
+        return (Verdict::Permitted, "True", r.reason.clone(), msg, conditions);
     }
     (Verdict::Verified, "True", "Verified".into(), "every step passed for this revision".into(), conditions)
 }
@@ -342,7 +359,21 @@ mod tests {
             remote_bases: Vec::new(),
             manifest_image: None,
             rekor: None,
+            images: Vec::new(),
         }
+    }
+
+    #[test]
+    fn permitted_images_are_a_permitted_verdict_never_verified_and_failures_still_win() {
+        let mut o = obs(governed(10), target("a"));
+        o.steps = Step::ALL.map(|_| StepReport::new(StepState::Passed, "Ok", "ok"));
+        o.steps[1] = StepReport::new(StepState::Permitted, "UnverifiedImagesPermitted", "x: not signed");
+        let s = compute(&o, None, t(1));
+        assert_eq!(s.verdict, Verdict::Permitted);
+        assert_eq!(cond(&s, "ImagesVerified").status, "False");
+        assert_eq!(cond(&s, READY).reason, "UnverifiedImagesPermitted");
+        o.steps[3] = StepReport::new(StepState::Failed, "RekorRejected", "no");
+        assert_eq!(compute(&o, None, t(1)).verdict, Verdict::Failed);
     }
 
     fn t(secs: i64) -> Timestamp {

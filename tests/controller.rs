@@ -137,13 +137,16 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     let images = condition(&ap, "ImagesVerified").expect("ImagesVerified");
     assert_eq!(
         (images["status"].as_str(), images["reason"].as_str()),
-        (Some("False"), Some("NotImplemented")),
+        (Some("False"), Some("ImageVerificationNotConfigured")),
         "never claims success"
     );
     let provenance = condition(&ap, "ProvenanceRecorded").expect("ProvenanceRecorded");
     assert_eq!((provenance["status"].as_str(), provenance["reason"].as_str()), (Some("False"), Some("Blocked")));
     let ready = condition(&ap, "Ready").expect("Ready");
-    assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some("SigningNotConfigured")));
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ImageVerificationNotConfigured"))
+    );
 
     let prof = eventually("profile status", Duration::from_secs(30), || {
         let api = profiles(&client, &ns);

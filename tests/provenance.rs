@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::project::*;
 use common::*;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 
 /// The tests here share one Rekor; the outage test takes it down, so it runs alone.
@@ -44,23 +43,6 @@ impl Drop for Outage {
     }
 }
 
-fn core(client: &kube::Client, ns: &str, kind: &str, plural: &str) -> kube::Api<DynamicObject> {
-    kube::Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural),
-    )
-}
-
-async fn apply_resources(client: &kube::Client, ns: &str, project: &Project) {
-    let text = std::fs::read_to_string(project.path("resources.yaml")).unwrap();
-    for doc in text.split("\n---\n") {
-        let v: Value = serde_json::from_str(doc).unwrap();
-        let (kind, plural) = if v["kind"] == "Secret" { ("Secret", "secrets") } else { ("ConfigMap", "configmaps") };
-        create(&core(client, ns, kind, plural), v).await;
-    }
-}
-
 struct Env {
     client: kube::Client,
     ns: String,
@@ -74,7 +56,7 @@ impl Env {
         let client = client().await;
         let ns = namespace(&client, prefix).await;
         let project = with_namespace(shop_files);
-        apply_resources(&client, &ns, &project).await;
+        project.apply_resources(&client, &ns).await;
         let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), ns);
         let mut profile: Value =
             serde_json::from_str(&std::fs::read_to_string(project.profile(&repository, true, json!({}))).unwrap())
@@ -297,7 +279,7 @@ async fn a_log_answering_with_another_key_is_never_provenance() {
         &serde_json::to_string(&std::fs::read_to_string(&other).unwrap()).unwrap(),
     );
     std::fs::write(project.path("resources.yaml"), text).unwrap();
-    apply_resources(&client, &ns, &project).await;
+    project.apply_resources(&client, &ns).await;
     let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), ns);
     let mut profile: Value =
         serde_json::from_str(&std::fs::read_to_string(project.profile(&repository, true, json!({}))).unwrap()).unwrap();

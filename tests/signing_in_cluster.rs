@@ -7,35 +7,13 @@ use std::process::Command;
 
 use common::project::*;
 use common::*;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
-
-fn core(client: &kube::Client, ns: &str, kind: &str, plural: &str) -> kube::Api<DynamicObject> {
-    kube::Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural),
-    )
-}
-
-/// Puts the project's Secrets and ConfigMaps into the namespace, as a user would apply them.
-async fn apply_resources(client: &kube::Client, ns: &str, project: &Project) {
-    let text = std::fs::read_to_string(project.path("resources.yaml")).unwrap();
-    for doc in text.split("\n---\n") {
-        let v: Value = serde_json::from_str(doc).unwrap();
-        let (kind, plural) = match v["kind"].as_str().unwrap() {
-            "Secret" => ("Secret", "secrets"),
-            _ => ("ConfigMap", "configmaps"),
-        };
-        create(&core(client, ns, kind, plural), v).await;
-    }
-}
 
 async fn setup(prefix: &str, repository: &str) -> (kube::Client, String, Project, WeftProcess) {
     let client = client().await;
     let ns = namespace(&client, prefix).await;
     let project = with_namespace(shop_files);
-    apply_resources(&client, &ns, &project).await;
+    project.apply_resources(&client, &ns).await;
     let profile_path = project.profile(repository, true, json!({}));
     let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(profile_path).unwrap()).unwrap();
     profile["metadata"] = json!({"name": "production"});
@@ -75,10 +53,9 @@ async fn the_controller_records_the_signed_manifest_image_which_cosign_verifies(
     let image = ap["status"]["manifestImage"].as_str().expect("the manifest image is recorded");
     assert!(image.starts_with(&format!("{repository}@sha256:")), "{image}");
     assert!(signed["message"].as_str().unwrap().contains("3 resource(s)"), "{signed}");
-    assert_eq!(
-        ap["status"]["verdict"], "Incomplete",
-        "provenance and image checks are not built yet: nothing is vouched for"
-    );
+    let images = condition(&ap, "ImagesVerified").unwrap();
+    assert_eq!(images["reason"], "ImageVerificationNotConfigured", "{images}");
+    assert_eq!(ap["status"]["verdict"], "Failed", "a profile that does not verify images vouches for nothing");
 
     let (code, _, err) = run_cmd(
         Command::new("cosign")

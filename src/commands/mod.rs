@@ -5,6 +5,7 @@
 
 pub mod provenance;
 pub mod run;
+pub mod verify_images;
 pub mod verify_source;
 
 use std::path::Path;

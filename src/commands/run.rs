@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile, read};
-use crate::pipeline::{DestinationChoice, Engine, Job, Progress};
+use crate::pipeline::{DestinationChoice, Engine, IMAGES_NOT_CONFIGURED, Job, Progress};
 use crate::resources::argocd::Application;
 use crate::resources::provenance::{RevisionOrigin, SourceRevision};
 use crate::source::CommitId;
@@ -75,7 +75,9 @@ impl Progress for Printer {
         let n = Step::ALL.iter().position(|s| *s == step).unwrap_or(0) + 1;
         let mark = match r.state {
             StepState::Passed => "ok  ",
+            StepState::Failed if r.reason == IMAGES_NOT_CONFIGURED => "n/a ",
             StepState::Failed => "FAIL",
+            StepState::Permitted => "warn",
             StepState::Pending => "WAIT",
             StepState::NotImplemented => "n/a ",
             StepState::Blocked => "skip",
@@ -170,6 +172,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         argocd_namespace: args.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(2),
         builder_id: args.builder_id.clone(),
+        images: std::sync::Arc::new(crate::images::ImageVerifier::default()),
     };
     let name = app.metadata.name.clone().unwrap_or_default();
     eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());
@@ -189,12 +192,15 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {
         let _ = std::fs::write(dir.join("cosign.pub"), pem);
     }
-    let [source, _, signed, provenance] = &outcome.steps;
-    // Provenance counts when the profile names a log; without one the run does what is configured.
+    let [source, images, signed, provenance] = &outcome.steps;
+    // Provenance and images count when the profile configures them; without that the run does what is
+    // configured (and says what it did not do).
     let provenance_ok = provenance.state == StepState::Passed || provenance.reason == "ProvenanceNotConfigured";
-    let code = if source.state == StepState::Passed && signed.state == StepState::Passed && provenance_ok {
+    let images_ok =
+        matches!(images.state, StepState::Passed | StepState::Permitted) || images.reason == IMAGES_NOT_CONFIGURED;
+    let code = if source.state == StepState::Passed && images_ok && signed.state == StepState::Passed && provenance_ok {
         EXIT_VERIFIED
-    } else if [source, signed, provenance].iter().any(|s| is_configuration_problem(&s.reason)) {
+    } else if [source, images, signed, provenance].iter().any(|s| is_configuration_problem(&s.reason)) {
         EXIT_BAD_INPUT
     } else {
         EXIT_FAILED
@@ -217,6 +223,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                 "transparencyLog": p.and_then(|p| p.tlog.as_ref()).map(|t| json!({"uuid": t.uuid, "logIndex": t.log_index})),
                 "provenance": outcome.rekor.as_ref().map(|r| json!({"uuid": r.uuid, "logIndex": r.log_index, "integratedTime": r.integrated_time, "logID": r.log_id})),
                 "remoteBases": outcome.remote_bases,
+                "images": outcome.images,
             });
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
@@ -241,9 +248,13 @@ fn execute(args: &Args) -> Result<u8, InputError> {
             if let Some(r) = &outcome.rekor {
                 println!("provenance: transparency log entry {} (index {})", r.uuid, r.log_index);
             }
-            if code == EXIT_VERIFIED {
+            for i in &outcome.images {
+                let at = i.digest.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+                println!("image {}{at}: {:?} {}: {}", i.image, i.outcome, i.reason, i.message);
+            }
+            if images.reason == IMAGES_NOT_CONFIGURED {
                 println!(
-                    "note: image verification is not implemented in this version of Weft; the revision is not fully vouched for"
+                    "note: the profile does not verify images (no imageVerification); the revision is not fully vouched for"
                 );
             }
         }
@@ -252,7 +263,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
 }
 
 /// Problems with the profile or what it refers to (exit 2), rather than with what was verified.
-fn is_configuration_problem(reason: &str) -> bool {
+pub fn is_configuration_problem(reason: &str) -> bool {
     matches!(
         reason,
         "ReferencedObjectMissing"
@@ -272,6 +283,11 @@ fn is_configuration_problem(reason: &str) -> bool {
             | "RegistryCredentialsInvalid"
             | "RekorKeyInvalid"
             | "InvalidMatchRule"
+            | "InvalidImagePolicy"
+            | "InvalidImageSignerKey"
+            | "InvalidTrustedRoot"
+            | "InvalidImageOverride"
+            | "ImageOverrideLoosens"
     )
 }
 

@@ -342,16 +342,32 @@ pub struct RekorSettings {
     pub public_key: ObjectRef,
 }
 
+/// Which container images the rendered manifests may run. Every image must be covered by at least one
+/// policy, and satisfy every policy that covers it.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageVerification {
-    pub enforcement: ImageEnforcement,
+    /// `strict` (the default): an image that fails stops the manifests from being signed.
+    /// `permissive`: the manifests are signed anyway, with a warning condition and an Event.
     #[serde(default)]
+    pub enforcement: ImageEnforcement,
+    #[x_kube(validation = Rule::new("size(self) > 0").message("imageVerification needs at least one policy; an image no policy covers fails verification"))]
     #[schemars(length(max = 32))]
     pub policies: Vec<ImagePolicy>,
-    /// A `trusted_root.json` for keyless signers (Sigstore's public-good root when unset).
+    /// A `trusted_root.json` (Sigstore's format) naming the certificate authorities and transparency logs
+    /// signatures are checked against. Sigstore's public-good root, built into Weft, when unset; nothing is
+    /// fetched over the network either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_root: Option<ObjectRef>,
+    /// `kubernetes.io/dockerconfigjson` Secrets with credentials for the registries images come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub credentials: Option<Vec<SecretRef>>,
+    /// The builders whose SLSA provenance counts for `minSlsaLevel`, each with the SLSA build level it
+    /// reaches. Provenance from any other builder proves level 1 at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    pub trusted_builders: Option<Vec<TrustedBuilder>>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -364,50 +380,75 @@ pub enum ImageEnforcement {
     Permissive,
 }
 
+impl ImageEnforcement {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImageEnforcement::Strict => "strict",
+            ImageEnforcement::Permissive => "permissive",
+        }
+    }
+}
+
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("size(self.signers) > 0 || has(self.minSlsaLevel)").message("an image policy needs signers or minSlsaLevel"))]
 pub struct ImagePolicy {
-    /// Image reference globs this policy applies to.
+    /// Globs on the image name without tag or digest, normalized (`nginx` is `docker.io/library/nginx`);
+    /// `*` stays within one path segment, `**` crosses them.
     #[x_kube(validation = Rule::new("size(self) > 0").message("an image policy needs at least one images glob"))]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
     pub images: Vec<String>,
-    /// Any one of these signers is enough.
-    #[serde(default)]
+    /// Any one of these signers is enough; SLSA provenance must be signed by one of them too.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("an image policy needs at least one signer"))]
     #[schemars(length(max = 16))]
     pub signers: Vec<ImageSigner>,
-    /// Minimum SLSA build level proven by a provenance attestation from a trusted builder.
+    /// Minimum SLSA build level proven by a signed provenance attestation for the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self >= 0 && self <= 4").message("minSlsaLevel must be between 0 and 4"))]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 3").message("minSlsaLevel must be between 0 and 3 (the SLSA v1 build levels)"))]
     pub min_slsa_level: Option<i32>,
-    /// Builder IDs whose provenance attestations count for minSlsaLevel.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32), inner(length(max = 1024)))]
-    pub trusted_builders: Option<Vec<String>>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedBuilder {
+    /// The provenance's builder ID (`runDetails.builder.id`, or `builder.id` in SLSA v0.2), exactly.
+    #[x_kube(validation = Rule::new("self != ''").message("a trusted builder needs an id"))]
+    #[schemars(length(max = 1024))]
+    pub id: String,
+    /// The SLSA build level this builder reaches.
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 3").message("a builder's level must be between 1 and 3"))]
+    pub level: i32,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.key) != has(self.keyless)").message("a signer is either key or keyless, not both"))]
 pub struct ImageSigner {
+    /// A cosign public key (PEM). Without `key`, every key of the Secret or ConfigMap is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<ObjectRef>,
+    /// A certificate identity, as Fulcio (or the authority in `trustedRoot`) issues it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyless: Option<KeylessIdentity>,
 }
 
+/// The certificate's issuer (the OIDC issuer extension) and subject (its email or URI SAN). Regular
+/// expressions match anywhere unless anchored, as cosign's `--certificate-identity-regexp` does.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.issuer) != has(self.issuerRegExp)").message("set exactly one of issuer and issuerRegExp"))]
 #[x_kube(validation = Rule::new("has(self.subject) != has(self.subjectRegExp)").message("set exactly one of subject and subjectRegExp"))]
 pub struct KeylessIdentity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub issuer: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub issuer_reg_exp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub subject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub subject_reg_exp: Option<String>,
 }
 

@@ -46,6 +46,9 @@ pub struct ApplicationRef {
 pub enum Verdict {
     /// Every step passed: the revision is vouched for.
     Verified,
+    /// Every step passed, except that images failed verification under a permissive policy: the
+    /// manifests are signed, with a warning.
+    Permitted,
     /// A step failed: nothing is vouched for.
     Failed,
     /// Work is under way or waiting on a dependency.
@@ -104,6 +107,38 @@ pub struct ApplicationProvenanceStatus {
     /// Kustomize remote bases the sources pull in, pinned to the commit their ref named.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_bases: Vec<SourceRevision>,
+    /// Every image the rendered manifests run, with what image verification found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageStatus>,
+}
+
+/// One image the manifests run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageStatus {
+    /// As the manifests write it.
+    pub image: String,
+    /// What the reference resolved to when it was verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub outcome: ImageOutcome,
+    /// The signer that matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// The SLSA build level its provenance proves, where a policy asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slsa_level: Option<i32>,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImageOutcome {
+    Verified,
+    #[default]
+    Failed,
+    /// The registry could not be reached; retried.
+    Pending,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
@@ -165,6 +200,7 @@ impl Verdict {
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Verified => "Verified",
+            Verdict::Permitted => "Permitted",
             Verdict::Failed => "Failed",
             Verdict::Pending => "Pending",
             Verdict::Incomplete => "Incomplete",

@@ -200,6 +200,20 @@ impl Drop for WeftProcess {
     }
 }
 
+/// Creates the Secrets and ConfigMaps of a `---`-separated JSON document stream.
+pub async fn apply_documents(client: &Client, ns: &str, text: &str) {
+    for doc in text.split("\n---\n") {
+        let v: Value = serde_json::from_str(doc).unwrap();
+        let (kind, plural) = if v["kind"] == "Secret" { ("Secret", "secrets") } else { ("ConfigMap", "configmaps") };
+        let api = Api::namespaced_with(
+            client.clone(),
+            ns,
+            &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", kind), plural),
+        );
+        create(&api, v).await;
+    }
+}
+
 /// A commit SHA made of one repeated hex digit, for fixtures that need a well-formed revision.
 pub fn sha(c: char) -> String {
     std::iter::repeat_n(c, 40).collect()

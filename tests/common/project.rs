@@ -64,6 +64,12 @@ impl Project {
         .unwrap();
     }
 
+    /// Puts the project's Secrets and ConfigMaps into the namespace, as a user would apply them.
+    pub async fn apply_resources(&self, client: &kube::Client, ns: &str) {
+        let text = std::fs::read_to_string(self.path("resources.yaml")).unwrap();
+        super::apply_documents(client, ns, &text).await;
+    }
+
     /// A profile publishing to `repository` (and logging in Rekor when `rekor`).
     pub fn profile(&self, repository: &str, rekor: bool, extra: Value) -> PathBuf {
         let mut spec = json!({

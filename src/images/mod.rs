@@ -1,0 +1,299 @@
+//! Image verification: every image the rendered manifests would run is resolved to a digest (tags
+//! every time, so a moved tag is caught), its cosign signatures and attestations are read from the
+//! registry, and the profile's policies decide. Verdicts are cached by (digest, policy fingerprint);
+//! each registry sees a bounded number of requests at a time.
+
+pub mod collect;
+pub mod evidence;
+pub mod policy;
+pub mod reference;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::Semaphore;
+
+use crate::oci::{OciError, Registry};
+use crate::resources::profile::ImageEnforcement;
+use crate::resources::provenance::{ImageOutcome, ImageStatus};
+use crate::status::{StepReport, StepState};
+use policy::ImagePolicies;
+use reference::{Digest, ImageRef, ReferenceError};
+use verify::DigestVerdict;
+
+#[derive(Debug, Error)]
+pub enum ImageError {
+    #[error("{0}")]
+    Reference(#[from] ReferenceError),
+    #[error("{0}")]
+    Registry(#[from] OciError),
+    #[error("{0} is not in the registry")]
+    NotFound(String),
+    #[error("no image policy covers {0}; add a policy whose images glob matches it")]
+    NoPolicy(String),
+    #[error("the container has no image")]
+    Empty,
+}
+
+impl ImageError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ImageError::Reference(_) | ImageError::Empty => "InvalidImageReference",
+            ImageError::Registry(e) => e.reason(),
+            ImageError::NotFound(_) => "ImageNotFound",
+            ImageError::NoPolicy(_) => "NoImagePolicy",
+        }
+    }
+
+    fn outcome(&self) -> ImageOutcome {
+        match self {
+            ImageError::Registry(e) if e.retryable() => ImageOutcome::Pending,
+            _ => ImageOutcome::Failed,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// How long a verified digest stays verified without asking the registry again.
+    pub success_ttl: Duration,
+    /// How long a failed digest stays failed (short: a signature may be added).
+    pub failure_ttl: Duration,
+    /// Concurrent requests per registry host.
+    pub per_registry: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { success_ttl: Duration::from_secs(600), failure_ttl: Duration::from_secs(60), per_registry: 4 }
+    }
+}
+
+/// Shared by every run: the verdict cache, registry clients and per-registry limits.
+#[derive(Default)]
+pub struct ImageVerifier {
+    settings: Settings,
+    cache: Mutex<HashMap<(Digest, String), (Instant, DigestVerdict)>>,
+    registries: Mutex<HashMap<String, Arc<Registry>>>,
+    gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl ImageVerifier {
+    pub fn new(settings: Settings) -> ImageVerifier {
+        ImageVerifier { settings, ..Default::default() }
+    }
+
+    /// Verifies each distinct image (as `collect::distinct` lists them), concurrently.
+    pub async fn verify(&self, policies: &ImagePolicies, images: &[(String, Vec<String>)]) -> Vec<ImageStatus> {
+        futures::future::join_all(images.iter().map(|(image, used_by)| self.one(policies, image, used_by))).await
+    }
+
+    async fn one(&self, policies: &ImagePolicies, written: &str, used_by: &[String]) -> ImageStatus {
+        let mut status = ImageStatus { image: written.to_string(), ..Default::default() };
+        let (digest, verdict) = match self.digest_verdict(policies, written).await {
+            Ok(found) => found,
+            Err((digest, e)) => {
+                status.digest = digest.map(|d| d.to_string());
+                status.outcome = e.outcome();
+                status.reason = e.reason().to_string();
+                status.message = match e {
+                    ImageError::Empty => format!("{}: {e}", used_by.first().map(String::as_str).unwrap_or("?")),
+                    e => e.to_string(),
+                };
+                return status;
+            }
+        };
+        status.digest = Some(digest.to_string());
+        match verdict {
+            DigestVerdict::Verified { signer, slsa_level } => {
+                status.outcome = ImageOutcome::Verified;
+                status.reason = "Verified".into();
+                status.message = match slsa_level {
+                    Some(l) => format!("signed by {signer}; SLSA build level {l}"),
+                    None => format!("signed by {signer}"),
+                };
+                status.signer = Some(signer);
+                status.slsa_level = slsa_level.map(i32::from);
+            }
+            DigestVerdict::Failed { reason, message } => {
+                status.outcome = ImageOutcome::Failed;
+                status.reason = reason.to_string();
+                status.message = message;
+            }
+        }
+        status
+    }
+
+    async fn digest_verdict(
+        &self,
+        policies: &ImagePolicies,
+        written: &str,
+    ) -> Result<(Digest, DigestVerdict), (Option<Digest>, ImageError)> {
+        if written.is_empty() {
+            return Err((None, ImageError::Empty));
+        }
+        let r = ImageRef::parse(written).map_err(|e| (None, e.into()))?;
+        let covering = policies.covering(&r.name());
+        if covering.is_empty() {
+            return Err((r.digest.clone(), ImageError::NoPolicy(r.name())));
+        }
+        // A pinned digest in the cache needs no registry at all.
+        if let Some(d) = &r.digest
+            && let Some(v) = self.cached(d, &policies.fingerprint)
+        {
+            return Ok((d.clone(), v));
+        }
+        let registry = self.registry(policies, &r).map_err(|e| (r.digest.clone(), e))?;
+        let gate = self.gate(&r.registry);
+        let _permit = gate.acquire().await;
+        let digest = match (&r.digest, &r.tag) {
+            (Some(d), _) => d.clone(),
+            (None, tag) => {
+                let tag = tag.as_deref().unwrap_or("latest");
+                match registry.manifest(tag).await {
+                    Ok(Some(bytes)) => Digest::of(&bytes),
+                    Ok(None) => return Err((None, ImageError::NotFound(format!("{}:{tag}", r.name())))),
+                    Err(e) => return Err((None, e.into())),
+                }
+            }
+        };
+        if let Some(v) = self.cached(&digest, &policies.fingerprint) {
+            return Ok((digest, v));
+        }
+        if r.digest.is_some()
+            && registry.manifest(digest.as_str()).await.map_err(|e| (Some(digest.clone()), e.into()))?.is_none()
+        {
+            return Err((Some(digest.clone()), ImageError::NotFound(r.pinned(&digest))));
+        }
+        let evidence = evidence::fetch(&registry, &digest).await.map_err(|e| (Some(digest.clone()), e.into()))?;
+        let verdict = verify::judge(policies, &covering, &digest, &evidence);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((digest.clone(), policies.fingerprint.clone()), (Instant::now(), verdict.clone()));
+        Ok((digest, verdict))
+    }
+
+    fn cached(&self, digest: &Digest, fingerprint: &str) -> Option<DigestVerdict> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (digest.clone(), fingerprint.to_string());
+        let (at, verdict) = cache.get(&key)?;
+        let ttl = match verdict {
+            DigestVerdict::Verified { .. } => self.settings.success_ttl,
+            DigestVerdict::Failed { .. } => self.settings.failure_ttl,
+        };
+        if at.elapsed() < ttl {
+            return Some(verdict.clone());
+        }
+        cache.remove(&key);
+        None
+    }
+
+    /// A client for the image's repository, with the first credentials that name its registry.
+    fn registry(&self, policies: &ImagePolicies, r: &ImageRef) -> Result<Arc<Registry>, ImageError> {
+        let mut creds = None;
+        for doc in &policies.credentials {
+            if !matches!(crate::oci::auth_for(doc, &r.registry)?, oci_client::secrets::RegistryAuth::Anonymous) {
+                creds = Some(doc.as_str());
+                break;
+            }
+        }
+        let key = format!("{}\n{}", r.name(), creds.map(|c| Digest::of(c.as_bytes()).to_string()).unwrap_or_default());
+        let mut registries = self.registries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(reg) = registries.get(&key) {
+            return Ok(reg.clone());
+        }
+        let reg = Arc::new(Registry::new(&r.name(), creds)?);
+        registries.insert(key, reg.clone());
+        Ok(reg)
+    }
+
+    fn gate(&self, host: &str) -> Arc<Semaphore> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates
+            .entry(host.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_registry.max(1))))
+            .clone()
+    }
+}
+
+/// The `ImagesVerified` step from the per-image results.
+pub fn report(enforcement: ImageEnforcement, images: &[ImageStatus]) -> StepReport {
+    let list = |outcome: ImageOutcome| -> (usize, String) {
+        let matching: Vec<&ImageStatus> = images.iter().filter(|i| i.outcome == outcome).collect();
+        let mut shown: Vec<String> = matching.iter().take(5).map(|i| format!("{}: {}", i.image, i.message)).collect();
+        if matching.len() > 5 {
+            shown.push(format!("and {} more (see status.images)", matching.len() - 5));
+        }
+        (matching.len(), shown.join(" | "))
+    };
+    if images.is_empty() {
+        return StepReport::new(StepState::Passed, "NoImages", "the manifests run no container images");
+    }
+    let (pending, pending_list) = list(ImageOutcome::Pending);
+    if pending > 0 {
+        let reason = images.iter().find(|i| i.outcome == ImageOutcome::Pending).map(|i| i.reason.clone());
+        return StepReport::new(
+            StepState::Pending,
+            reason.unwrap_or_default(),
+            format!("{pending} image(s) could not be checked yet (retrying with backoff): {pending_list}"),
+        );
+    }
+    let (failed, failed_list) = list(ImageOutcome::Failed);
+    if failed > 0 {
+        let first = images.iter().find(|i| i.outcome == ImageOutcome::Failed).map(|i| i.reason.clone());
+        return match enforcement {
+            ImageEnforcement::Strict => StepReport::new(
+                StepState::Failed,
+                first.unwrap_or_default(),
+                format!("{failed} of {} image(s) failed verification: {failed_list}", images.len()),
+            ),
+            ImageEnforcement::Permissive => StepReport::new(
+                StepState::Permitted,
+                "UnverifiedImagesPermitted",
+                format!(
+                    "{failed} of {} image(s) failed verification, permitted because enforcement is permissive: {failed_list}",
+                    images.len()
+                ),
+            ),
+        };
+    }
+    let (n, verified) = list(ImageOutcome::Verified);
+    StepReport::new(StepState::Passed, "Verified", format!("{n} image(s) verified: {verified}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(name: &str, outcome: ImageOutcome, reason: &str) -> ImageStatus {
+        ImageStatus {
+            image: name.into(),
+            outcome,
+            reason: reason.into(),
+            message: format!("{reason} message"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn strict_fails_permissive_permits_and_pending_waits_in_both() {
+        let ok = image("a", ImageOutcome::Verified, "Verified");
+        let bad = image("b", ImageOutcome::Failed, "ImageNotSigned");
+        let r = report(ImageEnforcement::Strict, &[ok.clone(), bad.clone()]);
+        assert_eq!((r.state, r.reason.as_str()), (StepState::Failed, "ImageNotSigned"));
+        assert!(r.message.contains("b: ImageNotSigned message"), "{}", r.message);
+        let r = report(ImageEnforcement::Permissive, &[ok.clone(), bad.clone()]);
+        assert_eq!((r.state, r.reason.as_str()), (StepState::Permitted, "UnverifiedImagesPermitted"));
+        let down = image("c", ImageOutcome::Pending, "RegistryUnavailable");
+        for e in [ImageEnforcement::Strict, ImageEnforcement::Permissive] {
+            let r = report(e, &[ok.clone(), bad.clone(), down.clone()]);
+            assert_eq!((r.state, r.reason.as_str()), (StepState::Pending, "RegistryUnavailable"));
+        }
+        assert_eq!(report(ImageEnforcement::Strict, &[ok]).state, StepState::Passed);
+        assert_eq!(report(ImageEnforcement::Strict, &[]).reason, "NoImages");
+    }
+}

@@ -1,0 +1,381 @@
+//! The profile's `imageVerification`, compiled: globs, signers (keys parsed, regular expressions
+//! built), the trust root and the trusted builders, with a fingerprint that keys the verdict cache, so a
+//! changed policy never reuses a verdict made under the old one. Also the per-Application override,
+//! which may only tighten.
+
+use std::sync::Arc;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use sigstore_verify::Verifier;
+use sigstore_verify::crypto::SubjectAltName;
+use sigstore_verify::trust_root::{SIGSTORE_PRODUCTION_TRUSTED_ROOT, TrustedRoot};
+use sigstore_verify::types::DerPublicKey;
+use thiserror::Error;
+
+use crate::deref::{Bag, DerefError};
+use crate::resources::profile::{ImageEnforcement, ImageVerification, ObjectRef};
+
+/// The annotation on an Application that tightens image verification for it.
+pub const OVERRIDE_ANNOTATION: &str = "weft.dev/image-verification";
+
+#[derive(Debug, Error)]
+pub enum PolicyError {
+    #[error("{0}")]
+    Reference(#[from] DerefError),
+    #[error("image policy {policy}: glob {glob:?} is invalid: {reason}")]
+    Glob { policy: usize, glob: String, reason: String },
+    #[error("image policy {policy}: regular expression {pattern:?} is invalid: {reason}")]
+    Regex { policy: usize, pattern: String, reason: String },
+    #[error("image policy {policy}: {what} holds no usable public key: {reason}")]
+    Key { policy: usize, what: String, reason: String },
+    #[error("image policy {policy}: a signer must be either key or keyless")]
+    Signer { policy: usize },
+    #[error("the trusted root {what} is not a valid trusted_root.json: {reason}")]
+    TrustedRoot { what: String, reason: String },
+    #[error("annotation {OVERRIDE_ANNOTATION} is not valid: {0}")]
+    Override(String),
+    #[error("annotation {OVERRIDE_ANNOTATION} would loosen the profile ({0}); an Application may only tighten it")]
+    Loosens(String),
+}
+
+impl PolicyError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PolicyError::Reference(e) => e.reason(),
+            PolicyError::Glob { .. } | PolicyError::Regex { .. } | PolicyError::Signer { .. } => "InvalidImagePolicy",
+            PolicyError::Key { .. } => "InvalidImageSignerKey",
+            PolicyError::TrustedRoot { .. } => "InvalidTrustedRoot",
+            PolicyError::Override(_) => "InvalidImageOverride",
+            PolicyError::Loosens(_) => "ImageOverrideLoosens",
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(self, PolicyError::Reference(e) if e.retryable())
+    }
+}
+
+/// An exact string, or a regular expression that matches anywhere unless anchored (as cosign's
+/// `--certificate-identity-regexp`).
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    Exact(String),
+    Pattern(regex::Regex),
+}
+
+impl Matcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(s) => s == value,
+            Matcher::Pattern(r) => r.is_match(value),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Matcher::Exact(s) => s.clone(),
+            Matcher::Pattern(r) => format!("~/{}/", r.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Signer {
+    Key { label: String, key: DerPublicKey },
+    Keyless { issuer: Matcher, subject: Matcher },
+}
+
+impl Signer {
+    /// How the signer is named in verdicts.
+    pub fn describe(&self) -> String {
+        match self {
+            Signer::Key { label, .. } => format!("key {label}"),
+            Signer::Keyless { issuer, subject } => {
+                format!("keyless subject {} issuer {}", subject.describe(), issuer.describe())
+            }
+        }
+    }
+
+    /// Does a verified certificate's identity satisfy this keyless signer?
+    pub fn accepts_identity(&self, san: Option<&SubjectAltName>, issuer: Option<&str>) -> bool {
+        match self {
+            Signer::Keyless { issuer: want_issuer, subject } => {
+                san.is_some_and(|s| subject.matches(s.as_str())) && issuer.is_some_and(|i| want_issuer.matches(i))
+            }
+            Signer::Key { .. } => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `policy N (glob, glob)`, for messages.
+    pub label: String,
+    globs: GlobSet,
+    pub signers: Vec<Signer>,
+    pub min_slsa_level: u8,
+}
+
+impl Policy {
+    pub fn covers(&self, image_name: &str) -> bool {
+        self.globs.is_match(image_name)
+    }
+}
+
+/// A compiled `imageVerification`.
+#[derive(Clone)]
+pub struct ImagePolicies {
+    pub enforcement: ImageEnforcement,
+    pub policies: Vec<Policy>,
+    /// Builder ID → the SLSA build level it reaches.
+    pub builders: Vec<(String, u8)>,
+    /// A verifier over the trust root, built once.
+    pub verifier: Arc<Verifier>,
+    /// Whether the trust root names certificate transparency logs (private roots often do not; then
+    /// certificates carry no SCT to check).
+    pub has_ct_logs: bool,
+    /// The registry credentials (dockerconfigjson documents).
+    pub credentials: Vec<String>,
+    /// sha256 over everything above that decides a verdict.
+    pub fingerprint: String,
+}
+
+impl ImagePolicies {
+    pub fn compile(iv: &ImageVerification, bag: &Bag) -> Result<ImagePolicies, PolicyError> {
+        let mut fp = Sha256::new();
+        let mut policies = Vec::new();
+        for (i, p) in iv.policies.iter().enumerate() {
+            let n = i + 1;
+            let mut set = GlobSetBuilder::new();
+            for g in &p.images {
+                let glob = GlobBuilder::new(g).literal_separator(true).build().map_err(|e| PolicyError::Glob {
+                    policy: n,
+                    glob: g.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                set.add(glob);
+            }
+            let globs =
+                set.build().map_err(|e| PolicyError::Glob { policy: n, glob: String::new(), reason: e.to_string() })?;
+            let mut signers = Vec::new();
+            for s in &p.signers {
+                match (&s.key, &s.keyless) {
+                    (Some(r), None) => signers.extend(keys(n, r, bag)?),
+                    (None, Some(k)) => {
+                        let m = |exact: &Option<String>, pattern: &Option<String>| match (exact, pattern) {
+                            (Some(e), _) => Ok(Matcher::Exact(e.clone())),
+                            (None, Some(p)) => regex::Regex::new(p).map(Matcher::Pattern).map_err(|e| {
+                                PolicyError::Regex { policy: n, pattern: p.clone(), reason: e.to_string() }
+                            }),
+                            (None, None) => Err(PolicyError::Signer { policy: n }),
+                        };
+                        signers.push(Signer::Keyless {
+                            issuer: m(&k.issuer, &k.issuer_reg_exp)?,
+                            subject: m(&k.subject, &k.subject_reg_exp)?,
+                        });
+                    }
+                    _ => return Err(PolicyError::Signer { policy: n }),
+                }
+            }
+            if signers.is_empty() {
+                return Err(PolicyError::Signer { policy: n });
+            }
+            let min_slsa_level = p.min_slsa_level.unwrap_or(0).clamp(0, 3) as u8;
+            fp.update(format!("policy {n} {:?} {min_slsa_level}\n", p.images));
+            for s in &signers {
+                match s {
+                    Signer::Key { key, .. } => fp.update(format!("key {}\n", hex::encode(key.as_bytes()))),
+                    other => fp.update(format!("{}\n", other.describe())),
+                }
+            }
+            let label = format!("policy {n} ({})", p.images.join(", "));
+            policies.push(Policy { label, globs, signers, min_slsa_level });
+        }
+        let builders: Vec<(String, u8)> =
+            iv.trusted_builders.iter().flatten().map(|b| (b.id.clone(), b.level.clamp(1, 3) as u8)).collect();
+        for (id, level) in &builders {
+            fp.update(format!("builder {id} {level}\n"));
+        }
+        let (root_json, what) = match &iv.trusted_root {
+            Some(r) => (bag.texts(r)?.join(""), describe(r)),
+            None => (SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string(), "built in".to_string()),
+        };
+        let trusted_root = TrustedRoot::from_json(&root_json)
+            .map_err(|e| PolicyError::TrustedRoot { what: what.clone(), reason: e.to_string() })?;
+        // The verifier rejects malformed or unusable trust material up front.
+        let verifier =
+            Verifier::new(&trusted_root).map_err(|e| PolicyError::TrustedRoot { what, reason: e.to_string() })?;
+        fp.update(Sha256::digest(root_json.as_bytes()));
+        fp.update(iv.enforcement.as_str());
+        let has_ct_logs = !trusted_root.ctlogs.is_empty();
+        let credentials = iv
+            .credentials
+            .iter()
+            .flatten()
+            .map(|c| bag.text(crate::deref::Kind::Secret, &c.secret_ref.name, ".dockerconfigjson"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ImagePolicies {
+            enforcement: iv.enforcement,
+            policies,
+            builders,
+            verifier: Arc::new(verifier),
+            has_ct_logs,
+            credentials,
+            fingerprint: hex::encode(fp.finalize()),
+        })
+    }
+
+    /// The policies that cover an image name (`registry/repository`).
+    pub fn covering(&self, image_name: &str) -> Vec<&Policy> {
+        self.policies.iter().filter(|p| p.covers(image_name)).collect()
+    }
+
+    /// The SLSA level a builder's provenance proves: its trusted level, or 1 for anyone else.
+    pub fn builder_level(&self, builder_id: &str) -> u8 {
+        self.builders.iter().find(|(id, _)| id == builder_id).map(|(_, l)| *l).unwrap_or(1)
+    }
+
+    /// Applies an Application's override, refusing anything that loosens the profile.
+    pub fn tighten(&mut self, o: &Override) -> Result<(), PolicyError> {
+        if let Some(e) = o.enforcement {
+            if self.enforcement == ImageEnforcement::Strict && e == ImageEnforcement::Permissive {
+                return Err(PolicyError::Loosens("enforcement permissive, the profile says strict".into()));
+            }
+            self.enforcement = e;
+        }
+        if let Some(level) = o.min_slsa_level {
+            if level > 3 {
+                return Err(PolicyError::Override(format!("minSlsaLevel {level} is above 3")));
+            }
+            if let Some(p) = self.policies.iter().find(|p| p.min_slsa_level > level) {
+                return Err(PolicyError::Loosens(format!(
+                    "minSlsaLevel {level}, {} requires {}",
+                    p.label, p.min_slsa_level
+                )));
+            }
+            for p in &mut self.policies {
+                p.min_slsa_level = level;
+            }
+        }
+        let mut fp = Sha256::new();
+        fp.update(format!("{}{:?}{:?}", self.fingerprint, o.enforcement, o.min_slsa_level));
+        self.fingerprint = hex::encode(fp.finalize());
+        Ok(())
+    }
+}
+
+/// The value of the `weft.dev/image-verification` annotation (JSON or YAML).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Override {
+    #[serde(default)]
+    pub enforcement: Option<ImageEnforcement>,
+    #[serde(default)]
+    pub min_slsa_level: Option<u8>,
+}
+
+impl Override {
+    pub fn parse(text: &str) -> Result<Override, PolicyError> {
+        serde_saphyr::from_str(text).map_err(|e| PolicyError::Override(e.to_string()))
+    }
+}
+
+fn describe(r: &ObjectRef) -> String {
+    let (kind, k) = crate::deref::split(r);
+    match &k.key {
+        Some(key) => format!("{} {} key {key}", kind.as_str(), k.name),
+        None => format!("{} {}", kind.as_str(), k.name),
+    }
+}
+
+/// Every PEM public key in the values an `ObjectRef` points at.
+fn keys(policy: usize, r: &ObjectRef, bag: &Bag) -> Result<Vec<Signer>, PolicyError> {
+    let what = describe(r);
+    let mut out = Vec::new();
+    for text in bag.texts(r)? {
+        for block in text.split_inclusive("-----END PUBLIC KEY-----").filter(|b| b.contains("-----BEGIN")) {
+            let key = DerPublicKey::from_pem(block.trim()).map_err(|e| PolicyError::Key {
+                policy,
+                what: what.clone(),
+                reason: e.to_string(),
+            })?;
+            out.push(Signer::Key { label: format!("from {what}"), key });
+        }
+    }
+    if out.is_empty() {
+        return Err(PolicyError::Key { policy, what, reason: "no PEM PUBLIC KEY block".into() });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::profile::{ImagePolicy, ImageSigner, KeylessIdentity};
+
+    fn profile(images: &[&str], min: Option<i32>) -> ImageVerification {
+        ImageVerification {
+            policies: vec![ImagePolicy {
+                images: images.iter().map(|s| s.to_string()).collect(),
+                signers: vec![ImageSigner {
+                    key: None,
+                    keyless: Some(KeylessIdentity {
+                        issuer: Some("https://issuer.example".into()),
+                        subject_reg_exp: Some("^https://ci\\.example/".into()),
+                        ..Default::default()
+                    }),
+                }],
+                min_slsa_level: min,
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn globs_keep_star_within_a_segment() {
+        let p = ImagePolicies::compile(&profile(&["registry.example.com/shop/*"], None), &Bag::default()).unwrap();
+        assert_eq!(p.covering("registry.example.com/shop/cart").len(), 1);
+        assert!(p.covering("registry.example.com/shop/team/cart").is_empty());
+        assert!(p.covering("registry.example.com/other/cart").is_empty());
+        let p = ImagePolicies::compile(&profile(&["registry.example.com/**"], None), &Bag::default()).unwrap();
+        assert_eq!(p.covering("registry.example.com/shop/team/cart").len(), 1);
+    }
+
+    #[test]
+    fn overrides_only_tighten() {
+        let mut p = ImagePolicies::compile(&profile(&["**"], Some(2)), &Bag::default()).unwrap();
+        let before = p.fingerprint.clone();
+        let lower = Override::parse("minSlsaLevel: 1").unwrap();
+        assert!(matches!(p.clone().tighten(&lower), Err(PolicyError::Loosens(_))));
+        p.enforcement = ImageEnforcement::Strict;
+        let permissive = Override::parse(r#"{"enforcement": "permissive"}"#).unwrap();
+        assert!(matches!(p.clone().tighten(&permissive), Err(PolicyError::Loosens(_))));
+        p.tighten(&Override::parse("minSlsaLevel: 3").unwrap()).unwrap();
+        assert_eq!(p.policies[0].min_slsa_level, 3);
+        assert_ne!(p.fingerprint, before);
+        assert!(matches!(Override::parse("minSLSA: 3"), Err(PolicyError::Override(_))));
+    }
+
+    #[test]
+    fn identities_match_exactly_or_by_unanchored_pattern() {
+        let p = ImagePolicies::compile(&profile(&["**"], None), &Bag::default()).unwrap();
+        let s = &p.policies[0].signers[0];
+        let san = SubjectAltName::Uri("https://ci.example/shop/.github/workflows/build.yml@refs/heads/main".into());
+        assert!(s.accepts_identity(Some(&san), Some("https://issuer.example")));
+        assert!(!s.accepts_identity(Some(&san), Some("https://issuer.example.evil")));
+        let other = SubjectAltName::Email("someone@example.com".into());
+        assert!(!s.accepts_identity(Some(&other), Some("https://issuer.example")));
+        assert!(!s.accepts_identity(None, Some("https://issuer.example")));
+    }
+
+    #[test]
+    fn broken_policies_are_specific_errors() {
+        let mut iv = profile(&["registry.example.com/[shop"], None);
+        assert!(matches!(ImagePolicies::compile(&iv, &Bag::default()), Err(PolicyError::Glob { .. })));
+        iv = profile(&["**"], None);
+        iv.policies[0].signers[0].keyless.as_mut().unwrap().subject_reg_exp = Some("(".into());
+        assert!(matches!(ImagePolicies::compile(&iv, &Bag::default()), Err(PolicyError::Regex { .. })));
+    }
+}

@@ -1,0 +1,501 @@
+//! Image verification against the real registry, with images signed and attested by the real cosign
+//! and logged in the real Rekor: key signatures, keyless-style signatures from a certificate authority
+//! the test creates (named in a `trusted_root.json`), referrer bundles, SLSA levels, a moved tag, a
+//! registry that is down, and the controller's strict and permissive outcomes.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::project::*;
+use common::*;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use weft::images::ImageVerifier;
+use weft::images::policy::ImagePolicies;
+use weft::resources::profile::IntegrityProfile;
+use weft::resources::provenance::ImageOutcome;
+
+const BUILDER: &str = "https://ci.example/builders/hosted";
+const SUBJECT: &str = "https://ci.example/shop/build@refs/heads/main";
+const ISSUER: &str = "https://issuer.example";
+
+/// Keys, a certificate authority and its leaf, a trust root naming them and the test Rekor, and the
+/// ConfigMaps a profile points at.
+struct Lab {
+    dir: tempfile::TempDir,
+    registry: String,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let lab = Lab { dir: tempfile::tempdir().unwrap(), registry: peer("WEFT_TEST_REGISTRY_REFERRERS") };
+        for prefix in ["k", "other"] {
+            lab.cosign(&["generate-key-pair", "--output-key-prefix", prefix]);
+        }
+        let script = format!(
+            r#"set -e
+openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/O=Weft Test/CN=weft-test-ca" \
+  -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.pem
+openssl ecparam -name prime256v1 -genkey -noout -out leaf.key
+openssl req -new -key leaf.key -subj "/O=Weft Test" -out leaf.csr
+printf '%s\n' 'basicConstraints=critical,CA:false' 'keyUsage=critical,digitalSignature' \
+  'extendedKeyUsage=codeSigning' 'subjectAltName=critical,URI:{SUBJECT}' \
+  '1.3.6.1.4.1.57264.1.8=ASN1:UTF8String:{ISSUER}' > leaf.ext
+openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -sha256 -extfile leaf.ext -out leaf.pem
+openssl pkcs8 -topk8 -nocrypt -in leaf.key -out leaf.p8
+openssl pkey -pubin -in "$REKOR_PUB" -outform DER -out rekor.der
+openssl x509 -in ca.pem -outform DER -out ca.der
+"#
+        );
+        let (code, _, err) = run_cmd(
+            Command::new("sh")
+                .current_dir(lab.dir.path())
+                .env("REKOR_PUB", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+                .args(["-c", &script]),
+        );
+        assert_eq!(code, 0, "openssl: {err}");
+        lab.cosign(&["import-key-pair", "--key", "leaf.p8", "--output-key-prefix", "leafc"]);
+        let read = |f: &str| std::fs::read(lab.dir.path().join(f)).unwrap();
+        let rekor = read("rekor.der");
+        let root = json!({
+            "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+            "tlogs": [{"baseUrl": peer("WEFT_TEST_REKOR_URL"), "hashAlgorithm": "SHA2_256",
+                "publicKey": {"rawBytes": B64.encode(&rekor), "keyDetails": "PKIX_ECDSA_P256_SHA_256", "validFor": {"start": "2020-01-01T00:00:00Z"}},
+                "logId": {"keyId": B64.encode(Sha256::digest(&rekor))}}],
+            "certificateAuthorities": [{"subject": {"organization": "Weft Test", "commonName": "weft-test-ca"}, "uri": "https://ca.example",
+                "certChain": {"certificates": [{"rawBytes": B64.encode(read("ca.der"))}]}, "validFor": {"start": "2020-01-01T00:00:00Z"}}],
+            "ctlogs": [], "timestampAuthorities": []
+        });
+        let text = |f: &str| String::from_utf8(read(f)).unwrap();
+        let docs = [
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "sigstore"}, "data": {"trusted_root.json": root.to_string()}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keys"}, "data": {"cosign.pub": text("k.pub")}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other-keys"}, "data": {"cosign.pub": text("other.pub")}}),
+        ];
+        let docs: Vec<String> = docs.iter().map(Value::to_string).collect();
+        std::fs::write(lab.path("resources.yaml"), docs.join("\n---\n")).unwrap();
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn cosign(&self, args: &[&str]) {
+        let (code, _, err) = run_cmd(
+            Command::new("cosign")
+                .current_dir(self.dir.path())
+                .env("COSIGN_PASSWORD", PASSWORD)
+                .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+                .args(args),
+        );
+        assert_eq!(code, 0, "cosign {args:?}: {err}");
+    }
+
+    /// Pushes a new image (a layer no other image has) to `registry/repo:tag`; returns its reference.
+    fn image_at(&self, registry: &str, repo: &str, tag: &str) -> String {
+        let n = rand_suffix();
+        let content = self.path(&format!("layer-{n}"));
+        std::fs::write(&content, format!("{repo} {tag} {n} {}\n", std::process::id())).unwrap();
+        let tar = self.path(&format!("layer-{n}.tar"));
+        let (code, _, err) =
+            run_cmd(Command::new("tar").current_dir(self.dir.path()).arg("cf").arg(&tar).arg(format!("layer-{n}")));
+        assert_eq!(code, 0, "tar: {err}");
+        let reference = format!("{registry}/{repo}:{tag}");
+        let (code, _, err) = run_cmd(Command::new("crane").arg("append").arg("-f").arg(&tar).args(["-t", &reference]));
+        assert_eq!(code, 0, "crane append: {err}");
+        reference
+    }
+
+    fn image(&self, repo: &str, tag: &str) -> String {
+        self.image_at(&self.registry.clone(), repo, tag)
+    }
+
+    fn digest_of(reference: &str) -> String {
+        let (code, out, err) = run_cmd(Command::new("crane").args(["digest", reference]));
+        assert_eq!(code, 0, "crane digest: {err}");
+        out.trim().to_string()
+    }
+
+    /// `repo@sha256:…`: cosign signs digests.
+    fn pinned(reference: &str) -> String {
+        let name = reference.rsplit_once(':').unwrap().0;
+        format!("{name}@{}", Lab::digest_of(reference))
+    }
+
+    fn logged(&self, args: &[&str]) {
+        let rekor = peer("WEFT_TEST_REKOR_URL");
+        let mut all = args.to_vec();
+        all.extend(["--rekor-url", &rekor, "--tlog-upload=true", "-y"]);
+        self.cosign(&all);
+    }
+
+    fn sign(&self, key: &str, reference: &str) {
+        self.logged(&["sign", "--key", &format!("{key}.key"), &Lab::pinned(reference)]);
+    }
+
+    fn sign_with_certificate(&self, reference: &str) {
+        let pinned = Lab::pinned(reference);
+        self.logged(&[
+            "sign",
+            "--key",
+            "leafc.key",
+            "--certificate",
+            "leaf.pem",
+            "--certificate-chain",
+            "ca.pem",
+            &pinned,
+        ]);
+    }
+
+    fn attest(&self, key: &str, reference: &str, new_bundle: bool) {
+        let predicate = self.path("provenance.json");
+        let p = json!({"buildDefinition": {"buildType": "https://ci.example/build/v1", "externalParameters": {}},
+            "runDetails": {"builder": {"id": BUILDER}}});
+        std::fs::write(&predicate, p.to_string()).unwrap();
+        let key = format!("{key}.key");
+        let pinned = Lab::pinned(reference);
+        let mut args = vec!["attest", "--key", &key, "--type", "slsaprovenance1", "--predicate", "provenance.json"];
+        if new_bundle {
+            args.push("--new-bundle-format");
+        }
+        args.push(&pinned);
+        self.logged(&args);
+    }
+
+    fn image_verification(&self, signer: Value, extra: Value) -> Value {
+        let mut policy = json!({"images": [format!("{}/**", self.registry)], "signers": [signer]});
+        merge(&mut policy, extra);
+        json!({"trustedRoot": {"configMapRef": {"name": "sigstore", "key": "trusted_root.json"}}, "policies": [policy]})
+    }
+
+    fn profile(&self, image_verification: Value) -> PathBuf {
+        let path = self.path(&format!("profile-{}.yaml", rand_suffix()));
+        let p = json!({"apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile", "metadata": {"name": "p", "namespace": "argocd"},
+            "spec": {"applicationSelector": [{"name": "*"}], "imageVerification": image_verification}});
+        std::fs::write(&path, p.to_string()).unwrap();
+        path
+    }
+
+    /// `weft verify-images … --output json`: (exit code, the per-image results).
+    fn verify(&self, profile: &PathBuf, images: &[&str]) -> (i32, Vec<Value>) {
+        let (code, out, err) = run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .args(["verify-images", "--output", "json", "--resources"])
+                .arg(self.path("resources.yaml"))
+                .arg("--profile")
+                .arg(profile)
+                .args(images),
+        );
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON ({code}): {out}\n{err}"));
+        (code, v["images"].as_array().unwrap().clone())
+    }
+
+    fn policies(&self, image_verification: Value) -> ImagePolicies {
+        let profile: IntegrityProfile =
+            serde_json::from_str(&std::fs::read_to_string(self.profile(image_verification)).unwrap()).unwrap();
+        let bag = weft::deref::Bag::from_yaml(&std::fs::read_to_string(self.path("resources.yaml")).unwrap()).unwrap();
+        ImagePolicies::compile(profile.spec.image_verification.as_ref().unwrap(), &bag).unwrap()
+    }
+}
+
+fn key(configmap: &str) -> Value {
+    json!({"key": {"configMapRef": {"name": configmap, "key": "cosign.pub"}}})
+}
+
+fn keyless(issuer: &str, subject: Value) -> Value {
+    let mut identity = json!({"issuer": issuer});
+    merge(&mut identity, subject);
+    json!({"keyless": identity})
+}
+
+fn outcome(v: &Value) -> (&str, &str) {
+    (v["outcome"].as_str().unwrap(), v["reason"].as_str().unwrap())
+}
+
+#[test]
+fn cosign_signatures_verify_for_their_own_signer_only() {
+    let lab = Lab::new();
+    let by_key = lab.image("lab/by-key", "1");
+    lab.sign("k", &by_key);
+    let by_cert = lab.image("lab/by-cert", "1");
+    lab.sign_with_certificate(&by_cert);
+    let unsigned = lab.image("lab/unsigned", "1");
+    let in_bundle = lab.image("lab/in-bundle", "1");
+    lab.cosign(&[
+        "sign",
+        "--new-bundle-format",
+        "--key",
+        "k.key",
+        "--rekor-url",
+        &peer("WEFT_TEST_REKOR_URL"),
+        "--tlog-upload=true",
+        "-y",
+        &Lab::pinned(&in_bundle),
+    ]);
+
+    let with_key = lab.profile(lab.image_verification(key("keys"), json!({})));
+    let pinned = Lab::pinned(&by_key);
+    let (code, results) = lab.verify(&with_key, &[&by_key, &by_cert, &unsigned, &in_bundle, &pinned]);
+    assert_eq!(code, 1);
+    let got: Vec<(&str, &str)> = results.iter().map(outcome).collect();
+    assert_eq!(
+        got,
+        [
+            ("Verified", "Verified"),
+            ("Failed", "NoTrustedSignature"),
+            ("Failed", "ImageNotSigned"),
+            ("Verified", "Verified"),
+            ("Verified", "Verified"),
+        ],
+        "{results:#?}"
+    );
+    assert_eq!(results[0]["digest"], Lab::digest_of(&by_key));
+    assert!(results[0]["signer"].as_str().unwrap().contains("ConfigMap keys"), "{}", results[0]);
+    assert!(results[1]["message"].as_str().unwrap().contains("certificate"), "{}", results[1]);
+    let (code, _) = lab.verify(&with_key, &[&by_key, &in_bundle]);
+    assert_eq!(code, 0, "every image verified");
+
+    // The real cosign agrees on the same images and keys.
+    let cosign_verify = |key: &str, image: &str| {
+        run_cmd(
+            Command::new("cosign")
+                .current_dir(lab.dir.path())
+                .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+                .args(["verify", "--key", key, image]),
+        )
+        .0
+    };
+    assert_eq!(cosign_verify("k.pub", &by_key), 0);
+    assert_ne!(cosign_verify("other.pub", &by_key), 0);
+
+    let wrong_key = lab.profile(lab.image_verification(key("other-keys"), json!({})));
+    let (_, results) = lab.verify(&wrong_key, &[&by_key]);
+    assert_eq!(outcome(&results[0]), ("Failed", "NoTrustedSignature"), "{results:#?}");
+
+    let identity = lab.profile(
+        lab.image_verification(keyless(ISSUER, json!({"subjectRegExp": "^https://ci\\.example/shop/"})), json!({})),
+    );
+    let (_, results) = lab.verify(&identity, &[&by_cert, &by_key]);
+    assert_eq!(outcome(&results[0]), ("Verified", "Verified"), "{results:#?}");
+    assert!(results[0]["signer"].as_str().unwrap().contains(ISSUER), "{}", results[0]);
+    assert_eq!(outcome(&results[1]), ("Failed", "NoTrustedSignature"), "a key signature is not a certificate identity");
+
+    let other_subject = json!({"subject": "https://ci.example/other/build@refs/heads/main"});
+    for wrong in [keyless(ISSUER, other_subject), keyless("https://issuer.example.evil", json!({"subject": SUBJECT}))] {
+        let p = lab.profile(lab.image_verification(wrong.clone(), json!({})));
+        let (_, results) = lab.verify(&p, &[&by_cert]);
+        assert_eq!(outcome(&results[0]), ("Failed", "NoTrustedSignature"), "{wrong}: {results:#?}");
+        assert!(results[0]["message"].as_str().unwrap().contains("does not match"), "{}", results[0]);
+    }
+
+    let elsewhere = lab
+        .profile(json!({"trustedRoot": {"configMapRef": {"name": "sigstore", "key": "trusted_root.json"}},
+        "policies": [{"images": ["registry.example.com/**"], "signers": [key("keys")]}]}));
+    let (_, results) = lab.verify(&elsewhere, &[&by_key]);
+    assert_eq!(outcome(&results[0]), ("Failed", "NoImagePolicy"), "an image no policy covers fails");
+}
+
+#[test]
+fn slsa_provenance_must_reach_the_required_level_from_a_trusted_builder() {
+    let lab = Lab::new();
+    let legacy = lab.image("lab/attested", "1");
+    lab.sign("k", &legacy);
+    lab.attest("k", &legacy, false);
+    let bundled = lab.image("lab/attested-bundle", "1");
+    lab.sign("k", &bundled);
+    lab.attest("k", &bundled, true);
+    let bare = lab.image("lab/not-attested", "1");
+    lab.sign("k", &bare);
+    let foreign = lab.image("lab/attested-by-other", "1");
+    lab.sign("k", &foreign);
+    lab.attest("other", &foreign, false);
+
+    let builders = |level: i32| {
+        lab.profile(json!({
+            "trustedRoot": {"configMapRef": {"name": "sigstore", "key": "trusted_root.json"}},
+            "trustedBuilders": [{"id": BUILDER, "level": level}],
+            "policies": [{"images": [format!("{}/**", lab.registry)], "signers": [key("keys")], "minSlsaLevel": 2}],
+        }))
+    };
+    let (code, results) = lab.verify(&builders(3), &[&legacy, &bundled, &bare, &foreign]);
+    assert_eq!(code, 1);
+    for r in &results[..2] {
+        assert_eq!(outcome(r), ("Verified", "Verified"), "{results:#?}");
+        assert_eq!(r["slsaLevel"], 3);
+    }
+    assert_eq!(outcome(&results[2]), ("Failed", "SlsaLevelTooLow"));
+    assert!(results[2]["message"].as_str().unwrap().contains("no SLSA provenance"), "{}", results[2]);
+    assert_eq!(outcome(&results[3]), ("Failed", "SlsaLevelTooLow"));
+    assert!(
+        results[3]["message"].as_str().unwrap().contains("not signed by a signer of this policy"),
+        "{}",
+        results[3]
+    );
+
+    let (_, results) = lab.verify(&builders(1), &[&legacy]);
+    assert_eq!(outcome(&results[0]), ("Failed", "SlsaLevelTooLow"), "{results:#?}");
+    assert!(results[0]["message"].as_str().unwrap().contains("proves level 1"), "{}", results[0]);
+}
+
+#[tokio::test]
+async fn a_tag_moved_after_verification_is_caught() {
+    let lab = Lab::new();
+    let stable = lab.image("lab/moving", "stable");
+    lab.sign("k", &stable);
+    let first = Lab::digest_of(&stable);
+    let policies = lab.policies(lab.image_verification(key("keys"), json!({})));
+    let verifier = ImageVerifier::default();
+    let images = [(stable.clone(), vec!["test".to_string()])];
+    let before = verifier.verify(&policies, &images).await;
+    assert_eq!((before[0].outcome, before[0].digest.as_deref()), (ImageOutcome::Verified, Some(first.as_str())));
+
+    lab.image("lab/moving", "stable"); // the same tag, now an unsigned image
+    let after = verifier.verify(&policies, &images).await;
+    assert_eq!((after[0].outcome, after[0].reason.as_str()), (ImageOutcome::Failed, "ImageNotSigned"), "{after:?}");
+    assert_ne!(after[0].digest.as_deref(), Some(first.as_str()), "the tag is resolved again, not taken from the cache");
+}
+
+#[tokio::test]
+async fn a_registry_that_is_down_is_pending_and_retried() {
+    let lab = Lab::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let registry = format!("127.0.0.1:{port}");
+    let image = format!("{registry}/lab/later:1");
+    let policies = lab
+        .policies(json!({"trustedRoot": {"configMapRef": {"name": "sigstore", "key": "trusted_root.json"}},
+        "policies": [{"images": ["127.0.0.1:*/**"], "signers": [key("keys")]}]}));
+    let verifier = ImageVerifier::default();
+    let images = [(image.clone(), vec!["test".to_string()])];
+    let down = verifier.verify(&policies, &images).await;
+    assert_eq!((down[0].outcome, down[0].reason.as_str()), (ImageOutcome::Pending, "RegistryUnavailable"), "{down:?}");
+    let report = weft::images::report(policies.enforcement, &down);
+    assert_eq!(report.state, weft::status::StepState::Pending, "{}", report.message);
+    assert!(report.message.contains(&image), "{}", report.message);
+
+    // The registry comes up; the same verifier (nothing cached for a registry that was down) verifies.
+    let (code, dir, err) = run_cmd(Command::new("tests/env/peers.sh").args(["path", "referrers-registry"]));
+    assert_eq!(code, 0, "{err}");
+    let data = lab.path("registry-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut server = std::process::Command::new(PathBuf::from(dir.trim()).join("referrers-registry"))
+        .args(["--address", &registry, "--disk"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let up = eventually("the registry", Duration::from_secs(30), || {
+        let url = format!("http://{registry}/v2/");
+        async move { reqwest::get(&url).await.map(|_| ()).map_err(|e| e.to_string()) }
+    });
+    up.await;
+    lab.image_at(&registry, "lab/later", "1");
+    lab.sign("k", &image);
+    let back = verifier.verify(&policies, &images).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(back[0].outcome, ImageOutcome::Verified, "{back:?}");
+}
+
+#[tokio::test]
+async fn strict_refuses_to_sign_and_permissive_signs_with_a_warning_and_the_cli_agrees() {
+    let lab = Lab::new();
+    let web = lab.image("lab/web", "1.0");
+    lab.sign("k", &web);
+    let sidecar = lab.image("lab/sidecar", "1.0");
+    let project = with_namespace(|ns| {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
+                "spec": {"containers": [{"name": "web", "image": web}, {"name": "proxy", "image": sidecar}]}}}});
+        vec![("deployment.yaml".to_string(), deployment.to_string())]
+    });
+    let client = client().await;
+    let ns = namespace(&client, "images").await;
+    project.apply_resources(&client, &ns).await;
+    apply_documents(&client, &ns, &std::fs::read_to_string(lab.path("resources.yaml")).unwrap()).await;
+    let repository = format!("{}/manifests/images-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let mut iv = lab.image_verification(key("keys"), json!({}));
+    iv["enforcement"] = json!("permissive");
+    let path = project.profile(&repository, true, json!({"imageVerification": iv}));
+    let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+    create(&profiles(&client, &ns), profile).await;
+    let app = |name: &str, annotations: Value| {
+        let mut app: Value =
+            serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();
+        app["metadata"] = json!({"name": name, "annotations": annotations});
+        app
+    };
+    create(&applications(&client, &ns), app("permissive", json!({}))).await;
+    let strict = json!({"weft.dev/image-verification": "{\"enforcement\": \"strict\"}"});
+    create(&applications(&client, &ns), app("strict", strict)).await;
+    let cache = project.path("controller-cache");
+    let _weft = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
+
+    let ap = provenance_where(&client, &ns, "strict", "strict refuses", |v| {
+        condition(v, "ImagesVerified").is_some_and(|c| c["reason"] == "ImageNotSigned")
+            && condition(v, "ManifestsSigned").is_some_and(|c| c["reason"] == "Blocked")
+    })
+    .await;
+    let images = condition(&ap, "ImagesVerified").unwrap();
+    assert_eq!(images["status"], "False");
+    assert!(images["message"].as_str().unwrap().contains(&sidecar), "names the image: {images}");
+    assert_eq!(ap["status"]["verdict"], "Failed");
+    assert!(ap["status"].get("manifestImage").is_none(), "nothing signed: {}", ap["status"]);
+    let recorded: Vec<(&str, &str)> = ap["status"]["images"].as_array().unwrap().iter().map(outcome).collect();
+    assert_eq!(recorded, [("Verified", "Verified"), ("Failed", "ImageNotSigned")], "{}", ap["status"]);
+    assert_eq!(ap["status"]["images"][0]["digest"], Lab::digest_of(&web));
+
+    let ap =
+        provenance_where(&client, &ns, "permissive", "permissive signs", |v| v["status"]["verdict"] == "Permitted")
+            .await;
+    let images = condition(&ap, "ImagesVerified").unwrap();
+    assert_eq!(
+        (images["status"].as_str(), images["reason"].as_str()),
+        (Some("False"), Some("UnverifiedImagesPermitted"))
+    );
+    assert_eq!(condition(&ap, "ManifestsSigned").unwrap()["status"], "True");
+    assert!(ap["status"]["manifestImage"].as_str().unwrap().starts_with(&repository), "{}", ap["status"]);
+
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client.clone(), &ns);
+    let seen = eventually("warning Events", Duration::from_secs(30), || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&Default::default()).await.map_err(|e| e.to_string())?;
+            let seen: Vec<(String, String, String)> = list
+                .items
+                .iter()
+                .map(|e| {
+                    let about = e.regarding.as_ref().and_then(|r| r.name.clone()).unwrap_or_default();
+                    (about, e.reason.clone().unwrap_or_default(), e.type_.clone().unwrap_or_default())
+                })
+                .collect();
+            if seen.len() >= 2 { Ok(seen) } else { Err(format!("{seen:?}")) }
+        }
+    })
+    .await;
+    assert!(seen.contains(&("strict".into(), "ImageNotSigned".into(), "Warning".into())), "{seen:?}");
+    assert!(seen.contains(&("permissive".into(), "UnverifiedImagesPermitted".into(), "Warning".into())), "{seen:?}");
+
+    // The CLI, on the same manifests and profile, says the same.
+    let (code, out, err) = run_cmd(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["verify-images", "--output", "json", "--resources"])
+            .arg(lab.path("resources.yaml"))
+            .arg("--profile")
+            .arg(lab.profile(lab.image_verification(key("keys"), json!({}))))
+            .arg("--manifests")
+            .arg(project.repo.path()),
+    );
+    assert_eq!(code, 1, "{err}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    let cli_images: Vec<(&str, &str)> = cli["images"].as_array().unwrap().iter().map(outcome).collect();
+    assert_eq!(cli_images, recorded);
+}
