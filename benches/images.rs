@@ -6,11 +6,14 @@
 //!
 //! Reported: the median of the rounds, as verifications per second.
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::{env, median, run};
 use sha2::{Digest, Sha256};
 use weft::images::ImageVerifier;
 use weft::images::policy::ImagePolicies;
@@ -19,28 +22,6 @@ use weft::resources::provenance::ImageOutcome;
 
 const IMAGES: usize = 20;
 
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run this with `tests/env/testenv.sh run -- cargo bench --bench images`")
-    })
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn median(mut d: Vec<Duration>) -> Duration {
-    d.sort();
-    d[d.len() / 2]
-}
-
 fn per_second(d: Duration, n: usize) -> f64 {
     n as f64 / d.as_secs_f64()
 }
@@ -48,9 +29,9 @@ fn per_second(d: Duration, n: usize) -> f64 {
 fn main() {
     let testing = !std::env::args().any(|a| a == "--bench");
     let rounds = if testing { 1 } else { 5 };
-    let registry = env("WEFT_TEST_REGISTRY");
-    let rekor_url = env("WEFT_TEST_REKOR_URL");
-    let rekor_pub = env("WEFT_TEST_REKOR_PUBLIC_KEY");
+    let registry = env("WEFT_TEST_REGISTRY", "images");
+    let rekor_url = env("WEFT_TEST_REKOR_URL", "images");
+    let rekor_pub = env("WEFT_TEST_REKOR_PUBLIC_KEY", "images");
     let dir = tempfile::tempdir().unwrap();
     let cosign = || {
         let mut c = Command::new("cosign");

@@ -7,10 +7,13 @@
 //! Each round changes one resource, so every tool signs, logs and pushes new content every time (an
 //! unchanged render is a no-op for Weft). Reported: the median of the rounds.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{env, median, run};
 use weft::manifest::{self, Limits};
 use weft::oci::Registry;
 use weft::publish::{self, Destination, Log};
@@ -18,23 +21,6 @@ use weft::rekor::{LogKey, Rekor};
 use weft::signing::SigningKey;
 
 const RESOURCES: usize = 500;
-
-fn env(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run this with `tests/env/testenv.sh run -- cargo bench --bench publish`")
-    })
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// 500 resources: ConfigMaps, Services and Deployments, one file each; `round` changes one of them.
 fn write_manifests(dir: &Path, round: usize) {
@@ -56,11 +42,6 @@ fn write_manifests(dir: &Path, round: usize) {
     }
 }
 
-fn median(mut d: Vec<Duration>) -> Duration {
-    d.sort();
-    d[d.len() / 2]
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
@@ -68,9 +49,9 @@ fn ms(d: Duration) -> String {
 fn main() {
     let testing = !std::env::args().any(|a| a == "--bench");
     let rounds = if testing { 1 } else { 7 };
-    let registry = env("WEFT_TEST_REGISTRY");
-    let rekor_url = env("WEFT_TEST_REKOR_URL");
-    let rekor_pub = std::fs::read_to_string(env("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
+    let registry = env("WEFT_TEST_REGISTRY", "publish");
+    let rekor_url = env("WEFT_TEST_REKOR_URL", "publish");
+    let rekor_pub = std::fs::read_to_string(env("WEFT_TEST_REKOR_PUBLIC_KEY", "publish")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let manifests_dir = dir.path().join("manifests");
     run(Command::new("cosign").current_dir(dir.path()).env("COSIGN_PASSWORD", "bench").args([
@@ -191,7 +172,7 @@ fn main() {
     for image in [format!("{registry}/bench/kubectl-sigstore:r{rounds}"), format!("{registry}/bench/weft:r{rounds}")] {
         run(Command::new("cosign")
             .current_dir(dir.path())
-            .env("SIGSTORE_REKOR_PUBLIC_KEY", env("WEFT_TEST_REKOR_PUBLIC_KEY"))
+            .env("SIGSTORE_REKOR_PUBLIC_KEY", env("WEFT_TEST_REKOR_PUBLIC_KEY", "publish"))
             .args(["verify", "--key", "bench.pub", &image]));
     }
 

@@ -78,7 +78,7 @@ pub struct ImageCacheOptions {
     /// How long a failed image digest stays failed (short, so a newly added signature is seen soon).
     #[arg(long, env = "WEFT_IMAGE_CACHE_FAILURE_SECONDS", default_value_t = 60)]
     pub image_cache_failure_seconds: u64,
-    /// Concurrent requests to any one registry.
+    /// Images checked at once against any one registry.
     #[arg(long, env = "WEFT_REGISTRY_CONCURRENCY", default_value_t = 4)]
     pub registry_concurrency: usize,
 }

@@ -211,6 +211,18 @@ impl Registry {
         Ok(Registry { client, http, plain_http: loopback, auth, repository: repository.to_string() })
     }
 
+    /// The same registry host, client and credentials, for another repository (connections and tokens are
+    /// shared).
+    pub fn with_repository(&self, repository: &str) -> Registry {
+        Registry {
+            client: self.client.clone(),
+            http: self.http.clone(),
+            plain_http: self.plain_http,
+            auth: self.auth.clone(),
+            repository: repository.to_string(),
+        }
+    }
+
     pub fn repository(&self) -> &str {
         &self.repository
     }

@@ -94,8 +94,8 @@ async fn strict_verification_is_recorded_with_signer_and_the_cli_agrees() {
     assert_eq!(ap["status"]["verifiedSources"][0]["revision"], good.as_str());
     assert_eq!(
         condition_reason(&ap, "Ready").as_deref(),
-        Some("SigningNotConfigured"),
-        "this profile signs nothing: nothing is vouched for"
+        Some("ImageVerificationNotConfigured"),
+        "this profile verifies no images and signs nothing: nothing is vouched for"
     );
 
     // An unsigned commit lands; Argo CD syncs it.

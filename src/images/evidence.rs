@@ -72,16 +72,20 @@ impl Evidence {
 /// Reads every signature and attestation of `digest` in the registry.
 pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, OciError> {
     let mut evidence = Evidence::default();
-    for (suffix, attestation) in [(".sig", false), (".att", true)] {
-        let tag = digest.tag(suffix);
-        let Some(manifest) = registry.manifest(&tag).await? else { continue };
-        for (i, layer) in registry.layers(&manifest).await?.iter().take(MAX_CANDIDATES).enumerate() {
+    // The three places are independent: ask for them at once.
+    let (sig, att, referrers) = tokio::join!(
+        legacy_layers(registry, digest, ".sig"),
+        legacy_layers(registry, digest, ".att"),
+        registry.referrers(digest.as_str())
+    );
+    for (found, attestation) in [(sig?, false), (att?, true)] {
+        for (i, (tag, layer)) in found.iter().enumerate() {
             let origin = format!("{tag} layer {}", i + 1);
             let converted = legacy(layer, digest, origin.clone()).map(|c| (c, attestation));
             evidence.add(origin, converted);
         }
     }
-    for referrer in registry.referrers(digest.as_str()).await?.iter().take(MAX_CANDIDATES) {
+    for referrer in referrers?.iter().take(MAX_CANDIDATES) {
         // Registries report the artifact type from the manifest or from its config; cosign's annotation
         // is the other sign of a Sigstore bundle.
         let bundle = referrer["artifactType"].as_str() == Some(BUNDLE_V03)
@@ -96,6 +100,14 @@ pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, Oci
         }
     }
     Ok(evidence)
+}
+
+/// The layers under cosign's `sha256-<hex><suffix>` tag, with the tag.
+async fn legacy_layers(registry: &Registry, digest: &Digest, suffix: &str) -> Result<Vec<(String, Blob)>, OciError> {
+    let tag = digest.tag(suffix);
+    let Some(manifest) = registry.manifest(&tag).await? else { return Ok(Vec::new()) };
+    let layers = registry.layers(&manifest).await?;
+    Ok(layers.into_iter().take(MAX_CANDIDATES).map(|l| (tag.clone(), l)).collect())
 }
 
 /// A Sigstore bundle attached as a referrer; `true` when it is an attestation rather than a signature.

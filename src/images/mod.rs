@@ -62,7 +62,7 @@ pub struct Settings {
     pub success_ttl: Duration,
     /// How long a failed digest stays failed (short: a signature may be added).
     pub failure_ttl: Duration,
-    /// Concurrent requests per registry host.
+    /// Images checked at once against one registry host.
     pub per_registry: usize,
 }
 
@@ -201,14 +201,16 @@ impl ImageVerifier {
                 break;
             }
         }
-        let key = format!("{}\n{}", r.name(), creds.map(|c| Digest::of(c.as_bytes()).to_string()).unwrap_or_default());
+        // One client per registry host and credentials: connections and tokens are reused across images.
+        let key =
+            format!("{}\n{}", r.registry, creds.map(|c| Digest::of(c.as_bytes()).to_string()).unwrap_or_default());
         let mut registries = self.registries.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(reg) = registries.get(&key) {
-            return Ok(reg.clone());
+            return Ok(Arc::new(reg.with_repository(&r.name())));
         }
-        let reg = Arc::new(Registry::new(&r.name(), creds)?);
-        registries.insert(key, reg.clone());
-        Ok(reg)
+        let reg = Registry::new(&r.name(), creds)?;
+        registries.insert(key, Arc::new(reg.with_repository(&r.name())));
+        Ok(Arc::new(reg))
     }
 
     fn gate(&self, host: &str) -> Arc<Semaphore> {
