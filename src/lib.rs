@@ -4,6 +4,7 @@
 //! (`controller` for Kubernetes) do the I/O.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cluster;
 pub mod commands;
 pub mod controller;
@@ -23,3 +24,4 @@ pub mod signing;
 pub mod source;
 pub mod status;
 pub mod target;
+pub mod webhook;

@@ -29,6 +29,9 @@ enum LogFormat {
 enum Command {
     /// Watch Argo CD Applications and IntegrityProfiles and record ApplicationProvenance.
     Controller(weft::controller::Options),
+    /// Serve the validating admission webhook: admit only what matches the signed manifests of a verified
+    /// revision.
+    Webhook(weft::webhook::Options),
     /// Print the CustomResourceDefinitions (YAML) Weft needs.
     Crds,
     /// Verify a git revision against a profile's source policies (exit 0 verified, 1 failed, 2 bad input).
@@ -60,6 +63,20 @@ fn main() -> ExitCode {
         Command::VerifyImages(args) => ExitCode::from(weft::commands::verify_images::run(args)),
         Command::Run(args) => ExitCode::from(weft::commands::run::run(args)),
         Command::Provenance(args) => ExitCode::from(weft::commands::provenance::run(args)),
+        Command::Webhook(opts) => {
+            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(weft::webhook::run(opts))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "webhook stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Controller(opts) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
@@ -87,5 +104,14 @@ fn init_tracing(format: LogFormat) {
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

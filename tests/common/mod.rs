@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod images;
 pub mod project;
 
 use std::fs::File;

@@ -1,0 +1,294 @@
+//! The admission decision, pure: an object Argo CD applies for a protected Application is admitted only
+//! when the Application's recorded revision is vouched for, the object matches one of that revision's
+//! signed manifests, and its images passed image verification. `webhook` does the I/O around it.
+
+pub mod matching;
+
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::manifest::Manifest;
+use crate::resources::profile::EnforcementMode;
+use crate::resources::provenance::{ImageOutcome, ImageStatus, Verdict};
+
+#[derive(Debug, Error)]
+pub enum AdmissionError {
+    #[error("not an AdmissionReview: {0}")]
+    NotAReview(String),
+}
+
+/// One AdmissionReview request, the parts that matter.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub uid: String,
+    pub operation: String,
+    pub namespace: String,
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub username: String,
+    pub object: Value,
+}
+
+impl Request {
+    pub fn parse(review: &Value) -> Result<Request, AdmissionError> {
+        let r = &review["request"];
+        let uid = r["uid"].as_str().ok_or_else(|| AdmissionError::NotAReview("no request.uid".into()))?;
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Ok(Request {
+            uid: uid.to_string(),
+            operation: s(&r["operation"]),
+            namespace: s(&r["namespace"]),
+            group: s(&r["kind"]["group"]),
+            kind: s(&r["kind"]["kind"]),
+            name: s(&r["name"]),
+            username: s(&r["userInfo"]["username"]),
+            object: r["object"].clone(),
+        })
+    }
+
+    /// `group/kind namespace/name`, for messages.
+    pub fn describe(&self) -> String {
+        let gk = if self.group.is_empty() { self.kind.clone() } else { format!("{}/{}", self.group, self.kind) };
+        let name = self.object["metadata"]["name"].as_str().unwrap_or(&self.name);
+        if self.namespace.is_empty() { format!("{gk} {name}") } else { format!("{gk} {}/{name}", self.namespace) }
+    }
+}
+
+/// Who and what the webhook leaves alone.
+#[derive(Clone, Debug, Default)]
+pub struct Skips {
+    pub namespaces: Vec<String>,
+    /// User names; a trailing `*` matches a prefix (`system:serviceaccount:kube-system:*`).
+    pub users: Vec<String>,
+    /// Kinds, as `Kind` or `group/Kind`.
+    pub kinds: Vec<String>,
+}
+
+impl Skips {
+    /// Why the request is not checked, if it is not.
+    pub fn skipped(&self, req: &Request) -> Option<String> {
+        if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
+            return Some(format!("{} is not checked", req.operation));
+        }
+        if req.group == "weft.dev" {
+            return Some("Weft's own resources are not checked".into());
+        }
+        if self.namespaces.contains(&req.namespace) {
+            return Some(format!("namespace {} is skipped", req.namespace));
+        }
+        let user = |u: &String| match u.strip_suffix('*') {
+            Some(prefix) => req.username.starts_with(prefix),
+            None => *u == req.username,
+        };
+        if self.users.iter().any(user) {
+            return Some(format!("user {} is skipped", req.username));
+        }
+        let gk = format!("{}/{}", req.group, req.kind);
+        if self.kinds.iter().any(|k| *k == req.kind || *k == gk) {
+            return Some(format!("kind {} is skipped", req.kind));
+        }
+        None
+    }
+}
+
+/// What the webhook knows of an Application, from its ApplicationProvenance and profile.
+#[derive(Clone, Debug)]
+pub struct AppEvidence {
+    /// `namespace/name` of the Application.
+    pub application: String,
+    pub verdict: Verdict,
+    pub revision: String,
+    /// The Ready condition's reason and message.
+    pub reason: String,
+    pub message: String,
+    pub manifest_image: Option<String>,
+    pub images: Vec<ImageStatus>,
+    pub mode: EnforcementMode,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub message: String,
+    pub warnings: Vec<String>,
+    /// A denial that audit mode turned into a warning (recorded as an Event).
+    pub audited: bool,
+}
+
+impl Decision {
+    pub fn allow(message: impl Into<String>) -> Decision {
+        Decision { allowed: true, message: message.into(), warnings: Vec::new(), audited: false }
+    }
+
+    fn deny(ev: &AppEvidence, message: String) -> Decision {
+        match ev.mode {
+            EnforcementMode::Enforce => Decision { allowed: false, message, warnings: Vec::new(), audited: false },
+            EnforcementMode::Audit => {
+                Decision { allowed: true, warnings: vec![format!("audit: {message}")], message, audited: true }
+            }
+        }
+    }
+
+    /// The AdmissionReview response.
+    pub fn review(&self, uid: &str) -> Value {
+        let mut response = json!({"uid": uid, "allowed": self.allowed});
+        if !self.allowed {
+            response["status"] = json!({"code": 403, "reason": "Forbidden", "message": self.message});
+        }
+        if !self.warnings.is_empty() {
+            response["warnings"] = json!(self.warnings);
+        }
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+    }
+}
+
+/// The decision for an object of a protected Application. `manifests` are the signed manifests of
+/// `ev.manifest_image` (or why they could not be read).
+pub fn decide(req: &Request, ev: &AppEvidence, manifests: Result<&[Manifest], String>) -> Decision {
+    let what = req.describe();
+    let rev = ev.revision.chars().take(12).collect::<String>();
+    let head = format!("weft: {what} of Application {} at revision {rev}", ev.application);
+    if !matches!(ev.verdict, Verdict::Verified | Verdict::Permitted) {
+        return Decision::deny(
+            ev,
+            format!(
+                "{head}: the revision is not vouched for (verdict {}, {}: {}); it is admitted once Weft verifies it",
+                ev.verdict.as_str(),
+                ev.reason,
+                ev.message
+            ),
+        );
+    }
+    let Some(image) = &ev.manifest_image else {
+        return Decision::deny(ev, format!("{head}: no signed manifests are recorded for the revision"));
+    };
+    let manifests = match manifests {
+        Ok(m) => m,
+        Err(e) => return Decision::deny(ev, format!("{head}: the signed manifests ({image}) cannot be read: {e}")),
+    };
+    let Some(signed) = matching::find(manifests, &req.object) else {
+        return Decision::deny(ev, format!("{head}: not among the signed manifests ({image})"));
+    };
+    let differences = matching::differences(signed, &req.object);
+    if !differences.is_empty() {
+        let shown: Vec<String> = differences.iter().take(5).map(ToString::to_string).collect();
+        let more = if differences.len() > 5 { format!(" (and {} more)", differences.len() - 5) } else { String::new() };
+        return Decision::deny(
+            ev,
+            format!("{head}: does not match the signed manifest ({image}): {}{more}", shown.join("; ")),
+        );
+    }
+    let mut warnings = Vec::new();
+    for image in matching::images(&req.object) {
+        let status = ev.images.iter().find(|i| i.image == image);
+        match status.map(|s| s.outcome) {
+            Some(ImageOutcome::Verified) => {}
+            _ if ev.verdict == Verdict::Permitted => {
+                let why =
+                    status.map(|s| format!("{}: {}", s.reason, s.message)).unwrap_or_else(|| "not checked".into());
+                warnings.push(format!("image {image} did not pass verification ({why}); permitted by the profile"));
+            }
+            _ => {
+                let why =
+                    status.map(|s| format!("{}: {}", s.reason, s.message)).unwrap_or_else(|| "not checked".into());
+                return Decision::deny(ev, format!("{head}: image {image} did not pass verification ({why})"));
+            }
+        }
+    }
+    Decision { allowed: true, message: format!("{head}: matches the signed manifests"), warnings, audited: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Limits, parse};
+
+    fn request(object: Value) -> Request {
+        Request {
+            uid: "u".into(),
+            operation: "CREATE".into(),
+            namespace: "shop".into(),
+            group: "apps".into(),
+            kind: "Deployment".into(),
+            name: "cart".into(),
+            username: "system:serviceaccount:argocd:argocd-application-controller".into(),
+            object,
+        }
+    }
+
+    fn deployment(image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": "shop"},
+            "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}})
+    }
+
+    fn evidence(verdict: Verdict, image_outcome: ImageOutcome) -> AppEvidence {
+        AppEvidence {
+            application: "argocd/shop-cart".into(),
+            verdict,
+            revision: "9f2c1e4b7a3d00".into(),
+            reason: "Verified".into(),
+            message: "every step passed".into(),
+            manifest_image: Some("registry.example/m@sha256:ab".into()),
+            images: vec![ImageStatus {
+                image: "registry.example/shop/cart:1".into(),
+                outcome: image_outcome,
+                reason: "ImageNotSigned".into(),
+                ..Default::default()
+            }],
+            mode: EnforcementMode::Enforce,
+        }
+    }
+
+    #[test]
+    fn a_matching_object_of_a_verified_revision_is_admitted_and_anything_else_denied_with_the_reason() {
+        let signed = parse("t", &deployment("registry.example/shop/cart:1").to_string(), Limits::default()).unwrap();
+        let ok = request(deployment("registry.example/shop/cart:1"));
+        let ev = evidence(Verdict::Verified, ImageOutcome::Verified);
+        assert!(decide(&ok, &ev, Ok(&signed)).allowed);
+
+        let tampered = request(deployment("registry.example/shop/cart:2"));
+        let d = decide(&tampered, &ev, Ok(&signed));
+        assert!(!d.allowed);
+        assert!(d.message.contains("Application argocd/shop-cart at revision 9f2c1e4b7a3d"), "{}", d.message);
+        assert!(d.message.contains("spec.template.spec.containers.0.image"), "{}", d.message);
+
+        let failed = AppEvidence { verdict: Verdict::Failed, reason: "Unsigned".into(), ..ev.clone() };
+        let d = decide(&ok, &failed, Ok(&signed));
+        assert!(!d.allowed && d.message.contains("verdict Failed, Unsigned"), "{}", d.message);
+        assert!(!decide(&ok, &ev, Err("registry down".into())).allowed, "fails closed");
+
+        let audit = AppEvidence { mode: EnforcementMode::Audit, ..failed };
+        let d = decide(&ok, &audit, Ok(&signed));
+        assert!(d.allowed && d.audited && d.warnings[0].starts_with("audit: "), "{d:?}");
+    }
+
+    #[test]
+    fn images_that_failed_are_denied_unless_the_verdict_permits_them() {
+        let signed = parse("t", &deployment("registry.example/shop/cart:1").to_string(), Limits::default()).unwrap();
+        let ok = request(deployment("registry.example/shop/cart:1"));
+        let d = decide(&ok, &evidence(Verdict::Verified, ImageOutcome::Failed), Ok(&signed));
+        assert!(!d.allowed && d.message.contains("ImageNotSigned"), "{}", d.message);
+        let d = decide(&ok, &evidence(Verdict::Permitted, ImageOutcome::Failed), Ok(&signed));
+        assert!(d.allowed && d.warnings.len() == 1, "{d:?}");
+    }
+
+    #[test]
+    fn skips_cover_operations_weft_namespaces_users_and_kinds() {
+        let skips = Skips {
+            namespaces: vec!["kube-system".into()],
+            users: vec!["system:serviceaccount:kube-system:*".into()],
+            kinds: vec!["Event".into(), "coordination.k8s.io/Lease".into()],
+        };
+        let base = request(json!({}));
+        assert!(skips.skipped(&base).is_none());
+        assert!(skips.skipped(&Request { operation: "DELETE".into(), ..base.clone() }).is_some());
+        assert!(skips.skipped(&Request { group: "weft.dev".into(), ..base.clone() }).is_some());
+        assert!(skips.skipped(&Request { namespace: "kube-system".into(), ..base.clone() }).is_some());
+        let hpa =
+            Request { username: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(), ..base.clone() };
+        assert!(skips.skipped(&hpa).is_some());
+        let lease = Request { group: "coordination.k8s.io".into(), kind: "Lease".into(), ..base };
+        assert!(skips.skipped(&lease).is_some());
+    }
+}
