@@ -277,7 +277,8 @@ pub async fn run(opts: Options) -> Result<(), WebhookError> {
         provenances: provenances.clone(),
         profiles: profiles.clone(),
         skips: Skips {
-            namespaces: opts.skip_namespaces.clone(),
+            // Weft's own namespace is never checked: the webhook must not gate its own recovery.
+            namespaces: opts.skip_namespaces.iter().cloned().chain([opts.certs.cert_namespace.clone()]).collect(),
             users: opts.skip_users.clone(),
             kinds: opts.skip_kinds.clone(),
         },
