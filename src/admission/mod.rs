@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::manifest::Manifest;
-use crate::resources::profile::EnforcementMode;
+use crate::resources::profile::{EnforcementMode, IgnoreFields};
 use crate::resources::provenance::{ImageOutcome, ImageStatus, Verdict};
 
 #[derive(Debug, Error)]
@@ -27,6 +27,8 @@ pub struct Request {
     pub kind: String,
     pub name: String,
     pub username: String,
+    /// A dry run changes nothing (and is how Weft asks the apiserver for a manifest's defaults).
+    pub dry_run: bool,
     pub object: Value,
 }
 
@@ -43,6 +45,7 @@ impl Request {
             kind: s(&r["kind"]["kind"]),
             name: s(&r["name"]),
             username: s(&r["userInfo"]["username"]),
+            dry_run: r["dryRun"].as_bool().unwrap_or(false),
             object: r["object"].clone(),
         })
     }
@@ -70,6 +73,9 @@ impl Skips {
     pub fn skipped(&self, req: &Request) -> Option<String> {
         if !matches!(req.operation.as_str(), "CREATE" | "UPDATE") {
             return Some(format!("{} is not checked", req.operation));
+        }
+        if req.dry_run {
+            return Some("a dry run changes nothing".into());
         }
         if req.group == "weft.dev" {
             return Some("Weft's own resources are not checked".into());
@@ -105,6 +111,8 @@ pub struct AppEvidence {
     pub manifest_image: Option<String>,
     pub images: Vec<ImageStatus>,
     pub mode: EnforcementMode,
+    /// The profile's `enforcement.ignoreFields`.
+    pub ignore_fields: Vec<IgnoreFields>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -144,8 +152,14 @@ impl Decision {
 }
 
 /// The decision for an object of a protected Application. `manifests` are the signed manifests of
-/// `ev.manifest_image` (or why they could not be read).
-pub fn decide(req: &Request, ev: &AppEvidence, manifests: Result<&[Manifest], String>) -> Decision {
+/// `ev.manifest_image` (or why they could not be read); `defaulted`, the object's signed manifest as the
+/// apiserver defaults it (or why it could not be had), against which fields the object adds are checked.
+pub fn decide(
+    req: &Request,
+    ev: &AppEvidence,
+    manifests: Result<&[Manifest], String>,
+    defaulted: Result<&Value, String>,
+) -> Decision {
     let what = req.describe();
     let rev = ev.revision.chars().take(12).collect::<String>();
     let head = format!("weft: {what} of Application {} at revision {rev}", ev.application);
@@ -170,7 +184,16 @@ pub fn decide(req: &Request, ev: &AppEvidence, manifests: Result<&[Manifest], St
     let Some(signed) = matching::find(manifests, &req.object) else {
         return Decision::deny(ev, format!("{head}: not among the signed manifests ({image})"));
     };
-    let differences = matching::differences(signed, &req.object);
+    let extra = matching::extra_ignored(&ev.ignore_fields, signed);
+    let mut differences = matching::differences(signed, &req.object, &extra);
+    if differences.is_empty() {
+        match defaulted {
+            Ok(d) => differences = matching::additions(signed, d, &req.object, &extra),
+            Err(e) => {
+                return Decision::deny(ev, format!("{head}: cannot compare with the signed manifest's defaults: {e}"));
+            }
+        }
+    }
     if !differences.is_empty() {
         let shown: Vec<String> = differences.iter().take(5).map(ToString::to_string).collect();
         let more = if differences.len() > 5 { format!(" (and {} more)", differences.len() - 5) } else { String::new() };
@@ -213,6 +236,7 @@ mod tests {
             kind: "Deployment".into(),
             name: "cart".into(),
             username: "system:serviceaccount:argocd:argocd-application-controller".into(),
+            dry_run: false,
             object,
         }
     }
@@ -237,6 +261,7 @@ mod tests {
                 ..Default::default()
             }],
             mode: EnforcementMode::Enforce,
+            ignore_fields: Vec::new(),
         }
     }
 
@@ -244,22 +269,35 @@ mod tests {
     fn a_matching_object_of_a_verified_revision_is_admitted_and_anything_else_denied_with_the_reason() {
         let signed = parse("t", &deployment("registry.example/shop/cart:1").to_string(), Limits::default()).unwrap();
         let ok = request(deployment("registry.example/shop/cart:1"));
+        let defaults = deployment("registry.example/shop/cart:1");
         let ev = evidence(Verdict::Verified, ImageOutcome::Verified);
-        assert!(decide(&ok, &ev, Ok(&signed)).allowed);
+        assert!(decide(&ok, &ev, Ok(&signed), Ok(&defaults)).allowed);
 
         let tampered = request(deployment("registry.example/shop/cart:2"));
-        let d = decide(&tampered, &ev, Ok(&signed));
+        let d = decide(&tampered, &ev, Ok(&signed), Ok(&defaults));
         assert!(!d.allowed);
         assert!(d.message.contains("Application argocd/shop-cart at revision 9f2c1e4b7a3d"), "{}", d.message);
         assert!(d.message.contains("spec.template.spec.containers.0.image"), "{}", d.message);
 
+        let mut privileged = deployment("registry.example/shop/cart:1");
+        privileged["spec"]["template"]["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+        let d = decide(&request(privileged), &ev, Ok(&signed), Ok(&defaults));
+        assert!(!d.allowed, "a field the signed manifest does not have, and that is no default, is denied");
+        assert!(
+            d.message.contains("containers.0.securityContext.privileged: signed (unset), got true"),
+            "{}",
+            d.message
+        );
+        let d = decide(&ok, &ev, Ok(&signed), Err("dry run refused".into()));
+        assert!(!d.allowed && d.message.contains("dry run refused"), "fails closed: {}", d.message);
+
         let failed = AppEvidence { verdict: Verdict::Failed, reason: "Unsigned".into(), ..ev.clone() };
-        let d = decide(&ok, &failed, Ok(&signed));
+        let d = decide(&ok, &failed, Ok(&signed), Ok(&defaults));
         assert!(!d.allowed && d.message.contains("verdict Failed, Unsigned"), "{}", d.message);
-        assert!(!decide(&ok, &ev, Err("registry down".into())).allowed, "fails closed");
+        assert!(!decide(&ok, &ev, Err("registry down".into()), Ok(&defaults)).allowed, "fails closed");
 
         let audit = AppEvidence { mode: EnforcementMode::Audit, ..failed };
-        let d = decide(&ok, &audit, Ok(&signed));
+        let d = decide(&ok, &audit, Ok(&signed), Ok(&defaults));
         assert!(d.allowed && d.audited && d.warnings[0].starts_with("audit: "), "{d:?}");
     }
 
@@ -267,9 +305,10 @@ mod tests {
     fn images_that_failed_are_denied_unless_the_verdict_permits_them() {
         let signed = parse("t", &deployment("registry.example/shop/cart:1").to_string(), Limits::default()).unwrap();
         let ok = request(deployment("registry.example/shop/cart:1"));
-        let d = decide(&ok, &evidence(Verdict::Verified, ImageOutcome::Failed), Ok(&signed));
+        let defaults = deployment("registry.example/shop/cart:1");
+        let d = decide(&ok, &evidence(Verdict::Verified, ImageOutcome::Failed), Ok(&signed), Ok(&defaults));
         assert!(!d.allowed && d.message.contains("ImageNotSigned"), "{}", d.message);
-        let d = decide(&ok, &evidence(Verdict::Permitted, ImageOutcome::Failed), Ok(&signed));
+        let d = decide(&ok, &evidence(Verdict::Permitted, ImageOutcome::Failed), Ok(&signed), Ok(&defaults));
         assert!(d.allowed && d.warnings.len() == 1, "{d:?}");
     }
 

@@ -455,7 +455,44 @@ pub struct KeylessIdentity {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Enforcement {
+    #[serde(default)]
     pub mode: EnforcementMode,
+    /// Fields the admission webhook does not compare, beyond kubectl-sigstore's defaults (for fields a
+    /// controller legitimately changes), as kubectl-sigstore's `ignoreFields`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub ignore_fields: Vec<IgnoreFields>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct IgnoreFields {
+    /// Dotted paths (`spec.replicas`, `metadata.annotations.example.com/key`); `*` matches any one key or
+    /// list index.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("ignoreFields needs at least one field"))]
+    #[schemars(length(max = 64), inner(length(max = 512)))]
+    pub fields: Vec<String>,
+    /// The objects they apply to (all when empty); each set field must match, `*` globs allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub objects: Vec<ObjectPattern>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectPattern {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub namespace: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Response, StatusCode};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use kube::api::{DynamicObject, GroupVersionKind, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -80,6 +81,8 @@ pub struct Checker {
     skips: Skips,
     argocd_namespace: String,
     sets: Mutex<HashMap<String, Arc<Vec<Manifest>>>>,
+    /// Signed manifests as the apiserver defaults them, per manifest image and object.
+    defaults: Mutex<HashMap<String, Arc<Value>>>,
     recorder: Recorder,
 }
 
@@ -131,15 +134,26 @@ impl Checker {
             manifest_image: status.manifest_image.clone(),
             images: status.images.clone(),
             mode: mode(profile.as_deref()),
+            ignore_fields: profile
+                .as_ref()
+                .and_then(|p| p.spec.enforcement.as_ref())
+                .map(|e| e.ignore_fields.clone())
+                .unwrap_or_default(),
         };
         let set = match (&ev.manifest_image, matches!(ev.verdict, Verdict::Verified | Verdict::Permitted)) {
             (Some(image), true) => Some(self.manifests(image, profile.as_deref(), &app_ns).await),
             _ => None,
         };
-        let decision = match &set {
-            Some(Ok(set)) => admission::decide(req, &ev, Ok(set.as_slice())),
-            Some(Err(e)) => admission::decide(req, &ev, Err(e.clone())),
-            None => admission::decide(req, &ev, Ok(&[])),
+        let decision = match (&set, &ev.manifest_image) {
+            (Some(Ok(set)), Some(image)) => {
+                let defaulted = match matching::find(set, &req.object) {
+                    Some(signed) => self.defaulted(image, signed, &req.namespace).await,
+                    None => Err("not needed".to_string()),
+                };
+                admission::decide(req, &ev, Ok(set.as_slice()), defaulted.as_deref().map_err(Clone::clone))
+            }
+            (Some(Err(e)), _) => admission::decide(req, &ev, Err(e.clone()), Err("not needed".into())),
+            _ => admission::decide(req, &ev, Ok(&[]), Err("not needed".into())),
         };
         if decision.audited {
             self.audit_event(&app_ns, &t.app, &decision).await;
@@ -184,8 +198,47 @@ impl Checker {
             manifest_image: None,
             images: Vec::new(),
             mode: mode(selected),
+            ignore_fields: Vec::new(),
         };
-        admission::decide(req, &ev, Ok(&[]))
+        admission::decide(req, &ev, Ok(&[]), Err("not needed".into()))
+    }
+
+    /// A signed manifest as the apiserver defaults it: a server-side dry-run create under another name
+    /// (as kubectl-sigstore does), cached per manifest image and object.
+    async fn defaulted(&self, image: &str, signed: &Manifest, namespace: &str) -> Result<Arc<Value>, String> {
+        let key = format!("{image}\n{}", signed.id());
+        if let Some(v) = self.defaults.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(v.clone());
+        }
+        let (group, version) = match signed.api_version().rsplit_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", signed.api_version()),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, signed.kind());
+        let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk).await.map_err(|e| e.to_string())?;
+        let mut object = signed.object.clone();
+        let name: String = signed.name().chars().take(40).collect();
+        let suffix = &crate::oci::digest(key.as_bytes())["sha256:".len()..][..8];
+        if let Some(Value::Object(meta)) = object.get_mut("metadata") {
+            meta.insert("name".into(), Value::String(format!("{}-weft-{suffix}", name.trim_end_matches(['-', '.']))));
+            if caps.scope == kube::discovery::Scope::Namespaced {
+                meta.insert("namespace".into(), Value::String(namespace.to_string()));
+            }
+        }
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            kube::discovery::Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+        };
+        let object: DynamicObject = serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())?;
+        let pp = PostParams { dry_run: true, field_manager: Some("weft-webhook".into()) };
+        let created = api.create(&pp, &object).await.map_err(|e| format!("the apiserver's dry run: {e}"))?;
+        let value = Arc::new(serde_json::to_value(created).map_err(|e| e.to_string())?);
+        let mut defaults = self.defaults.lock().unwrap_or_else(|p| p.into_inner());
+        if defaults.len() >= MAX_CACHED_SETS * 16 {
+            defaults.clear();
+        }
+        defaults.insert(key, value.clone());
+        Ok(value)
     }
 
     /// The signed manifests of a manifest image, by digest (content-addressed, so cached for good).
@@ -284,6 +337,7 @@ pub async fn run(opts: Options) -> Result<(), WebhookError> {
         },
         argocd_namespace: opts.argocd_namespace.clone(),
         sets: Mutex::new(HashMap::new()),
+        defaults: Mutex::new(HashMap::new()),
         recorder: Recorder::new(client.clone(), Reporter { controller: "weft-webhook".into(), instance: None }),
     });
     // Ready once both stores have their first list: before that every answer would be a guess.
@@ -380,5 +434,6 @@ pub fn checker(
         skips,
         argocd_namespace: argocd_namespace.to_string(),
         sets: Mutex::new(HashMap::new()),
+        defaults: Mutex::new(HashMap::new()),
     })
 }
