@@ -284,7 +284,7 @@ mod tests {
         let d = decide(&request(privileged), &ev, Ok(&signed), Ok(&defaults));
         assert!(!d.allowed, "a field the signed manifest does not have, and that is no default, is denied");
         assert!(
-            d.message.contains("containers.0.securityContext.privileged: signed (unset), got true"),
+            d.message.contains(r#"containers.0.securityContext: signed (unset), got {"privileged":true}"#),
             "{}",
             d.message
         );
