@@ -105,9 +105,9 @@ mod tests {
         let r = ImageRef::parse("registry.example.com:5000/shop/cart:1.2").unwrap();
         assert_eq!((r.name().as_str(), r.tag.as_deref()), ("registry.example.com:5000/shop/cart", Some("1.2")));
         let d = format!("sha256:{}", "a".repeat(64));
-        let r = ImageRef::parse(&format!("ghcr.io/x/y:1@{d}")).unwrap();
+        let r = ImageRef::parse(&format!("registry.example.com/x/y:1@{d}")).unwrap();
         assert_eq!(r.digest.as_ref().map(Digest::as_str), Some(d.as_str()));
-        assert_eq!(r.pinned(r.digest.as_ref().unwrap()), format!("ghcr.io/x/y@{d}"));
+        assert_eq!(r.pinned(r.digest.as_ref().unwrap()), format!("registry.example.com/x/y@{d}"));
     }
 
     #[test]

@@ -1,0 +1,171 @@
+//! The Helm chart: the real helm lints and renders it; the rendered chart applies to the real
+//! kube-apiserver; and the controller, running with the chart's ServiceAccount token (not an admin
+//! token), does its job with only the chart's RBAC.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::git::{Gpg, Repo, Sign};
+use common::*;
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::Scope;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const CHART: &str = "charts/weft";
+
+fn helm(args: &[&str]) -> String {
+    let (code, out, err) = run_cmd(Command::new("helm").args(args));
+    assert_eq!(code, 0, "helm {args:?}: {out}{err}");
+    out
+}
+
+/// `helm template` for a release in `ns`, as YAML documents (JSON values).
+fn render(release: &str, ns: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", ns, "--kube-version", "1.34.0"];
+    args.extend(extra);
+    let out = helm(&args);
+    out.split("\n---")
+        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .map(|d| serde_saphyr::from_str::<Value>(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect()
+}
+
+async fn apply(client: &Client, object: &Value) {
+    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", object["apiVersion"].as_str().unwrap()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), object["metadata"]["namespace"].as_str().unwrap(), &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let name = object["metadata"]["name"].as_str().unwrap();
+    api.patch(name, &PatchParams::apply("helm-test").force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", object["kind"]));
+}
+
+#[test]
+fn the_chart_lints_renders_and_ships_the_crds() {
+    helm(&["lint", "--strict", CHART, "--kube-version", "1.34.0"]);
+    let docs = render("weft", "weft-system", &[]);
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    for kind in ["ServiceAccount", "ClusterRole", "Deployment", "Service", "ValidatingWebhookConfiguration"] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    for d in docs.iter().filter(|d| d["kind"] == "Deployment") {
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{}", d["metadata"]["name"]);
+        let c = &pod["containers"][0]["securityContext"];
+        assert_eq!(
+            (c["allowPrivilegeEscalation"].as_bool(), c["readOnlyRootFilesystem"].as_bool()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(c["capabilities"]["drop"], json!(["ALL"]));
+    }
+    let vwc = docs.iter().find(|d| d["kind"] == "ValidatingWebhookConfiguration").unwrap();
+    let excluded = &vwc["webhooks"][0]["namespaceSelector"]["matchExpressions"][0]["values"];
+    assert_eq!(excluded, &json!(["kube-system", "weft-system"]), "never blocks kube-system or Weft's own namespace");
+    let shipped = std::fs::read_to_string(format!("{CHART}/crds/weft.crds.yaml")).unwrap();
+    assert_eq!(shipped, std::fs::read_to_string("crds/weft.crds.yaml").unwrap(), "the chart's CRDs are crds/");
+    let off = render("weft", "weft-system", &["--set", "webhook.enabled=false"]);
+    assert!(off.iter().all(|d| d["kind"] != "ValidatingWebhookConfiguration"));
+}
+
+#[test]
+fn the_kustomize_base_is_the_chart_rendered_with_its_defaults() {
+    let rendered = helm(&["template", "weft", CHART, "--namespace", "weft-system", "--kube-version", "1.34.0"]);
+    let base = std::fs::read_to_string("config/weft.yaml").unwrap();
+    let body: String = base.lines().skip_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
+    assert_eq!(body, rendered, "config/weft.yaml is stale: regenerate it as its header says");
+    assert_eq!(
+        std::fs::read_to_string("config/crds.yaml").unwrap(),
+        std::fs::read_to_string("crds/weft.crds.yaml").unwrap()
+    );
+    let (code, out, err) = run_cmd(Command::new("kustomize").args(["build", "config"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("kind: CustomResourceDefinition\n").count(), 2, "{out}");
+    assert!(out.contains("kind: ValidatingWebhookConfiguration"));
+}
+
+#[tokio::test]
+async fn the_controller_works_with_only_the_charts_rbac() {
+    let client = client().await;
+    let ns = namespace(&client, "chart").await;
+    let release = format!("weft-{}", ns.rsplit('-').next().unwrap());
+    // Registered, but covering no namespace and ignoring failures: it must not disturb other tests.
+    let docs = render(
+        &release,
+        &ns,
+        &[
+            "--set",
+            "webhook.failurePolicy=Ignore",
+            "--set",
+            &format!("webhook.namespaceSelector.matchLabels.weft-chart-test={ns}"),
+        ],
+    );
+    for d in &docs {
+        apply(&client, d).await;
+    }
+
+    // A token for the chart's controller ServiceAccount, and a kubeconfig that uses only it.
+    let sa = format!("{release}-controller");
+    let (code, token, err) =
+        run_cmd(Command::new("kubectl").args(["create", "token", &sa, "-n", &ns, "--duration", "1h"]));
+    assert_eq!(code, 0, "{err}");
+    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kubeconfig = json!({"apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+
+    let as_sa = |args: &[&str]| run_cmd(Command::new("kubectl").arg("--kubeconfig").arg(&path).args(args));
+    let (code, _, err) = as_sa(&["get", "secrets", "-n", &ns]);
+    assert_ne!(code, 0, "the chart's ServiceAccount cannot list Secrets");
+    assert!(err.contains("forbidden"), "{err}");
+
+    let gpg = Gpg::new();
+    let repo = Repo::new(&gpg);
+    repo.write("cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n");
+    let head = repo.commit_all("init", Sign::No);
+    let profile = json!({"apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile", "metadata": {"name": "production"},
+        "spec": {"applicationSelector": [{"name": "*"}],
+            "sourceIntegrity": {"git": {"policies": [{"repos": [{"url": "file:///*"}], "gpg": {"mode": "none"}}]}}}});
+    create(&profiles(&client, &ns), profile).await;
+    let app = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "shop"},
+        "spec": {"project": "default", "destination": {"namespace": "shop"},
+            "source": {"repoURL": repo.url(), "path": ".", "targetRevision": "main"}},
+        "status": {"sync": {"status": "Synced", "revision": head}}});
+    create(&applications(&client, &ns), app).await;
+    let cache = dir.path().join("cache");
+    let _weft = WeftProcess::start_with_env(
+        &["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()],
+        &[("KUBECONFIG", path.to_str().unwrap())],
+    );
+    let ap = provenance_where(&client, &ns, "shop", "a verdict written with the chart's RBAC", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(ap["metadata"]["ownerReferences"][0]["name"], "shop");
+    let prof = eventually("the profile's status", Duration::from_secs(30), || {
+        let api = profiles(&client, &ns);
+        async move {
+            let p = api.get("production").await.map_err(|e| e.to_string())?;
+            let v = serde_json::to_value(&p).unwrap();
+            if v["status"]["selectedApplications"] == 1 { Ok(v) } else { Err(v["status"].to_string()) }
+        }
+    })
+    .await;
+    assert_eq!(condition_reason(&prof, "Ready").as_deref(), Some("Active"));
+}
