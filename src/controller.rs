@@ -67,6 +67,18 @@ pub struct Options {
     pub builder_id: String,
     #[command(flatten)]
     pub images: ImageCacheOptions,
+    /// Elect a leader among replicas on a Lease in this namespace (Weft's own); without it, run only
+    /// one replica.
+    #[arg(long, env = "WEFT_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    #[arg(long, env = "WEFT_LEADER_ELECTION_LEASE", default_value = "weft-controller")]
+    pub leader_election_lease: String,
+    /// How long a leader holds the Lease without renewing it before another replica takes over.
+    #[arg(long, env = "WEFT_LEADER_ELECTION_SECONDS", default_value_t = 15)]
+    pub leader_election_seconds: u64,
+    /// Serve `/healthz` and `/readyz` over plain HTTP on this address.
+    #[arg(long, env = "WEFT_HEALTH_LISTEN")]
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Image verification's verdict cache and registry limits (shared with `weft verify-images`).
@@ -119,6 +131,10 @@ pub enum ControllerError {
     Connect(#[source] kube::Error),
     #[error("cannot serialize {what}: {source}")]
     Serialize { what: &'static str, source: serde_json::Error },
+    #[error("lost the leader Lease; stopping so that only one replica works")]
+    LostLease,
+    #[error("cannot serve health checks on {0}: {1}")]
+    Health(std::net::SocketAddr, std::io::Error),
 }
 
 /// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
@@ -142,8 +158,29 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     let scopes: Vec<Option<String>> =
         if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
 
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = opts.health_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| ControllerError::Health(addr, e))?;
+        tokio::spawn(crate::health::serve(listener, ready.clone()));
+    }
     if !wait_for_crds(&client, &scopes, shutdown.clone()).await {
         return Ok(());
+    }
+    let elector = opts.leader_election_namespace.as_ref().map(|ns| {
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .map(|h| format!("{h}-{}", std::process::id()))
+            .unwrap_or_else(|_| format!("weft-{}", std::process::id()));
+        let duration = Duration::from_secs(opts.leader_election_seconds.max(3));
+        crate::lease::Elector::new(client.clone(), ns, &opts.leader_election_lease, identity, duration)
+    });
+    // Ready means able to serve: a standby replica is ready too (it takes over without a restart).
+    ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(elector) = &elector {
+        tokio::select! {
+            _ = elector.acquire() => {}
+            _ = shutdown.clone() => return Ok(()),
+        }
     }
     info!(namespaces = ?opts.namespaces, "weft controller started");
     let resync = Duration::from_secs(opts.resync_seconds.max(1));
@@ -161,9 +198,20 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         images: Arc::new(crate::images::ImageVerifier::new(opts.images.settings())),
     });
     let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, engine.clone(), shutdown.clone()));
-    futures::future::join_all(runs).await;
-    info!("weft controller stopped");
-    Ok(())
+    let work = futures::future::join_all(runs);
+    let Some(elector) = elector else {
+        work.await;
+        info!("weft controller stopped");
+        return Ok(());
+    };
+    tokio::select! {
+        _ = work => {
+            elector.release().await;
+            info!("weft controller stopped");
+            Ok(())
+        }
+        _ = elector.keep() => Err(ControllerError::LostLease),
+    }
 }
 
 fn api<K>(client: &Client, ns: &Option<String>) -> Api<K>

@@ -148,11 +148,29 @@ async fn the_controller_works_with_only_the_charts_rbac() {
             "source": {"repoURL": repo.url(), "path": ".", "targetRevision": "main"}},
         "status": {"sync": {"status": "Synced", "revision": head}}});
     create(&applications(&client, &ns), app).await;
+    // Two replicas, as the chart runs them: one leads, the other stands by.
     let cache = dir.path().join("cache");
-    let _weft = WeftProcess::start_with_env(
-        &["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()],
-        &[("KUBECONFIG", path.to_str().unwrap())],
-    );
+    let health_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let replica = |extra: &[&str]| {
+        let mut args = vec!["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()];
+        args.extend(["--leader-election-namespace", &ns, "--leader-election-seconds", "4"]);
+        args.extend(extra);
+        WeftProcess::start_with_env(&args, &[("KUBECONFIG", path.to_str().unwrap())])
+    };
+    let mut first = replica(&["--health-listen", &health_addr]);
+    eventually("a leader", Duration::from_secs(30), || {
+        let logs = first.logs();
+        async move { if logs.contains("became leader") { Ok(()) } else { Err(logs) } }
+    })
+    .await;
+    let second = replica(&[]);
+    eventually("a standby", Duration::from_secs(30), || {
+        let logs = second.logs();
+        async move { if logs.contains("another replica leads; waiting") { Ok(()) } else { Err(logs) } }
+    })
+    .await;
+    let probe = reqwest::get(format!("http://{health_addr}/readyz")).await.unwrap();
+    assert_eq!(probe.status(), 200);
     let ap = provenance_where(&client, &ns, "shop", "a verdict written with the chart's RBAC", |v| {
         condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
     })
@@ -168,4 +186,23 @@ async fn the_controller_works_with_only_the_charts_rbac() {
     })
     .await;
     assert_eq!(condition_reason(&prof, "Ready").as_deref(), Some("Active"));
+    assert!(!second.logs().contains("became leader"), "only one leads");
+
+    // The leader stops; the standby takes over and does the work.
+    assert_eq!(first.terminate(Duration::from_secs(20)).await, Some(0));
+    assert!(first.logs().contains("released the Lease"), "{}", first.logs());
+    eventually("the standby to take over", Duration::from_secs(30), || {
+        let logs = second.logs();
+        async move { if logs.contains("became leader") { Ok(()) } else { Err(logs) } }
+    })
+    .await;
+    let later = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "blog"},
+        "spec": {"project": "default", "destination": {"namespace": "blog"},
+            "source": {"repoURL": repo.url(), "path": ".", "targetRevision": "main"}},
+        "status": {"sync": {"status": "Synced", "revision": head}}});
+    create(&applications(&client, &ns), later).await;
+    provenance_where(&client, &ns, "blog", "work done by the new leader", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
 }

@@ -1,0 +1,127 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so several controller replicas are safe: one
+//! holds the Lease and works, renewing it; the others wait and take over once it has not been renewed
+//! for its duration. Every write uses the Lease's resourceVersion, so two candidates never both win.
+//! A leader that cannot renew in time stops working (the process exits and is restarted) rather than
+//! risk two leaders.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::{Client, Error};
+use tracing::{debug, info, warn};
+
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    pub identity: String,
+    duration: Duration,
+}
+
+impl Elector {
+    pub fn new(client: Client, namespace: &str, name: &str, identity: String, duration: Duration) -> Elector {
+        Elector { api: Api::namespaced(client, namespace), name: name.to_string(), identity, duration }
+    }
+
+    /// One attempt to take or keep the Lease; `true` when this candidate holds it afterwards.
+    pub async fn try_hold(&self) -> Result<bool, Error> {
+        let now = Timestamp::now();
+        let secs = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
+            let lease = Lease {
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(MicroTime(now)),
+                    renew_time: Some(MicroTime(now)),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return conflict_is_false(self.api.create(&PostParams::default(), &lease).await.map(|_| true));
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        let holder = spec.holder_identity.clone().unwrap_or_default();
+        let renewed = spec.renew_time.as_ref().map(|t| t.0).unwrap_or_default();
+        let held_for = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).max(1) as u64);
+        let expired = now.duration_since(renewed).as_secs_f64() > held_for.as_secs_f64();
+        if holder != self.identity {
+            if !holder.is_empty() && !expired {
+                return Ok(false);
+            }
+            spec.holder_identity = Some(self.identity.clone());
+            spec.acquire_time = Some(MicroTime(now));
+            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        spec.renew_time = Some(MicroTime(now));
+        spec.lease_duration_seconds = Some(secs);
+        // The resourceVersion read above makes this a compare-and-swap.
+        conflict_is_false(self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| true))
+    }
+
+    /// Waits until this candidate holds the Lease.
+    pub async fn acquire(&self) {
+        let mut waiting_logged = false;
+        loop {
+            match self.try_hold().await {
+                Ok(true) => {
+                    info!(lease = %self.name, identity = %self.identity, "became leader");
+                    return;
+                }
+                Ok(false) if !waiting_logged => {
+                    info!(lease = %self.name, identity = %self.identity, "another replica leads; waiting");
+                    waiting_logged = true;
+                }
+                Ok(false) => {}
+                Err(e) => warn!(lease = %self.name, error = %e, "cannot read or write the Lease"),
+            }
+            tokio::time::sleep(self.duration / 3).await;
+        }
+    }
+
+    /// Renews the Lease until a renewal has not succeeded for its whole duration; then returns (the
+    /// caller must stop working).
+    pub async fn keep(&self) {
+        let mut last = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(self.duration / 3).await;
+            match self.try_hold().await {
+                Ok(true) => last = tokio::time::Instant::now(),
+                Ok(false) => {
+                    warn!(lease = %self.name, "another replica took the Lease");
+                    return;
+                }
+                Err(e) => debug!(error = %e, "renewing the Lease failed; retrying"),
+            }
+            if last.elapsed() >= self.duration {
+                warn!(lease = %self.name, "could not renew the Lease in time");
+                return;
+            }
+        }
+    }
+
+    /// Gives the Lease up (on a clean shutdown), so another replica takes over at once.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else { return };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+            Ok(_) => info!(lease = %self.name, "released the Lease"),
+            Err(e) => warn!(lease = %self.name, error = %e, "cannot release the Lease"),
+        }
+    }
+}
+
+fn conflict_is_false(r: Result<bool, Error>) -> Result<bool, Error> {
+    match r {
+        Err(Error::Api(s)) if s.code == 409 => Ok(false),
+        other => other,
+    }
+}
