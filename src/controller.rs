@@ -562,7 +562,11 @@ async fn reconcile_application(
             .collect(),
         ..new_status
     };
-    if let Some(event) = image_event(previous, &new_status) {
+    for s in steps_pending(&new_status) {
+        crate::metrics::dependency_error(crate::metrics::dependency_of(&s));
+    }
+    let events = [verdict_event(previous, &new_status), image_event(previous, &new_status)];
+    for event in events.into_iter().flatten() {
         let regarding = ObjectReference {
             api_version: Some("argoproj.io/v1alpha1".into()),
             kind: Some("Application".into()),
@@ -577,6 +581,9 @@ async fn reconcile_application(
         }
     }
     if previous != Some(&new_status) {
+        if previous.map(|p| p.verdict) != Some(new_status.verdict) {
+            crate::metrics::verdict(new_status.verdict.as_str());
+        }
         let patch = json!({
             "apiVersion": "weft.dev/v1alpha1",
             "kind": "ApplicationProvenance",
@@ -596,10 +603,41 @@ async fn reconcile_application(
         // Waiting on a dependency (a repository, the apiserver): retry with backoff, nothing vouched for.
         let delay = backoff(&ctx, k);
         debug!(application = %name, namespace = %ns, retry_in = ?delay, "a step is pending; retrying");
+        crate::metrics::reconciled("requeued");
         return Ok(Action::requeue(delay));
     }
     ctx.failures.lock().map(|mut f| f.remove(&k)).ok();
+    crate::metrics::reconciled("ok");
     Ok(Action::requeue(ctx.resync))
+}
+
+/// An Event when the verdict or the revision changes: Normal when vouched for, Warning otherwise.
+fn verdict_event(previous: Option<&ApplicationProvenanceStatus>, new: &ApplicationProvenanceStatus) -> Option<Event> {
+    let changed = previous.is_none_or(|p| p.verdict != new.verdict || p.sources != new.sources);
+    let ready = new.conditions.iter().find(|c| c.type_ == status::READY)?;
+    if !changed || new.verdict == crate::resources::provenance::Verdict::Pending {
+        return None;
+    }
+    let good = matches!(new.verdict, crate::resources::provenance::Verdict::Verified);
+    let rev = new.revision_short.as_deref().unwrap_or("-");
+    Some(Event {
+        type_: if good { EventType::Normal } else { EventType::Warning },
+        reason: ready.reason.clone(),
+        note: Some(
+            format!("revision {rev}: {} ({})", new.verdict.as_str(), ready.message).chars().take(1000).collect(),
+        ),
+        action: "Verify".into(),
+        secondary: None,
+    })
+}
+
+/// The reasons of the steps left pending (each waited on a dependency).
+fn steps_pending(s: &ApplicationProvenanceStatus) -> Vec<String> {
+    s.conditions
+        .iter()
+        .filter(|c| c.status == "Unknown" && c.type_ != status::READY)
+        .map(|c| c.reason.clone())
+        .collect()
 }
 
 /// A Warning Event when images fail verification (permitted or not), once per change of what failed.
@@ -764,6 +802,7 @@ fn app_error_policy(guard: Arc<DeserializeGuard<Application>>, err: &ControllerE
     };
     let k = key("Application", meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default());
     let delay = backoff(&ctx, k.clone());
+    crate::metrics::reconciled("error");
     warn!(application = %k, error = %err, retry_in = ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }

@@ -1,4 +1,4 @@
-//! `/healthz` and `/readyz` over plain HTTP, for the kubelet's probes.
+//! `/healthz` and `/readyz` over plain HTTP, for the kubelet's probes, and `/metrics` for Prometheus.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,12 +16,13 @@ pub async fn serve(listener: TcpListener, ready: Arc<AtomicBool>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (status, body) = match req.uri().path() {
-                    "/healthz" => (StatusCode::OK, "ok"),
-                    "/readyz" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok"),
-                    "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
-                    _ => (StatusCode::NOT_FOUND, "not found"),
+                    "/healthz" => (StatusCode::OK, "ok".to_string()),
+                    "/readyz" if ready.load(Ordering::Relaxed) => (StatusCode::OK, "ok".into()),
+                    "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "starting".into()),
+                    "/metrics" => (StatusCode::OK, crate::metrics::text()),
+                    _ => (StatusCode::NOT_FOUND, "not found".into()),
                 };
-                let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                let mut r = Response::new(Full::new(Bytes::from(body)));
                 *r.status_mut() = status;
                 std::future::ready(Ok::<_, std::convert::Infallible>(r))
             });

@@ -14,6 +14,7 @@ pub mod health;
 pub mod images;
 pub mod lease;
 pub mod manifest;
+pub mod metrics;
 pub mod oci;
 pub mod pipeline;
 pub mod provenance;

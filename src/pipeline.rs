@@ -110,10 +110,12 @@ impl Progress for Quiet {
 impl Engine {
     pub async fn run(&self, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
         let mut steps = Step::ALL.map(StepReport::not_implemented);
+        let timer = std::time::Instant::now();
         let (source, verdicts, bases) = match self.source_step(&job, progress).await {
             Ok((report, verdicts, bases)) => (report, verdicts, bases),
             Err(report) => (report, Vec::new(), Vec::new()),
         };
+        crate::metrics::step("SourceVerified", timer.elapsed().as_secs_f64());
         progress.step(Step::SourceVerified, &source);
         let passed = source.state == StepState::Passed;
         steps[0] = source;
@@ -139,7 +141,10 @@ impl Engine {
             Ok(Vec::new()) // nothing needs them
         } else {
             progress.note("rendering from the verified trees");
-            self.render(&job, &verdicts, &bases).await
+            let timer = std::time::Instant::now();
+            let rendered = self.render(&job, &verdicts, &bases).await;
+            crate::metrics::step("Render", timer.elapsed().as_secs_f64());
+            rendered
         };
         let manifests = match manifests {
             Ok(m) => m,
@@ -156,7 +161,9 @@ impl Engine {
                 return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images: Vec::new() };
             }
         };
+        let timer = std::time::Instant::now();
         let (images_report, images) = self.images_step(&job, &manifests, progress).await;
+        crate::metrics::step("ImagesVerified", timer.elapsed().as_secs_f64());
         progress.step(Step::ImagesVerified, &images_report);
         // Strict failures and images not checked yet stop signing; a profile without image verification
         // does not (its verdict says so), nor does permissive enforcement.
@@ -168,7 +175,10 @@ impl Engine {
             steps[3] = StepReport::blocked(Step::ImagesVerified);
             return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images };
         }
-        let (signed, done) = match self.sign_step(&job, manifests, progress).await {
+        let timer = std::time::Instant::now();
+        let signed_step = self.sign_step(&job, manifests, progress).await;
+        crate::metrics::step("ManifestsSigned", timer.elapsed().as_secs_f64());
+        let (signed, done) = match signed_step {
             Ok(done) => {
                 let p = &done.published;
                 let how = if p.signed { "signed" } else { "already signed" };
@@ -188,7 +198,10 @@ impl Engine {
             steps[3] = StepReport::blocked(Step::ManifestsSigned);
             return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images };
         };
-        let (report, rekor) = match self.provenance_step(&job, &verdicts, &bases, &done, started_on).await {
+        let timer = std::time::Instant::now();
+        let recorded = self.provenance_step(&job, &verdicts, &bases, &done, started_on).await;
+        crate::metrics::step("ProvenanceRecorded", timer.elapsed().as_secs_f64());
+        let (report, rekor) = match recorded {
             Ok(a) => {
                 let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
                 let msg = format!(

@@ -207,6 +207,14 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
     let err = apply(&client, &tampered).await.expect_err("other fields are still enforced");
     assert!(err.contains("containers.0.command: signed (unset), got [\"sh\""), "{err}");
 
+    // Its metrics count the decisions.
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let metrics = http.get(format!("https://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
+    for decision in ["allowed", "denied", "audited"] {
+        let series = format!("weft_admission_reviews_total{{decision=\"{decision}\"}}");
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+
     // The webhook down: failurePolicy Fail denies everything it covers; Ignore admits.
     assert_eq!(webhook.terminate(Duration::from_secs(10)).await, Some(0), "stops cleanly on SIGTERM");
     let another =

@@ -187,6 +187,23 @@ async fn the_controller_works_with_only_the_charts_rbac() {
     .await;
     assert_eq!(condition_reason(&prof, "Ready").as_deref(), Some("Active"));
     assert!(!second.logs().contains("became leader"), "only one leads");
+    let metrics = reqwest::get(format!("http://{health_addr}/metrics")).await.unwrap().text().await.unwrap();
+    for series in [
+        "weft_reconciles_total{outcome=\"ok\"}",
+        "weft_verdicts_total{verdict=\"Failed\"}",
+        "weft_step_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    // The verdict is an Event on the Application too (this profile verifies no images: not vouched for).
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let listed = events.list(&Default::default()).await.unwrap();
+    assert!(
+        listed.items.iter().any(|e| e.reason.as_deref() == Some("ImageVerificationNotConfigured")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop")),
+        "{:?}",
+        listed.items.iter().map(|e| e.reason.clone()).collect::<Vec<_>>()
+    );
 
     // The leader stops; the standby takes over and does the work.
     assert_eq!(first.terminate(Duration::from_secs(20)).await, Some(0));

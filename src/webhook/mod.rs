@@ -97,7 +97,14 @@ impl Checker {
             Ok(r) => r,
             Err(e) => return unreadable(&e.to_string()),
         };
+        let started = std::time::Instant::now();
         let decision = self.decide(&req).await;
+        let kind = match (decision.allowed, decision.audited) {
+            (_, true) => "audited",
+            (true, false) => "allowed",
+            (false, false) => "denied",
+        };
+        crate::metrics::admission(kind, started.elapsed().as_secs_f64());
         debug!(object = %req.describe(), allowed = decision.allowed, message = %decision.message, "admission review");
         decision.review(&req.uid)
     }
@@ -405,6 +412,7 @@ async fn handle(checker: &Checker, req: hyper::Request<Incoming>) -> Response<Fu
     };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") | (&Method::GET, "/readyz") => reply(StatusCode::OK, b"ok".to_vec()),
+        (&Method::GET, "/metrics") => reply(StatusCode::OK, crate::metrics::text().into_bytes()),
         (&Method::POST, "/validate") => {
             let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
             let body = match limited.collect().await {
