@@ -75,6 +75,10 @@ fn the_chart_lints_renders_and_ships_the_crds() {
     assert_eq!(excluded, &json!(["kube-system", "weft-system"]), "never blocks kube-system or Weft's own namespace");
     let shipped = std::fs::read_to_string(format!("{CHART}/crds/weft.crds.yaml")).unwrap();
     assert_eq!(shipped, std::fs::read_to_string("crds/weft.crds.yaml").unwrap(), "the chart's CRDs are crds/");
+    let monitored = render("weft", "weft-system", &["--set", "metrics.serviceMonitor.enabled=true"]);
+    assert_eq!(monitored.iter().filter(|d| d["kind"] == "ServiceMonitor").count(), 2);
+    let policed = render("weft", "weft-system", &["--set", "networkPolicy.enabled=true"]);
+    assert!(policed.iter().any(|d| d["kind"] == "NetworkPolicy"));
     let off = render("weft", "weft-system", &["--set", "webhook.enabled=false"]);
     assert!(off.iter().all(|d| d["kind"] != "ValidatingWebhookConfiguration"));
 }
