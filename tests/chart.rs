@@ -83,6 +83,76 @@ fn the_chart_lints_renders_and_ships_the_crds() {
     assert!(off.iter().all(|d| d["kind"] != "ValidatingWebhookConfiguration"));
 }
 
+/// A kubeconfig that authenticates with a token of the ServiceAccount alone.
+fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let (code, token, err) =
+        run_cmd(Command::new("kubectl").args(["create", "token", sa, "-n", ns, "--duration", "1h"]));
+    assert_eq!(code, 0, "{err}");
+    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kubeconfig = json!({"apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]});
+    let path = dir.join(format!("{sa}.kubeconfig"));
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}
+
+/// Installs the chart as `release` in `ns`; its webhook covers no namespace and ignores failures, so it
+/// cannot disturb other tests.
+async fn install(client: &Client, release: &str, ns: &str) {
+    let selector = format!("webhook.namespaceSelector.matchLabels.weft-chart-test={ns}");
+    for d in &render(release, ns, &["--set", "webhook.failurePolicy=Ignore", "--set", &selector]) {
+        apply(client, d).await;
+    }
+}
+
+#[tokio::test]
+async fn the_webhook_works_with_only_the_charts_rbac() {
+    let client = client().await;
+    let ns = namespace(&client, "chart-webhook").await;
+    let release = format!("weft-w{}", ns.rsplit('-').next().unwrap());
+    install(&client, &release, &ns).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = service_account_kubeconfig(&ns, &format!("{release}-webhook"), dir.path());
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let configuration = format!("{release}-webhook");
+    let _webhook = WeftProcess::start_with_env(
+        &[
+            "webhook",
+            "--listen",
+            &addr,
+            "--cert-host",
+            "127.0.0.1",
+            "--cert-namespace",
+            &ns,
+            "--webhook-configuration",
+            &configuration,
+        ],
+        &[("KUBECONFIG", path.to_str().unwrap())],
+    );
+    // It issued its certificate into its Secret and its CA into its own configuration, and serves.
+    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
+        Api::all(client.clone());
+    eventually("the caBundle", Duration::from_secs(30), || {
+        let (webhooks, name) = (webhooks.clone(), configuration.clone());
+        async move {
+            let c = webhooks.get(&name).await.map_err(|e| e.to_string())?;
+            let set = c.webhooks.unwrap_or_default().iter().all(|w| w.client_config.ca_bundle.is_some());
+            if set { Ok(()) } else { Err("no caBundle yet".into()) }
+        }
+    })
+    .await;
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let ready = eventually("/readyz", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("https://{addr}/readyz"));
+        async move { http.get(&url).send().await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    assert_eq!(ready.status(), 200);
+}
+
 #[test]
 fn the_kustomize_base_is_the_chart_rendered_with_its_defaults() {
     let rendered = helm(&["template", "weft", CHART, "--namespace", "weft-system", "--kube-version", "1.34.0"]);
@@ -104,35 +174,10 @@ async fn the_controller_works_with_only_the_charts_rbac() {
     let client = client().await;
     let ns = namespace(&client, "chart").await;
     let release = format!("weft-{}", ns.rsplit('-').next().unwrap());
-    // Registered, but covering no namespace and ignoring failures: it must not disturb other tests.
-    let docs = render(
-        &release,
-        &ns,
-        &[
-            "--set",
-            "webhook.failurePolicy=Ignore",
-            "--set",
-            &format!("webhook.namespaceSelector.matchLabels.weft-chart-test={ns}"),
-        ],
-    );
-    for d in &docs {
-        apply(&client, d).await;
-    }
+    install(&client, &release, &ns).await;
 
-    // A token for the chart's controller ServiceAccount, and a kubeconfig that uses only it.
-    let sa = format!("{release}-controller");
-    let (code, token, err) =
-        run_cmd(Command::new("kubectl").args(["create", "token", &sa, "-n", &ns, "--duration", "1h"]));
-    assert_eq!(code, 0, "{err}");
-    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let kubeconfig = json!({"apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]});
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kubeconfig");
-    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    let path = service_account_kubeconfig(&ns, &format!("{release}-controller"), dir.path());
 
     let as_sa = |args: &[&str]| run_cmd(Command::new("kubectl").arg("--kubeconfig").arg(&path).args(args));
     let (code, _, err) = as_sa(&["get", "secrets", "-n", &ns]);
