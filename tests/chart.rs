@@ -103,7 +103,8 @@ fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> std:
 /// cannot disturb other tests.
 async fn install(client: &Client, release: &str, ns: &str) {
     let selector = format!("webhook.namespaceSelector.matchLabels.weft-chart-test={ns}");
-    for d in &render(release, ns, &["--set", "webhook.failurePolicy=Ignore", "--set", &selector]) {
+    let argocd = format!("argocdNamespace={ns}");
+    for d in &render(release, ns, &["--set", "webhook.failurePolicy=Ignore", "--set", &selector, "--set", &argocd]) {
         apply(client, d).await;
     }
 }
@@ -180,9 +181,11 @@ async fn the_controller_works_with_only_the_charts_rbac() {
     let path = service_account_kubeconfig(&ns, &format!("{release}-controller"), dir.path());
 
     let as_sa = |args: &[&str]| run_cmd(Command::new("kubectl").arg("--kubeconfig").arg(&path).args(args));
-    let (code, _, err) = as_sa(&["get", "secrets", "-n", &ns]);
-    assert_ne!(code, 0, "the chart's ServiceAccount cannot list Secrets");
+    let (code, _, err) = as_sa(&["get", "secrets", "-n", "kube-system"]);
+    assert_ne!(code, 0, "the chart's ServiceAccount cannot list Secrets outside Argo CD's namespace");
     assert!(err.contains("forbidden"), "{err}");
+    let (code, _, err) = as_sa(&["get", "secrets", "-n", &ns, "-l", "argocd.argoproj.io/secret-type"]);
+    assert_eq!(code, 0, "but may list Argo CD's repository Secrets in Argo CD's namespace: {err}");
 
     let gpg = Gpg::new();
     let repo = Repo::new(&gpg);
@@ -202,7 +205,7 @@ async fn the_controller_works_with_only_the_charts_rbac() {
     let health_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
     let replica = |extra: &[&str]| {
         let mut args = vec!["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()];
-        args.extend(["--leader-election-namespace", &ns, "--leader-election-seconds", "4"]);
+        args.extend(["--leader-election-namespace", &ns, "--leader-election-seconds", "4", "--argocd-namespace", &ns]);
         args.extend(extra);
         WeftProcess::start_with_env(&args, &[("KUBECONFIG", path.to_str().unwrap())])
     };
