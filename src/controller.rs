@@ -76,7 +76,7 @@ pub struct Options {
     /// How long a leader holds the Lease without renewing it before another replica takes over.
     #[arg(long, env = "WEFT_LEADER_ELECTION_SECONDS", default_value_t = 15)]
     pub leader_election_seconds: u64,
-    /// Serve `/healthz` and `/readyz` over plain HTTP on this address.
+    /// Serve `/healthz`, `/readyz` and `/metrics` over plain HTTP on this address.
     #[arg(long, env = "WEFT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
 }
