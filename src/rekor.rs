@@ -308,6 +308,19 @@ impl Rekor {
         RekorError::Unavailable { url: self.url.clone(), reason: e.to_string() }
     }
 
+    /// A read that must answer 200 with JSON: 5xx and transport errors are the log being unavailable,
+    /// anything else a refusal.
+    async fn read(&self, req: reqwest::RequestBuilder) -> Result<Value, RekorError> {
+        let resp = req.send().await.map_err(|e| self.unavailable(e))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| self.unavailable(e))?;
+        match status {
+            200 => parse(&text),
+            s if s >= 500 => Err(self.unavailable(format!("HTTP {s}"))),
+            s => Err(RekorError::Rejected { url: self.url.clone(), status: s, reason: text }),
+        }
+    }
+
     /// Uploads an entry; when the log already has it (409), fetches the existing one, so a retry never
     /// makes a second entry.
     pub async fn upload(&self, proposed: &Value) -> Result<Entry, RekorError> {
@@ -329,9 +342,7 @@ impl Rekor {
         }
         let text = resp.text().await.map_err(|e| self.unavailable(e))?;
         match status {
-            201 => {
-                Entry::from_response(&serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?)
-            }
+            201 => Entry::from_response(&parse(&text)?),
             s if s >= 500 => {
                 Err(RekorError::Unavailable { url: self.url.clone(), reason: format!("HTTP {s}: {}", text.trim()) })
             }
@@ -340,45 +351,20 @@ impl Rekor {
     }
 
     pub async fn get(&self, uuid: &str) -> Result<Entry, RekorError> {
-        let resp = self
-            .http
-            .get(format!("{}/api/v1/log/entries/{uuid}", self.url))
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| self.unavailable(e))?;
-        if status != 200 {
-            return Err(if status >= 500 {
-                self.unavailable(format!("HTTP {status}"))
-            } else {
-                RekorError::Rejected { url: self.url.clone(), status, reason: text }
-            });
-        }
-        Entry::from_response(&serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?)
+        let v = self.read(self.http.get(format!("{}/api/v1/log/entries/{uuid}", self.url))).await?;
+        Entry::from_response(&v)
     }
 
     /// Entry UUIDs whose artifact hash is `sha256_hex` (the search index).
     pub async fn search_hash(&self, sha256_hex: &str) -> Result<Vec<String>, RekorError> {
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/index/retrieve", self.url))
-            .json(&json!({"hash": format!("sha256:{sha256_hex}")}))
-            .send()
-            .await
-            .map_err(|e| self.unavailable(e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| self.unavailable(e))?;
-        if status != 200 {
-            return Err(if status >= 500 {
-                self.unavailable(format!("HTTP {status}"))
-            } else {
-                RekorError::Rejected { url: self.url.clone(), status, reason: text }
-            });
-        }
-        let v: Value = serde_json::from_str(&text).map_err(|e| RekorError::Malformed(e.to_string()))?;
+        let search = json!({"hash": format!("sha256:{sha256_hex}")});
+        let v = self.read(self.http.post(format!("{}/api/v1/index/retrieve", self.url)).json(&search)).await?;
         Ok(v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect()).unwrap_or_default())
     }
+}
+
+fn parse(text: &str) -> Result<Value, RekorError> {
+    serde_json::from_str(text).map_err(|e| RekorError::Malformed(e.to_string()))
 }
 
 /// A `hashedrekord` v0.0.1 entry for a signature over an artifact with the given SHA-256.
