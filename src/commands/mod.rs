@@ -97,6 +97,23 @@ fn unknown_fields(prefix: &str, raw: &Value, known: &Value, out: &mut Vec<String
     }
 }
 
+/// Where the objects a profile refers to come from: `--resources`, or the cluster.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Referenced {
+    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
+    #[arg(long)]
+    pub resources: Option<std::path::PathBuf>,
+    /// Namespace of Argo CD's repository Secrets, when reading from the cluster.
+    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
+    pub argocd_namespace: String,
+}
+
+impl Referenced {
+    pub fn bag(&self, profile: &IntegrityProfile) -> Result<Bag, InputError> {
+        load_bag(self.resources.as_deref(), profile, &self.argocd_namespace)
+    }
+}
+
 /// The profile's referenced objects: from `--resources` when given, else from the cluster.
 pub fn load_bag(
     resources: Option<&Path>,

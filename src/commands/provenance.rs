@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile, read};
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
 use crate::deref::{Bag, Kind};
 use crate::oci::{self, Registry};
 use crate::rekor::{self, LogKey, Rekor};
@@ -40,11 +40,8 @@ pub struct VerifyArgs {
     /// The IntegrityProfile that governed it (default: the one its status names, from the cluster).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
-    #[arg(long)]
-    pub resources: Option<PathBuf>,
-    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
-    pub argocd_namespace: String,
+    #[command(flatten)]
+    pub objects: super::Referenced,
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 }
@@ -74,7 +71,7 @@ fn verify(args: &VerifyArgs) -> Result<bool, InputError> {
             let record: ApplicationProvenance = serde_saphyr::from_str(&read(file)?)
                 .map_err(|e| InputError::Other(format!("{}: not an ApplicationProvenance: {e}", file.display())))?;
             let (profile, _) = load_profile(args.profile.as_deref().unwrap_or(file))?;
-            let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
+            let bag = args.objects.bag(&profile)?;
             (record, profile, bag)
         }
         (None, Some(target)) => {
@@ -112,9 +109,9 @@ async fn from_cluster(
                 .map_err(|e| InputError::Cluster(format!("IntegrityProfile {ns}/{profile_name}: {e}")))?
         }
     };
-    let bag = match &args.resources {
+    let bag = match &args.objects.resources {
         Some(path) => Bag::from_yaml(&read(path)?)?,
-        None => crate::cluster::bag(&client, ns, &profile.spec, &args.argocd_namespace).await?,
+        None => crate::cluster::bag(&client, ns, &profile.spec, &args.objects.argocd_namespace).await?,
     };
     Ok((record, profile, bag))
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile, read};
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
 use crate::pipeline::{DestinationChoice, Engine, IMAGES_NOT_CONFIGURED, Job, Progress};
 use crate::resources::argocd::Application;
 use crate::resources::provenance::{RevisionOrigin, SourceRevision};
@@ -22,9 +22,8 @@ pub struct Args {
     /// An IntegrityProfile, as you would apply it.
     #[arg(long)]
     pub profile: PathBuf,
-    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
-    #[arg(long)]
-    pub resources: Option<PathBuf>,
+    #[command(flatten)]
+    pub objects: super::Referenced,
     /// Publish to this OCI repository (instead of the profile's manifestSigning.image.repository).
     #[arg(long, conflicts_with = "out")]
     pub registry: Option<String>,
@@ -36,8 +35,6 @@ pub struct Args {
     /// branch, resolved as Argo CD would.
     #[arg(long)]
     pub revision: Option<String>,
-    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
-    pub argocd_namespace: String,
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
@@ -118,7 +115,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
+    let bag = args.objects.bag(&profile)?;
     let verifier =
         SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
 
@@ -170,7 +167,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         tools: crate::render::Tools::default(),
         limits: crate::manifest::Limits { max_document_bytes: args.max_document_bytes, ..Default::default() },
         tracking: args.tracking_method.into(),
-        argocd_namespace: args.argocd_namespace.clone(),
+        argocd_namespace: args.objects.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(2),
         builder_id: args.builder_id.clone(),
         images: std::sync::Arc::new(crate::images::ImageVerifier::default()),

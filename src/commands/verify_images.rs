@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile, read};
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
 use crate::images::policy::{ImagePolicies, Override};
 use crate::images::{self, ImageVerifier, collect};
 use crate::manifest::{self, Limits};
@@ -15,9 +15,8 @@ pub struct Args {
     /// An IntegrityProfile, as you would apply it.
     #[arg(long)]
     pub profile: PathBuf,
-    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
-    #[arg(long)]
-    pub resources: Option<PathBuf>,
+    #[command(flatten)]
+    pub objects: super::Referenced,
     /// Rendered manifests: a YAML file, or a directory of them (searched recursively).
     #[arg(long)]
     pub manifests: Option<PathBuf>,
@@ -26,8 +25,6 @@ pub struct Args {
     /// An Application's `weft.dev/image-verification` override (JSON or YAML), to check as it would.
     #[arg(long = "override")]
     pub override_: Option<String>,
-    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
-    pub argocd_namespace: String,
     #[arg(long, value_enum, default_value_t = super::verify_source::Output::Text)]
     pub output: super::verify_source::Output,
 }
@@ -50,7 +47,7 @@ fn verify(args: &Args) -> Result<u8, InputError> {
     let Some(iv) = &profile.spec.image_verification else {
         return Err(InputError::Other("the profile has no imageVerification".into()));
     };
-    let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
+    let bag = args.objects.bag(&profile)?;
     let mut policies = ImagePolicies::compile(iv, &bag).map_err(|e| InputError::Other(e.to_string()))?;
     if let Some(text) = &args.override_ {
         let o = Override::parse(text).map_err(|e| InputError::Other(e.to_string()))?;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_bag, load_profile};
+use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile};
 use crate::source::CommitId;
 use crate::source::verify::{Outcome, SourceRequest, SourceVerdict, SourceVerifier};
 
@@ -23,12 +23,8 @@ pub struct Args {
     /// The last verified revision, to check for a downgrade.
     #[arg(long)]
     pub previous: Option<String>,
-    /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
-    #[arg(long)]
-    pub resources: Option<PathBuf>,
-    /// Namespace of Argo CD's repository Secrets, when reading from the cluster.
-    #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
-    pub argocd_namespace: String,
+    #[command(flatten)]
+    pub objects: super::Referenced,
     /// Where remote repositories are cached.
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -73,7 +69,7 @@ fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
     for w in warnings {
         eprintln!("warning: {w}");
     }
-    let bag = load_bag(args.resources.as_deref(), &profile, &args.argocd_namespace)?;
+    let bag = args.objects.bag(&profile)?;
     let verifier = SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir), 64);
 
     // A symbolic revision is resolved the way Argo CD does, and kept as the target revision.
