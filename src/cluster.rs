@@ -1,22 +1,23 @@
 //! Reading what a profile refers to from the cluster: the named Secrets and ConfigMaps in the profile's
-//! namespace, and Argo CD's repository Secrets in its namespace.
+//! namespace, and Argo CD's repository Secrets and the Application's AppProject in Argo CD's namespace.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
 
 use crate::deref::{self, Bag, DerefError, Kind};
 use crate::resources::profile::IntegrityProfileSpec;
 
 /// Gathers the objects `spec` refers to (absent ones are left out, so the verification reports exactly
-/// which one is missing) and the repository credentials.
+/// which one is missing), the repository credentials, and the AppProject `project` when named.
 pub async fn bag(
     client: &Client,
     namespace: &str,
     spec: &IntegrityProfileSpec,
     argocd_namespace: &str,
+    project: Option<&str>,
 ) -> Result<Bag, DerefError> {
     let mut bag = Bag::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -40,6 +41,22 @@ pub async fn bag(
         }
     }
     bag.repo_secrets = repo_secrets(client, argocd_namespace).await?;
+    if let Some(name) = project {
+        let projects: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            argocd_namespace,
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AppProject"),
+                "appprojects",
+            ),
+        );
+        let fetch_err = |reason: String| DerefError::Fetch { kind: "AppProject", name: name.to_string(), reason };
+        // Absent: left out, so the verdict says the project does not exist (Argo CD refuses such an app).
+        if let Some(p) = projects.get_opt(name).await.map_err(|e| fetch_err(e.to_string()))? {
+            let spec = p.data.get("spec").cloned().unwrap_or_default();
+            bag.projects.insert(name.to_string(), deref::project_rules(name, spec).map_err(fetch_err)?);
+        }
+    }
     Ok(bag)
 }
 

@@ -442,6 +442,35 @@ fn applications_to_requeue(
         .collect()
 }
 
+/// The Application's AppProject, as Argo CD requires it: it must exist, and permit the Application's
+/// namespace. Otherwise Argo CD does not sync the Application, and Weft does not fetch for it.
+fn project_scope<'b>(
+    bag: &'b crate::deref::Bag,
+    project: &str,
+    app_namespace: &str,
+    argocd_namespace: &str,
+) -> Result<&'b crate::source::access::ProjectRules, StepReport> {
+    let Some(rules) = bag.projects.get(project) else {
+        return Err(StepReport::new(
+            StepState::Failed,
+            "ProjectNotFound",
+            format!(
+                "AppProject {project} does not exist in {argocd_namespace}; Argo CD does not sync an Application whose project is missing, and Weft fetches nothing for it"
+            ),
+        ));
+    };
+    if !rules.permits_namespace(app_namespace, argocd_namespace) {
+        return Err(StepReport::new(
+            StepState::Failed,
+            "ApplicationNamespaceNotPermitted",
+            format!(
+                "AppProject {project} does not list namespace {app_namespace} in spec.sourceNamespaces; Argo CD ignores Applications there, and Weft fetches nothing for them"
+            ),
+        ));
+    }
+    Ok(rules)
+}
+
 fn facts_of(app: &Application) -> AppFacts<'_> {
     AppFacts {
         name: app.metadata.name.as_deref().unwrap_or_default(),
@@ -489,11 +518,24 @@ async fn reconcile_application(
             match profiles.iter().find(|p| p.metadata.name.as_deref() == Some(profile.name.as_str())) {
                 Some(p) => {
                     let verified = previous.map(|s| s.verified_sources.as_slice()).unwrap_or_default();
-                    Some(match crate::cluster::bag(&ctx.client, &ns, &p.spec, &ctx.engine.argocd_namespace).await {
-                        Ok(bag) => {
-                            let job = Job { profile: p, app, target, verified, bag: &bag, destination: None };
-                            ctx.engine.run(job, &Quiet).await
-                        }
+                    let argocd_ns = &ctx.engine.argocd_namespace;
+                    let project = app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
+                    Some(match crate::cluster::bag(&ctx.client, &ns, &p.spec, argocd_ns, Some(project)).await {
+                        Ok(bag) => match project_scope(&bag, project, &ns, argocd_ns) {
+                            Ok(rules) => {
+                                let job = Job {
+                                    profile: p,
+                                    app,
+                                    target,
+                                    verified,
+                                    bag: &bag,
+                                    project: Some(rules),
+                                    destination: None,
+                                };
+                                ctx.engine.run(job, &Quiet).await
+                            }
+                            Err(report) => PipelineOutcome::stopped(report),
+                        },
                         Err(e) => {
                             let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
                             PipelineOutcome::stopped(StepReport::new(state, e.reason(), e.to_string()))

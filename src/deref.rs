@@ -9,6 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::resources::profile::{IntegrityProfileSpec, KeyRef, ObjectRef};
+use crate::source::access::ProjectRules;
 use crate::source::fetch::{RepoCredentials, RepoSecret};
 
 pub const ARGOCD_SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
@@ -67,6 +68,8 @@ impl DerefError {
 pub struct Bag {
     objects: BTreeMap<(Kind, String), BTreeMap<String, Vec<u8>>>,
     pub repo_secrets: Vec<RepoSecret>,
+    /// Argo CD AppProjects, by name (the one an Application names decides what it may fetch).
+    pub projects: BTreeMap<String, ProjectRules>,
 }
 
 /// A Secret or ConfigMap as written in YAML (either `data`/`stringData`, or `data`/`binaryData`).
@@ -75,6 +78,9 @@ pub struct Bag {
 struct Document {
     kind: Option<String>,
     metadata: Option<Meta>,
+    /// An AppProject's spec.
+    #[serde(default)]
+    spec: Option<serde_json::Value>,
     #[serde(default)]
     data: BTreeMap<String, String>,
     #[serde(default)]
@@ -95,8 +101,9 @@ impl Bag {
         self.objects.insert((kind, name.to_string()), data);
     }
 
-    /// Reads Secrets and ConfigMaps from YAML documents, as a user would apply them. Other kinds are
-    /// ignored; Argo CD repository Secrets (by their label) also become repository credentials.
+    /// Reads Secrets and ConfigMaps from YAML documents, as a user would apply them, and Argo CD
+    /// AppProjects. Other kinds are ignored; Argo CD repository Secrets (by their label) also become
+    /// repository credentials.
     pub fn from_yaml(text: &str) -> Result<Bag, DerefError> {
         let docs: Vec<serde_json::Value> =
             serde_saphyr::from_multiple(text).map_err(|e| DerefError::Parse(e.to_string()))?;
@@ -107,6 +114,15 @@ impl Bag {
             }
             let d: Document =
                 serde_json::from_value(doc).map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
+            if d.kind.as_deref() == Some("AppProject") {
+                let name = d.metadata.and_then(|m| m.name).ok_or_else(|| {
+                    DerefError::Parse(format!("document {}: an AppProject without metadata.name", i + 1))
+                })?;
+                let rules = project_rules(&name, d.spec.unwrap_or_default())
+                    .map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
+                bag.projects.insert(name, rules);
+                continue;
+            }
             let kind = match d.kind.as_deref() {
                 Some("Secret") => Kind::Secret,
                 Some("ConfigMap") => Kind::ConfigMap,
@@ -219,7 +235,9 @@ pub fn repo_secret(name: &str, secret_type: &str, data: &BTreeMap<String, Vec<u8
         name: name.to_string(),
         is_template,
         url: get("url")?,
+        project: get("project"),
         credentials: RepoCredentials {
+            secret: Some(name.to_string()),
             username: get("username"),
             password: get("password"),
             bearer_token: get("bearerToken"),
@@ -230,6 +248,14 @@ pub fn repo_secret(name: &str, secret_type: &str, data: &BTreeMap<String, Vec<u8
             insecure: get("insecure").is_some_and(|v| v == "true"),
         },
     })
+}
+
+/// An AppProject's `spec` as the rules Weft applies (sourceRepos, sourceNamespaces).
+pub fn project_rules(name: &str, spec: serde_json::Value) -> Result<ProjectRules, String> {
+    let mut rules: ProjectRules =
+        serde_json::from_value(spec).map_err(|e| format!("AppProject {name}: unreadable spec: {e}"))?;
+    rules.name = name.to_string();
+    Ok(rules)
 }
 
 /// Every Secret and ConfigMap a profile refers to (by kind and name).
@@ -314,6 +340,11 @@ stringData: {url: "https://git.example.com/shop/cart", username: u, password: p}
 ---
 kind: Deployment
 metadata: {name: ignored}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AppProject
+metadata: {name: shop, namespace: argocd}
+spec: {sourceRepos: ["https://git.example.com/shop/*"], destinations: [{server: "*", namespace: "*"}]}
 "#;
         let bag = Bag::from_yaml(yaml).unwrap();
         assert_eq!(bag.text(Kind::Secret, "keys", "cosign.pub").unwrap(), "hello");
@@ -321,6 +352,8 @@ metadata: {name: ignored}
         assert_eq!(bag.texts(&default_keyring()).unwrap().len(), 1);
         assert_eq!(bag.repo_secrets.len(), 1);
         assert_eq!(bag.repo_secrets[0].credentials.username.as_deref(), Some("u"));
+        assert!(bag.projects["shop"].permits_repo("https://git.example.com/shop/cart"));
+        assert!(!bag.projects["shop"].permits_repo("https://git.example.com/private"));
         let missing = bag.text(Kind::Secret, "keys", "cosign.key").unwrap_err();
         assert_eq!(missing.to_string(), "Secret keys has no key \"cosign.key\" (keys: cosign.pub, note)");
         assert!(matches!(bag.text(Kind::Secret, "nope", "x"), Err(DerefError::Missing { .. })));

@@ -21,6 +21,7 @@ use crate::resources::profile::{GitPolicy, IntegrityProfile};
 use crate::resources::provenance::{ImageStatus, SourceRevision};
 use crate::signing::SigningKey;
 use crate::source::CommitId;
+use crate::source::access::ProjectRules;
 use crate::source::verify::{Outcome, PinnedBase, SourceRequest, SourceVerdict, SourceVerifier};
 use crate::status::{Step, StepReport, StepState};
 use crate::target::SyncTarget;
@@ -52,6 +53,9 @@ pub struct Job<'a> {
     /// The last verified revision per repository (downgrade protection).
     pub verified: &'a [SourceRevision],
     pub bag: &'a Bag,
+    /// The Application's AppProject (which repositories it may use, with whose credentials); `None`
+    /// only from the command line when no AppProject was given.
+    pub project: Option<&'a ProjectRules>,
     /// Replaces the profile's `manifestSigning.image` (the CLI's `--registry` / `--out`).
     pub destination: Option<DestinationChoice>,
 }
@@ -345,7 +349,8 @@ impl Engine {
             let previous =
                 job.verified.iter().find(|v| v.repo_url == source.repo_url).and_then(|v| CommitId::parse(&v.revision));
             progress.note(&format!("verifying {} @ {}", source.repo_url, revision.short()));
-            let (verdict, pinned) = self.verify_source(&policies, job.bag, source.clone(), revision, previous).await?;
+            let (verdict, pinned) =
+                self.verify_source(&policies, job.bag, job.project, source.clone(), revision, previous).await?;
             if verdict.outcome != Outcome::Verified {
                 return Err(report(&verdict));
             }
@@ -357,7 +362,7 @@ impl Engine {
             let listed: Vec<String> = bases
                 .iter()
                 .map(|b| {
-                    let how = if b.verdict.is_some() { "verified" } else { "recorded; no policy matches it" };
+                    let how = if b.pinned { "pinned, verified" } else { "unpinned (allowUnpinnedBases), verified" };
                     format!("{} @ {} ({how})", b.base.entry, b.commit.short())
                 })
                 .collect();
@@ -371,13 +376,14 @@ impl Engine {
         &self,
         policies: &[GitPolicy],
         bag: &Bag,
+        project: Option<&ProjectRules>,
         source: SourceRevision,
         revision: CommitId,
         previous: Option<CommitId>,
     ) -> Result<(SourceVerdict, Vec<PinnedBase>), StepReport> {
         let _permit = self.permits.acquire().await;
         let verifier = self.verifier.clone();
-        let (policies, bag) = (policies.to_vec(), bag.clone());
+        let (policies, bag, project) = (policies.to_vec(), bag.clone(), project.cloned());
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let joined = tokio::task::spawn_blocking(move || {
             let request = SourceRequest {
@@ -386,6 +392,7 @@ impl Engine {
                 path: source.path.as_deref(),
                 target_revision: source.target_revision.as_deref(),
                 previous: previous.as_ref(),
+                project: project.as_ref(),
             };
             let verdict = verifier.verify(&policies, &bag, &request, now);
             if verdict.outcome != Outcome::Verified {
@@ -516,6 +523,7 @@ impl Engine {
             bases.iter().map(|b| (b.base.repo_url.clone(), b.commit.clone())).collect();
         let (verifier, tools, limits) = (self.verifier.clone(), self.tools.clone(), self.limits);
         let bag = job.bag.clone();
+        let project = job.project.cloned();
         let app = job.app.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Vec<manifest::Manifest>, StepReport> {
             let failed = |e: render::RenderError| StepReport::new(StepState::Failed, e.reason(), e.to_string());
@@ -525,7 +533,7 @@ impl Engine {
             for (i, (declared, rev)) in sources.iter().enumerate() {
                 let verdict = verdicts.iter().find(|v| v.repo_url == rev.repo_url && v.commit.as_str() == rev.revision);
                 let Some(verdict) = verdict else { continue };
-                let access = crate::source::verify::access(&bag, &rev.repo_url);
+                let access = crate::source::verify::access(&bag, &rev.repo_url, project.as_ref());
                 let repo =
                     verifier.repos.open(&rev.repo_url, &[&verdict.commit], Some(&access), false).map_err(|e| {
                         StepReport::new(
@@ -540,7 +548,7 @@ impl Engine {
             }
             let mut pinned = Vec::new();
             for (url, commit) in remotes {
-                let access = crate::source::verify::access(&bag, &url);
+                let access = crate::source::verify::base_access(&bag, &url, project.as_ref());
                 let repo = verifier.repos.open(&url, &[&commit], Some(&access), false).map_err(|e| {
                     StepReport::new(
                         if e.retryable() { StepState::Pending } else { StepState::Failed },

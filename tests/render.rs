@@ -63,18 +63,63 @@ fn kustomize_remote_bases_are_rendered_from_the_pinned_commit() {
     remote.write("base/kustomization.yaml", b"resources: [cm.yaml]\n");
     remote.write("base/cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: common}\ndata: {version: one}\n");
     let pinned = remote.commit_all("one", Sign::No);
+    remote.write("base/cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: common}\ndata: {version: two}\n");
+    let tip = remote.commit_all("two", Sign::No);
     let url = remote.url();
-    let entry = format!("resources:\n- {url}//base?ref=main\n");
+    let entry = format!("resources:\n- {url}//base?ref={pinned}\n");
     let p = with_namespace(move |_| vec![("kustomization.yaml".to_string(), entry)]);
-    // The remote repository is outside every policy here: recorded with its commit, not verified.
+    // The remote repository has its own policy (unsigned, explicitly).
+    let policy = |base: Value| {
+        json!({"git": {"policies": [{"repos": [{"url": "file:///*"}, {"url": format!("!{url}")}], "gpg": {"mode": "strict"},
+            "ssh": {"allowedSigners": {"configMapRef": {"name": "signers", "key": "allowed_signers"}}}}, base]}})
+    };
+    let app = p.application(json!({}));
+    let profile = p.profile(
+        "unused.example/x",
+        false,
+        json!({"sourceIntegrity": policy(json!({"repos": [{"url": url}], "gpg": {"mode": "none"}}))}),
+    );
+    let (code, out, err) = p.run(&profile, &app, &["--out", "layout"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out["remoteBases"][0]["revision"], pinned.as_str(), "{out}");
+    let blob = p.layout_blob("layout");
+    assert!(blob.contains("version: one") && !blob.contains("version: two"), "{blob}");
+
+    // A base on a branch is whatever the branch holds when Argo CD renders: not pinned, unless the base's
+    // policy says that is acceptable.
+    let on_branch = format!("resources:\n- {url}//base?ref=main\n");
+    let p2 = with_namespace(move |_| vec![("kustomization.yaml".to_string(), on_branch)]);
+    let app = p2.application(json!({}));
+    let strict_base = json!({"repos": [{"url": url}], "gpg": {"mode": "none"}});
+    let profile = p2.profile("unused.example/x", false, json!({"sourceIntegrity": policy(strict_base)}));
+    let (code, out, err) = p2.run(&profile, &app, &["--out", "layout"]);
+    assert_eq!((code, out["steps"][0]["reason"].as_str()), (1, Some("RemoteBaseNotPinned")), "{out}\n{err}");
+    assert!(out["steps"][0]["message"].as_str().unwrap().contains("ref=main"), "{out}");
+    let lenient = json!({"repos": [{"url": url}], "gpg": {"mode": "none"}, "allowUnpinnedBases": true});
+    let profile = p2.profile("unused.example/x", false, json!({"sourceIntegrity": policy(lenient)}));
+    let (code, out, err) = p2.run(&profile, &app, &["--out", "layout"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out["remoteBases"][0]["revision"], tip.as_str(), "{out}");
+}
+
+#[test]
+fn a_kustomize_remote_base_no_policy_matches_is_not_vouched_for() {
+    let remote = Repo::new(&common::git::Gpg::new());
+    remote.write("base/kustomization.yaml", b"resources: [cm.yaml]\n");
+    remote.write("base/cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: common}\n");
+    let pinned = remote.commit_all("one", Sign::No);
+    let url = remote.url();
+    let entry = format!("resources:\n- {url}//base?ref={pinned}\n");
+    let p = with_namespace(move |_| vec![("kustomization.yaml".to_string(), entry)]);
+    // The policy covers the Application's repository but excludes the base's: nothing vouches for it.
     let policy = json!({"git": {"policies": [{"repos": [{"url": "file:///*"}, {"url": format!("!{url}")}], "gpg": {"mode": "strict"},
         "ssh": {"allowedSigners": {"configMapRef": {"name": "signers", "key": "allowed_signers"}}}}]}});
     let app = p.application(json!({}));
     let profile = p.profile("unused.example/x", false, json!({"sourceIntegrity": policy}));
     let (code, out, err) = p.run(&profile, &app, &["--out", "layout"]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(out["remoteBases"][0]["revision"], pinned.as_str(), "{out}");
-    assert!(p.layout_blob("layout").contains("version: one"));
+    assert_eq!((code, out["steps"][0]["reason"].as_str()), (1, Some("NoSourcePolicy")), "{out}\n{err}");
+    assert!(out["steps"][0]["message"].as_str().unwrap().contains("remote base"), "{out}");
+    assert!(!p.path("layout").exists(), "nothing was signed");
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::git::{Gpg, GpgKey, Repo, Sign, ssh_key};
+use common::git::{GitHttpServer, Gpg, GpgKey, Repo, Sign, ssh_key};
 use serde_json::{Value, json};
 
 struct Run {
@@ -524,67 +524,13 @@ fn source_materials_accept_an_openpgp_detached_signature() {
     assert!(run.verdict["message"].as_str().unwrap().contains("Alice"));
 }
 
-/// git's own smart-HTTP server (`git http-backend`) behind Basic auth, on loopback; stopped on drop.
-struct GitHttpServer {
-    child: std::process::Child,
-    port: u16,
-    _root: tempfile::TempDir,
-}
-
-impl GitHttpServer {
-    /// Serves over https with a certificate for 127.0.0.1 from a CA the test makes (its PEM is returned
-    /// too).
-    fn serve(repo: &Repo, name: &str, user: &str, password: &str) -> (GitHttpServer, String) {
-        let root = tempfile::tempdir().unwrap();
-        let target = root.path().join(name);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        let ok = Command::new("git").args(["clone", "-q", "--bare"]).arg(repo.path()).arg(&target).status().unwrap();
-        assert!(ok.success());
-        let tls = root.path().join("tls");
-        std::fs::create_dir_all(&tls).unwrap();
-        let sh = |script: &str| {
-            assert!(Command::new("sh").current_dir(&tls).args(["-c", script]).status().unwrap().success())
-        };
-        sh(
-            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=test-ca 2>/dev/null",
-        );
-        sh("openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null");
-        sh("printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf");
-        sh(
-            "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 1 -extfile ext.cnf 2>/dev/null",
-        );
-        let ca = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/env/git-http-server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(root.path())
-            .args([user, password])
-            .arg(tls.join("srv.crt"))
-            .arg(tls.join("srv.key"))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 runs the git HTTP server");
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("the git HTTP server did not start: {line:?}"));
-        (GitHttpServer { child, port, _root: root }, ca)
-    }
-}
-
-impl Drop for GitHttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
     let gpg = Gpg::new();
     let alice = gpg.key("Alice");
     let repo = Repo::new(&gpg);
     let head = repo.commit("c1", Sign::Gpg(&alice));
-    let (server, ca) = GitHttpServer::serve(&repo, "shop/cart.git", "deploy", "s3cret");
+    let (server, ca) = GitHttpServer::start_tls(&repo, "shop/cart.git", "deploy", "s3cret");
     let url = format!("https://127.0.0.1:{}/shop/cart.git", server.port);
     // Argo CD's trusted certificates, by host name.
     let tls = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-tls-certs-cm"}, "data": {"127.0.0.1": ca}});

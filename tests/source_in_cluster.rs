@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::git::{Gpg, GpgKey, Repo, Sign};
+use common::git::{GitHttpServer, Gpg, GpgKey, Repo, Sign};
 use common::*;
 use kube::Client;
 use serde_json::{Value, json};
@@ -252,7 +252,7 @@ async fn every_git_source_and_kustomize_remote_base_is_verified_under_its_own_po
     let common_rev = common.commit_all("common base", Sign::Gpg(&alice));
     let vendor = Repo::new(&gpg);
     vendor.write("x/kustomization.yaml", b"resources: []\n");
-    let vendor_rev = vendor.commit_all("vendor, unsigned and outside every policy", Sign::No);
+    let vendor_rev = vendor.commit_all("vendor, unsigned, on a branch", Sign::No);
 
     let app = Repo::new(&gpg);
     app.write(
@@ -273,8 +273,10 @@ async fn every_git_source_and_kustomize_remote_base_is_verified_under_its_own_po
     let vendor_url = format!("file://{}", vendor.path().display());
     let policy = json!({"repos": [{"url": "file:///*"}, {"url": format!("!{vendor_url}")}],
                         "gpg": {"mode": "strict", "keys": keys, "keyring": {"configMapRef": {"name": "team-keys"}}}});
+    // The vendor's base: unsigned and on a branch, both accepted explicitly by its own policy.
+    let vendor_policy = json!({"repos": [{"url": vendor_url}], "gpg": {"mode": "none"}, "allowUnpinnedBases": true});
     let mut p = profile(&[&alice], "strict");
-    p["spec"]["sourceIntegrity"]["git"]["policies"] = json!([policy]);
+    p["spec"]["sourceIntegrity"]["git"]["policies"] = json!([policy, vendor_policy]);
     create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
     create(&profiles(&client, &ns), p).await;
 
@@ -309,7 +311,10 @@ async fn every_git_source_and_kustomize_remote_base_is_verified_under_its_own_po
             .await;
     let (status, reason, message) = source_condition(&good);
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Verified"), "{message}");
-    assert!(message.contains("remote bases:") && message.contains("no policy matches it"), "{message}");
+    assert!(
+        message.contains("remote bases:") && message.contains("unpinned (allowUnpinnedBases), verified"),
+        "{message}"
+    );
     let bases = good["status"]["remoteBases"].as_array().expect("remote bases recorded");
     let pinned: Vec<(&str, &str)> =
         bases.iter().map(|b| (b["repoURL"].as_str().unwrap(), b["revision"].as_str().unwrap())).collect();
@@ -322,4 +327,107 @@ async fn every_git_source_and_kustomize_remote_base_is_verified_under_its_own_po
         "the branch ref is pinned to its commit: {pinned:?}"
     );
     assert_eq!(good["status"]["verifiedSources"].as_array().map(Vec::len), Some(2));
+}
+
+/// The objects of Argo CD's namespace for the project test: the AppProjects and a repository Secret.
+fn app_project(name: &str, source_repos: &[&str], source_namespaces: &[&str]) -> Value {
+    json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject", "metadata": {"name": name},
+           "spec": {"sourceRepos": source_repos, "sourceNamespaces": source_namespaces,
+                    "destinations": [{"server": "*", "namespace": "*"}]}})
+}
+
+fn dynamic(client: &Client, ns: &str, group: &str, kind: &str, plural: &str) -> kube::Api<kube::api::DynamicObject> {
+    kube::Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk(group, "v1alpha1", kind),
+            plural,
+        ),
+    )
+}
+
+#[tokio::test]
+async fn argo_cds_credentials_serve_only_what_the_applications_project_permits() {
+    let client = client().await;
+    let ns = namespace(&client, "src-project").await;
+    // Argo CD's own namespace for this test: its AppProjects and repository Secrets.
+    let argocd = namespace(&client, "src-project-argocd").await;
+    let cache = tempfile::tempdir().unwrap();
+    let _weft = WeftProcess::start(&[
+        "controller",
+        "--namespace",
+        &ns,
+        "--argocd-namespace",
+        &argocd,
+        "--resync-seconds",
+        "2",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let rev = repo.commit("c1", Sign::Gpg(&alice));
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("requests.log");
+    let server =
+        GitHttpServer::start(&repo, "team/private.git", "deploy", "s3cret", &[("GIT_HTTP_LOG", log.to_str().unwrap())]);
+    let url = format!("http://127.0.0.1:{}/team/private.git", server.port);
+    let requests = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let projects = dynamic(&client, &argocd, "argoproj.io", "AppProject", "appprojects");
+    create(&projects, app_project("team-a", &["https://git.example.com/*"], &[&ns])).await;
+    create(&projects, app_project("closed", &["*"], &[])).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "private", "labels": {"argocd.argoproj.io/secret-type": "repository"}},
+        "stringData": {"url": url, "username": "deploy", "password": "s3cret", "project": "team-b"}});
+    apply_documents(&client, &argocd, &secret.to_string()).await;
+    let mut p = profile(&[&alice], "strict");
+    p["spec"]["sourceIntegrity"]["git"]["policies"][0]["repos"] = json!([{"url": "http://127.0.0.1:*/**"}]);
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), p).await;
+    let apps = applications(&client, &ns);
+    let mut app = application("private", &url, &rev);
+    app["spec"]["project"] = json!("team-a");
+    create(&apps, app.clone()).await;
+    for (name, project) in [("no-project", "nope"), ("closed-namespace", "closed")] {
+        let mut other = application(name, &url, &rev);
+        other["spec"]["project"] = json!(project);
+        create(&apps, other).await;
+    }
+    let reason_of = |name: &'static str, reason: &'static str| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            provenance_where(&client, &ns, name, reason, |v| {
+                condition(v, "SourceVerified").is_some_and(|c| c["reason"] == reason)
+            })
+            .await
+        }
+    };
+
+    // The project does not permit the repository: nothing is fetched at all.
+    let ap = reason_of("private", "RepositoryNotPermitted").await;
+    assert!(source_condition(&ap).2.contains("AppProject team-a does not permit"), "{}", source_condition(&ap).2);
+    reason_of("no-project", "ProjectNotFound").await;
+    reason_of("closed-namespace", "ApplicationNamespaceNotPermitted").await;
+    assert_eq!(requests(), "", "no request reached the repository");
+
+    // Permitted now, but the repository Secret belongs to another project: fetched without its password.
+    update(&projects, "team-a", |v| v["spec"]["sourceRepos"] = json!([url])).await;
+    let ap = reason_of("private", "RepositoryUnreachable").await;
+    assert!(!requests().is_empty(), "the repository was asked");
+    assert!(!requests().contains("Basic ZGVwbG95OnMzY3JldA=="), "the password went out: {}", requests());
+    assert!(ap["status"].get("verifiedSources").is_none());
+
+    // The Secret is the project's own: verified.
+    let secrets = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &argocd);
+    let patch = json!({"stringData": {"project": "team-a"}});
+    secrets.patch("private", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+    let ap = provenance_where(&client, &ns, "private", "verified with the project's credentials", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(ap["status"]["verifiedSources"][0]["revision"], rev.as_str());
 }

@@ -28,6 +28,8 @@ pub enum InputError {
     NotAProfile { path: String, reason: String },
     #[error("{path}: the profile is invalid:\n{problems}")]
     Invalid { path: String, problems: String },
+    #[error("{path}: the profile has fields the schema does not know (kubectl apply would reject them too):\n{fields}")]
+    UnknownFields { path: String, fields: String },
     #[error(transparent)]
     Deref(#[from] DerefError),
     #[error(
@@ -38,14 +40,35 @@ pub enum InputError {
     Other(String),
 }
 
+impl InputError {
+    /// A CamelCase reason, as in conditions (for `--output json`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            InputError::Read { .. } => "InputUnreadable",
+            InputError::NotAProfile { .. } | InputError::Invalid { .. } | InputError::UnknownFields { .. } => {
+                "InvalidProfile"
+            }
+            InputError::Deref(e) => e.reason(),
+            InputError::Cluster(_) => "ClusterUnreachable",
+            InputError::Other(_) => "InvalidInput",
+        }
+    }
+
+    /// The error as the JSON verdict of a command run with `--output json`.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"outcome": "Misconfigured", "reason": self.reason(), "message": self.to_string()})
+    }
+}
+
 pub fn read(path: &Path) -> Result<String, InputError> {
     std::fs::read_to_string(path)
         .map_err(|e| InputError::Read { path: path.display().to_string(), reason: e.to_string() })
 }
 
-/// Reads a profile file, checks it with the same schema rules the apiserver applies (CEL included),
-/// and returns it with warnings about fields the schema does not know (the apiserver would drop them).
-pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), InputError> {
+/// Reads a profile file and checks it as the apiserver would: the schema (a wrong type or value names
+/// its field), the CEL rules, and no field the schema does not know (a misspelt requirement would
+/// otherwise silently drop out).
+pub fn load_profile(path: &Path) -> Result<IntegrityProfile, InputError> {
     let text = read(path)?;
     let shown = path.display().to_string();
     let raw: Value = serde_saphyr::from_str(&text)
@@ -53,8 +76,22 @@ pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), Inpu
     if raw.get("kind").and_then(Value::as_str) != Some("IntegrityProfile") {
         return Err(InputError::NotAProfile { path: shown, reason: "kind is not IntegrityProfile".into() });
     }
-    let profile: IntegrityProfile = serde_json::from_value(raw.clone())
-        .map_err(|e| InputError::NotAProfile { path: shown.clone(), reason: e.to_string() })?;
+    let profile: IntegrityProfile = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
+        let at = e.path().to_string();
+        InputError::Invalid { path: shown.clone(), problems: format!("  {at}: {}", e.into_inner()) }
+    })?;
+    let mut unknown = Vec::new();
+    let known = serde_json::to_value(&profile).unwrap_or(Value::Null);
+    unknown_fields(
+        "spec",
+        raw.get("spec").unwrap_or(&Value::Null),
+        known.get("spec").unwrap_or(&Value::Null),
+        &mut unknown,
+    );
+    if !unknown.is_empty() {
+        let fields = unknown.iter().map(|f| format!("  unknown field {f}")).collect::<Vec<_>>().join("\n");
+        return Err(InputError::UnknownFields { path: shown, fields });
+    }
     if let Err(errors) = kube::core::cel::validate_cel(&profile) {
         let problems = errors
             .into_vec()
@@ -64,15 +101,7 @@ pub fn load_profile(path: &Path) -> Result<(IntegrityProfile, Vec<String>), Inpu
             .join("\n");
         return Err(InputError::Invalid { path: shown, problems });
     }
-    let mut warnings = Vec::new();
-    let known = serde_json::to_value(&profile).unwrap_or(Value::Null);
-    unknown_fields(
-        "",
-        raw.get("spec").unwrap_or(&Value::Null),
-        known.get("spec").unwrap_or(&Value::Null),
-        &mut warnings,
-    );
-    Ok((profile, warnings.into_iter().map(|f| format!("unknown field spec{f} is ignored")).collect()))
+    Ok(profile)
 }
 
 /// Paths present in `raw` but not in `known` (what deserialization dropped).
@@ -103,14 +132,40 @@ pub struct Referenced {
     /// YAML documents with the Secrets and ConfigMaps the profile refers to (instead of the cluster).
     #[arg(long)]
     pub resources: Option<std::path::PathBuf>,
-    /// Namespace of Argo CD's repository Secrets, when reading from the cluster.
+    /// Namespace of Argo CD's repository Secrets and AppProjects, when reading from the cluster.
     #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
 }
 
 impl Referenced {
-    pub fn bag(&self, profile: &IntegrityProfile) -> Result<Bag, InputError> {
-        load_bag(self.resources.as_deref(), profile, &self.argocd_namespace)
+    /// The profile's objects, and the AppProject `project` when one is named.
+    pub fn bag(&self, profile: &IntegrityProfile, project: Option<&str>) -> Result<Bag, InputError> {
+        load_bag(self.resources.as_deref(), profile, &self.argocd_namespace, project)
+    }
+}
+
+/// The AppProject the command works for: `--project` (or the Application's project) must be in the
+/// resources or the cluster; without one, sourceRepos are not checked and project-scoped repository
+/// Secrets are not used (the command says so).
+pub fn project_rules<'b>(
+    bag: &'b Bag,
+    name: Option<&str>,
+    required: bool,
+) -> Result<Option<&'b crate::source::access::ProjectRules>, InputError> {
+    match name {
+        Some(n) => match bag.projects.get(n) {
+            Some(rules) => Ok(Some(rules)),
+            None if required => Err(InputError::Other(format!(
+                "AppProject {n} is not in the resources or the cluster; give it (kind AppProject) to check what the project permits"
+            ))),
+            None => {
+                eprintln!(
+                    "note: AppProject {n} was not given: its sourceRepos are not checked, and project-scoped repository Secrets are not used"
+                );
+                Ok(None)
+            }
+        },
+        None => Ok(None),
     }
 }
 
@@ -119,6 +174,7 @@ pub fn load_bag(
     resources: Option<&Path>,
     profile: &IntegrityProfile,
     argocd_namespace: &str,
+    project: Option<&str>,
 ) -> Result<Bag, InputError> {
     if let Some(path) = resources {
         return Ok(Bag::from_yaml(&read(path)?)?);
@@ -130,7 +186,7 @@ pub fn load_bag(
         .map_err(|e| InputError::Other(e.to_string()))?;
     runtime.block_on(async {
         let client = kube::Client::try_default().await.map_err(|e| InputError::Cluster(e.to_string()))?;
-        Ok(crate::cluster::bag(&client, &namespace, &profile.spec, argocd_namespace).await?)
+        Ok(crate::cluster::bag(&client, &namespace, &profile.spec, argocd_namespace, project).await?)
     })
 }
 
@@ -143,7 +199,7 @@ mod tests {
         let raw = serde_json::json!({"a": 1, "typo": 2, "list": [{"x": 1, "y": 2}], "n": null});
         let known = serde_json::json!({"a": 1, "list": [{"x": 1}]});
         let mut out = Vec::new();
-        unknown_fields("", &raw, &known, &mut out);
-        assert_eq!(out, [".list[0].y", ".typo"]);
+        unknown_fields("spec", &raw, &known, &mut out);
+        assert_eq!(out, ["spec.list[0].y", "spec.typo"]);
     }
 }

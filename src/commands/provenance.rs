@@ -70,8 +70,8 @@ fn verify(args: &VerifyArgs) -> Result<bool, InputError> {
         (Some(file), _) => {
             let record: ApplicationProvenance = serde_saphyr::from_str(&read(file)?)
                 .map_err(|e| InputError::Other(format!("{}: not an ApplicationProvenance: {e}", file.display())))?;
-            let (profile, _) = load_profile(args.profile.as_deref().unwrap_or(file))?;
-            let bag = args.objects.bag(&profile)?;
+            let profile = load_profile(args.profile.as_deref().unwrap_or(file))?;
+            let bag = args.objects.bag(&profile, None)?;
             (record, profile, bag)
         }
         (None, Some(target)) => {
@@ -94,7 +94,7 @@ async fn from_cluster(
     let record =
         records.get(name).await.map_err(|e| InputError::Cluster(format!("ApplicationProvenance {ns}/{name}: {e}")))?;
     let profile = match &args.profile {
-        Some(path) => load_profile(path)?.0,
+        Some(path) => load_profile(path)?,
         None => {
             let profile_name = record
                 .status
@@ -111,7 +111,7 @@ async fn from_cluster(
     };
     let bag = match &args.objects.resources {
         Some(path) => Bag::from_yaml(&read(path)?)?,
-        None => crate::cluster::bag(&client, ns, &profile.spec, &args.objects.argocd_namespace).await?,
+        None => crate::cluster::bag(&client, ns, &profile.spec, &args.objects.argocd_namespace, None).await?,
     };
     Ok((record, profile, bag))
 }
@@ -246,7 +246,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
             all &= line(false, &format!("dependency {uri} names no git commit"));
             continue;
         };
-        let access = crate::source::verify::access(bag, &uri);
+        let access = crate::source::verify::access(bag, &uri, None);
         let found = tokio::task::block_in_place(|| verifier.repos.open(&uri, &[&commit], Some(&access), false).is_ok());
         all &= line(found, &format!("git commit {} exists in {uri}", commit.short()));
     }

@@ -93,6 +93,9 @@ pub fn run(args: Args) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if let super::verify_source::Output::Json = args.output {
+                println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+            }
             EXIT_BAD_INPUT
         }
     }
@@ -111,11 +114,18 @@ fn load_application(path: &std::path::Path) -> Result<Application, InputError> {
 
 fn execute(args: &Args) -> Result<u8, InputError> {
     let app = load_application(&args.application)?;
-    let (profile, warnings) = load_profile(&args.profile)?;
-    for w in warnings {
-        eprintln!("warning: {w}");
+    let profile = load_profile(&args.profile)?;
+    let project_name = app.spec.project.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "default".into());
+    let bag = args.objects.bag(&profile, Some(&project_name))?;
+    let project = super::project_rules(&bag, Some(&project_name), false)?;
+    if let Some(rules) = project {
+        let app_ns = app.metadata.namespace.clone().unwrap_or_default();
+        if !rules.permits_namespace(&app_ns, &args.objects.argocd_namespace) {
+            return Err(InputError::Other(format!(
+                "AppProject {project_name} does not permit Applications in namespace {app_ns} (spec.sourceNamespaces)"
+            )));
+        }
     }
-    let bag = args.objects.bag(&profile)?;
     let verifier =
         SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
 
@@ -129,7 +139,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
             let commit = match CommitId::parse(rev) {
                 Some(c) => c,
                 None => {
-                    let access = crate::source::verify::access(&bag, &source.repo_url);
+                    let access = crate::source::verify::access(&bag, &source.repo_url, project);
                     let repo = verifier
                         .repos
                         .open(&source.repo_url, &[], Some(&access), true)
@@ -180,6 +190,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         target: &target,
         verified: &[],
         bag: &bag,
+        project,
         destination: destination.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;

@@ -34,20 +34,20 @@ pub fn run(args: Args) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if let super::verify_source::Output::Json = args.output {
+                println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+            }
             EXIT_BAD_INPUT
         }
     }
 }
 
 fn verify(args: &Args) -> Result<u8, InputError> {
-    let (profile, warnings) = load_profile(&args.profile)?;
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
+    let profile = load_profile(&args.profile)?;
     let Some(iv) = &profile.spec.image_verification else {
         return Err(InputError::Other("the profile has no imageVerification".into()));
     };
-    let bag = args.objects.bag(&profile)?;
+    let bag = args.objects.bag(&profile, None)?;
     let mut policies = ImagePolicies::compile(iv, &bag).map_err(|e| InputError::Other(e.to_string()))?;
     if let Some(text) = &args.override_ {
         let o = Override::parse(text).map_err(|e| InputError::Other(e.to_string()))?;

@@ -23,6 +23,11 @@ pub struct Args {
     /// The last verified revision, to check for a downgrade.
     #[arg(long)]
     pub previous: Option<String>,
+    /// The Argo CD AppProject the repository is used from (from `--resources` or the cluster): its
+    /// sourceRepos must permit the repository, and only then are its project-scoped repository Secrets
+    /// used.
+    #[arg(long)]
+    pub project: Option<String>,
     #[command(flatten)]
     pub objects: super::Referenced,
     /// Where remote repositories are cached.
@@ -59,24 +64,25 @@ pub fn run(args: Args) -> u8 {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            if let Output::Json = args.output {
+                println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+            }
             EXIT_BAD_INPUT
         }
     }
 }
 
 fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
-    let (profile, warnings) = load_profile(&args.profile)?;
-    for w in warnings {
-        eprintln!("warning: {w}");
-    }
-    let bag = args.objects.bag(&profile)?;
+    let profile = load_profile(&args.profile)?;
+    let bag = args.objects.bag(&profile, args.project.as_deref())?;
+    let project = super::project_rules(&bag, args.project.as_deref(), true)?;
     let verifier = SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir), 64);
 
     // A symbolic revision is resolved the way Argo CD does, and kept as the target revision.
     let (revision, target_revision) = match CommitId::parse(&args.revision) {
         Some(id) => (id, None),
         None => {
-            let creds = crate::source::verify::access(&bag, &args.repo);
+            let creds = crate::source::verify::access(&bag, &args.repo, project);
             let repo = verifier
                 .repos
                 .open(&args.repo, &[], Some(&creds), true)
@@ -105,6 +111,7 @@ fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
         path: args.path.as_deref(),
         target_revision: target_revision.as_deref(),
         previous: previous.as_ref(),
+        project,
     };
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     Ok(verifier.verify(&policies, &bag, &request, now))

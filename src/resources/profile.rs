@@ -164,6 +164,11 @@ pub struct GitPolicy {
     /// Allow a newly synced revision that does not descend from the last verified one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_downgrade: Option<bool>,
+    /// When this repository is a kustomize remote base: accept a ref that follows a branch (or no ref),
+    /// verified at the branch tip Weft sees, which need not be what Argo CD renders. By default a base
+    /// must be pinned to a commit SHA or a tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unpinned_bases: Option<bool>,
     /// An Interlace-style signed list of file hashes that the verified tree must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_materials: Option<SourceMaterials>,

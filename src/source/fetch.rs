@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::CommitId;
-use super::history::Repo;
-use super::policy::normalize_url;
+use super::history::{HistoryError, Repo};
+use super::url::{self, RepoLocation};
 
 #[derive(Debug, Error)]
 pub enum FetchError {
@@ -23,6 +23,12 @@ pub enum FetchError {
     Cache { path: String, reason: String },
     #[error("unsupported repository URL {0:?} (use https://, ssh://, git@host:path, file:// or a local path)")]
     UnsupportedUrl(String),
+    #[error(
+        "{url}: the credentials of Argo CD's repository Secret {secret} would go over plain http to a host that is not this machine; Weft sends them only over https (or to a loopback address)"
+    )]
+    CleartextCredentials { url: String, secret: String },
+    #[error("{url}: {source}")]
+    Repository { url: String, source: HistoryError },
 }
 
 impl FetchError {
@@ -32,6 +38,8 @@ impl FetchError {
             FetchError::MissingCommit { .. } => "RevisionNotFound",
             FetchError::Cache { .. } => "RepositoryCacheError",
             FetchError::UnsupportedUrl(_) => "UnsupportedRepositoryURL",
+            FetchError::CleartextCredentials { .. } => "CredentialsOverHttp",
+            FetchError::Repository { source, .. } => source.reason(),
         }
     }
 
@@ -44,6 +52,8 @@ impl FetchError {
 /// Credentials for one repository, as Argo CD keeps them in its repository Secrets.
 #[derive(Clone, Default)]
 pub struct RepoCredentials {
+    /// The repository Secret they come from (for messages).
+    pub secret: Option<String>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub bearer_token: Option<String>,
@@ -74,20 +84,9 @@ pub struct RepoSecret {
     /// `repository` (exact URL) or `repo-creds` (URL prefix).
     pub is_template: bool,
     pub url: String,
+    /// Argo CD's `project`: only Applications of that AppProject may use the Secret.
+    pub project: Option<String>,
     pub credentials: RepoCredentials,
-}
-
-/// Argo CD's rule: a `repository` Secret for exactly this URL wins; otherwise the `repo-creds` Secret
-/// with the longest matching URL prefix (both compared normalized).
-pub fn credentials_for<'a>(url: &str, secrets: &'a [RepoSecret]) -> Option<&'a RepoSecret> {
-    let want = normalize_url(url);
-    if let Some(exact) = secrets.iter().find(|s| !s.is_template && normalize_url(&s.url) == want) {
-        return Some(exact);
-    }
-    secrets
-        .iter()
-        .filter(|s| s.is_template && want.starts_with(&normalize_url(&s.url)))
-        .max_by_key(|s| normalize_url(&s.url).len())
 }
 
 /// Where a repository's objects are read from.
@@ -150,8 +149,12 @@ impl RepoCache {
         };
         match locate(url)? {
             Location::Local(path) => {
-                let repo = Repo::open(&path)
-                    .map_err(|e| FetchError::Unreachable { url: url.to_string(), reason: e.to_string() })?;
+                let repo = Repo::open(&path).map_err(|e| match e {
+                    HistoryError::UnsupportedObjectFormat { .. } => {
+                        FetchError::Repository { url: url.to_string(), source: e }
+                    }
+                    other => FetchError::Unreachable { url: url.to_string(), reason: other.to_string() },
+                })?;
                 check_present(&repo, url, commits)?;
                 Ok(repo)
             }
@@ -217,9 +220,9 @@ fn touch(path: &Path) {
     let _ = std::fs::File::open(path).and_then(|f| f.set_modified(SystemTime::now()));
 }
 
-/// A readable, collision-free directory name for a repository URL.
+/// A readable, collision-free directory name for a repository URL (every spelling of it shares one).
 fn cache_name(url: &str) -> String {
-    let normalized = normalize_url(url);
+    let normalized = url::canonical(url);
     let hash = hex::encode(&Sha256::digest(normalized.as_bytes())[..8]);
     let tail: String = normalized
         .rsplit(['/', ':'])
@@ -289,8 +292,19 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         (None, Some(p), None) => Some(("git".to_string(), p.clone())),
         _ => None,
     });
+    let origin = RepoLocation::parse(url);
+    if account.is_some()
+        && let Some(o) = &origin
+        && o.scheme == "http"
+        && !is_loopback(&o.host)
+    {
+        let secret = credentials.and_then(|c| c.secret.clone()).unwrap_or_default();
+        return Err(FetchError::CleartextCredentials { url: url.to_string(), secret });
+    }
+    // The credentials answer only for the origin they were chosen for: after a redirect to another host,
+    // port or scheme, gix asks again for the new origin and gets nothing.
     let connection = connection.with_credentials(move |action| match (&account, action) {
-        (Some((username, password)), gix::credentials::helper::Action::Get(ctx)) => {
+        (Some((username, password)), gix::credentials::helper::Action::Get(ctx)) if asked_by(origin.as_ref(), &ctx) => {
             Ok(Some(gix::credentials::protocol::Outcome {
                 identity: gix::sec::identity::Account {
                     username: username.clone(),
@@ -303,12 +317,47 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         _ => Ok(None),
     });
     let interrupt = AtomicBool::new(false);
+    let sha256 = |e: &dyn std::error::Error| {
+        // The remote advertises 64-hex object names: a SHA-256 repository, which gix reads as SHA-1 only.
+        let chain = error_chain(e);
+        if chain.contains("64 hexadecimal") {
+            FetchError::Repository {
+                url: url.to_string(),
+                source: HistoryError::UnsupportedObjectFormat { path: url.to_string() },
+            }
+        } else {
+            FetchError::Unreachable { url: url.to_string(), reason: chain }
+        }
+    };
     connection
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(|e| unreachable(&e))?
+        .map_err(|e| sha256(&e))?
         .receive(gix::progress::Discard, &interrupt)
         .map_err(|e| unreachable(&e))?;
     Ok(())
+}
+
+/// Is gix asking for credentials for `origin` (by the URL it is about to use, or its protocol and host)?
+fn asked_by(origin: Option<&RepoLocation>, ctx: &gix::credentials::protocol::Context) -> bool {
+    match &ctx.url {
+        Some(url) => {
+            let asked = RepoLocation::parse(&String::from_utf8_lossy(url));
+            matches!((origin, asked), (Some(o), Some(a)) if a.same_origin(o))
+        }
+        None => same_origin(origin, ctx.protocol.as_deref(), ctx.host.as_deref()),
+    }
+}
+
+/// Is the credential request (protocol and `host[:port]`, as gix asks) for `origin`?
+fn same_origin(origin: Option<&RepoLocation>, protocol: Option<&str>, host: Option<&str>) -> bool {
+    let (Some(origin), Some(protocol), Some(host)) = (origin, protocol, host) else { return false };
+    RepoLocation::parse(&format!("{protocol}://{host}/")).is_some_and(|asked| asked.same_origin(origin))
+}
+
+/// Exactly a loopback address (never a name that merely starts like one).
+pub fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// For https: trust the certificates Argo CD's `argocd-tls-certs-cm` holds for the host, or skip
@@ -379,32 +428,25 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn secret(name: &str, template: bool, url: &str) -> RepoSecret {
-        RepoSecret {
-            name: name.into(),
-            is_template: template,
-            url: url.into(),
-            credentials: RepoCredentials::default(),
+    #[test]
+    fn only_exact_loopback_addresses_are_loopback() {
+        for host in ["127.0.0.1", "127.1.2.3", "localhost", "[::1]", "::1"] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in ["localhost.evil.test", "127.0.0.1.evil.test", "10.0.0.1", "example.com"] {
+            assert!(!is_loopback(host), "{host}");
         }
     }
 
     #[test]
-    fn exact_repository_secret_wins_then_longest_prefix() {
-        let secrets = vec![
-            secret("org", true, "https://git.example.com/"),
-            secret("shop", true, "https://git.example.com/shop"),
-            secret("cart", false, "https://git.example.com/shop/cart.git"),
-        ];
-        assert_eq!(
-            credentials_for("https://git.example.com/shop/cart", &secrets).map(|s| s.name.as_str()),
-            Some("cart")
-        );
-        assert_eq!(
-            credentials_for("https://git.example.com/shop/ui.git", &secrets).map(|s| s.name.as_str()),
-            Some("shop")
-        );
-        assert_eq!(credentials_for("https://GIT.example.com/blog", &secrets).map(|s| s.name.as_str()), Some("org"));
-        assert!(credentials_for("https://other.example.com/x", &secrets).is_none());
+    fn credentials_answer_only_for_their_origin() {
+        let origin = RepoLocation::parse("https://git.example.com/shop/cart.git");
+        assert!(same_origin(origin.as_ref(), Some("https"), Some("git.example.com")));
+        assert!(same_origin(origin.as_ref(), Some("https"), Some("git.example.com:443")));
+        assert!(!same_origin(origin.as_ref(), Some("https"), Some("evil.test")));
+        assert!(!same_origin(origin.as_ref(), Some("http"), Some("git.example.com")));
+        assert!(!same_origin(origin.as_ref(), Some("https"), Some("git.example.com:8443")));
+        assert!(!same_origin(origin.as_ref(), None, Some("git.example.com")));
     }
 
     #[test]
@@ -412,6 +454,7 @@ mod tests {
         let a = cache_name("https://git.example.com/shop/cart.git");
         assert!(a.starts_with("cart-") && a.ends_with(".git"), "{a}");
         assert_eq!(a, cache_name("https://git.example.com/shop/cart"));
+        assert_eq!(a, cache_name("https://deploy@git.example.com:443//shop/cart/"));
         assert_ne!(a, cache_name("https://git.example.com/blog/cart"));
     }
 

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::{CommitId, SignatureCheck, Signer, Trust};
+use super::{CommitId, KeyInfo, SignatureCheck, Signer, Trust};
 
 /// Trailers that mark a seal commit (compared case-insensitively).
 pub const SEAL_TRAILERS: [&str; 2] = ["Weft-Seal", "Argocd-gpg-seal"];
@@ -26,8 +26,16 @@ pub enum HistoryError {
     Open { path: String, reason: String },
     #[error("commit {0} is not in the repository (not reachable from any fetched branch or tag)")]
     MissingCommit(CommitId),
+    #[error(
+        "commit {0} is not in the repository because it is a shallow clone (made with --depth); strict mode needs the whole history: clone without --depth, or run `git fetch --unshallow`"
+    )]
+    Shallow(CommitId),
     #[error("{what} {id} cannot be read: {reason}")]
     Corrupt { what: &'static str, id: String, reason: String },
+    #[error(
+        "{path} is a SHA-256 repository; Weft verifies SHA-1 repositories only (as Argo CD does), so nothing from it is vouched for"
+    )]
+    UnsupportedObjectFormat { path: String },
     #[error("{0} is not a commit")]
     NotACommit(String),
     #[error("{0:?} names both a branch and a tag; pass the commit SHA")]
@@ -41,7 +49,9 @@ impl HistoryError {
         match self {
             HistoryError::Open { .. } => "RepositoryUnreadable",
             HistoryError::MissingCommit(_) => "RevisionNotFound",
+            HistoryError::Shallow(_) => "ShallowRepository",
             HistoryError::Corrupt { .. } => "CorruptObject",
+            HistoryError::UnsupportedObjectFormat { .. } => "UnsupportedObjectFormat",
             HistoryError::NotACommit(_) => "RevisionNotACommit",
             HistoryError::Ambiguous(_) => "AmbiguousRevision",
             HistoryError::Unresolved(..) => "RevisionNotFound",
@@ -87,11 +97,43 @@ pub struct Repo {
 }
 
 impl Repo {
+    /// Opens a repository for verification: isolated from the environment and global configuration, and
+    /// with object replacement (`refs/replace/*`) off, so only the objects themselves are read. Grafts
+    /// are not supported by gix at all; every object read is checked against its name (`checked`).
     pub fn open(path: &Path) -> Result<Repo, HistoryError> {
-        let mut repo = gix::open(path)
-            .map_err(|e| HistoryError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+        let mut repo = gix::open_opts(path, gix::open::Options::isolated()).map_err(|e| {
+            if is_sha256(path) {
+                HistoryError::UnsupportedObjectFormat { path: path.display().to_string() }
+            } else {
+                HistoryError::Open { path: path.display().to_string(), reason: e.to_string() }
+            }
+        })?;
+        repo.objects.ignore_replacements = true;
         repo.object_cache_size_if_unset(16 * 1024 * 1024);
         Ok(Repo { repo })
+    }
+
+    /// A shallow clone lacks the history beyond its boundary.
+    pub fn is_shallow(&self) -> bool {
+        self.repo.is_shallow().unwrap_or(false)
+    }
+
+    /// Reads an object and checks that its content hashes to its name: a loose object written under
+    /// another object's name (a substitution that needs no ref) is refused.
+    fn checked(&self, oid: gix::ObjectId, what: &'static str) -> Result<Option<gix::Object<'_>>, HistoryError> {
+        let Some(object) = self.repo.try_find_object(oid).map_err(|e| corrupt(what, &oid, e))? else {
+            return Ok(None);
+        };
+        let actual =
+            gix::objs::compute_hash(oid.kind(), object.kind, &object.data).map_err(|e| corrupt(what, &oid, e))?;
+        if actual != oid {
+            return Err(HistoryError::Corrupt {
+                what,
+                id: oid.to_string(),
+                reason: format!("its content hashes to {actual}, not to its name: the object store was tampered with"),
+            });
+        }
+        Ok(Some(object))
     }
 
     pub fn has_commit(&self, id: &CommitId) -> bool {
@@ -100,21 +142,13 @@ impl Repo {
 
     pub fn commit(&self, id: &CommitId) -> Result<CommitRecord, HistoryError> {
         let oid = id.to_gix().ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
-        let object = self
-            .repo
-            .try_find_object(oid)
-            .map_err(|e| corrupt("commit", id, e))?
-            .ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
+        let object = self.checked(oid, "commit")?.ok_or_else(|| HistoryError::MissingCommit(id.clone()))?;
         if object.kind != gix::object::Kind::Commit {
             return Err(HistoryError::NotACommit(id.to_string()));
         }
         let data = &object.data;
         let commit = gix::objs::CommitRef::from_bytes(data, oid.kind()).map_err(|e| corrupt("commit", id, e))?;
-        let (signature, payload) =
-            match gix::objs::CommitRefIter::signature(data, oid.kind()).map_err(|e| corrupt("commit", id, e))? {
-                Some((sig, signed)) => (Some(sig.to_str_lossy().into_owned()), signed.to_bstring().to_vec()),
-                None => (None, data.to_vec()),
-            };
+        let (signature, payload) = split_signature(data);
         let message = commit.message();
         let seal = message.body().is_some_and(|b| {
             b.trailers().any(|t| SEAL_TRAILERS.iter().any(|s| t.token.eq_ignore_ascii_case(s.as_bytes())))
@@ -144,7 +178,7 @@ impl Repo {
         let direct = reference.target().try_id().map(|i| i.to_owned());
         let oid = reference.peel_to_id().map_err(|e| corrupt("tag", &full, e))?.detach();
         let target_id = direct.unwrap_or(oid);
-        let object = self.repo.find_object(target_id).map_err(|e| corrupt("tag", &full, e))?;
+        let object = self.checked(target_id, "tag")?.ok_or_else(|| corrupt("tag", &full, "its object is missing"))?;
         match object.kind {
             gix::object::Kind::Commit => Ok(TagLookup::Lightweight(CommitId::from_gix(&target_id))),
             gix::object::Kind::Tag => {
@@ -171,11 +205,18 @@ impl Repo {
         }
     }
 
-    /// Resolves a revision as Argo CD would for a person typing one: a full SHA as is, else a tag or a
-    /// branch of that name (both is ambiguous), else any rev-spec (`HEAD`, a short SHA…), to a commit.
+    /// Resolves a revision as Argo CD would for a person typing one: a full SHA as is; a semantic-version
+    /// constraint as the highest tag satisfying it; else a tag or a branch of that name (both is
+    /// ambiguous), else any rev-spec (`HEAD`, a short SHA…), to a commit.
     pub fn resolve(&self, rev: &str) -> Result<CommitId, HistoryError> {
         if let Some(id) = CommitId::parse(rev) {
             return if self.has_commit(&id) { Ok(id) } else { Err(HistoryError::MissingCommit(id)) };
+        }
+        if let Some(req) = version_constraint(rev) {
+            let tag = self.max_version_tag(&req).ok_or_else(|| {
+                HistoryError::Unresolved(rev.to_string(), "no tag satisfies this version constraint".into())
+            })?;
+            return self.resolve(&tag);
         }
         let tag = self.tag(rev)?;
         if !matches!(tag, TagLookup::Missing) && self.branch_exists(rev) {
@@ -198,25 +239,23 @@ impl Repo {
         Ok(CommitId::from_gix(&commit.id))
     }
 
-    pub fn branch_exists(&self, name: &str) -> bool {
-        matches!(self.repo.try_find_reference(format!("refs/heads/{name}").as_str()), Ok(Some(_)))
+    /// The tag whose name is the highest version satisfying `req` (tag names read as Argo CD reads them).
+    pub fn max_version_tag(&self, req: &semver::VersionReq) -> Option<String> {
+        let platform = self.repo.references().ok()?;
+        platform
+            .tags()
+            .ok()?
+            .filter_map(Result::ok)
+            .filter_map(|r| {
+                let name = r.name().shorten().to_string();
+                lenient_version(&name).filter(|v| req.matches(v)).map(|v| (v, name))
+            })
+            .max()
+            .map(|(_, name)| name)
     }
 
-    /// Names of the tags that peel to `commit`.
-    pub fn tags_at(&self, commit: &CommitId) -> Vec<String> {
-        let Ok(platform) = self.repo.references() else {
-            return Vec::new();
-        };
-        let Ok(tags) = platform.tags() else {
-            return Vec::new();
-        };
-        tags.filter_map(Result::ok)
-            .filter_map(|mut r| {
-                let name = r.name().shorten().to_string();
-                let id = r.peel_to_id().ok()?.detach();
-                (CommitId::from_gix(&id) == *commit).then_some(name)
-            })
-            .collect()
+    pub fn branch_exists(&self, name: &str) -> bool {
+        matches!(self.repo.try_find_reference(format!("refs/heads/{name}").as_str()), Ok(Some(_)))
     }
 
     /// Is `ancestor` the same as, or an ancestor of, `descendant`?
@@ -255,7 +294,12 @@ impl Repo {
                 _ => return Ok(None),
             }
         };
+        self.checked(tree.id, "tree")?;
         let files = tree.traverse().breadthfirst.files().map_err(|e| corrupt("tree", dir, e))?;
+        // The traversal reads subtrees without checking them; check each against its name.
+        for sub in files.iter().filter(|f| f.mode.is_tree()) {
+            self.checked(sub.oid, "tree")?;
+        }
         Ok(Some(
             files
                 .into_iter()
@@ -278,7 +322,7 @@ impl Repo {
     }
 
     pub fn blob(&self, id: &gix::ObjectId) -> Result<Vec<u8>, HistoryError> {
-        let object = self.repo.find_object(*id).map_err(|e| corrupt("blob", id, e))?;
+        let object = self.checked(*id, "blob")?.ok_or_else(|| corrupt("blob", id, "it is missing"))?;
         Ok(object.detach().data)
     }
 
@@ -303,6 +347,58 @@ pub struct TreeFile {
     pub id: gix::ObjectId,
 }
 
+/// Is the repository at `path` (a work tree or a git directory) in the SHA-256 object format?
+fn is_sha256(path: &Path) -> bool {
+    [path.join(".git/config"), path.join("config")].iter().any(|c| {
+        std::fs::read_to_string(c).is_ok_and(|text| {
+            text.lines().any(|l| {
+                let l = l.trim().to_ascii_lowercase().replace(' ', "");
+                l == "objectformat=sha256"
+            })
+        })
+    })
+}
+
+/// The signature and the bytes it covers, as git splits a commit: every `gpgsig` and `gpgsig-sha256`
+/// header (and its continuation lines) is left out of the payload, and the signature is the `gpgsig`
+/// header's, the one for SHA-1 repositories.
+fn split_signature(data: &[u8]) -> (Option<String>, Vec<u8>) {
+    let mut payload = Vec::with_capacity(data.len());
+    let mut signature: Option<Vec<u8>> = None;
+    let mut in_headers = true;
+    let mut current: Option<&'static str> = None;
+    let mut rest = data;
+    while !rest.is_empty() {
+        let end = rest.iter().position(|b| *b == b'\n').map(|i| i + 1).unwrap_or(rest.len());
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        if in_headers {
+            if line == b"\n" {
+                in_headers = false;
+                current = None;
+            } else if let Some(cont) = line.strip_prefix(b" ").filter(|_| current.is_some()) {
+                if current == Some("gpgsig")
+                    && let Some(sig) = signature.as_mut()
+                {
+                    sig.extend_from_slice(cont);
+                }
+                continue;
+            } else if let Some(value) = line.strip_prefix(b"gpgsig ") {
+                current = Some("gpgsig");
+                signature.get_or_insert_with(Vec::new).extend_from_slice(value);
+                continue;
+            } else if line.starts_with(b"gpgsig-sha256 ") {
+                current = Some("gpgsig-sha256");
+                continue;
+            } else {
+                current = None;
+            }
+        }
+        payload.extend_from_slice(line);
+    }
+    (signature.map(|s| String::from_utf8_lossy(&s).into_owned()), payload)
+}
+
 fn corrupt(what: &'static str, id: &(impl std::fmt::Display + ?Sized), e: impl std::fmt::Display) -> HistoryError {
     HistoryError::Corrupt { what, id: id.to_string(), reason: e.to_string() }
 }
@@ -316,6 +412,9 @@ pub struct CommitFailure {
     pub summary: String,
     pub reason: &'static str,
     pub detail: String,
+    /// The key that made the signature, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyInfo>,
 }
 
 /// The result of checking a commit (head) or its history (strict).
@@ -393,6 +492,7 @@ fn failure(rec: &CommitRecord, result: &SignatureCheck) -> CommitFailure {
         summary: rec.summary.clone(),
         reason: result.reason(),
         detail: result.to_string(),
+        key: result.key(),
     }
 }
 
@@ -441,7 +541,10 @@ pub fn verify_strict(
             hits.insert(id, hit);
             continue;
         }
-        let rec = repo.commit(&id)?;
+        let rec = repo.commit(&id).map_err(|e| match e {
+            HistoryError::MissingCommit(id) if repo.is_shallow() => HistoryError::Shallow(id),
+            other => other,
+        })?;
         if rec.seal {
             let result = check(trust, &rec, now);
             if !result.is_good() {
@@ -581,70 +684,108 @@ pub fn verify_signed_tag(
 ) -> Result<TagVerdict, HistoryError> {
     let fail =
         |reason: &'static str, msg: String| Ok(TagVerdict { tag: None, signer: None, failure: Some((reason, msg)) });
-    let names: Vec<String> = match target_revision.filter(|t| !t.is_empty() && !crate::target::is_commit_sha(t)) {
-        Some(name) => {
-            if repo.branch_exists(name) {
-                return fail(
-                    "AmbiguousTag",
-                    format!(
-                        "{name:?} names both a tag and a branch; Argo CD may resolve either, so the signed-tag requirement fails closed. Rename the branch"
-                    ),
-                );
-            }
-            match repo.tag(name)? {
-                TagLookup::Missing if repo.tags_at(commit).is_empty() => {
-                    return fail(
-                        "TagNotFound",
-                        format!("no tag {name:?} points at {commit}, and requireSignedTag needs one"),
-                    );
-                }
-                // A semantic-version constraint: Argo CD picked one of the tags at this commit.
-                TagLookup::Missing => repo.tags_at(commit),
-                TagLookup::Lightweight(_) => {
-                    return fail(
-                        "LightweightTag",
-                        format!(
-                            "{name:?} is a lightweight tag, which cannot be signed; use an annotated, signed tag (git tag -s)"
-                        ),
-                    );
-                }
-                TagLookup::Annotated(_) => vec![name.to_string()],
-            }
-        }
-        None => {
-            return fail(
-                "NoTagRequested",
-                "requireSignedTag needs the Application's targetRevision to name a tag, but it names a commit or nothing".into(),
-            );
-        }
+    const NEEDS: &str =
+        "requireSignedTag needs the Application's targetRevision to name an annotated tag signed by an allowed key";
+    let Some(name) = target_revision.filter(|t| !t.is_empty() && !crate::target::is_commit_sha(t)) else {
+        return fail("NoTagRequested", format!("the revision is a commit SHA or nothing; {NEEDS}"));
     };
-    let mut last = None;
-    for name in names {
-        match repo.tag(&name)? {
-            TagLookup::Annotated(tag) if tag.target == *commit => {
-                let result = match &tag.signature {
-                    None => SignatureCheck::Unsigned,
-                    Some(sig) => trust.check(&tag.payload, sig, tag.tagger_time, now),
-                };
-                match result {
-                    SignatureCheck::Good(s) => {
-                        return Ok(TagVerdict { tag: Some(name), signer: Some(s), failure: None });
-                    }
-                    other => last = Some((other.reason(), format!("tag {name}: {other}"))),
-                }
+    // A semantic-version constraint is the highest tag that satisfies it, as Argo CD resolves it.
+    let tag_name = match version_constraint(name) {
+        Some(req) => match repo.max_version_tag(&req) {
+            Some(t) => t,
+            None => return fail("TagNotFound", format!("no tag satisfies the version constraint {name:?}; {NEEDS}")),
+        },
+        None => name.to_string(),
+    };
+    let via = if tag_name == name { String::new() } else { format!(" (the highest tag satisfying {name:?})") };
+    match (repo.tag(&tag_name)?, repo.branch_exists(&tag_name)) {
+        (TagLookup::Missing, true) => fail("NotATag", format!("{tag_name:?} is a branch, not a tag; {NEEDS}")),
+        (TagLookup::Missing, false) => fail(
+            "NotATag",
+            format!("{tag_name:?} names no tag (it is HEAD, a commit or another kind of revision); {NEEDS}"),
+        ),
+        (_, true) => fail(
+            "AmbiguousTag",
+            format!(
+                "{tag_name:?} names both a tag and a branch; Argo CD may resolve either, so the signed-tag requirement fails closed. Rename the branch"
+            ),
+        ),
+        (TagLookup::Lightweight(_), false) => fail(
+            "LightweightTag",
+            format!(
+                "{tag_name:?}{via} is a lightweight tag, which cannot be signed; use an annotated, signed tag (git tag -s)"
+            ),
+        ),
+        (TagLookup::Annotated(tag), false) if tag.target != *commit => fail(
+            "TagMismatch",
+            format!("tag {tag_name}{via} points at {}, not at the synced commit {commit}", tag.target),
+        ),
+        (TagLookup::Annotated(tag), false) => {
+            let result = match &tag.signature {
+                None => SignatureCheck::Unsigned,
+                Some(sig) => trust.check(&tag.payload, sig, tag.tagger_time, now),
+            };
+            match result {
+                SignatureCheck::Good(s) => Ok(TagVerdict { tag: Some(tag_name), signer: Some(s), failure: None }),
+                other => fail(other.reason(), format!("tag {tag_name}{via} is {other}")),
             }
-            TagLookup::Annotated(tag) => {
-                last = Some((
-                    "TagMismatch",
-                    format!("tag {name} points at {}, not at the synced commit {commit}", tag.target),
-                ))
-            }
-            TagLookup::Lightweight(_) => {
-                last = Some(("LightweightTag", format!("{name:?} is a lightweight tag, which cannot be signed")))
-            }
-            TagLookup::Missing => {}
         }
     }
-    let (reason, msg) = last.unwrap_or(("TagNotFound", format!("no annotated tag points at {commit}")));
-    fail(reason, msg)
+}
+
+/// A targetRevision that Argo CD reads as a semantic-version constraint: not itself a version (a
+/// version is a literal tag or branch name), but a valid constraint (`~1.0`, `^2`, `>=1.2, <2`, `1.x`).
+pub fn version_constraint(revision: &str) -> Option<semver::VersionReq> {
+    if lenient_version(revision).is_some() {
+        return None;
+    }
+    semver::VersionReq::parse(revision.trim()).ok()
+}
+
+/// A version as Argo CD's semver library reads tag names: an optional `v`, one to three numbers,
+/// optional pre-release and build parts.
+fn lenient_version(s: &str) -> Option<semver::Version> {
+    let s = s.trim().trim_start_matches(['v', 'V']);
+    let (s, build) = s.split_once('+').map(|(a, b)| (a, Some(b))).unwrap_or((s, None));
+    let (core, pre) = s.split_once('-').map(|(a, b)| (a, Some(b))).unwrap_or((s, None));
+    let numbers: Vec<u64> = core.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    if numbers.is_empty() || numbers.len() > 3 {
+        return None;
+    }
+    let mut v = semver::Version::new(numbers[0], *numbers.get(1).unwrap_or(&0), *numbers.get(2).unwrap_or(&0));
+    if let Some(p) = pre {
+        v.pre = semver::Prerelease::new(p).ok()?;
+    }
+    if let Some(b) = build {
+        v.build = semver::BuildMetadata::new(b).ok()?;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_headers_are_split_as_git_does() {
+        let commit = b"tree 1\nparent 2\ngpgsig -----BEGIN PGP SIGNATURE-----\n \n abc\n -----END PGP SIGNATURE-----\ngpgsig-sha256 -----BEGIN PGP SIGNATURE-----\n xyz\n -----END PGP SIGNATURE-----\nauthor A <a@b> 1 +0000\n\nmessage\n gpgsig not a header\n";
+        let (sig, payload) = split_signature(commit);
+        assert_eq!(sig.as_deref(), Some("-----BEGIN PGP SIGNATURE-----\n\nabc\n-----END PGP SIGNATURE-----\n"));
+        assert_eq!(payload, b"tree 1\nparent 2\nauthor A <a@b> 1 +0000\n\nmessage\n gpgsig not a header\n");
+        let (none, unsigned) = split_signature(b"tree 1\n\nm\n");
+        assert_eq!((none, unsigned.as_slice()), (None, b"tree 1\n\nm\n".as_slice()));
+    }
+
+    #[test]
+    fn constraints_are_told_from_versions_and_names() {
+        for constraint in ["~1.0", "^2", ">=1.2, <2", "1.x", "*"] {
+            assert!(version_constraint(constraint).is_some(), "{constraint}");
+        }
+        for literal in ["v1.0.0", "1.2", "1234567", "HEAD", "main", "release-1"] {
+            assert!(version_constraint(literal).is_none(), "{literal}");
+        }
+        assert_eq!(lenient_version("v1.2").map(|v| v.to_string()).as_deref(), Some("1.2.0"));
+        assert_eq!(lenient_version("1.0.0-rc.1").map(|v| v.to_string()).as_deref(), Some("1.0.0-rc.1"));
+        assert!(lenient_version("v1.2.3.4").is_none());
+    }
 }

@@ -158,7 +158,7 @@ fn check_signature(list: &[u8], signature: &[u8], key: &str, now: i64) -> Result
     let sig_text = String::from_utf8_lossy(signature);
     if sig_text.contains("-----BEGIN PGP SIGNATURE-----") {
         let keys = AllowedPgpKeys::all_in(&[key]).map_err(|e| MaterialsError::BadKey(e.to_string()))?;
-        return match keys.check(list, &sig_text, u32::try_from(now).unwrap_or(u32::MAX)) {
+        return match keys.check(list, &sig_text, now) {
             SignatureCheck::Good(s) => Ok(s.to_string()),
             other => Err(MaterialsError::BadSignature(other.to_string())),
         };

@@ -5,9 +5,12 @@
 //! - `history`: the commits and tags in a git repository: head, strict walk with seals, signed tags,
 //!   downgrades; signature checks run in parallel and verified results are cached.
 //! - `materials`: Interlace-style signed `source-materials` hash lists.
+//! - `url`: the canonical form of repository URLs (policy choice, credentials, cache).
+//! - `access`: which repositories an Application's AppProject permits, and with which credentials.
 //! - `fetch`: the repository cache (gix), with Argo CD's repository credentials.
 //! - `verify`: one source from start to verdict.
 
+pub mod access;
 pub mod fetch;
 pub mod history;
 pub mod kustomize;
@@ -15,6 +18,7 @@ pub mod materials;
 pub mod openpgp;
 pub mod policy;
 pub mod sshsig;
+pub mod url;
 pub mod verify;
 
 use std::fmt;
@@ -98,24 +102,89 @@ impl fmt::Display for Signer {
     }
 }
 
+/// The key that made a signature, as far as it is known: for reports, whether or not the key counts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    /// `gpg` or `ssh`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The full fingerprint (upper-case hex for GPG, `SHA256:…` for SSH); a 16-hex key ID when the
+    /// signature names only that and the key is not in the keyring.
+    pub fingerprint: String,
+    /// The primary key's fingerprint, for a GPG subkey.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_fingerprint: Option<String>,
+    /// The GPG user ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// The SSH principals of the allowed_signers entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principals: Option<String>,
+    /// Whether the keyring (or allowed_signers) holds the key at all.
+    pub known: bool,
+}
+
+impl KeyInfo {
+    pub fn of(signer: &Signer) -> KeyInfo {
+        match signer {
+            Signer::Pgp { fingerprint, primary, user_id } => KeyInfo {
+                kind: "gpg",
+                fingerprint: fingerprint.to_string(),
+                primary_fingerprint: (fingerprint != primary).then(|| primary.to_string()),
+                user_id: Some(user_id.clone()).filter(|u| !u.is_empty()),
+                principals: None,
+                known: true,
+            },
+            Signer::Ssh { fingerprint, principals } => KeyInfo {
+                kind: "ssh",
+                fingerprint: fingerprint.clone(),
+                primary_fingerprint: None,
+                user_id: None,
+                principals: Some(principals.clone()),
+                known: true,
+            },
+        }
+    }
+}
+
+impl fmt::Display for KeyInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.kind == "ssh" { "SSH key" } else { "GPG key" };
+        match &self.primary_fingerprint {
+            Some(primary) => write!(f, "GPG subkey {} of {primary}", self.fingerprint)?,
+            None => write!(f, "{kind} {}", self.fingerprint)?,
+        }
+        match (&self.user_id, &self.principals) {
+            (Some(u), _) => write!(f, " ({u})"),
+            (None, Some(p)) => write!(f, " ({p})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 /// The outcome of checking one signature.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignatureCheck {
     Good(Signer),
     Unsigned,
-    /// The cryptography does not hold: tampered content, or the wrong key.
+    /// The cryptography does not hold: tampered content, or another key with the same key ID.
     Bad {
-        key: String,
-        reason: String,
+        key: KeyInfo,
     },
     /// Made by a key that is not allowed (or not in the keyring).
     UnknownKey {
-        key: String,
+        key: KeyInfo,
     },
     /// Made by an allowed key that does not count (expired, revoked, not yet valid…).
     KeyUnusable {
         signer: Signer,
         reason: String,
+    },
+    /// A good signature by an allowed key whose own expiry time has passed (git's "expired signature").
+    Expired {
+        signer: Signer,
+        at: i64,
     },
     Malformed(String),
 }
@@ -133,7 +202,19 @@ impl SignatureCheck {
             SignatureCheck::Bad { .. } => "BadSignature",
             SignatureCheck::UnknownKey { .. } => "KeyNotAllowed",
             SignatureCheck::KeyUnusable { .. } => "KeyNotValid",
+            SignatureCheck::Expired { .. } => "SignatureExpired",
             SignatureCheck::Malformed(_) => "MalformedSignature",
+        }
+    }
+
+    /// The key that made the signature, when the signature names one.
+    pub fn key(&self) -> Option<KeyInfo> {
+        match self {
+            SignatureCheck::Good(s)
+            | SignatureCheck::KeyUnusable { signer: s, .. }
+            | SignatureCheck::Expired { signer: s, .. } => Some(KeyInfo::of(s)),
+            SignatureCheck::Bad { key } | SignatureCheck::UnknownKey { key } => Some(key.clone()),
+            SignatureCheck::Unsigned | SignatureCheck::Malformed(_) => None,
         }
     }
 }
@@ -141,20 +222,31 @@ impl SignatureCheck {
 impl fmt::Display for SignatureCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SignatureCheck::Good(s) => write!(f, "good signature by {s}"),
+            SignatureCheck::Good(s) => write!(f, "signed by {s}"),
             SignatureCheck::Unsigned => f.write_str("not signed"),
-            SignatureCheck::Bad { key, reason } => {
-                write!(f, "signature by {key} does not verify ({reason})")
+            SignatureCheck::Bad { key } => {
+                write!(f, "signed by {key}, but the signature does not match the signed content")
+            }
+            SignatureCheck::UnknownKey { key } if key.known => {
+                write!(f, "signed by {key}, which is not an allowed key")
             }
             SignatureCheck::UnknownKey { key } => {
-                write!(f, "signed by {key}, which is not an allowed key")
+                write!(f, "signed by {key}, which is neither an allowed key nor in the keyring")
             }
             SignatureCheck::KeyUnusable { signer, reason } => {
                 write!(f, "signed by {signer}, which does not count: {reason}")
             }
+            SignatureCheck::Expired { signer, at } => {
+                write!(f, "signed by {signer}, but the signature expired at {}", rfc3339(*at))
+            }
             SignatureCheck::Malformed(m) => f.write_str(m),
         }
     }
+}
+
+/// Seconds since the epoch as an RFC 3339 time (the number itself when it is out of range).
+pub(crate) fn rfc3339(secs: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| secs.to_string())
 }
 
 /// The signers a policy allows: OpenPGP keys, SSH allowed signers, or both.
@@ -185,12 +277,12 @@ impl Trust {
         if signature.contains("-----BEGIN SSH SIGNATURE-----") {
             match &self.ssh {
                 Some(ssh) => ssh.check(payload, signature, signed_at),
-                None => SignatureCheck::UnknownKey { key: "an SSH key (this policy allows no SSH signers)".into() },
+                None => SignatureCheck::UnknownKey { key: sshsig::key_of(signature) },
             }
         } else if signature.contains("-----BEGIN PGP SIGNATURE-----") {
             match &self.pgp {
-                Some(pgp) => pgp.check(payload, signature, u32::try_from(now).unwrap_or(u32::MAX)),
-                None => SignatureCheck::UnknownKey { key: "an OpenPGP key (this policy allows no GPG keys)".into() },
+                Some(pgp) => pgp.check(payload, signature, now),
+                None => SignatureCheck::UnknownKey { key: openpgp::key_of(signature) },
             }
         } else {
             SignatureCheck::Malformed(

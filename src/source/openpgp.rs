@@ -14,7 +14,7 @@ use pgp::packet::{Signature, SignatureType};
 use pgp::types::KeyDetails;
 use thiserror::Error;
 
-use super::{KeyFingerprint, SignatureCheck, Signer};
+use super::{KeyFingerprint, KeyInfo, SignatureCheck, Signer, rfc3339};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KeyringError {
@@ -53,6 +53,8 @@ enum KeyMaterial {
 pub struct AllowedPgpKeys {
     /// By 16-hex key ID (upper case), since signatures may carry only the issuer key ID.
     by_key_id: HashMap<String, Vec<KeyEntry>>,
+    /// The keyring's other keys (not allowed), by key ID: to name who signed in a failure.
+    others: HashMap<String, KeyInfo>,
     /// Allowed names (key IDs or fingerprints) that match no key in the keyring.
     pub unknown: Vec<String>,
 }
@@ -65,9 +67,9 @@ impl AllowedPgpKeys {
         let mut certs = Vec::new();
         for text in keyrings {
             let (iter, _) = SignedPublicKey::from_armor_many(Cursor::new(text.as_bytes()))
-                .map_err(|e| KeyringError::Parse(e.to_string()))?;
+                .map_err(|e| KeyringError::Parse(short(&e.to_string())))?;
             for cert in iter {
-                certs.push(cert.map_err(|e| KeyringError::Parse(e.to_string()))?);
+                certs.push(cert.map_err(|e| KeyringError::Parse(short(&e.to_string())))?);
             }
         }
         if certs.is_empty() {
@@ -91,6 +93,8 @@ impl AllowedPgpKeys {
                 });
                 if cert_allowed || allowed_directly {
                     out.by_key_id.entry(entry.fingerprint.key_id()).or_default().push(entry);
+                } else {
+                    out.others.insert(entry.fingerprint.key_id(), entry.info());
                 }
             }
         }
@@ -103,9 +107,9 @@ impl AllowedPgpKeys {
         let mut names = Vec::new();
         for text in keyrings {
             let (iter, _) = SignedPublicKey::from_armor_many(Cursor::new(text.as_bytes()))
-                .map_err(|e| KeyringError::Parse(e.to_string()))?;
+                .map_err(|e| KeyringError::Parse(short(&e.to_string())))?;
             for cert in iter {
-                let cert = cert.map_err(|e| KeyringError::Parse(e.to_string()))?;
+                let cert = cert.map_err(|e| KeyringError::Parse(short(&e.to_string())))?;
                 names.push(hex::encode_upper(cert.primary_key.fingerprint().as_bytes()));
             }
         }
@@ -116,13 +120,11 @@ impl AllowedPgpKeys {
         self.by_key_id.is_empty()
     }
 
-    /// Checks an armored detached signature over `payload`, made (by its own account) at `now`'s view.
-    pub fn check(&self, payload: &[u8], armored: &str, now: u32) -> SignatureCheck {
-        let sig = match DetachedSignature::from_string(armored) {
-            Ok((sig, _)) => sig.signature,
-            Err(e) => {
-                return SignatureCheck::Malformed(format!("unreadable OpenPGP signature: {e}"));
-            }
+    /// Checks an armored detached signature over `payload` at time `now` (seconds since the epoch).
+    pub fn check(&self, payload: &[u8], armored: &str, now: i64) -> SignatureCheck {
+        let sig = match parse_signature(armored) {
+            Ok(sig) => sig,
+            Err(malformed) => return malformed,
         };
         let issuers = issuer_key_ids(&sig);
         let Some(issuer) = issuers.first().cloned() else {
@@ -130,7 +132,9 @@ impl AllowedPgpKeys {
         };
         let candidates: Vec<&KeyEntry> = issuers.iter().filter_map(|id| self.by_key_id.get(id)).flatten().collect();
         if candidates.is_empty() {
-            return SignatureCheck::UnknownKey { key: issuer };
+            let key =
+                issuers.iter().find_map(|id| self.others.get(id)).cloned().unwrap_or_else(|| unknown_key(&sig, issuer));
+            return SignatureCheck::UnknownKey { key };
         }
         let created = sig.created().map(|t| t.as_secs()).unwrap_or(0);
         let mut last = None;
@@ -139,8 +143,9 @@ impl AllowedPgpKeys {
                 KeyMaterial::Primary(k) => sig.verify(k, payload),
                 KeyMaterial::Subkey(k) => sig.verify(k, payload),
             };
-            if let Err(e) = verified {
-                last = Some(SignatureCheck::Bad { key: key.fingerprint.to_string(), reason: e.to_string() });
+            // The library's reason (a hash mismatch, a curve error) says nothing a person can act on.
+            if verified.is_err() {
+                last = Some(SignatureCheck::Bad { key: key.info() });
                 continue;
             }
             let signer = Signer::Pgp {
@@ -148,24 +153,36 @@ impl AllowedPgpKeys {
                 primary: key.primary.clone(),
                 user_id: key.user_id.clone(),
             };
+            // A signature may carry its own expiry (gpg --default-sig-expire); git calls it expired.
+            let sig_expires = sig
+                .signature_expiration_time()
+                .map(|d| d.as_secs())
+                .filter(|s| *s > 0)
+                .map(|s| i64::from(created) + i64::from(s));
             return if let Some(why) = &key.broken {
                 SignatureCheck::KeyUnusable { signer, reason: format!("its certificate does not hold: {why}") }
             } else if key.revoked {
                 SignatureCheck::KeyUnusable { signer, reason: "the key is revoked".into() }
             } else if !key.can_sign {
                 SignatureCheck::KeyUnusable { signer, reason: "the key is not marked for signing".into() }
-            } else if let Some(exp) = key.expires.filter(|e| *e <= now) {
-                SignatureCheck::KeyUnusable { signer, reason: format!("the key expired at {}", rfc3339(exp)) }
+            } else if let Some(exp) = key.expires.filter(|e| i64::from(*e) <= now) {
+                SignatureCheck::KeyUnusable { signer, reason: format!("the key expired at {}", rfc3339(exp.into())) }
             } else if created < key.created {
                 SignatureCheck::KeyUnusable {
                     signer,
-                    reason: format!("the signature ({}) predates the key ({})", rfc3339(created), rfc3339(key.created)),
+                    reason: format!(
+                        "the signature ({}) predates the key ({})",
+                        rfc3339(created.into()),
+                        rfc3339(key.created.into())
+                    ),
                 }
+            } else if let Some(at) = sig_expires.filter(|at| *at <= now) {
+                SignatureCheck::Expired { signer, at }
             } else {
                 SignatureCheck::Good(signer)
             };
         }
-        last.unwrap_or(SignatureCheck::UnknownKey { key: issuer })
+        last.unwrap_or_else(|| SignatureCheck::UnknownKey { key: unknown_key(&sig, issuer) })
     }
 
     /// A stable identity of the allowed keys and their state, for caching verdicts.
@@ -183,6 +200,56 @@ impl AllowedPgpKeys {
     /// The earliest expiry among the allowed keys, if any expires.
     pub fn earliest_expiry(&self) -> Option<u32> {
         self.by_key_id.values().flatten().filter_map(|k| k.expires).min()
+    }
+}
+
+fn parse_signature(armored: &str) -> Result<Signature, SignatureCheck> {
+    DetachedSignature::from_string(armored)
+        .map(|(sig, _)| sig.signature)
+        .map_err(|e| SignatureCheck::Malformed(format!("unreadable OpenPGP signature: {}", short(&e.to_string()))))
+}
+
+/// The key an armored signature names, for a report (no keyring to look it up in).
+pub fn key_of(armored: &str) -> KeyInfo {
+    match parse_signature(armored) {
+        Ok(sig) => {
+            let id = issuer_key_ids(&sig).into_iter().next().unwrap_or_default();
+            unknown_key(&sig, id)
+        }
+        Err(_) => KeyInfo {
+            kind: "gpg",
+            fingerprint: "(unreadable)".into(),
+            primary_fingerprint: None,
+            user_id: None,
+            principals: None,
+            known: false,
+        },
+    }
+}
+
+/// A key that is not in the keyring: its full fingerprint when the signature carries one.
+fn unknown_key(sig: &Signature, key_id: String) -> KeyInfo {
+    let fingerprint = sig.issuer_fingerprint().first().map(|f| hex::encode_upper(f.as_bytes())).unwrap_or(key_id);
+    KeyInfo { kind: "gpg", fingerprint, primary_fingerprint: None, user_id: None, principals: None, known: false }
+}
+
+/// The first line of a library's error, without the byte dumps some of them carry.
+fn short(e: &str) -> String {
+    let line = e.lines().next().unwrap_or_default();
+    let cut = line.find(['[', '`']).unwrap_or(line.len()).min(120);
+    line[..cut].trim_end_matches([' ', ':', '(']).to_string()
+}
+
+impl KeyEntry {
+    fn info(&self) -> KeyInfo {
+        KeyInfo {
+            kind: "gpg",
+            fingerprint: self.fingerprint.to_string(),
+            primary_fingerprint: (self.fingerprint != self.primary).then(|| self.primary.to_string()),
+            user_id: Some(self.user_id.clone()).filter(|u| !u.is_empty()),
+            principals: None,
+            known: true,
+        }
     }
 }
 
@@ -316,10 +383,4 @@ fn is_certification(sig: &Signature) -> bool {
                 | SignatureType::CertPositive
         )
     )
-}
-
-pub(crate) fn rfc3339(secs: u32) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(i64::from(secs))
-        .map(|t| t.to_string())
-        .unwrap_or_else(|_| secs.to_string())
 }

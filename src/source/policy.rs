@@ -1,10 +1,13 @@
 //! Which git policy governs a repository. As in Argo CD 3.5's `sourceIntegrity`: URL globs where `*`
-//! crosses `/`, a leading `!` excludes, URLs compared after normalization (lower case, no trailing `/`
-//! or `.git`), and more than one matching policy is an error, so nothing passes (fail closed).
+//! crosses `/`, a leading `!` excludes, and more than one matching policy is an error, so nothing passes
+//! (fail closed). URLs and patterns are compared in their canonical form (`url`), so every spelling of
+//! a repository selects the same policy; a local repository reached through a symbolic link must
+//! select the same policy under its real path too.
 
 use globset::Glob;
 use thiserror::Error;
 
+use super::url;
 use crate::resources::profile::GitPolicy;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -13,39 +16,31 @@ pub enum PolicyError {
     Ambiguous { url: String, indices: Vec<usize> },
     #[error("policy #{index}: repos url {pattern:?} is not a valid glob: {reason}")]
     InvalidGlob { index: usize, pattern: String, reason: String },
+    #[error(
+        "{url} is the same repository as {other}, but the two spellings select different policies ({chosen} and {other_chosen}); write the policies so that both select the same one"
+    )]
+    SpellingsDisagree { url: String, other: String, chosen: String, other_chosen: String },
 }
 
 impl PolicyError {
     pub fn reason(&self) -> &'static str {
         match self {
-            PolicyError::Ambiguous { .. } => "AmbiguousSourcePolicy",
+            PolicyError::Ambiguous { .. } | PolicyError::SpellingsDisagree { .. } => "AmbiguousSourcePolicy",
             PolicyError::InvalidGlob { .. } => "InvalidSourcePolicy",
         }
     }
 }
 
-/// Lower case, without a trailing `/` or `.git`, as Argo CD compares repository URLs.
-pub fn normalize_url(url: &str) -> String {
-    let mut u = url.trim().to_ascii_lowercase();
-    while u.ends_with('/') {
-        u.pop();
-    }
-    if let Some(stripped) = u.strip_suffix(".git") {
-        u = stripped.to_string();
-    }
-    u
-}
-
 /// Does the policy's `repos` list match the URL?
 pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, PolicyError> {
-    let url = normalize_url(url);
+    let url = url::canonical(url);
     let mut included = false;
     for repo in &policy.repos {
         let (negated, pattern) = match repo.url.strip_prefix('!') {
             Some(p) => (true, p),
             None => (false, repo.url.as_str()),
         };
-        let glob = Glob::new(&normalize_url(pattern))
+        let glob = Glob::new(&url::canonical_pattern(pattern))
             .map_err(|e| PolicyError::InvalidGlob { index, pattern: repo.url.clone(), reason: e.kind().to_string() })?
             .compile_matcher();
         if glob.is_match(&url) {
@@ -58,8 +53,39 @@ pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, Poli
     Ok(included)
 }
 
-/// The one policy for `url`, `None` when no policy matches.
+/// The one policy for `url`, `None` when no policy matches. A local path (or `file://` URL) that exists
+/// is also matched under its real path (symbolic links resolved), and both must agree.
 pub fn select<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(usize, &'p GitPolicy)>, PolicyError> {
+    let chosen = select_spelling(policies, url)?;
+    if let Some(real) = real_path(url) {
+        let other = select_spelling(policies, &real)?;
+        if other.map(|o| o.0) != chosen.map(|c| c.0) {
+            let name =
+                |c: Option<(usize, &GitPolicy)>| c.map(|(i, _)| format!("#{i}")).unwrap_or_else(|| "none".into());
+            return Err(PolicyError::SpellingsDisagree {
+                url: url.to_string(),
+                other: real,
+                chosen: name(chosen),
+                other_chosen: name(other),
+            });
+        }
+    }
+    Ok(chosen)
+}
+
+/// The real path of a local repository (symbolic links and `..` resolved by the file system).
+fn real_path(url: &str) -> Option<String> {
+    let u = url.trim();
+    let path = match u.strip_prefix("file://") {
+        Some(rest) => rest.strip_prefix("localhost").unwrap_or(rest),
+        None if !u.contains("://") => u,
+        None => return None,
+    };
+    let real = std::fs::canonicalize(path).ok()?;
+    Some(real.display().to_string())
+}
+
+fn select_spelling<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(usize, &'p GitPolicy)>, PolicyError> {
     let mut found = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         if matches(i, p, url)? {

@@ -9,7 +9,7 @@
 use ssh_key::{HashAlg, PublicKey, SshSig};
 use thiserror::Error;
 
-use super::{SignatureCheck, Signer};
+use super::{KeyInfo, SignatureCheck, Signer, rfc3339};
 
 pub const GIT_NAMESPACE: &str = "git";
 
@@ -106,19 +106,20 @@ impl AllowedSigners {
             Ok(s) => s,
             Err(e) => return SignatureCheck::Malformed(format!("unreadable SSH signature: {e}")),
         };
-        let fingerprint = PublicKey::from(sig.public_key().clone()).fingerprint(HashAlg::Sha256).to_string();
-        if sig.namespace() != GIT_NAMESPACE {
-            return SignatureCheck::Bad {
-                key: fingerprint,
-                reason: format!("the signature is for namespace {:?}, not \"git\"", sig.namespace()),
-            };
-        }
         let candidates: Vec<&Entry> = self.entries.iter().filter(|e| e.key.key_data() == sig.public_key()).collect();
-        if candidates.is_empty() {
-            return SignatureCheck::UnknownKey { key: fingerprint };
+        let Some(first) = candidates.first() else {
+            return SignatureCheck::UnknownKey { key: unknown_key(&sig) };
+        };
+        let key =
+            KeyInfo::of(&Signer::Ssh { fingerprint: first.fingerprint.clone(), principals: first.principals.clone() });
+        if sig.namespace() != GIT_NAMESPACE {
+            return SignatureCheck::Malformed(format!(
+                "the SSH signature by {key} is for namespace {:?}, not \"git\"",
+                sig.namespace()
+            ));
         }
-        if let Err(e) = candidates[0].key.verify(GIT_NAMESPACE, payload, &sig) {
-            return SignatureCheck::Bad { key: fingerprint, reason: e.to_string() };
+        if first.key.verify(GIT_NAMESPACE, payload, &sig).is_err() {
+            return SignatureCheck::Bad { key };
         }
         let mut reasons = Vec::new();
         for e in &candidates {
@@ -143,6 +144,7 @@ impl AllowedSigners {
         SignatureCheck::KeyUnusable { signer, reason }
     }
 
+    /// A stable identity of the allowed signers, for caching verdicts.
     pub fn identity(&self) -> String {
         let mut parts: Vec<String> = self
             .entries
@@ -151,6 +153,32 @@ impl AllowedSigners {
             .collect();
         parts.sort();
         parts.join(",")
+    }
+}
+
+/// The key an armored SSH signature carries, for a report.
+pub fn key_of(armored: &str) -> KeyInfo {
+    match SshSig::from_pem(armored.trim()) {
+        Ok(sig) => unknown_key(&sig),
+        Err(_) => KeyInfo {
+            kind: "ssh",
+            fingerprint: "(unreadable)".into(),
+            primary_fingerprint: None,
+            user_id: None,
+            principals: None,
+            known: false,
+        },
+    }
+}
+
+fn unknown_key(sig: &SshSig) -> KeyInfo {
+    KeyInfo {
+        kind: "ssh",
+        fingerprint: PublicKey::from(sig.public_key().clone()).fingerprint(HashAlg::Sha256).to_string(),
+        primary_fingerprint: None,
+        user_id: None,
+        principals: None,
+        known: false,
     }
 }
 
@@ -207,23 +235,25 @@ fn split_options(tok: &str) -> Vec<String> {
     out
 }
 
-/// `YYYYMMDD[HHMM[SS]][Z]`, local time unless `Z`, as ssh-keygen reads it; Weft reads both as UTC.
+/// `YYYYMMDD[HHMM[SS]][Z]`, local time unless `Z`, as ssh-keygen reads it; Weft reads both as UTC. A
+/// date or time that does not exist (month 13, February 30th, 25:61) is an error, never a guess.
 fn parse_time(v: &str) -> Result<i64, String> {
+    use k8s_openapi::jiff::civil::{Date, Time};
     let digits = v.trim_end_matches(['Z', 'z']);
+    let invalid = |why: &str| format!("invalid time {v:?}: {why} (expected YYYYMMDD[HHMM[SS]][Z])");
     if !digits.bytes().all(|b| b.is_ascii_digit()) || ![8, 12, 14].contains(&digits.len()) {
-        return Err(format!("invalid time {v:?} (expected YYYYMMDD[HHMM[SS]][Z])"));
+        return Err(invalid("not 8, 12 or 14 digits"));
     }
-    let n = |r: std::ops::Range<usize>| digits.get(r).map(|s| s.parse::<i16>().unwrap_or(0)).unwrap_or(0);
-    let date = k8s_openapi::jiff::civil::date(n(0..4), n(4..6) as i8, n(6..8) as i8);
-    let time = k8s_openapi::jiff::civil::time(n(8..10) as i8, n(10..12) as i8, n(12..14) as i8, 0);
+    // Every range is within `digits` (checked above) and holds only ASCII digits.
+    let n = |r: std::ops::Range<usize>| digits.get(r).and_then(|s| s.parse::<i16>().ok()).unwrap_or(0);
+    let narrow = |x: i16| i8::try_from(x).map_err(|_| invalid("a field is out of range"));
+    let date = Date::new(n(0..4), narrow(n(4..6))?, narrow(n(6..8))?).map_err(|_| invalid("no such date"))?;
+    let time = Time::new(narrow(n(8..10))?, narrow(n(10..12))?, narrow(n(12..14))?, 0)
+        .map_err(|_| invalid("no such time of day"))?;
     date.to_datetime(time)
         .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
         .map(|z| z.timestamp().as_second())
-        .map_err(|e| format!("invalid time {v:?}: {e}"))
-}
-
-fn rfc3339(secs: i64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| secs.to_string())
+        .map_err(|e| invalid(&e.to_string()))
 }
 
 #[cfg(test)]
@@ -257,6 +287,10 @@ mod tests {
             AllowedSigners::parse(&format!("alice valid-after=\"2024\" {KEY}")),
             Err(AllowedSignersError::Line { .. })
         ));
+        for bad in ["20241301", "20240230", "202401012561", "20240101256000"] {
+            let err = AllowedSigners::parse(&format!("# c\nalice valid-after=\"{bad}\" {KEY}")).unwrap_err();
+            assert!(matches!(&err, AllowedSignersError::Line { line: 2, .. }), "{bad}: {err}");
+        }
         assert_eq!(AllowedSigners::parse("# nothing\n").unwrap_err(), AllowedSignersError::Empty);
         let ca = AllowedSigners::parse(&format!("*@example.com cert-authority {KEY}\nalice {KEY}")).unwrap();
         assert_eq!(ca.skipped.len(), 1);

@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::fetch::{RepoCache, RepoCredentials, credentials_for};
+use super::access::{self, ProjectRules};
+use super::fetch::{FetchError, RepoCache, RepoCredentials};
 use super::history::{self, Repo, TagLookup, TagVerdict, VerifiedCommits, WalkOutcome};
 use super::kustomize::{self, RemoteBase};
 use super::materials::{self, MaterialsSpec, MaterialsVerdict};
@@ -28,6 +29,9 @@ pub struct SourceRequest<'a> {
     pub target_revision: Option<&'a str>,
     /// The last revision verified for this Application and repository (downgrade protection).
     pub previous: Option<&'a CommitId>,
+    /// The Application's AppProject: which repositories it may use, and whose credentials. `None` only
+    /// from the command line without a project (project-scoped credentials are then never used).
+    pub project: Option<&'a ProjectRules>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -63,14 +67,15 @@ pub struct SourceVerdict {
     pub millis: u128,
 }
 
-/// A kustomize remote base, pinned to a commit and verified where a policy matches.
+/// A kustomize remote base, pinned to a commit and verified under its own policy.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PinnedBase {
     pub base: RemoteBase,
     pub commit: CommitId,
-    /// `None` when no policy matches the base's repository: recorded, not verified.
-    pub verdict: Option<SourceVerdict>,
+    /// Whether the ref pins the content (a commit or a tag) or follows a branch (`allowUnpinnedBases`).
+    pub pinned: bool,
+    pub verdict: SourceVerdict,
 }
 
 /// Why the remote bases of a source cannot be accepted.
@@ -108,6 +113,18 @@ impl SourceVerifier {
     }
 
     pub fn verify(&self, policies: &[GitPolicy], bag: &Bag, req: &SourceRequest, now: i64) -> SourceVerdict {
+        let credentials = access(bag, req.repo_url, req.project);
+        self.verify_with(policies, bag, req, now, credentials)
+    }
+
+    fn verify_with(
+        &self,
+        policies: &[GitPolicy],
+        bag: &Bag,
+        req: &SourceRequest,
+        now: i64,
+        credentials: RepoCredentials,
+    ) -> SourceVerdict {
         let start = Instant::now();
         let mut v = SourceVerdict {
             repo_url: req.repo_url.to_string(),
@@ -122,7 +139,7 @@ impl SourceVerifier {
             materials: None,
             millis: 0,
         };
-        match self.run(policies, bag, req, now, &mut v) {
+        match self.run(policies, bag, req, now, &credentials, &mut v) {
             Ok(summary) => {
                 v.outcome = Outcome::Verified;
                 v.reason = "Verified".into();
@@ -139,7 +156,10 @@ impl SourceVerifier {
     }
 
     /// Finds the kustomize remote bases of a verified source, pins each to the commit its ref names, and
-    /// verifies it under its own policy where one matches. A remote plain file cannot be pinned: it fails.
+    /// verifies it under its own policy, as strictly as a source: no policy is a failure. A base is
+    /// pinned when its ref is a full commit SHA or a tag; a branch or no ref is whatever the branch holds
+    /// when Argo CD renders, so it fails unless the base's policy sets `allowUnpinnedBases`. A remote
+    /// plain file cannot be pinned at all.
     pub fn remote_bases(
         &self,
         policies: &[GitPolicy],
@@ -148,10 +168,9 @@ impl SourceVerifier {
         now: i64,
     ) -> Result<Vec<PinnedBase>, BaseProblem> {
         let problem = |outcome, reason: &str, message: String| BaseProblem { outcome, reason: reason.into(), message };
-        let creds = |url: &str| Some(access(bag, url));
         let repo = self
             .repos
-            .open(req.repo_url, &[req.revision], creds(req.repo_url).as_ref(), false)
+            .open(req.repo_url, &[req.revision], Some(&access(bag, req.repo_url, req.project)), false)
             .map_err(|e| problem(Outcome::Retry, e.reason(), e.to_string()))?;
         let (bases, files) = kustomize::remote_resources(&repo, req.revision, req.path.unwrap_or(""))
             .map_err(|e| problem(Outcome::Failed, e.reason(), e.to_string()))?;
@@ -169,37 +188,67 @@ impl SourceVerifier {
         for base in bases {
             let within =
                 |e: &dyn std::fmt::Display| format!("remote base {} (from {}): {e}", base.entry, base.referenced_from);
-            let remote = self.repos.open(&base.repo_url, &[], creds(&base.repo_url).as_ref(), true).map_err(|e| {
+            let policy = match policy::select(policies, &base.repo_url) {
+                Ok(Some((_, p))) => p,
+                Ok(None) => {
+                    return Err(problem(
+                        Outcome::Failed,
+                        "NoSourcePolicy",
+                        within(&format!(
+                            "no sourceIntegrity policy matches {}, so nothing vouches for it; add a policy for it (gpg.mode: none accepts it unsigned, explicitly)",
+                            base.repo_url
+                        )),
+                    ));
+                }
+                Err(e) => return Err(problem(Outcome::Misconfigured, e.reason(), within(&e))),
+            };
+            let credentials = base_access(bag, &base.repo_url, req.project);
+            let remote = self.repos.open(&base.repo_url, &[], Some(&credentials), true).map_err(|e| {
                 problem(if e.retryable() { Outcome::Retry } else { Outcome::Failed }, e.reason(), within(&e))
             })?;
-            let commit = remote
-                .resolve(base.reference.as_deref().unwrap_or("HEAD"))
-                .map_err(|e| problem(Outcome::Failed, e.reason(), within(&e)))?;
-            let verdict = match policy::select(policies, &base.repo_url) {
-                Ok(None) => None,
-                Ok(Some(_)) | Err(_) => {
-                    let sub = SourceRequest {
-                        repo_url: &base.repo_url,
-                        revision: &commit,
-                        path: base.path.as_deref(),
-                        target_revision: base.reference.as_deref(),
-                        previous: None,
-                    };
-                    let v = self.verify(policies, bag, &sub, now);
-                    if v.outcome != Outcome::Verified {
-                        let msg = format!(
-                            "remote base {} (from {}) @ {}: {}",
-                            base.entry,
-                            base.referenced_from,
-                            commit.short(),
-                            v.message
-                        );
-                        return Err(problem(v.outcome, &v.reason, msg));
-                    }
-                    Some(v)
-                }
+            let reference = base.reference.as_deref();
+            let is_pinned = match reference {
+                None => false,
+                Some(r) if crate::target::is_commit_sha(r) => true,
+                Some(r) => !matches!(remote.tag(r), Ok(TagLookup::Missing)) && !remote.branch_exists(r),
             };
-            pinned.push(PinnedBase { base, commit, verdict });
+            if !is_pinned && !policy.allow_unpinned_bases.unwrap_or(false) {
+                let what = match reference {
+                    Some(r) => format!("ref={r}, a branch"),
+                    None => "no ref, so the default branch".to_string(),
+                };
+                return Err(problem(
+                    Outcome::Failed,
+                    "RemoteBaseNotPinned",
+                    within(&format!(
+                        "it names {what}: whatever that holds when Argo CD renders, which need not be what Weft verified. Pin it with ?ref=<commit SHA> or a tag, or set allowUnpinnedBases: true on the policy for {}",
+                        base.repo_url
+                    )),
+                ));
+            }
+            let commit = remote
+                .resolve(reference.unwrap_or("HEAD"))
+                .map_err(|e| problem(Outcome::Failed, e.reason(), within(&e)))?;
+            let sub = SourceRequest {
+                repo_url: &base.repo_url,
+                revision: &commit,
+                path: base.path.as_deref(),
+                target_revision: base.reference.as_deref(),
+                previous: None,
+                project: req.project,
+            };
+            let verdict = self.verify_with(policies, bag, &sub, now, credentials);
+            if verdict.outcome != Outcome::Verified {
+                let msg = format!(
+                    "remote base {} (from {}) @ {}: {}",
+                    base.entry,
+                    base.referenced_from,
+                    commit.short(),
+                    verdict.message
+                );
+                return Err(problem(verdict.outcome, &verdict.reason, msg));
+            }
+            pinned.push(PinnedBase { base, commit, pinned: is_pinned, verdict });
         }
         Ok(pinned)
     }
@@ -210,9 +259,21 @@ impl SourceVerifier {
         bag: &Bag,
         req: &SourceRequest,
         now: i64,
+        credentials: &RepoCredentials,
         v: &mut SourceVerdict,
     ) -> Result<String, Stop> {
         let short = req.revision.short();
+        if let Some(project) = req.project
+            && !project.permits_repo(req.repo_url)
+        {
+            return Err(failed(
+                "RepositoryNotPermitted",
+                format!(
+                    "AppProject {} does not permit {} (spec.sourceRepos), so Argo CD will not sync it and Weft does not fetch it",
+                    project.name, req.repo_url
+                ),
+            ));
+        }
         let (index, policy) = match policy::select(policies, req.repo_url) {
             Ok(Some(found)) => found,
             Ok(None) => {
@@ -232,17 +293,19 @@ impl SourceVerifier {
         let require_tag = policy.require_signed_tag.unwrap_or(false);
         let trust = if mode != SignatureMode::None || require_tag { Some(trust_for(policy, bag)?) } else { None };
 
-        let repo = self
-            .repos
-            .open(req.repo_url, &[req.revision], Some(&access(bag, req.repo_url)), require_tag)
-            .map_err(|e| Stop {
+        let repo =
+            self.repos.open(req.repo_url, &[req.revision], Some(credentials), require_tag).map_err(|e| Stop {
                 outcome: match e {
                     _ if e.retryable() => Outcome::Retry,
-                    super::fetch::FetchError::UnsupportedUrl(_) => Outcome::Misconfigured,
+                    FetchError::UnsupportedUrl(_) | FetchError::CleartextCredentials { .. } => Outcome::Misconfigured,
                     _ => Outcome::Failed,
                 },
                 reason: e.reason().into(),
-                message: format!("{e}; nothing from it is verified until it can be read"),
+                message: if e.retryable() {
+                    format!("{e}; nothing from it is verified until it can be read")
+                } else {
+                    e.to_string()
+                },
             })?;
 
         let mut summary = Vec::new();
@@ -329,15 +392,24 @@ impl SourceVerifier {
                     return Ok(format!("commit {short} signed by {signer}"));
                 }
                 // Argo CD's `head` also accepts the signature of the annotated tag that names the commit.
+                let mut tag_note = String::new();
                 if let Some(name) = req.target_revision.filter(|t| !t.is_empty())
                     && let Ok(TagLookup::Annotated(tag)) = repo.tag(name)
                     && tag.target == *req.revision
-                    && let Some(sig) = &tag.signature
-                    && let SignatureCheck::Good(signer) = trust.check(&tag.payload, sig, tag.tagger_time, now)
                 {
-                    return Ok(format!("commit {short} is named by tag {name}, signed by {signer}"));
+                    match tag.signature.as_ref().map(|sig| trust.check(&tag.payload, sig, tag.tagger_time, now)) {
+                        Some(SignatureCheck::Good(signer)) => {
+                            return Ok(format!("commit {short} is named by tag {name}, signed by {signer}"));
+                        }
+                        Some(other) => {
+                            tag_note = format!(" The tag {name} that names it does not count either: it is {other}.")
+                        }
+                        None => tag_note = format!(" The tag {name} that names it is not signed either."),
+                    }
                 }
-                Err(commit_stop(&outcome, "head"))
+                let mut stop = commit_stop(&outcome, "head");
+                stop.message.push_str(&tag_note);
+                Err(stop)
             }
             SignatureMode::Strict => {
                 let outcome =
@@ -397,6 +469,9 @@ fn hint(reason: &str) -> &'static str {
         "KeyNotValid" => {
             "The key is expired, revoked or not valid for this signature: re-sign with a valid key or renew the key."
         }
+        "SignatureExpired" => {
+            "The signature carries its own expiry, which has passed (as git reports it): re-sign the commit or tag, or, in strict mode, add a seal commit signed by an allowed key."
+        }
         _ => "Re-sign the commit with an allowed key.",
     }
 }
@@ -413,18 +488,27 @@ fn deref_stop(e: deref::DerefError) -> Stop {
     }
 }
 
-/// How to reach a repository: the credentials of Argo CD's repository Secrets for its URL, its known
-/// SSH hosts, and the TLS certificates Argo CD trusts for its host.
-pub fn access(bag: &Bag, url: &str) -> RepoCredentials {
-    let mut c = credentials_for(url, &bag.repo_secrets).map(|s| s.credentials.clone()).unwrap_or_default();
+/// How to reach a repository: the credentials of the Argo CD repository Secret that serves it for the
+/// Application's project (see `access`), its known SSH hosts, and the TLS certificates Argo CD trusts
+/// for its host.
+pub fn access(bag: &Bag, url: &str, project: Option<&ProjectRules>) -> RepoCredentials {
+    let mut c = access::credentials_for(url, project.map(|p| p.name.as_str()), &bag.repo_secrets)
+        .map(|s| s.credentials.clone())
+        .unwrap_or_default();
     c.known_hosts = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, "ssh_known_hosts");
-    if let Some(host) =
-        url.split_once("://").and_then(|(_, rest)| rest.split(['/', ':']).next()).filter(|h| !h.is_empty())
-    {
-        let host = host.rsplit('@').next().unwrap_or(host);
-        c.tls_certs = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_TLS_CERTS_CM, host);
+    if let Some(host) = super::url::RepoLocation::parse(url).map(|l| l.host).filter(|h| !h.is_empty()) {
+        c.tls_certs = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_TLS_CERTS_CM, &host);
     }
     c
+}
+
+/// How to reach a kustomize remote base: Argo CD's credentials go only to what the Application's project
+/// permits; other bases are fetched without them (public ones still work).
+pub fn base_access(bag: &Bag, url: &str, project: Option<&ProjectRules>) -> RepoCredentials {
+    match project {
+        Some(p) if !p.permits_repo(url) => RepoCredentials::default(),
+        project => access(bag, url, project),
+    }
 }
 
 /// The keys a policy allows, read from the referenced Secrets and ConfigMaps.
@@ -436,8 +520,10 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
         let keyring = policy.gpg.as_ref().and_then(|g| g.keyring.clone()).unwrap_or_else(deref::default_keyring);
         let texts = bag.texts(&keyring).map_err(deref_stop)?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let allowed = AllowedPgpKeys::new(&refs, &keys)
-            .map_err(|e| misconfigured("InvalidKeyring", format!("the GPG keyring: {e}")))?;
+        let (kind, key_ref) = deref::split(&keyring);
+        let allowed = AllowedPgpKeys::new(&refs, &keys).map_err(|e| {
+            misconfigured("InvalidKeyring", format!("the GPG keyring ({} {}): {e}", kind.as_str(), key_ref.name))
+        })?;
         if allowed.is_empty() {
             return Err(misconfigured(
                 "AllowedKeysNotInKeyring",

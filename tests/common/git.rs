@@ -87,6 +87,37 @@ impl Gpg {
         GpgKey { fingerprint: primary, signing_subkey: fprs.get(1).map(|s| s.to_string()) }
     }
 
+    /// An ed25519 key that signs with its primary key, made by gpg as if the time were `time` (seconds
+    /// since the epoch), valid for a year from then.
+    pub fn key_made_at(&self, name: &str, time: i64) -> GpgKey {
+        let uid = format!("{name} <{}@example.com>", name.to_lowercase());
+        run(self.cmd().args([
+            "--faked-system-time",
+            &format!("{time}!"),
+            "--quick-gen-key",
+            &uid,
+            "ed25519",
+            "sign",
+            "1y",
+        ]));
+        GpgKey { fingerprint: self.fingerprint_of(&uid), signing_subkey: None }
+    }
+
+    /// A program git can use as `gpg.program` that signs as if the time were `time`, with signatures that
+    /// expire after `sig_expire` (gpg's `--default-sig-expire`, e.g. `1d`).
+    pub fn program_at(&self, time: i64, sig_expire: &str) -> PathBuf {
+        let path = self.home.path().join(format!("gpg-at-{time}-{sig_expire}"));
+        let script =
+            format!("#!/bin/sh\nexec gpg --faked-system-time {time}! --default-sig-expire {sig_expire} \"$@\"\n");
+        std::fs::write(&path, script).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        path
+    }
+
     /// Makes the key expire (its self-signature now says it expired a moment ago).
     pub fn expire(&self, key: &GpgKey) {
         run(self.cmd().args(["--quick-set-expire", &key.fingerprint, "seconds=1"]));
@@ -111,7 +142,16 @@ impl Gpg {
 
     /// A detached armored signature over `data` by `key`.
     pub fn sign_detached(&self, key: &GpgKey, data: &Path) -> String {
-        run(self.cmd().args(["--armor", "--detach-sign", "--local-user", &key.fingerprint, "--output", "-"]).arg(data))
+        self.sign_detached_with(key, data, &[])
+    }
+
+    /// A detached armored signature with extra gpg options (a faked clock, a signature expiry…).
+    pub fn sign_detached_with(&self, key: &GpgKey, data: &Path, options: &[&str]) -> String {
+        run(self
+            .cmd()
+            .args(options)
+            .args(["--armor", "--detach-sign", "--local-user", &key.fingerprint, "--output", "-"])
+            .arg(data))
     }
 }
 
@@ -139,6 +179,8 @@ pub fn ssh_key(dir: &Path, name: &str) -> SshKey {
 pub enum Sign<'a> {
     No,
     Gpg(&'a GpgKey),
+    /// By a gpg key, through another gpg program (see `Gpg::program_at`).
+    GpgVia(&'a GpgKey, &'a Path),
     Ssh(&'a SshKey),
 }
 
@@ -151,9 +193,16 @@ pub struct Repo {
 
 impl Repo {
     pub fn new(gpg: &Gpg) -> Repo {
+        Repo::init(gpg, &[])
+    }
+
+    /// A repository made with extra `git init` options (`--object-format=sha256`, …).
+    pub fn init(gpg: &Gpg, options: &[&str]) -> Repo {
         let dir = tempfile::Builder::new().prefix("repo").tempdir().expect("repo dir");
         let repo = Repo { dir, gnupghome: gpg.home().to_path_buf(), counter: std::cell::Cell::new(0) };
-        repo.git(&["init", "-q", "-b", "main"]);
+        let mut args = vec!["init", "-q", "-b", "main"];
+        args.extend_from_slice(options);
+        repo.git(&args);
         repo.git(&["config", "user.name", "Alice"]);
         repo.git(&["config", "user.email", "alice@example.com"]);
         repo
@@ -177,6 +226,14 @@ impl Repo {
             Sign::Gpg(k) => vec![
                 "-c".into(),
                 "gpg.format=openpgp".into(),
+                "-c".into(),
+                format!("user.signingkey={}!", k.signing_subkey.as_deref().unwrap_or(&k.fingerprint)),
+            ],
+            Sign::GpgVia(k, program) => vec![
+                "-c".into(),
+                "gpg.format=openpgp".into(),
+                "-c".into(),
+                format!("gpg.program={}", program.display()),
                 "-c".into(),
                 format!("user.signingkey={}!", k.signing_subkey.as_deref().unwrap_or(&k.fingerprint)),
             ],
@@ -243,5 +300,85 @@ impl Repo {
         let id = self.git(&["hash-object", "-w", "-t", "commit", path.to_str().unwrap()]);
         std::fs::remove_file(path).unwrap();
         id
+    }
+}
+
+/// git's own smart-HTTP server (`git http-backend`, tests/env/git-http-server.py) behind Basic auth, on
+/// loopback, serving a bare clone of a test repository; stopped on drop.
+pub struct GitHttpServer {
+    child: std::process::Child,
+    pub port: u16,
+    root: TempDir,
+}
+
+impl GitHttpServer {
+    /// Serves `repo` as `name` over plain http; `env` sets the server's options (a request log, a
+    /// redirect; see the script).
+    pub fn start(repo: &Repo, name: &str, user: &str, password: &str, env: &[(&str, &str)]) -> GitHttpServer {
+        Self::spawn(repo, name, user, password, env, None)
+    }
+
+    /// Serves over https with a certificate for 127.0.0.1 from a CA the test makes (its PEM is returned
+    /// too).
+    pub fn start_tls(repo: &Repo, name: &str, user: &str, password: &str) -> (GitHttpServer, String) {
+        let tls = tempfile::tempdir().unwrap();
+        let sh = |script: &str| {
+            assert!(Command::new("sh").current_dir(tls.path()).args(["-c", script]).status().unwrap().success())
+        };
+        sh(
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=test-ca 2>/dev/null",
+        );
+        sh("openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null");
+        sh("printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf");
+        sh(
+            "openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 1 -extfile ext.cnf 2>/dev/null",
+        );
+        let ca = std::fs::read_to_string(tls.path().join("ca.crt")).unwrap();
+        let server = Self::spawn(repo, name, user, password, &[], Some(tls));
+        (server, ca)
+    }
+
+    fn spawn(
+        repo: &Repo,
+        name: &str,
+        user: &str,
+        password: &str,
+        env: &[(&str, &str)],
+        tls: Option<TempDir>,
+    ) -> GitHttpServer {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join(name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        run(Command::new("git").args(["clone", "-q", "--bare"]).arg(repo.path()).arg(&target));
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/env/git-http-server.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(root.path()).args([user, password]).stdout(std::process::Stdio::piped());
+        if let Some(tls) = &tls {
+            cmd.arg(tls.path().join("srv.crt")).arg(tls.path().join("srv.key"));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("python3 runs the git HTTP server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("the git HTTP server did not start: {line:?}"));
+        if let Some(tls) = tls {
+            // Keep the certificate files as long as the server runs.
+            let _ = std::fs::rename(tls.keep(), root.path().join(".tls"));
+        }
+        GitHttpServer { child, port, root }
+    }
+
+    /// The bare repository the server serves as `name`.
+    pub fn repository(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -5,6 +5,12 @@
                                                        # (https with CERT and KEY, else http)
 
 Tests use it to check that Weft fetches with the credentials of Argo CD's repository Secrets.
+
+Environment (all optional):
+    GIT_HTTP_PORT      the port to listen on (default: any free port)
+    GIT_HTTP_LOG       a file that gets one line per request: "METHOD PATH AUTHORIZATION" (the header
+                       as sent, "-" when none), so tests can see where credentials went
+    GIT_HTTP_REDIRECT  a base URL: every request is answered with a 302 to that base + the request path
 """
 import base64
 import os
@@ -15,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT, USER, PASSWORD = sys.argv[1], sys.argv[2], sys.argv[3]
 EXPECTED = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+LOG = os.environ.get("GIT_HTTP_LOG")
+REDIRECT = os.environ.get("GIT_HTTP_REDIRECT")
 BACKEND = os.path.join(subprocess.check_output(["git", "--exec-path"], text=True).strip(), "git-http-backend")
 
 
@@ -23,6 +31,15 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def handle_one(self):
+        if LOG:
+            with open(LOG, "a") as f:
+                f.write(f"{self.command} {self.path} {self.headers.get('Authorization') or '-'}\n")
+        if REDIRECT:
+            self.send_response(302)
+            self.send_header("Location", REDIRECT.rstrip("/") + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.headers.get("Authorization") != EXPECTED:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
@@ -65,7 +82,7 @@ class Handler(BaseHTTPRequestHandler):
     do_POST = handle_one
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("GIT_HTTP_PORT", "0"))), Handler)
 if len(sys.argv) > 5:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(sys.argv[4], sys.argv[5])

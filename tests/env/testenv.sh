@@ -105,6 +105,23 @@ EOF
   KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" wait --for condition=established --timeout 60s \
     crd/applications.argoproj.io crd/appprojects.argoproj.io \
     crd/integrityprofiles.weft.dev crd/applicationprovenances.weft.dev >> "$dir/logs/setup.log" 2>&1
+  # Argo CD's namespace and its default AppProject, as an installation has them; Applications in any
+  # namespace may use it (the tests give each its own namespace).
+  KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" apply --server-side --field-manager weft-testenv -f - \
+    >> "$dir/logs/setup.log" 2>&1 <<'YAML' || { cat "$dir/logs/setup.log" >&2; return 1; }
+apiVersion: v1
+kind: Namespace
+metadata: {name: argocd}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AppProject
+metadata: {name: default, namespace: argocd}
+spec:
+  sourceRepos: ["*"]
+  sourceNamespaces: ["*"]
+  destinations: [{server: "*", namespace: "*"}]
+  clusterResourceWhitelist: [{group: "*", kind: "*"}]
+YAML
 
   cat >> "$dir/env" <<EOF
 export KUBECONFIG="$dir/kubeconfig"
