@@ -24,7 +24,7 @@ pub async fn bag(
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     for (kind, name) in deref::wanted(spec) {
         let fetch_err =
-            |e: kube::Error| DerefError::Fetch { kind: kind.as_str(), name: name.clone(), reason: e.to_string() };
+            |e: kube::Error| DerefError::Fetch { kind: kind.as_str(), name: name.clone(), reason: short(&e) };
         let data = match kind {
             Kind::Secret => secrets.get_opt(&name).await.map_err(fetch_err)?.map(secret_data),
             Kind::ConfigMap => config_maps.get_opt(&name).await.map_err(fetch_err)?.map(config_map_data),
@@ -52,7 +52,7 @@ pub async fn bag(
         );
         let fetch_err = |reason: String| DerefError::Fetch { kind: "AppProject", name: name.to_string(), reason };
         // Absent: left out, so the verdict says the project does not exist (Argo CD refuses such an app).
-        if let Some(p) = projects.get_opt(name).await.map_err(|e| fetch_err(e.to_string()))? {
+        if let Some(p) = projects.get_opt(name).await.map_err(|e| fetch_err(short(&e)))? {
             let spec = p.data.get("spec").cloned().unwrap_or_default();
             bag.projects.insert(name.to_string(), deref::project_rules(name, spec).map_err(fetch_err)?);
         }
@@ -94,6 +94,14 @@ pub async fn repo_secrets(
             deref::repo_secret(&name, &t, &secret_data(s))
         })
         .collect())
+}
+
+/// The apiserver's own message, without the debug form of its Status.
+fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
 }
 
 fn secret_data(s: Secret) -> BTreeMap<String, Vec<u8>> {

@@ -309,7 +309,10 @@ fn kustomize(
     }
     // Remote bases resolve to the local mirrors Weft verified (git's insteadOf), never the network; the
     // mirrors serve the pinned commits by id (the upload-pack git spawns reads the same environment).
-    cmd.env("GIT_CONFIG_COUNT", (remotes.len() + 1).to_string()).env("GIT_TERMINAL_PROMPT", "0");
+    // Replace refs in a mirror never stand in for the pinned objects (Weft verified the objects themselves).
+    cmd.env("GIT_CONFIG_COUNT", (remotes.len() + 1).to_string())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_NO_REPLACE_OBJECTS", "1");
     cmd.env(format!("GIT_CONFIG_KEY_{}", remotes.len()), "uploadpack.allowAnySHA1InWant")
         .env(format!("GIT_CONFIG_VALUE_{}", remotes.len()), "true");
     for (i, r) in remotes.iter().enumerate() {

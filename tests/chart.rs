@@ -195,6 +195,20 @@ async fn the_controller_works_with_only_the_charts_rbac() {
         "spec": {"applicationSelector": [{"name": "*"}],
             "sourceIntegrity": {"git": {"policies": [{"repos": [{"url": "file:///*"}], "gpg": {"mode": "none"}}]}}}});
     create(&profiles(&client, &ns), profile).await;
+    // Argo CD's default project, in what is Argo CD's namespace here; the chart lets Weft read it.
+    let project = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject", "metadata": {"name": "default"},
+        "spec": {"sourceRepos": ["*"], "destinations": [{"server": "*", "namespace": "*"}]}});
+    let projects = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AppProject"),
+            "appprojects",
+        ),
+    );
+    create(&projects, project).await;
+    let (code, _, err) = as_sa(&["get", "appprojects.argoproj.io", "default", "-n", &ns]);
+    assert_eq!(code, 0, "the chart's ServiceAccount reads Argo CD's AppProjects: {err}");
     let app = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "shop"},
         "spec": {"project": "default", "destination": {"namespace": "shop"},
             "source": {"repoURL": repo.url(), "path": ".", "targetRevision": "main"}},

@@ -395,8 +395,9 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
     let ns = namespace(&client, "waits").await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = restricted_kubeconfig(dir.path());
+    // Argo CD's namespace is this one too, so the grant below stays within it.
     let mut weft = WeftProcess::start_with_env(
-        &["controller", "--namespace", &ns],
+        &["controller", "--namespace", &ns, "--argocd-namespace", &ns],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
 
@@ -427,7 +428,8 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
             {"apiGroups": ["weft.dev"], "resources": ["integrityprofiles"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["weft.dev"], "resources": ["integrityprofiles/status"], "verbs": ["patch"]},
             {"apiGroups": ["weft.dev"], "resources": ["applicationprovenances"], "verbs": ["get", "list", "watch", "create", "patch"]},
-            {"apiGroups": ["weft.dev"], "resources": ["applicationprovenances/status"], "verbs": ["patch"]}
+            {"apiGroups": ["weft.dev"], "resources": ["applicationprovenances/status"], "verbs": ["patch"]},
+            {"apiGroups": ["argoproj.io"], "resources": ["appprojects"], "verbs": ["get"]}
         ]}),
     );
     let binding = rbac(
@@ -454,6 +456,20 @@ async fn without_access_to_its_resources_the_controller_waits_and_retries_instea
     );
     create(&roles, role).await;
     create(&bindings, binding).await;
+    let projects = kube::Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("argoproj.io", "v1alpha1", "AppProject"),
+            "appprojects",
+        ),
+    );
+    create(
+        &projects,
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject", "metadata": {"name": "default"},
+               "spec": {"sourceRepos": ["*"], "destinations": [{"server": "*", "namespace": "*"}]}}),
+    )
+    .await;
 
     create(&profiles(&client, &ns), profile("production", json!([{"name": "*"}]))).await;
     create(&applications(&client, &ns), synced_application("app", json!({}), &rev(2))).await;
