@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 use crate::pipeline::{Engine, Job, PipelineOutcome, Quiet};
 use crate::resources::argocd::{self, Application};
 use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary};
-use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef};
+use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef, WorkUnit};
 use crate::selection::{self, AppFacts, Selection};
 use crate::source::verify::SourceVerifier;
 use crate::status::{self, Governance, Observation, Step, StepReport, StepState, Subject};
@@ -442,6 +442,36 @@ fn applications_to_requeue(
         .collect()
 }
 
+/// The unit of work, as a digest (see `WorkUnit`).
+fn work_unit(
+    app: &Application,
+    target: &target::SyncTarget,
+    profile: &IntegrityProfile,
+    bag: &crate::deref::Bag,
+    engine: &Engine,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let facts = json!({
+        "weft": env!("CARGO_PKG_VERSION"),
+        "application": {"uid": app.metadata.uid, "spec": app.spec},
+        "target": {"sources": target.sources, "origin": format!("{:?}", target.origin)},
+        "profile": {"uid": profile.metadata.uid, "spec": profile.spec},
+        "objects": bag.fingerprint(),
+        "settings": {"tracking": format!("{:?}", engine.tracking), "builder": engine.builder_id,
+                     "limits": format!("{:?}", engine.limits)},
+    });
+    hex::encode(Sha256::digest(facts.to_string().as_bytes()))
+}
+
+/// When the unit is recorded with a settled verdict and the resync period has not passed since, how long
+/// until it has.
+fn unchanged(previous: Option<&ApplicationProvenanceStatus>, unit: &str, resync: Duration) -> Option<Duration> {
+    let recorded = previous?.work_unit.as_ref().filter(|w| w.digest == unit)?;
+    let age = Timestamp::now().duration_since(recorded.recorded_at.0);
+    let age = Duration::try_from(age).ok()?;
+    resync.checked_sub(age).filter(|left| !left.is_zero())
+}
+
 /// The Application's AppProject, as Argo CD requires it: it must exist, and permit the Application's
 /// namespace. Otherwise Argo CD does not sync the Application, and Weft does not fetch for it.
 fn project_scope<'b>(
@@ -513,6 +543,7 @@ async fn reconcile_application(
     // Read the record itself, not the cache: history and transition times must never be lost.
     let existing = provenances.get_opt(&name).await?;
     let previous = existing.as_ref().and_then(|e| e.status.as_ref());
+    let mut work = None;
     let outcome = match (&governance, &subject, guard.0.as_ref().ok()) {
         (Governance::Profile { profile, .. }, Subject::Target(target), Some(app)) => {
             match profiles.iter().find(|p| p.metadata.name.as_deref() == Some(profile.name.as_str())) {
@@ -523,6 +554,14 @@ async fn reconcile_application(
                     Some(match crate::cluster::bag(&ctx.client, &ns, &p.spec, argocd_ns, Some(project)).await {
                         Ok(bag) => match project_scope(&bag, project, &ns, argocd_ns) {
                             Ok(rules) => {
+                                // The same unit of work recorded, not long ago: nothing to redo (Argo CD
+                                // refreshes and rewrites Application status every few minutes).
+                                let unit = work_unit(app, target, p, &bag, &ctx.engine);
+                                if let Some(wait) = unchanged(previous, &unit, ctx.resync) {
+                                    crate::metrics::reconciled("unchanged");
+                                    return Ok(Action::requeue(wait));
+                                }
+                                work = Some(unit);
                                 let job = Job {
                                     profile: p,
                                     app,
@@ -595,15 +634,25 @@ async fn reconcile_application(
         generation = written.metadata.generation;
         info!(application = %name, namespace = %ns, "created ApplicationProvenance");
     }
-    let new_status = ApplicationProvenanceStatus {
+    let mut new_status = ApplicationProvenanceStatus {
         observed_generation: generation,
         conditions: new_status
             .conditions
             .into_iter()
             .map(|c| Condition { observed_generation: generation, ..c })
             .collect(),
+        // Recorded only once every step finished: a pending step is retried.
+        work_unit: work.filter(|_| !pending).map(|digest| WorkUnit { digest, recorded_at: Time(Timestamp::now()) }),
         ..new_status
     };
+    // The Application's generation moves with each of Argo CD's status writes (its CRD has no status
+    // subresource): on its own it is no news, and writing it would wake this controller again.
+    if let Some(p) = previous
+        && (ApplicationProvenanceStatus { application_generation: p.application_generation, ..new_status.clone() })
+            == *p
+    {
+        new_status.application_generation = p.application_generation;
+    }
     for s in steps_pending(&new_status) {
         crate::metrics::dependency_error(crate::metrics::dependency_of(&s));
     }

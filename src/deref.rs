@@ -206,6 +206,47 @@ impl Bag {
         Ok(self.texts_of(kind, &r)?.remove(0))
     }
 
+    /// A digest of everything in the bag (keys, values, credentials, project rules): when it is the same,
+    /// what the profile refers to has not changed.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut field = |v: &[u8]| {
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v);
+        };
+        for ((kind, name), data) in &self.objects {
+            field(kind.as_str().as_bytes());
+            field(name.as_bytes());
+            for (k, v) in data {
+                field(k.as_bytes());
+                field(v);
+            }
+        }
+        for s in &self.repo_secrets {
+            let c = &s.credentials;
+            for v in [Some(&s.name), Some(&s.url), s.project.as_ref(), c.username.as_ref(), c.password.as_ref()]
+                .into_iter()
+                .chain([
+                    c.bearer_token.as_ref(),
+                    c.ssh_private_key.as_ref(),
+                    c.known_hosts.as_ref(),
+                    c.tls_certs.as_ref(),
+                ])
+            {
+                field(v.map(String::as_bytes).unwrap_or(b"\0"));
+            }
+            field(&[u8::from(s.is_template), u8::from(c.insecure), u8::from(c.insecure_ignore_host_key)]);
+        }
+        for (name, p) in &self.projects {
+            field(name.as_bytes());
+            for r in p.source_repos.iter().chain(["|".to_string()].iter()).chain(&p.source_namespaces) {
+                field(r.as_bytes());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
     /// Optional objects (such as Argo CD's known-hosts ConfigMap) may be absent.
     pub fn optional_text(&self, kind: Kind, name: &str, key: &str) -> Option<String> {
         self.text(kind, name, key).ok()

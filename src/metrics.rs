@@ -30,6 +30,7 @@ pub struct Metrics {
     dependency_errors: Family<Labels, Counter>,
     admissions: Family<Labels, Counter>,
     admission_seconds: Family<Labels, Histogram, Buckets>,
+    pipeline_runs: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -41,6 +42,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         dependency_errors: Family::default(),
         admissions: Family::default(),
         admission_seconds: Family::new_with_constructor(Buckets),
+        pipeline_runs: Counter::default(),
         registry: Registry::default(),
     };
     registry.register("reconciles", "Application reconciles, by outcome (ok, requeued, error)", m.reconciles.clone());
@@ -52,12 +54,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.dependency_errors.clone(),
     );
     registry.register("admission_reviews", "Admission reviews, by decision", m.admissions.clone());
+    registry.register(
+        "pipeline_runs",
+        "Pipeline runs (verify, render, sign, attest); a revision already recorded does not start one",
+        m.pipeline_runs.clone(),
+    );
     registry.register("admission_review_duration_seconds", "Admission review latency", m.admission_seconds.clone());
     Metrics { registry, ..m }
 });
 
 pub fn reconciled(outcome: &str) {
     METRICS.reconciles.get_or_create(&vec![("outcome", outcome.to_string())]).inc();
+}
+
+pub fn pipeline_run() {
+    METRICS.pipeline_runs.inc();
 }
 
 pub fn step(step: &str, seconds: f64) {

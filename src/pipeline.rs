@@ -113,6 +113,7 @@ impl Progress for Quiet {
 
 impl Engine {
     pub async fn run(&self, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
+        crate::metrics::pipeline_run();
         let mut steps = Step::ALL.map(StepReport::not_implemented);
         let timer = std::time::Instant::now();
         let (source, verdicts, bases) = match self.source_step(&job, progress).await {

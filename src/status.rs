@@ -177,6 +177,7 @@ pub fn compute(
         verified_sources: verified_sources(obs, previous),
         remote_bases: obs.remote_bases.clone(),
         images: obs.images.clone(),
+        work_unit: None,
     }
 }
 

@@ -110,6 +110,22 @@ pub struct ApplicationProvenanceStatus {
     /// Every image the rendered manifests run, with what image verification found.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub images: Vec<ImageStatus>,
+    /// The unit of work this status records: while it is unchanged (and younger than the resync
+    /// period), Application events such as Argo CD's refreshes start no pipeline run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_unit: Option<WorkUnit>,
+}
+
+/// What a recorded verdict was computed from, as a digest: the Application (its UID, sources, destination
+/// and project), the exact revisions, the profile's spec, the content of every object the profile refers
+/// to (Secrets, ConfigMaps, Argo CD's repository Secrets, the AppProject), and Weft's version and settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkUnit {
+    /// Hex SHA-256.
+    pub digest: String,
+    /// When the pipeline last ran for it.
+    pub recorded_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }
 
 /// One image the manifests run.

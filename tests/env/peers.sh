@@ -5,18 +5,23 @@
 #   tests/env/peers.sh build [PEER...]   build (default: every peer)
 #   tests/env/peers.sh path PEER         print the directory holding PEER's binaries (builds it if needed)
 #   tests/env/peers.sh argocd-crds       print the directory of Argo CD's CRDs (from its Go module)
+#   tests/env/peers.sh ensure-redis      install Debian's redis-server when missing (Argo CD's cache)
 #   tests/env/peers.sh list              the peers and their versions
 set -euo pipefail
 
 CACHE="${WEFT_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weft-testenv}"
 K8S_VERSION=v1.34.4
-ARGOCD_VERSION=v3.5.7
+ARGOCD_VERSION=v3.6.1
+# Argo CD 3.6 needs Go 1.27; the go command fetches that toolchain from the proxy for its builds only.
+ARGOCD_GOTOOLCHAIN=go1.27.3
 
 # name | version | module | packages (space separated) | flavour
 PEERS=$(cat <<EOF
 etcd|v3.6.4|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3|plain
 kube-apiserver|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|kubernetes
 kubectl|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kubectl|kubernetes
+kube-controller-manager|$K8S_VERSION|k8s.io/kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|kubernetes
+argocd|$ARGOCD_VERSION|github.com/argoproj/argo-cd/v3|github.com/argoproj/argo-cd/v3/cmd|argocd
 kustomize|v5.8.1|sigs.k8s.io/kustomize/kustomize/v5|sigs.k8s.io/kustomize/kustomize/v5|plain
 helm|v3.22.0|helm.sh/helm/v3|helm.sh/helm/v3/cmd/helm|plain
 crane|v0.22.1|github.com/google/go-containerregistry|github.com/google/go-containerregistry/cmd/crane|plain
@@ -62,8 +67,19 @@ build_peer() {
   trap 'rm -rf "$work"' RETURN
   (
     cd "$work"
+    [ "$flavour" = argocd ] && export GOTOOLCHAIN=$ARGOCD_GOTOOLCHAIN
     go mod init local/wrapper >/dev/null 2>&1
     local ldflags="-s -w"
+    if [ "$flavour" = argocd ]; then
+      # Argo CD's go.mod replaces the k8s.io modules (and a few others) and points gitops-engine at a
+      # directory of its repository; copy the replace block, leave that one out (the module is served).
+      local gomod
+      gomod=$(go mod download -json "$module@$version" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')
+      sed -n '/^replace (/,/^)/p' "$gomod" | grep '=>' | grep -v '=> \./' | while read -r from _ to to_version; do
+        go mod edit -replace="$from=$to@$to_version"
+      done
+      ldflags="$ldflags -X github.com/argoproj/argo-cd/v3/common.version=${version#v}"
+    fi
     if [ "$flavour" = kubernetes ]; then
       # k8s.io/kubernetes points every staging module at ./staging; pin each to the matching v0.x release.
       local gomod staging minor
@@ -103,6 +119,14 @@ func main() {
 GO
       go mod tidy >/dev/null 2>&1
       go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$name" .
+    elif [ "$flavour" = argocd ]; then
+      # One multi-call binary; each component is a link named after it. The repo-server runs the two
+      # wrapper scripts of the module's hack/ even with GPG off, so they go next to it.
+      CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$dir/bin/argocd" "$pkgs"
+      for c in argocd-application-controller argocd-repo-server argocd-server; do ln -sf argocd "$dir/bin/$c"; done
+      local src
+      src=$(go mod download -json "$module@$version" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+      install -m 0755 "$src/hack/git-verify-wrapper.sh" "$src/hack/gpg-wrapper.sh" "$dir/bin/"
     else
       for p in $pkgs; do
         go build -trimpath -ldflags "$ldflags" -o "$dir/bin/$(binary_name "$p")" "$p"
@@ -132,9 +156,20 @@ ensure_mariadb() {
   fi
 }
 
+# Redis comes from Debian's packages (Argo CD's cache); installed when missing.
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing Debian's redis-server (Argo CD's cache)"
+    (apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }) >&2
+  else
+    log "redis-server is missing: install Debian's redis-server"; return 1
+  fi
+}
+
 argocd_crds() {
   local d
-  d=$(cd /tmp && go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
+  d=$(cd /tmp && GOTOOLCHAIN=$ARGOCD_GOTOOLCHAIN go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
   [ -d "$d/manifests/crds" ] || { log "Argo CD $ARGOCD_VERSION module has no manifests/crds"; return 1; }
   echo "$d/manifests/crds"
 }
@@ -146,11 +181,13 @@ case "$cmd" in
     for n in "${names[@]}"; do build_peer "$n"; done
     argocd_crds >/dev/null
     trillian_schema >/dev/null
-    ensure_mariadb ;;
+    ensure_mariadb
+    ensure_redis ;;
   ensure-mariadb) ensure_mariadb ;;
+  ensure-redis) ensure_redis ;;
   trillian-schema) trillian_schema ;;
   path) build_peer "$1"; echo "$(peer_dir "$1")/bin" ;;
   argocd-crds) argocd_crds ;;
   list) awk -F'|' '{ print $1, $2 }' <<<"$PEERS" ;;
-  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | list" >&2; exit 2 ;;
+  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | ensure-redis | list" >&2; exit 2 ;;
 esac

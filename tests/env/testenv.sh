@@ -3,12 +3,17 @@
 #   kube     etcd + kube-apiserver, with Weft's and Argo CD's CRDs installed, and a kubeconfig
 #   registry distribution's registry (no OCI referrers API) and go-containerregistry's registry (with it)
 #   rekor    MariaDB + Trillian (log server and signer) + rekor-server, with a stable log key
+#   controllers  kube-controller-manager: Deployments become ReplicaSets and Pods, Services get
+#            EndpointSlices, garbage collection and namespace deletion happen (no kubelet or scheduler:
+#            Pods stay Pending)
+#   argocd   a real Argo CD (redis, repo-server, application-controller, API server for the argocd CLI),
+#            watching Applications in its namespace `argocd` and in namespaces named `argocd-e2e-*`
 #
 #   tests/env/testenv.sh run -- CMD [ARG...]   start, run CMD with the environment, stop (also on failure)
 #   tests/env/testenv.sh start DIR             start in the background; DIR/env holds the environment
 #   tests/env/testenv.sh stop DIR              stop what `start DIR` started
 #
-# WEFT_TESTENV_COMPONENTS picks components (default: "kube registry rekor").
+# WEFT_TESTENV_COMPONENTS picks components (default: "kube controllers registry rekor argocd").
 # The environment: KUBECONFIG and WEFT_TEST_KUBECONFIG (admin token), WEFT_TEST_RESTRICTED_TOKEN (a user
 # with no permissions, for RBAC tests), WEFT_TEST_APISERVER, WEFT_TEST_REGISTRY (no referrers),
 # WEFT_TEST_REGISTRY_REFERRERS, WEFT_TEST_REKOR_URL, WEFT_TEST_REKOR_PUBLIC_KEY (PEM file),
@@ -18,7 +23,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PEERS="$HERE/peers.sh"
-COMPONENTS=${WEFT_TESTENV_COMPONENTS:-kube registry rekor}
+COMPONENTS=${WEFT_TESTENV_COMPONENTS:-kube controllers registry rekor argocd}
 
 log() { printf '[testenv] %s\n' "$*" >&2; }
 
@@ -133,6 +138,81 @@ EOF
   log "kube-apiserver ready at $server"
 }
 
+start_controllers() {
+  local dir=$1 bin kubectl
+  bin=$("$PEERS" path kube-controller-manager)/kube-controller-manager
+  kubectl=$("$PEERS" path kubectl)/kubectl
+  # The controllers use credentials of their own ServiceAccounts (as in a cluster), signed with the
+  # apiserver's ServiceAccount key; serving and leader election are off.
+  spawn "$dir" kube-controller-manager "$bin" --kubeconfig "$dir/kubeconfig" \
+    --service-account-private-key-file "$dir/certs/sa.key" --root-ca-file "$dir/certs/ca.crt" \
+    --use-service-account-credentials --controllers '*' --leader-elect=false \
+    --bind-address 127.0.0.1 --secure-port 0 --cluster-signing-cert-file "$dir/certs/ca.crt" \
+    --cluster-signing-key-file "$dir/certs/ca.key" --v 1
+  # Ready when it has made the default ServiceAccount of a new namespace.
+  KUBECONFIG="$dir/kubeconfig" "$kubectl" create namespace weft-testenv-probe >/dev/null
+  wait_for 60 "kube-controller-manager" env KUBECONFIG="$dir/kubeconfig" "$kubectl" \
+    get serviceaccount default -n weft-testenv-probe
+  log "kube-controller-manager ready"
+}
+
+start_argocd() {
+  local dir=$1 bin kubectl redis_port repo_port repo_metrics ctl_metrics server_port server_metrics
+  bin=$("$PEERS" path argocd)
+  kubectl=$("$PEERS" path kubectl)/kubectl
+  "$PEERS" ensure-redis
+  redis_port=$(free_port); repo_port=$(free_port); repo_metrics=$(free_port)
+  ctl_metrics=$(free_port); server_port=$(free_port); server_metrics=$(free_port)
+  mkdir -p "$dir/argocd/tls" "$dir/argocd/ssh" "$dir/argocd/gnupg" "$dir/argocd/tmp"
+  chmod 700 "$dir/argocd/gnupg"
+  spawn "$dir" redis redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no
+  wait_for 30 "redis" redis-cli -p "$redis_port" ping
+  # What an Argo CD installation holds before it starts.
+  KUBECONFIG="$dir/kubeconfig" "$kubectl" apply --server-side --field-manager weft-testenv -f - \
+    >> "$dir/logs/setup.log" 2>&1 <<YAML || { cat "$dir/logs/setup.log" >&2; return 1; }
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: argocd-cm, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}
+data:
+  application.resourceTrackingMethod: annotation
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: argocd-rbac-cm, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: argocd-secret, namespace: argocd, labels: {app.kubernetes.io/part-of: argocd}}
+stringData: {server.secretkey: "$(openssl rand -hex 16)"}
+YAML
+  local apps="argocd-e2e-*"
+  # Every Argo CD process: the cluster through the kubeconfig (the in-cluster destination included), no
+  # GPG of its own, private data directories, and the renderers and wrapper scripts on PATH.
+  local env=(env KUBECONFIG="$dir/kubeconfig" ARGOCD_FAKE_IN_CLUSTER=true ARGOCD_GPG_ENABLED=false
+    ARGOCD_TLS_DATA_PATH="$dir/argocd/tls" ARGOCD_SSH_DATA_PATH="$dir/argocd/ssh"
+    ARGOCD_GNUPGHOME="$dir/argocd/gnupg" TMPDIR="$dir/argocd/tmp" ARGOCD_ASK_PASS_SOCK="$dir/argocd/askpass.sock"
+    PATH="$bin:$("$PEERS" path helm):$("$PEERS" path kustomize):$PATH")
+  spawn "$dir" argocd-repo-server "${env[@]}" "$bin/argocd-repo-server" --address 127.0.0.1 --port "$repo_port" \
+    --metrics-address 127.0.0.1 --metrics-port "$repo_metrics" --redis "127.0.0.1:$redis_port" --loglevel warn
+  spawn "$dir" argocd-application-controller "${env[@]}" HOSTNAME=argocd-application-controller-0 \
+    "$bin/argocd-application-controller" --kubeconfig "$dir/kubeconfig" --namespace argocd \
+    --redis "127.0.0.1:$redis_port" --repo-server "127.0.0.1:$repo_port" --metrics-port "$ctl_metrics" \
+    --app-resync "${WEFT_TEST_ARGOCD_RESYNC:-20}" --application-namespaces "$apps" --loglevel warn
+  spawn "$dir" argocd-server "${env[@]}" "$bin/argocd-server" --insecure --disable-auth --address 127.0.0.1 \
+    --port "$server_port" --metrics-port "$server_metrics" --dex-server http://127.0.0.1:1 \
+    --repo-server "127.0.0.1:$repo_port" --redis "127.0.0.1:$redis_port" --namespace argocd \
+    --application-namespaces "$apps" --loglevel warn
+  wait_for 60 "argocd-repo-server" curl -sf "http://127.0.0.1:$repo_metrics/metrics"
+  wait_for 60 "argocd-application-controller" curl -sf "http://127.0.0.1:$ctl_metrics/metrics"
+  wait_for 60 "argocd-server" curl -sf "http://127.0.0.1:$server_port/healthz"
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_ARGOCD_SERVER="127.0.0.1:$server_port"
+export WEFT_TEST_ARGOCD_APP_NAMESPACES="$apps"
+export WEFT_TEST_ARGOCD_METRICS="http://127.0.0.1:$ctl_metrics/metrics"
+EOF
+  log "Argo CD ready (API server 127.0.0.1:$server_port)"
+}
+
 start_registry() {
   local dir=$1 distribution referrers port_plain port_referrers
   distribution=$("$PEERS" path registry)/registry
@@ -215,12 +295,15 @@ start() {
       kube) start_kube "$dir" ;;
       registry) start_registry "$dir" ;;
       rekor) start_rekor "$dir" ;;
+      controllers) start_controllers "$dir" ;;
+      argocd) start_argocd "$dir" ;;
       *) log "unknown component $c"; return 2 ;;
     esac
   done
   for p in kubectl kustomize helm crane cosign kubectl-sigstore rekor; do
     paths="$paths:$("$PEERS" path "$p")"
   done
+  if want argocd; then paths="$paths:$("$PEERS" path argocd)"; fi
   cat >> "$dir/env" <<EOF
 export WEFT_TEST_ENV_DIR="$dir"
 export PATH="${paths#:}:\$PATH"
@@ -242,7 +325,8 @@ stop_one() {
 
 stop() {
   local dir=$1
-  for p in rekor-server trillian-log-signer trillian-log-server mariadb referrers-registry registry kube-apiserver etcd; do
+  for p in argocd-server argocd-application-controller argocd-repo-server redis rekor-server trillian-log-signer \
+    trillian-log-server mariadb referrers-registry registry kube-controller-manager kube-apiserver etcd; do
     stop_one "$dir" "$p"
   done
 }

@@ -1,0 +1,76 @@
+//! The Helm chart as tests install it: rendered by the real helm, applied to the real apiserver, and
+//! kubeconfigs that authenticate as its ServiceAccounts.
+#![allow(dead_code)]
+
+use std::process::Command;
+
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::Scope;
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+use super::{kubeconfig_path, run_cmd};
+
+pub const CHART: &str = "charts/weft";
+
+pub fn helm(args: &[&str]) -> String {
+    let (code, out, err) = run_cmd(Command::new("helm").args(args));
+    assert_eq!(code, 0, "helm {args:?}: {out}{err}");
+    out
+}
+
+/// `helm template` for a release in `ns`, as YAML documents (JSON values).
+pub fn render(release: &str, ns: &str, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", release, CHART, "--namespace", ns, "--kube-version", "1.34.0"];
+    args.extend(extra);
+    let out = helm(&args);
+    out.split("\n---")
+        .filter(|d| d.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')))
+        .map(|d| serde_saphyr::from_str::<Value>(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect()
+}
+
+pub async fn apply(client: &Client, object: &Value) {
+    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", object["apiVersion"].as_str().unwrap()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<DynamicObject> = match caps.scope {
+        Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), object["metadata"]["namespace"].as_str().unwrap(), &resource)
+        }
+        Scope::Cluster => Api::all_with(client.clone(), &resource),
+    };
+    let name = object["metadata"]["name"].as_str().unwrap();
+    api.patch(name, &PatchParams::apply("helm-test").force(), &Patch::Apply(object))
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", object["kind"]));
+}
+
+/// A kubeconfig that authenticates with a token of the ServiceAccount alone.
+pub fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let (code, token, err) =
+        run_cmd(Command::new("kubectl").args(["create", "token", sa, "-n", ns, "--duration", "1h"]));
+    assert_eq!(code, 0, "{err}");
+    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kubeconfig = json!({"apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "sa", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]});
+    let path = dir.join(format!("{sa}.kubeconfig"));
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}
+
+/// Installs the chart as `release` in `ns`; its webhook covers no namespace and ignores failures, so it
+/// cannot disturb other tests.
+pub async fn install(client: &Client, release: &str, ns: &str) {
+    let selector = format!("webhook.namespaceSelector.matchLabels.weft-chart-test={ns}");
+    let argocd = format!("argocdNamespace={ns}");
+    for d in &render(release, ns, &["--set", "webhook.failurePolicy=Ignore", "--set", &selector, "--set", &argocd]) {
+        apply(client, d).await;
+    }
+}
