@@ -70,7 +70,13 @@ pub fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> 
 pub async fn install(client: &Client, release: &str, ns: &str) {
     let selector = format!("webhook.namespaceSelector.matchLabels.weft-chart-test={ns}");
     let argocd = format!("argocdNamespace={ns}");
-    for d in &render(release, ns, &["--set", "webhook.failurePolicy=Ignore", "--set", &selector, "--set", &argocd]) {
+    install_with(client, release, ns, &["--set", "webhook.failurePolicy=Ignore", "--set", &selector, "--set", &argocd])
+        .await;
+}
+
+/// Installs the chart as `release` in `ns` with `helm template` options (`--set …`).
+pub async fn install_with(client: &Client, release: &str, ns: &str, options: &[&str]) {
+    for d in &render(release, ns, options) {
         apply(client, d).await;
     }
 }

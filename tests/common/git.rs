@@ -374,6 +374,30 @@ impl GitHttpServer {
     pub fn repository(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }
+
+    /// Serves another repository, as `name`.
+    pub fn add(&self, repo: &Repo, name: &str) {
+        let target = self.repository(name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        run(Command::new("git").args(["clone", "-q", "--bare"]).arg(repo.path()).arg(&target));
+    }
+
+    /// Pushes `repo`'s branches and tags to the served `name` (as a developer pushes).
+    pub fn push(&self, repo: &Repo, name: &str) {
+        repo.git(&[
+            "push",
+            "-q",
+            "--force",
+            "--tags",
+            self.repository(name).to_str().unwrap(),
+            "refs/heads/*:refs/heads/*",
+        ]);
+    }
+
+    /// `http://127.0.0.1:PORT/name`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
 }
 
 impl Drop for GitHttpServer {

@@ -2,6 +2,7 @@
 //! a namespace per test, the `weft` binary run as a separate process, and polling for eventual state.
 #![allow(dead_code)]
 
+pub mod argocd;
 pub mod chart;
 pub mod git;
 pub mod images;

@@ -60,6 +60,10 @@ class Handler(BaseHTTPRequestHandler):
             "REMOTE_USER": USER,
             "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # Clients that fetch one commit by its id (kustomize's remote bases) may.
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "uploadpack.allowAnySHA1InWant",
+            "GIT_CONFIG_VALUE_0": "true",
         }
         out = subprocess.run([BACKEND], input=body, env=env, capture_output=True).stdout
         head, _, payload = out.partition(b"\r\n\r\n")
