@@ -77,7 +77,14 @@ fn main() {
     let ns: k8s_openapi::api::core::v1::Namespace =
         serde_json::from_value(json!({"metadata": {"name": "bench"}})).unwrap();
     let _ = runtime.block_on(kube::Api::all(client.clone()).create(&Default::default(), &ns)); // may exist
-    let checker = weft::webhook::checker(client, provenances, profiles, Skips::default(), "argocd");
+    let checker = weft::webhook::checker(
+        client,
+        provenances,
+        profiles,
+        Skips::default(),
+        weft::manifest::TrackingMethod::Annotation,
+        "argocd",
+    );
 
     // The server, with a certificate for 127.0.0.1.
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();

@@ -123,3 +123,267 @@ async fn four_kinds_of_application_synced_by_argo_cd_are_vouched_for_and_verify_
     vouched_and_verifiable(&stack, "charted", &[chart.head()]).await;
     vouched_and_verifiable(&stack, "multi", &[chart.head(), values.head()]).await;
 }
+
+/// Asks Argo CD to look at the repository now (a hard refresh), instead of at its next resync.
+async fn refresh(stack: &Stack, name: &str) {
+    let api = common::applications(&stack.client, &stack.ns);
+    merge_patch(&api, name, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}})).await;
+}
+
+#[tokio::test]
+async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_lets_argo_cd_sync_again() {
+    let stack = Stack::new("unsigned", &["app"], Webhook::Fail).await;
+    stack.profile(json!({})).await;
+    let image = stack.signed_image("cart");
+    let dest = stack.destinations[0].clone();
+    let repo = stack.repository(
+        "shop/cart.git",
+        &[
+            ("app/deployment.yaml", deployment(&dest, "cart", &image)),
+            ("app/config.yaml", config_map(&dest, "cart-config", "EUR")),
+        ],
+    );
+    let source = json!({"repoURL": stack.git.url("shop/cart.git"), "path": "app", "targetRevision": "main"});
+    stack.create_application(stack.application("cart", source, &dest)).await;
+    vouched_and_verifiable(&stack, "cart", &[repo.head()]).await;
+
+    // An unsigned commit reaches the branch; Argo CD's automated sync picks it up.
+    repo.write("app/config.yaml", config_map(&dest, "cart-config", "USD").as_bytes());
+    let unsigned = repo.commit_all("switch currency, unsigned", common::git::Sign::No);
+    stack.git.push(&repo, "shop/cart.git");
+    refresh(&stack, "cart").await;
+    let ap = common::provenance_where(&stack.client, &stack.ns, "cart", "the unsigned commit refused", |v| {
+        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
+    })
+    .await;
+    let reason = common::condition(&ap, "SourceVerified").unwrap().clone();
+    assert_eq!(reason["reason"], "Unsigned", "{reason}");
+    assert!(reason["message"].as_str().unwrap().contains(&unsigned[..12]), "names the commit: {reason}");
+    // Argo CD tried to apply it and was refused, with Weft's reason in its operation state.
+    let apps = common::applications(&stack.client, &stack.ns);
+    let denied =
+        common::eventually("Argo CD's apply refused by the webhook", std::time::Duration::from_secs(120), || {
+            let apps = apps.clone();
+            async move {
+                let app = serde_json::to_value(apps.get("cart").await.map_err(|e| e.to_string())?).unwrap();
+                let op = app["status"]["operationState"].to_string();
+                if op.contains("denied the request") && op.contains("weft:") { Ok(op) } else { Err(op) }
+            }
+        })
+        .await;
+    assert!(denied.contains("not vouched for") && denied.contains("Unsigned"), "{denied}");
+    let live = common::run_cmd(std::process::Command::new("kubectl").args([
+        "get",
+        "configmap",
+        "cart-config",
+        "-n",
+        &dest,
+        "-o",
+        "jsonpath={.data.VALUE}",
+    ]));
+    assert_eq!(live.1, "EUR", "the unsigned change never reached the cluster");
+
+    // A seal commit on top, signed by an allowed key: Argo CD syncs it cleanly.
+    let seal = repo.commit(
+        "adopt the currency change\n\nWeft-Seal: reviewed in change 42",
+        common::git::Sign::Ssh(&stack.project.signer),
+    );
+    stack.git.push(&repo, "shop/cart.git");
+    refresh(&stack, "cart").await;
+    vouched_and_verifiable(&stack, "cart", &[seal.clone()]).await;
+    let live = common::run_cmd(std::process::Command::new("kubectl").args([
+        "get",
+        "configmap",
+        "cart-config",
+        "-n",
+        &dest,
+        "-o",
+        "jsonpath={.data.VALUE}",
+    ]));
+    assert_eq!(live.1, "USD");
+
+    // Audit mode: the same kind of commit is admitted, and what would have been denied is recorded.
+    stack.profile(json!({"enforcement": {"mode": "audit"}})).await;
+    repo.write("app/config.yaml", config_map(&dest, "cart-config", "GBP").as_bytes());
+    let unsigned = repo.commit_all("another unsigned change", common::git::Sign::No);
+    stack.git.push(&repo, "shop/cart.git");
+    refresh(&stack, "cart").await;
+    stack.synced("cart", &[unsigned.clone()]).await;
+    let ap = common::provenance_where(&stack.client, &stack.ns, "cart", "the audited revision", |v| {
+        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
+    })
+    .await;
+    assert_eq!(common::condition_reason(&ap, "SourceVerified").as_deref(), Some("Unsigned"));
+    let audited: Vec<_> =
+        stack.decisions().into_iter().filter(|(_, allowed, m)| *allowed && m.contains("audit")).collect();
+    assert!(!audited.is_empty(), "the webhook recorded what it would have denied: {:?}", stack.decisions());
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(stack.client.clone(), &stack.ns);
+    let listed = events.list(&Default::default()).await.unwrap();
+    assert!(
+        listed.items.iter().any(|e| e.reason.as_deref() == Some("AdmissionAudited")),
+        "an AdmissionAudited Event on the Application"
+    );
+}
+
+#[tokio::test]
+async fn with_the_webhook_enforcing_and_failing_closed_the_clusters_own_work_is_never_denied() {
+    let stack = Stack::new("cluster", &["app"], Webhook::Fail).await;
+    // Replicas belong to the autoscaler (for Weft's webhook and for Argo CD alike).
+    stack
+        .profile(json!({"enforcement": {"mode": "enforce", "ignoreFields": [
+            {"fields": ["spec.replicas"], "objects": [{"kind": "Deployment"}]}]}}))
+        .await;
+    let image = stack.signed_image("web");
+    let dest = stack.destinations[0].clone();
+    let statefulset = format!(
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {{name: db, namespace: {dest}}}\nspec:\n  serviceName: db\n  replicas: 1\n  selector: {{matchLabels: {{app: db}}}}\n  template:\n    metadata: {{labels: {{app: db}}}}\n    spec:\n      containers: [{{name: db, image: \"{image}\"}}]\n  volumeClaimTemplates:\n  - metadata: {{name: data}}\n    spec:\n      accessModes: [ReadWriteOnce]\n      resources: {{requests: {{storage: 1Gi}}}}\n"
+    );
+    let job = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: migrate, namespace: {dest}}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: migrate, image: \"{image}\"}}]\n"
+    );
+    let cronjob = format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly, namespace: {dest}}}\nspec:\n  schedule: \"* * * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: nightly, image: \"{image}\"}}]\n"
+    );
+    let doomed = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: doomed, namespace: {dest}, finalizers: [example.com/cleanup]}}\ndata: {{X: \"1\"}}\n"
+    );
+    let repo = stack.repository(
+        "shop/cluster.git",
+        &[
+            ("app/deployment.yaml", deployment(&dest, "web", &image)),
+            ("app/service.yaml", service(&dest, "web")),
+            ("app/config.yaml", config_map(&dest, "web-config", "EUR")),
+            ("app/statefulset.yaml", statefulset),
+            ("app/job.yaml", job),
+            ("app/cronjob.yaml", cronjob),
+            ("app/doomed.yaml", doomed),
+        ],
+    );
+    // Weft vouches first; then automated sync goes on and Argo CD applies what is vouched for.
+    let source = json!({"repoURL": stack.git.url("shop/cluster.git"), "path": "app", "targetRevision": "main"});
+    let mut app = stack.application("cluster", source, &dest);
+    let automated = app["spec"]["syncPolicy"]["automated"].take();
+    app["spec"]["syncPolicy"].as_object_mut().unwrap().remove("automated");
+    app["spec"]["ignoreDifferences"] =
+        json!([{"group": "apps", "kind": "Deployment", "jsonPointers": ["/spec/replicas"]}]);
+    app["spec"]["syncPolicy"]["syncOptions"] = json!(["CreateNamespace=true", "RespectIgnoreDifferences=true"]);
+    stack.create_application(app).await;
+    stack.vouched("cluster", &[repo.head()]).await;
+    let apps = common::applications(&stack.client, &stack.ns);
+    merge_patch(&apps, "cluster", json!({"spec": {"syncPolicy": {"automated": automated}}})).await;
+    vouched_and_verifiable(&stack, "cluster", &[repo.head()]).await;
+
+    // Kubernetes' controllers did their work in the covered namespace.
+    let kubectl = |args: &[&str]| {
+        let (code, out, err) = common::run_cmd(std::process::Command::new("kubectl").args(args));
+        assert_eq!(code, 0, "kubectl {args:?}: {err}");
+        out
+    };
+    let count = |kind: &str| {
+        let out = kubectl(&["get", kind, "-n", &dest, "-o", "name"]);
+        out.lines().count()
+    };
+    common::eventually(
+        "ReplicaSets, Pods, EndpointSlices, ControllerRevisions, PVCs and Jobs",
+        std::time::Duration::from_secs(120),
+        || {
+            let counts: Vec<(&str, usize)> =
+                ["replicasets", "pods", "endpointslices", "controllerrevisions", "persistentvolumeclaims", "jobs"]
+                    .iter()
+                    .map(|k| (*k, count(k)))
+                    .collect();
+            async move {
+                // 2 web + 1 db + 1 migrate (+ cron) Pods; a Job from the CronJob within a minute.
+                let ok = counts.iter().all(|(k, n)| match *k {
+                    "pods" => *n >= 4,
+                    "jobs" => *n >= 2,
+                    _ => *n >= 1,
+                });
+                if ok { Ok(()) } else { Err(format!("{counts:?}")) }
+            }
+        },
+    )
+    .await;
+
+    // An autoscaler-like writer scales the Deployment through the scale subresource.
+    kubectl(&["scale", "deployment/web", "-n", &dest, "--replicas", "3"]);
+    common::eventually("three web Pods", std::time::Duration::from_secs(60), || {
+        let n = kubectl(&["get", "pods", "-n", &dest, "-l", "app=web", "-o", "name"]).lines().count();
+        async move { if n == 3 { Ok(()) } else { Err(format!("{n} Pods")) } }
+    })
+    .await;
+
+    // selfHeal: an object deleted by hand comes back, applied again by Argo CD.
+    kubectl(&["delete", "configmap", "web-config", "-n", &dest]);
+    common::eventually("selfHeal to restore web-config", std::time::Duration::from_secs(90), || {
+        let (code, _, _) = common::run_cmd(std::process::Command::new("kubectl").args([
+            "get",
+            "configmap",
+            "web-config",
+            "-n",
+            &dest,
+        ]));
+        async move { if code == 0 { Ok(()) } else { Err("not yet".into()) } }
+    })
+    .await;
+
+    // Prune with a finalizer: a signed commit drops `doomed`; Argo CD deletes it; its finalizer's
+    // owner (here the test, as a controller would) removes the finalizer, and the object goes.
+    std::fs::remove_file(repo.path().join("app/doomed.yaml")).unwrap();
+    let pruned = repo.commit_all("drop doomed", common::git::Sign::Ssh(&stack.project.signer));
+    stack.git.push(&repo, "shop/cluster.git");
+    refresh(&stack, "cluster").await;
+    stack.vouched("cluster", &[pruned.clone()]).await;
+    common::eventually("Argo CD to prune doomed", std::time::Duration::from_secs(120), || {
+        let out = common::run_cmd(std::process::Command::new("kubectl").args([
+            "get",
+            "configmap",
+            "doomed",
+            "-n",
+            &dest,
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ]));
+        async move { if !out.1.is_empty() { Ok(()) } else { Err(format!("{out:?}")) } }
+    })
+    .await;
+    kubectl(&[
+        "patch",
+        "configmap",
+        "doomed",
+        "-n",
+        &dest,
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    stack.synced("cluster", &[pruned.clone()]).await;
+
+    // The Application goes (its finalizer makes Argo CD delete what it deployed), then the namespace.
+    let apps = common::applications(&stack.client, &stack.ns);
+    apps.delete("cluster", &Default::default()).await.unwrap();
+    common::eventually("the Application and its resources deleted", std::time::Duration::from_secs(120), || {
+        let apps = apps.clone();
+        async move {
+            if apps.get_opt("cluster").await.map_err(|e| e.to_string())?.is_none() {
+                Ok(())
+            } else {
+                Err("still there".into())
+            }
+        }
+    })
+    .await;
+    kubectl(&["delete", "namespace", &dest, "--wait=false"]);
+    common::eventually("the namespace deleted", std::time::Duration::from_secs(120), || {
+        let (code, _, _) = common::run_cmd(std::process::Command::new("kubectl").args(["get", "namespace", &dest]));
+        async move { if code != 0 { Ok(()) } else { Err("still there".into()) } }
+    })
+    .await;
+
+    // Nothing legitimate was denied: the webhook denied nothing at all in this run.
+    let denials = stack.denials();
+    assert!(denials.is_empty(), "denials: {denials:#?}");
+    let reviewed = stack.decisions().len();
+    assert!(reviewed > 20, "the webhook saw the cluster's writes ({reviewed} reviews)");
+}

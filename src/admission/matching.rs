@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::manifest::{Manifest, TRACKING_ANNOTATION, TRACKING_LABEL};
+use crate::manifest::{Manifest, TRACKING_ANNOTATION, TRACKING_LABEL, TrackingMethod};
 use crate::resources::profile::{IgnoreFields, ObjectPattern};
 
 /// Fields never compared, for every kind (kubectl-sigstore's defaults, and Argo CD's bookkeeping).
@@ -43,12 +43,35 @@ pub struct Tracked {
     pub app: String,
 }
 
-/// The tracking annotation first (`<app>:<group>/<kind>:<namespace>/<name>`), then the label.
-pub fn tracked(object: &Value) -> Option<Tracked> {
+/// The Application an object belongs to, as Argo CD reads it with its tracking `method`:
+/// - annotation (and annotation+label): `argocd.argoproj.io/tracking-id:
+///   <app>:<group>/<kind>:<namespace>/<name>`, and only when that group, kind and name (and namespace,
+///   for a namespaced object) are the object's own. The Deployment controller copies a Deployment's
+///   annotations to its ReplicaSets: a ReplicaSet carrying its Deployment's id is not Argo CD's object.
+/// - label: `app.kubernetes.io/instance`, which carries only the Application's name (so Pods made from
+///   a labelled template carry it too; see `derived`).
+pub fn tracked(object: &Value, method: TrackingMethod) -> Option<Tracked> {
     let meta = &object["metadata"];
-    let app = match meta["annotations"][TRACKING_ANNOTATION].as_str() {
-        Some(id) => id.split_once(':').map(|(app, _)| app)?,
-        None => meta["labels"][TRACKING_LABEL].as_str()?,
+    let app = match method {
+        TrackingMethod::Annotation | TrackingMethod::AnnotationAndLabel => {
+            let id = meta["annotations"][TRACKING_ANNOTATION].as_str()?;
+            let (app, rest) = id.split_once(':')?;
+            let (group_kind, ns_name) = rest.split_once(':')?;
+            let (group, kind) = group_kind.split_once('/')?;
+            let (namespace, name) = ns_name.split_once('/')?;
+            let api_version = object["apiVersion"].as_str().unwrap_or_default();
+            let own_group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+            let own_ns = meta["namespace"].as_str().unwrap_or_default();
+            let same = group == own_group
+                && kind == object["kind"].as_str().unwrap_or_default()
+                && name == meta["name"].as_str().unwrap_or_default()
+                && (own_ns.is_empty() || namespace == own_ns);
+            if !same {
+                return None;
+            }
+            app
+        }
+        TrackingMethod::Label => meta["labels"][TRACKING_LABEL].as_str()?,
     };
     if app.is_empty() {
         return None;
@@ -57,6 +80,15 @@ pub fn tracked(object: &Value) -> Option<Tracked> {
         Some((ns, name)) => Tracked { app_namespace: Some(ns.to_string()), app: name.to_string() },
         None => Tracked { app_namespace: None, app: app.to_string() },
     })
+}
+
+/// The controller that made an object, when one did (its controller owner reference, `kind/name`).
+pub fn controller_of(object: &Value) -> Option<String> {
+    object["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or_default(), o["name"].as_str().unwrap_or_default()))
 }
 
 /// One field that differs: its dotted path, what was signed and what was submitted.
@@ -140,10 +172,42 @@ pub fn additions(signed: &Manifest, defaulted: &Value, object: &Value, extra: &[
         .chain(extra.iter().copied())
         .map(split_path)
         .collect();
+    let defaulted = own_identity(defaulted, object);
     let mut out = Vec::new();
-    compare(object, defaulted, &mut Vec::new(), &ignored, &mut out);
+    compare(object, &defaulted, &mut Vec::new(), &ignored, &mut out);
     // Reported as signed (the defaulted manifest) against what was submitted.
     out.into_iter().map(|d| Difference { path: d.path, signed: d.actual, actual: d.signed }).collect()
+}
+
+/// The dry run was made under another name, and the apiserver gave it another UID; what it derived from
+/// them (a Job's generated `controller-uid` and `job-name` selector and labels) is what the submitted
+/// object must derive from its own name and UID. So every string that is the dry run's name or UID is
+/// read as the object's.
+fn own_identity(defaulted: &Value, object: &Value) -> Value {
+    let pairs: Vec<(String, String)> = ["name", "uid"]
+        .iter()
+        .filter_map(|k| {
+            let from = defaulted["metadata"][*k].as_str().filter(|v| !v.is_empty())?;
+            let to = object["metadata"][*k].as_str()?;
+            Some((from.to_string(), to.to_string()))
+        })
+        .collect();
+    let mut out = defaulted.clone();
+    rewrite(&mut out, &pairs);
+    out
+}
+
+fn rewrite(v: &mut Value, pairs: &[(String, String)]) {
+    match v {
+        Value::String(s) => {
+            if let Some((_, to)) = pairs.iter().find(|(from, _)| from == s) {
+                *s = to.clone();
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| rewrite(i, pairs)),
+        Value::Object(map) => map.values_mut().for_each(|i| rewrite(i, pairs)),
+        _ => {}
+    }
 }
 
 /// Splits a dotted path, keeping annotation and label keys (which contain dots and slashes) whole.
@@ -313,12 +377,50 @@ spec: {ports: [{port: 80}]}
     }
 
     #[test]
-    fn tracking_names_the_application() {
-        assert_eq!(tracked(&live()), Some(Tracked { app_namespace: None, app: "shop-cart".into() }));
-        let other_ns = json!({"metadata": {"annotations": {TRACKING_ANNOTATION: "team_shop-cart:/Service:shop/cart"}}});
-        assert_eq!(tracked(&other_ns), Some(Tracked { app_namespace: Some("team".into()), app: "shop-cart".into() }));
-        let label = json!({"metadata": {"labels": {TRACKING_LABEL: "blog"}}});
-        assert_eq!(tracked(&label).map(|t| t.app), Some("blog".into()));
-        assert_eq!(tracked(&json!({"metadata": {}})), None);
+    fn what_the_apiserver_derives_from_a_jobs_own_name_and_uid_is_checked_against_the_object() {
+        let job = |name: &str, uid: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "shop", "uid": uid},
+                "spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}},
+                         "template": {"metadata": {"labels": {"batch.kubernetes.io/controller-uid": uid, "job-name": name}},
+                                      "spec": {"containers": [{"name": "m", "image": "x"}]}}}})
+        };
+        let signed = crate::manifest::parse(
+            "t",
+            r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "shop"}, "spec": {"template": {"spec": {"containers": [{"name": "m", "image": "x"}]}}}}"#,
+            crate::manifest::Limits::default(),
+        )
+        .unwrap();
+        let dry_run = job("migrate-weft-1234", "u-dry");
+        assert_eq!(additions(&signed[0], &dry_run, &job("migrate", "u-live"), &[]), []);
+        let mut forged = job("migrate", "u-live");
+        forged["spec"]["template"]["metadata"]["labels"]["job-name"] = json!("other");
+        assert_eq!(additions(&signed[0], &dry_run, &forged, &[]).len(), 1, "only its own name is derived");
+    }
+
+    #[test]
+    fn tracking_names_the_application_only_for_the_object_it_was_written_for() {
+        use TrackingMethod::*;
+        assert_eq!(tracked(&live(), Annotation), Some(Tracked { app_namespace: None, app: "shop-cart".into() }));
+        let svc = |id: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop",
+                   "annotations": {TRACKING_ANNOTATION: id}, "labels": {TRACKING_LABEL: "blog"}}})
+        };
+        assert_eq!(
+            tracked(&svc("team_shop-cart:/Service:shop/cart"), Annotation),
+            Some(Tracked { app_namespace: Some("team".into()), app: "shop-cart".into() })
+        );
+        // A ReplicaSet with its Deployment's annotations is not the Deployment.
+        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "cart-5d8f", "namespace": "shop",
+            "annotations": {TRACKING_ANNOTATION: "shop-cart:apps/Deployment:shop/cart"}}});
+        assert_eq!(tracked(&rs, Annotation), None);
+        for other in
+            ["shop-cart:/ConfigMap:shop/cart", "shop-cart:/Service:shop/other", "shop-cart:/Service:x/cart", "garbage"]
+        {
+            assert_eq!(tracked(&svc(other), Annotation), None, "{other}");
+        }
+        // The label counts only where Argo CD tracks by label.
+        assert_eq!(tracked(&svc("garbage"), Label).map(|t| t.app), Some("blog".into()));
+        assert_eq!(tracked(&svc("garbage"), AnnotationAndLabel), None);
+        assert_eq!(tracked(&json!({"metadata": {}}), Annotation), None);
     }
 }

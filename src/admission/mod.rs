@@ -26,10 +26,14 @@ pub struct Request {
     pub group: String,
     pub kind: String,
     pub name: String,
+    /// `status`, `scale`, … when the request is for a subresource.
+    pub sub_resource: String,
     pub username: String,
     /// A dry run changes nothing (and is how Weft asks the apiserver for a manifest's defaults).
     pub dry_run: bool,
     pub object: Value,
+    /// The object before an UPDATE.
+    pub old_object: Value,
 }
 
 impl Request {
@@ -44,9 +48,11 @@ impl Request {
             group: s(&r["kind"]["group"]),
             kind: s(&r["kind"]["kind"]),
             name: s(&r["name"]),
+            sub_resource: s(&r["subResource"]),
             username: s(&r["userInfo"]["username"]),
             dry_run: r["dryRun"].as_bool().unwrap_or(false),
             object: r["object"].clone(),
+            old_object: r["oldObject"].clone(),
         })
     }
 
@@ -80,6 +86,14 @@ impl Skips {
         if req.group == "weft.dev" {
             return Some("Weft's own resources are not checked".into());
         }
+        // Controllers report what they see through `status`; the apiserver keeps the rest of the object
+        // as it was, so there is nothing for the signed manifests to say about it.
+        if req.sub_resource == "status" {
+            return Some("status writes are not checked".into());
+        }
+        if only_removes_finalizers(req) {
+            return Some("removing finalizers is never blocked".into());
+        }
         if self.namespaces.contains(&req.namespace) {
             return Some(format!("namespace {} is skipped", req.namespace));
         }
@@ -96,6 +110,34 @@ impl Skips {
         }
         None
     }
+}
+
+/// An UPDATE that changes nothing but take finalizers away (so that an object being deleted can go).
+fn only_removes_finalizers(req: &Request) -> bool {
+    if req.operation != "UPDATE" || !req.old_object.is_object() {
+        return false;
+    }
+    let finalizers = |v: &Value| -> Vec<String> {
+        v["metadata"]["finalizers"]
+            .as_array()
+            .map(|f| f.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    };
+    let (new, old) = (finalizers(&req.object), finalizers(&req.old_object));
+    if new.len() >= old.len() || !new.iter().all(|f| old.contains(f)) {
+        return false;
+    }
+    // The rest as it was (bookkeeping the apiserver moves on every write aside).
+    let rest = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in ["finalizers", "managedFields", "resourceVersion", "generation"] {
+                meta.remove(k);
+            }
+        }
+        v
+    };
+    rest(&req.object) == rest(&req.old_object)
 }
 
 /// What the webhook knows of an Application, from its ApplicationProvenance and profile.
@@ -235,9 +277,11 @@ mod tests {
             group: "apps".into(),
             kind: "Deployment".into(),
             name: "cart".into(),
+            sub_resource: String::new(),
             username: "system:serviceaccount:argocd:argocd-application-controller".into(),
             dry_run: false,
             object,
+            old_object: Value::Null,
         }
     }
 
@@ -323,6 +367,21 @@ mod tests {
         assert!(skips.skipped(&base).is_none());
         assert!(skips.skipped(&Request { operation: "DELETE".into(), ..base.clone() }).is_some());
         assert!(skips.skipped(&Request { group: "weft.dev".into(), ..base.clone() }).is_some());
+        assert!(skips.skipped(&Request { sub_resource: "status".into(), ..base.clone() }).is_some());
+        assert!(skips.skipped(&Request { sub_resource: "scale".into(), ..base.clone() }).is_none());
+        let with = |f: Value, data: &str| json!({"metadata": {"name": "c", "finalizers": f}, "data": {"x": data}});
+        let update = |old: Value, new: Value| Request {
+            operation: "UPDATE".into(),
+            object: new,
+            old_object: old,
+            ..base.clone()
+        };
+        let removal = update(with(json!(["a", "b"]), "1"), with(json!(["b"]), "1"));
+        assert!(skips.skipped(&removal).is_some(), "finalizer removal goes through");
+        let smuggled = update(with(json!(["a", "b"]), "1"), with(json!(["b"]), "2"));
+        assert!(skips.skipped(&smuggled).is_none(), "not with another change");
+        let added = update(with(json!(["a"]), "1"), with(json!(["a", "c"]), "1"));
+        assert!(skips.skipped(&added).is_none(), "adding one is a change like any other");
         assert!(skips.skipped(&Request { namespace: "kube-system".into(), ..base.clone() }).is_some());
         let hpa =
             Request { username: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(), ..base.clone() };

@@ -63,6 +63,10 @@ pub struct Options {
     /// `*` matches a prefix (repeatable).
     #[arg(long = "skip-user", env = "WEFT_SKIP_USERS", value_delimiter = ',')]
     pub skip_users: Vec<String>,
+    /// How Argo CD tracks the objects it applies (argocd-cm `application.resourceTrackingMethod`), as
+    /// for the controller.
+    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
+    pub tracking_method: crate::controller::TrackingArg,
     /// Kinds (`Kind` or `group/Kind`) that are not checked (repeatable).
     #[arg(
         long = "skip-kind",
@@ -79,6 +83,7 @@ pub struct Checker {
     provenances: Store<ApplicationProvenance>,
     profiles: Store<IntegrityProfile>,
     skips: Skips,
+    tracking: crate::manifest::TrackingMethod,
     argocd_namespace: String,
     sets: Mutex<HashMap<String, Arc<Vec<Manifest>>>>,
     /// Signed manifests as the apiserver defaults them, per manifest image and object.
@@ -113,9 +118,16 @@ impl Checker {
         if let Some(why) = self.skips.skipped(req) {
             return Decision::allow(why);
         }
-        let Some(t) = matching::tracked(&req.object) else {
+        let Some(t) = matching::tracked(&req.object, self.tracking) else {
             return Decision::allow("not tracked by Argo CD");
         };
+        // With label tracking, objects a controller makes from a labelled template (Pods of a
+        // ReplicaSet, EndpointSlices of a Service) carry the label too; Argo CD applies no such object.
+        if self.tracking == crate::manifest::TrackingMethod::Label
+            && let Some(owner) = matching::controller_of(&req.object)
+        {
+            return Decision::allow(format!("made by its controller {owner}, not applied by Argo CD"));
+        }
         let app_ns = t.app_namespace.clone().unwrap_or_else(|| self.argocd_namespace.clone());
         let key = ObjectRef::<ApplicationProvenance>::new(&t.app).within(&app_ns);
         let Some(ap) = self.provenances.get(&key) else {
@@ -332,21 +344,20 @@ pub async fn run(opts: Options) -> Result<(), WebhookError> {
         .for_each(|_| async {});
     tokio::spawn(watch_provenances);
     tokio::spawn(watch_profiles);
-    let checker = Arc::new(Checker {
-        client: client.clone(),
-        provenances: provenances.clone(),
-        profiles: profiles.clone(),
-        skips: Skips {
-            // Weft's own namespace is never checked: the webhook must not gate its own recovery.
-            namespaces: opts.skip_namespaces.iter().cloned().chain([opts.certs.cert_namespace.clone()]).collect(),
-            users: opts.skip_users.clone(),
-            kinds: opts.skip_kinds.clone(),
-        },
-        argocd_namespace: opts.argocd_namespace.clone(),
-        sets: Mutex::new(HashMap::new()),
-        defaults: Mutex::new(HashMap::new()),
-        recorder: Recorder::new(client.clone(), Reporter { controller: "weft-webhook".into(), instance: None }),
-    });
+    let skips = Skips {
+        // Weft's own namespace is never checked: the webhook must not gate its own recovery.
+        namespaces: opts.skip_namespaces.iter().cloned().chain([opts.certs.cert_namespace.clone()]).collect(),
+        users: opts.skip_users.clone(),
+        kinds: opts.skip_kinds.clone(),
+    };
+    let checker = checker(
+        client.clone(),
+        provenances.clone(),
+        profiles.clone(),
+        skips,
+        opts.tracking_method.into(),
+        &opts.argocd_namespace,
+    );
     // Ready once both stores have their first list: before that every answer would be a guess.
     let _ = tokio::join!(provenances.wait_until_ready(), profiles.wait_until_ready());
     tokio::spawn(certs::keep_fresh(client.clone(), opts.certs.clone(), tls.clone()));
@@ -432,6 +443,7 @@ pub fn checker(
     provenances: Store<ApplicationProvenance>,
     profiles: Store<IntegrityProfile>,
     skips: Skips,
+    tracking: crate::manifest::TrackingMethod,
     argocd_namespace: &str,
 ) -> Arc<Checker> {
     Arc::new(Checker {
@@ -440,6 +452,7 @@ pub fn checker(
         provenances,
         profiles,
         skips,
+        tracking,
         argocd_namespace: argocd_namespace.to_string(),
         sets: Mutex::new(HashMap::new()),
         defaults: Mutex::new(HashMap::new()),

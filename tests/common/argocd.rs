@@ -56,7 +56,8 @@ impl Stack {
         let client = client().await;
         let ns = namespace(&client, &format!("argocd-e2e-{name}")).await;
         let weft_ns = namespace(&client, &format!("weft-{name}")).await;
-        let release = format!("weft-{}", weft_ns.rsplit('-').next().unwrap());
+        // Unique across test processes: cluster-scoped objects of the chart carry the release name.
+        let release = format!("weft-{}", weft_ns.trim_start_matches("weft-"));
         let destinations: Vec<String> = destinations.iter().map(|d| format!("{ns}-{d}")).collect();
         let dir = tempfile::tempdir().unwrap();
 
@@ -288,6 +289,7 @@ impl Stack {
                 // repository (keyed verification needs none).
                 .env("SIGSTORE_ROOT_FILE", std::path::Path::new(&peer("WEFT_TEST_ENV_DIR")).join("certs/ca.crt"))
                 .args(["verify-resource", "-i", image, "-k", "weft.pub", "--rekor-url", &peer("WEFT_TEST_REKOR_URL")])
+                .args(["-c", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/verify-resource-config.yaml")])
                 .args(["-o", "json"]),
         );
         (code, serde_json::from_str(&out).unwrap_or(Value::Null), err)
@@ -330,6 +332,17 @@ impl Stack {
     /// Where the project's signing key's public half is.
     pub fn public_key(&self) -> PathBuf {
         self.project.path("weft.pub")
+    }
+}
+
+impl Drop for Stack {
+    /// The webhook's registration goes with the stack: left behind with `failurePolicy: Fail` and no
+    /// process to answer, it would refuse the writes it covers for every later test.
+    fn drop(&mut self) {
+        let name = format!("{}-webhook", self.release);
+        let _ = Command::new("kubectl")
+            .args(["delete", "validatingwebhookconfiguration", &name, "--ignore-not-found", "--wait=false"])
+            .output();
     }
 }
 
