@@ -110,7 +110,10 @@ impl Checker {
             (false, false) => "denied",
         };
         crate::metrics::admission(kind, started.elapsed().as_secs_f64());
-        debug!(object = %req.describe(), user = %req.username, allowed = decision.allowed, detail = %decision.message, "admission review");
+        debug!(
+            object = %req.describe(), user = %req.username, allowed = decision.allowed, audited = decision.audited,
+            detail = %decision.message, "admission review"
+        );
         decision.review(&req.uid)
     }
 

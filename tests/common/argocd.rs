@@ -211,7 +211,7 @@ impl Stack {
             "spec": {"project": "default",
                 "destination": {"server": "https://kubernetes.default.svc", "namespace": destination},
                 "syncPolicy": {"automated": {"prune": true, "selfHeal": true}, "syncOptions": ["CreateNamespace=true"],
-                    "retry": {"limit": 20, "backoff": {"duration": "2s", "factor": 2, "maxDuration": "10s"}}}}});
+                    "retry": {"limit": 5, "backoff": {"duration": "2s", "factor": 2, "maxDuration": "8s"}}}}});
         let spec = app["spec"].as_object_mut().unwrap();
         match sources {
             Value::Array(list) => spec.insert("sources".into(), Value::Array(list)),
@@ -321,6 +321,17 @@ impl Stack {
                     format!("{} (by {})", text("detail"), text("user")),
                 )
             })
+            .collect()
+    }
+
+    /// What the webhook admitted in audit mode, though it would have denied it: (object, message).
+    pub fn audited(&self) -> Vec<(String, String)> {
+        let Some(w) = &self.webhook else { return Vec::new() };
+        w.logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "admission review" && v["audited"] == true)
+            .map(|v| (v["object"].as_str().unwrap_or_default().into(), v["detail"].as_str().unwrap_or_default().into()))
             .collect()
     }
 
