@@ -454,7 +454,8 @@ fn work_unit(
     let facts = json!({
         "weft": env!("CARGO_PKG_VERSION"),
         "application": {"uid": app.metadata.uid, "spec": app.spec},
-        "target": {"sources": target.sources, "origin": format!("{:?}", target.origin)},
+        // The revisions, not where they were first seen (a sync operation, then the sync status).
+        "target": target.sources,
         "profile": {"uid": profile.metadata.uid, "spec": profile.spec},
         "objects": bag.fingerprint(),
         "settings": {"tracking": format!("{:?}", engine.tracking), "builder": engine.builder_id,

@@ -392,3 +392,90 @@ async fn with_the_webhook_enforcing_and_failing_closed_the_clusters_own_work_is_
     let reviewed = stack.decisions().len();
     assert!(reviewed > 20, "the webhook saw the cluster's writes ({reviewed} reviews)");
 }
+
+/// `status.reconciledAt` of an Application: Argo CD rewrites it at every refresh.
+async fn reconciled_at(stack: &Stack, name: &str) -> String {
+    let app = common::applications(&stack.client, &stack.ns).get(name).await.unwrap();
+    serde_json::to_value(app).unwrap()["status"]["reconciledAt"].as_str().unwrap_or_default().to_string()
+}
+
+/// Waits for Argo CD's next refresh of `name` (asked for, so the test need not wait a resync period).
+async fn next_refresh(stack: &Stack, name: &str) {
+    let before = reconciled_at(stack, name).await;
+    let api = common::applications(&stack.client, &stack.ns);
+    merge_patch(&api, name, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "normal"}}})).await;
+    common::eventually("Argo CD to refresh", std::time::Duration::from_secs(90), || {
+        let before = before.clone();
+        async move {
+            let now = reconciled_at(stack, name).await;
+            if now != before { Ok(()) } else { Err(now) }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn argo_cds_refreshes_cost_no_pipeline_run_and_a_change_of_what_matters_does() {
+    let stack = Stack::new("refresh", &["app"], Webhook::Off).await;
+    stack.profile(json!({})).await;
+    let image = stack.signed_image("api");
+    let dest = stack.destinations[0].clone();
+    let repo = stack.repository(
+        "shop/api.git",
+        &[("app/deployment.yaml", deployment(&dest, "api", &image)), ("app/service.yaml", service(&dest, "api"))],
+    );
+    let source = json!({"repoURL": stack.git.url("shop/api.git"), "path": "app", "targetRevision": "main"});
+    stack.create_application(stack.application("api", source, &dest)).await;
+    stack.synced("api", &[repo.head()]).await;
+    let recorded = stack.vouched("api", &[repo.head()]).await;
+    let runs = || stack.controller_metric("weft_pipeline_runs_total");
+    // Argo CD is done with the sync once it has refreshed after it.
+    next_refresh(&stack, "api").await;
+    let settled = runs().await;
+    assert!(settled >= 1.0, "the revision was verified once");
+
+    // Several of Argo CD's refreshes (each rewrites the Application's status): no run, no write.
+    let record_version = |v: &Value| v["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+    let provenances = common::provenances(&stack.client, &stack.ns);
+    let before = serde_json::to_value(provenances.get("api").await.unwrap()).unwrap();
+    for _ in 0..3 {
+        next_refresh(&stack, "api").await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(runs().await, settled, "refreshes start no pipeline run");
+    let after = serde_json::to_value(provenances.get("api").await.unwrap()).unwrap();
+    assert_eq!(record_version(&after), record_version(&before), "and no status write: {before:#}\n{after:#}");
+    assert_eq!(after["status"]["workUnit"], recorded["status"]["workUnit"]);
+
+    // A new revision runs it.
+    repo.write("app/config.yaml", config_map(&dest, "api-config", "1").as_bytes());
+    let next = repo.commit_all("configure", common::git::Sign::Ssh(&stack.project.signer));
+    stack.git.push(&repo, "shop/api.git");
+    refresh(&stack, "api").await;
+    stack.vouched("api", &[next.clone()]).await;
+    let after_revision = runs().await;
+    assert!(after_revision > settled, "a new revision is verified");
+
+    // So does a profile change…
+    stack.profile(json!({"enforcement": {"mode": "audit"}})).await;
+    common::eventually("a run for the changed profile", std::time::Duration::from_secs(60), || async {
+        let n = runs().await;
+        if n > after_revision { Ok(n) } else { Err(format!("{n} runs")) }
+    })
+    .await;
+    let after_profile = runs().await;
+
+    // …and a change to an object the profile refers to (here its allowed signers), seen at the next event.
+    let config_maps = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(stack.client.clone(), &stack.ns);
+    let mut signers = config_maps.get("signers").await.unwrap();
+    let data = signers.data.get_or_insert_with(Default::default);
+    let line = data.get("allowed_signers").cloned().unwrap_or_default();
+    data.insert("allowed_signers".into(), format!("{line}\n# reviewed\n"));
+    config_maps.replace("signers", &Default::default(), &signers).await.unwrap();
+    next_refresh(&stack, "api").await;
+    common::eventually("a run for the changed signers", std::time::Duration::from_secs(60), || async {
+        let n = runs().await;
+        if n > after_profile { Ok(n) } else { Err(format!("{n} runs")) }
+    })
+    .await;
+}
