@@ -457,7 +457,10 @@ fn work_unit(
         // The revisions, not where they were first seen (a sync operation, then the sync status).
         "target": target.sources,
         "profile": {"uid": profile.metadata.uid, "spec": profile.spec},
-        "objects": bag.fingerprint(),
+        "objects": bag.fingerprint(
+            &target.sources.iter().map(|s| s.repo_url.as_str()).collect::<Vec<_>>(),
+            Some(app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default")),
+        ),
         "settings": {"tracking": format!("{:?}", engine.tracking), "builder": engine.builder_id,
                      "limits": format!("{:?}", engine.limits)},
     });
@@ -558,7 +561,23 @@ async fn reconcile_application(
                                 // The same unit of work recorded, not long ago: nothing to redo (Argo CD
                                 // refreshes and rewrites Application status every few minutes).
                                 let unit = work_unit(app, target, p, &bag, &ctx.engine);
-                                if let Some(wait) = unchanged(previous, &unit, ctx.resync) {
+                                if let (Some(wait), Some(recorded)) = (unchanged(previous, &unit, ctx.resync), previous)
+                                {
+                                    // Only where the revision was seen may have moved (from the sync
+                                    // operation to the sync status): record that, nothing else.
+                                    if recorded.revision_origin != Some(target.origin) {
+                                        let status = ApplicationProvenanceStatus {
+                                            revision_origin: Some(target.origin),
+                                            ..recorded.clone()
+                                        };
+                                        let patch = json!({
+                                            "apiVersion": "weft.dev/v1alpha1",
+                                            "kind": "ApplicationProvenance",
+                                            "status": serde_json::to_value(&status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
+                                        });
+                                        let pp = PatchParams::apply(FIELD_MANAGER).force();
+                                        provenances.patch_status(&name, &pp, &Patch::Apply(&patch)).await?;
+                                    }
                                     crate::metrics::reconciled("unchanged");
                                     return Ok(Action::requeue(wait));
                                 }

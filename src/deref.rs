@@ -206,9 +206,10 @@ impl Bag {
         Ok(self.texts_of(kind, &r)?.remove(0))
     }
 
-    /// A digest of everything in the bag (keys, values, credentials, project rules): when it is the same,
-    /// what the profile refers to has not changed.
-    pub fn fingerprint(&self) -> String {
+    /// A digest of what the bag holds for an Application whose sources are `repos` (of AppProject
+    /// `project`): every referenced object, the AppProjects, and the repository Secrets that serve those
+    /// repositories (another team's new Secret is no change for this Application).
+    pub fn fingerprint(&self, repos: &[&str], project: Option<&str>) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         let mut field = |v: &[u8]| {
@@ -223,7 +224,11 @@ impl Bag {
                 field(v);
             }
         }
-        for s in &self.repo_secrets {
+        let serving: Vec<&RepoSecret> = repos
+            .iter()
+            .filter_map(|url| crate::source::access::credentials_for(url, project, &self.repo_secrets))
+            .collect();
+        for s in serving {
             let c = &s.credentials;
             for v in [Some(&s.name), Some(&s.url), s.project.as_ref(), c.username.as_ref(), c.password.as_ref()]
                 .into_iter()

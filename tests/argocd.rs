@@ -193,7 +193,7 @@ async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_le
     );
     stack.git.push(&repo, "shop/cart.git");
     refresh(&stack, "cart").await;
-    vouched_and_verifiable(&stack, "cart", &[seal.clone()]).await;
+    vouched_and_verifiable(&stack, "cart", std::slice::from_ref(&seal)).await;
     let live = common::run_cmd(std::process::Command::new("kubectl").args([
         "get",
         "configmap",
@@ -211,7 +211,7 @@ async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_le
     let unsigned = repo.commit_all("another unsigned change", common::git::Sign::No);
     stack.git.push(&repo, "shop/cart.git");
     refresh(&stack, "cart").await;
-    stack.synced("cart", &[unsigned.clone()]).await;
+    stack.synced("cart", std::slice::from_ref(&unsigned)).await;
     let ap = common::provenance_where(&stack.client, &stack.ns, "cart", "the audited revision", |v| {
         v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
     })
@@ -338,7 +338,7 @@ async fn with_the_webhook_enforcing_and_failing_closed_the_clusters_own_work_is_
     let pruned = repo.commit_all("drop doomed", common::git::Sign::Ssh(&stack.project.signer));
     stack.git.push(&repo, "shop/cluster.git");
     refresh(&stack, "cluster").await;
-    stack.vouched("cluster", &[pruned.clone()]).await;
+    stack.vouched("cluster", std::slice::from_ref(&pruned)).await;
     common::eventually("Argo CD to prune doomed", std::time::Duration::from_secs(120), || {
         let out = common::run_cmd(std::process::Command::new("kubectl").args([
             "get",
@@ -363,7 +363,7 @@ async fn with_the_webhook_enforcing_and_failing_closed_the_clusters_own_work_is_
         "-p",
         r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
     ]);
-    stack.synced("cluster", &[pruned.clone()]).await;
+    stack.synced("cluster", std::slice::from_ref(&pruned)).await;
 
     // The Application goes (its finalizer makes Argo CD delete what it deployed), then the namespace.
     let apps = common::applications(&stack.client, &stack.ns);
@@ -452,7 +452,7 @@ async fn argo_cds_refreshes_cost_no_pipeline_run_and_a_change_of_what_matters_do
     let next = repo.commit_all("configure", common::git::Sign::Ssh(&stack.project.signer));
     stack.git.push(&repo, "shop/api.git");
     refresh(&stack, "api").await;
-    stack.vouched("api", &[next.clone()]).await;
+    stack.vouched("api", std::slice::from_ref(&next)).await;
     let after_revision = runs().await;
     assert!(after_revision > settled, "a new revision is verified");
 

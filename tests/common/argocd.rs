@@ -106,10 +106,8 @@ impl Stack {
             Webhook::Fail => {
                 let address = free_address();
                 // The apiserver calls the webhook process on loopback, not the chart's Service.
-                let url = json!({"webhooks": [{"name": "validate.weft.dev",
-                    "clientConfig": {"url": format!("https://{address}/validate"), "service": null}}]});
                 let mut current = serde_json::to_value(webhooks.get(&configuration).await.unwrap()).unwrap();
-                current["webhooks"][0]["clientConfig"] = url["webhooks"][0]["clientConfig"].clone();
+                current["webhooks"][0]["clientConfig"] = json!({"url": format!("https://{address}/validate")});
                 webhooks
                     .replace(&configuration, &Default::default(), &serde_json::from_value(current).unwrap())
                     .await
@@ -142,6 +140,18 @@ impl Stack {
                     }
                 })
                 .await;
+                let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+                eventually("the webhook to serve", Duration::from_secs(30), || {
+                    let (http, url) = (http.clone(), format!("https://{address}/readyz"));
+                    async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
+                })
+                .await;
+                let mut current = serde_json::to_value(webhooks.get(&configuration).await.unwrap()).unwrap();
+                current["webhooks"][0]["failurePolicy"] = json!("Fail");
+                webhooks
+                    .replace(&configuration, &Default::default(), &serde_json::from_value(current).unwrap())
+                    .await
+                    .unwrap();
                 Some(process)
             }
         };
