@@ -89,11 +89,21 @@ SIGSTORE_REKOR_PUBLIC_KEY=$WEFT_TEST_REKOR_PUBLIC_KEY cosign sign --key "$work/i
   --tlog-upload=true -y "${image_ref%:*}@$digest" >/dev/null 2>&1
 
 echo "==> Argo CD's repository Secret, the profile's objects, the profile and the Application"
+# The image's signature is logged in this environment's Rekor: a trusted root that names it.
+openssl pkey -pubin -in "$WEFT_TEST_REKOR_PUBLIC_KEY" -outform DER -out "$work/rekor.der"
 python3 - "$work" "$ns" "$repo_url" "$WEFT_TEST_REKOR_URL" "$WEFT_TEST_REKOR_PUBLIC_KEY" \
   "$WEFT_TEST_REGISTRY_REFERRERS" "$dest" > "$work/objects.json" <<'PY'
-import json, sys
+import base64, hashlib, json, sys
 work, ns, repo, rekor, rekor_pub, registry, dest = sys.argv[1:]
 read = lambda name: open(name if name.startswith("/") else f"{work}/{name}").read()
+der = open(f"{work}/rekor.der", "rb").read()
+trusted_root = {
+    "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+    "tlogs": [{"baseUrl": rekor, "hashAlgorithm": "SHA2_256",
+               "publicKey": {"rawBytes": base64.b64encode(der).decode(), "keyDetails": "PKIX_ECDSA_P256_SHA_256",
+                             "validFor": {"start": "2020-01-01T00:00:00Z"}},
+               "logId": {"keyId": base64.b64encode(hashlib.sha256(der).digest()).decode()}}],
+    "certificateAuthorities": [], "ctlogs": [], "timestampAuthorities": []}
 items = [
     {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "demo-repo", "namespace": "argocd",
         "labels": {"argocd.argoproj.io/secret-type": "repository"}},
@@ -103,12 +113,14 @@ items = [
     {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "signing", "namespace": ns},
      "stringData": {"cosign.key": read("manifests.key"), "cosign.password": "demo"}},
     {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keys", "namespace": ns},
-     "data": {"images.pub": read("images.pub"), "rekor.pub": read(rekor_pub)}},
+     "data": {"images.pub": read("images.pub"), "rekor.pub": read(rekor_pub),
+              "trusted_root.json": json.dumps(trusted_root)}},
     {"apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile", "metadata": {"name": "production", "namespace": ns},
      "spec": {"applicationSelector": [{"name": "*"}],
         "sourceIntegrity": {"git": {"policies": [{"repos": [{"url": repo}], "gpg": {"mode": "strict"},
             "ssh": {"allowedSigners": {"configMapRef": {"name": "signers", "key": "allowed_signers"}}}}]}},
-        "imageVerification": {"policies": [{"images": [registry + "/**"],
+        "imageVerification": {"trustedRoot": {"configMapRef": {"name": "keys", "key": "trusted_root.json"}},
+            "policies": [{"images": [registry + "/**"],
             "signers": [{"key": {"configMapRef": {"name": "keys", "key": "images.pub"}}}]}]},
         "manifestSigning": {"key": {"secretRef": {"name": "signing", "key": "cosign.key"}, "passwordKey": "cosign.password"},
             "image": {"repository": registry + "/manifests/demo"}},
@@ -155,6 +167,11 @@ for _ in $(seq 1 120); do
 done
 kubectl get application shop -n "$ns"
 kubectl get appprov shop -n "$ns"
+if [ "$verdict" != Verified ] || [ "$synced" != Synced ]; then
+  echo "error: not synced and vouched for within 4 minutes; see $work/controller.log and the status above" >&2
+  kubectl get appprov shop -n "$ns" -o yaml >&2
+  exit 1
+fi
 image=$(kubectl get appprov shop -n "$ns" -o jsonpath='{.status.manifestImage}')
 cat <<EOF
 
@@ -174,5 +191,11 @@ Try:
   kubectl get appprov shop -n $ns -o wide; kubectl get application shop -n $ns -o jsonpath='{.status.operationState.message}'
 Logs: $work/controller.log, $work/webhook.log, $work/env-dir/logs/. Ctrl-C stops everything.
 EOF
-[ -t 0 ] || exit 0
+if [ ! -t 0 ]; then
+  # Not at a terminal (as tests/run runs it): check the first hint works as printed, then stop.
+  SIGSTORE_REKOR_PUBLIC_KEY=$WEFT_TEST_REKOR_PUBLIC_KEY SIGSTORE_ROOT_FILE=$work/env-dir/certs/ca.crt \
+    kubectl sigstore verify-resource -i "$image" -k "$work/manifests.pub" --rekor-url "$WEFT_TEST_REKOR_URL" \
+    -c examples/verify-resource-config.yaml
+  exit 0
+fi
 while sleep 3600; do :; done
