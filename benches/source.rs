@@ -7,6 +7,8 @@
 //! - `weft verify-source`, the command a person runs (a new process: cold cache);
 //! - Weft's strict walk in-process, cold, and after one new commit (warm cache; median of 20).
 //!
+//! The history is packed (`git repack`) before anything reads it, as a cloned or fetched repository is.
+//!
 //! Commits are written with gix and signed in-process (rPGP / ssh-key) to keep generation short; git and
 //! gpg verify those same signatures in the comparison, so they are ordinary signatures.
 
@@ -171,7 +173,9 @@ fn bench(variant: &'static str, n: usize, dir: &Path) -> Row {
     let repo = gix::open(&repo_dir).expect("open");
     let t = Instant::now();
     let head = write_commits(&repo, &signer, None, n, 0);
-    eprintln!("[{variant}] generated {n} signed commits in {}", secs(t.elapsed()));
+    // Packed, as every repository that was cloned or fetched is; git and Weft read the same pack.
+    run(Command::new("git").current_dir(&repo_dir).args(["repack", "-a", "-d", "-q"]));
+    eprintln!("[{variant}] generated {n} signed commits in {} (packed)", secs(t.elapsed()));
 
     // git's own check: every commit must come back good ('G', or 'U' for a good signature by a key gpg
     // has no trust path to).
@@ -275,5 +279,9 @@ fn main() {
             .env("GNUPGHOME", dir.path().join(format!("gnupg-{v}")))
             .args(["--kill", "gpg-agent"])
             .output();
+    }
+    // WEFT_BENCH_KEEP=1 keeps the repositories, keys, profile and resources (to profile Weft on them).
+    if std::env::var_os("WEFT_BENCH_KEEP").is_some() {
+        eprintln!("kept {}", dir.keep().display());
     }
 }

@@ -529,42 +529,72 @@ pub fn verify_strict(
     let mut seen = HashSet::new();
     let mut hits: HashMap<CommitId, CachedCommit> = HashMap::new();
     // Walk order (breadth-first from the target) is kept, so the first failure is the nearest one.
-    // Seals are checked during the walk (they decide whether it goes on); the rest afterwards, in parallel.
-    let mut order: Vec<(CommitRecord, Option<SignatureCheck>)> = Vec::new();
-
-    while let Some(id) = queue.pop_front() {
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        if let Some(hit) = cache.get(trust.id(), &id, now) {
-            out.cached += 1;
-            hits.insert(id, hit);
-            continue;
-        }
-        let rec = repo.commit(&id).map_err(|e| match e {
-            HistoryError::MissingCommit(id) if repo.is_shallow() => HistoryError::Shallow(id),
-            other => other,
-        })?;
-        if rec.seal {
-            let result = check(trust, &rec, now);
-            if !result.is_good() {
-                // A seal by anyone else is just a commit: the walk goes on.
+    // Seals are checked during the walk (they decide whether it goes on); the other commits go to every
+    // core as soon as they are read, so reading and checking overlap.
+    let mut order: Vec<(Arc<CommitRecord>, Option<SignatureCheck>)> = Vec::new();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Arc<CommitRecord>)>();
+    let checked = std::thread::scope(|scope| {
+        let checker = scope.spawn(move || {
+            let mut done: Vec<(usize, SignatureCheck)> =
+                rx.into_iter().par_bridge().map(|(i, rec)| (i, check(trust, &rec, now))).collect();
+            done.sort_unstable_by_key(|(i, _)| *i);
+            done
+        });
+        let walked = (|| -> Result<(), HistoryError> {
+            while let Some(id) = queue.pop_front() {
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
+                if let Some(hit) = cache.get(trust.id(), &id, now) {
+                    out.cached += 1;
+                    hits.insert(id, hit);
+                    continue;
+                }
+                let rec = Arc::new(repo.commit(&id).map_err(|e| match e {
+                    HistoryError::MissingCommit(id) if repo.is_shallow() => HistoryError::Shallow(id),
+                    other => other,
+                })?);
+                if rec.seal {
+                    let result = check(trust, &rec, now);
+                    if !result.is_good() {
+                        // A seal by anyone else is just a commit: the walk goes on.
+                        queue.extend(rec.parents.iter().cloned());
+                    }
+                    order.push((rec, Some(result)));
+                    continue;
+                }
                 queue.extend(rec.parents.iter().cloned());
+                // The checker only goes away when this walk does: a failed send cannot happen.
+                let _ = tx.send((order.len(), rec.clone()));
+                order.push((rec, None));
             }
-            order.push((rec, Some(result)));
-            continue;
-        }
-        queue.extend(rec.parents.iter().cloned());
-        order.push((rec, None));
-    }
-
-    let results: Vec<SignatureCheck> =
-        order.par_iter().map(|(rec, done)| done.clone().unwrap_or_else(|| check(trust, rec, now))).collect();
+            Ok(())
+        })();
+        drop(tx);
+        let checked = checker.join().unwrap_or_default();
+        walked.map(|()| checked)
+    })?;
+    let mut checked = checked.into_iter().peekable();
+    let results: Vec<SignatureCheck> = order
+        .iter()
+        .enumerate()
+        .map(|(i, (_, done))| match done {
+            Some(result) => result.clone(),
+            None => match checked.next_if(|(j, _)| *j == i) {
+                Some((_, result)) => result,
+                None => SignatureCheck::Malformed("the signature check did not run".into()),
+            },
+        })
+        .collect();
     out.checked = order.len();
+    // Few distinct signers sign many commits: name each once.
+    let mut distinct: Vec<&Signer> = Vec::new();
     for ((rec, _), result) in order.iter().zip(&results) {
         match result {
             SignatureCheck::Good(s) => {
-                out.signers.insert(s.to_string());
+                if !distinct.contains(&s) {
+                    distinct.push(s);
+                }
             }
             other => {
                 out.failures += 1;
@@ -574,6 +604,7 @@ pub fn verify_strict(
             }
         }
     }
+    out.signers.extend(distinct.iter().map(|s| s.to_string()));
     if out.failure.is_some() {
         return Ok(out);
     }
@@ -598,7 +629,7 @@ pub fn verify_strict(
     }
     let nodes: HashMap<&CommitId, (&CommitRecord, bool)> = order
         .iter()
-        .map(|(rec, done)| (&rec.id, (rec, rec.seal && done.as_ref().is_some_and(|d| d.is_good()))))
+        .map(|(rec, done)| (&rec.id, (rec.as_ref(), rec.seal && done.as_ref().is_some_and(|d| d.is_good()))))
         .collect();
     let seals = seal_sets(target, &nodes, &hits);
     out.seals = seals.get(target).map(|s| s.as_ref().clone()).unwrap_or_default();
