@@ -8,6 +8,11 @@ mod common;
 
 use common::argocd::*;
 use serde_json::{Value, json};
+use tokio::sync::RwLock;
+
+/// Argo CD's settings (argocd-cm) are shared by every test here: one test changes the tracking method and
+/// holds them alone meanwhile.
+static ARGOCD_CM: RwLock<()> = RwLock::const_new(());
 
 fn deployment(ns: &str, name: &str, image: &str) -> String {
     format!(
@@ -53,6 +58,7 @@ async fn vouched_and_verifiable(stack: &Stack, name: &str, heads: &[String]) -> 
 
 #[tokio::test]
 async fn four_kinds_of_application_synced_by_argo_cd_are_vouched_for_and_verify_against_the_cluster() {
+    let _settings = ARGOCD_CM.read().await;
     let stack = Stack::new("kinds", &["dir", "kust", "helm", "multi"], Webhook::Off).await;
     stack.profile(json!({})).await;
     let image = stack.signed_image("shop");
@@ -132,6 +138,7 @@ async fn refresh(stack: &Stack, name: &str) {
 
 #[tokio::test]
 async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_lets_argo_cd_sync_again() {
+    let _settings = ARGOCD_CM.read().await;
     let stack = Stack::new("unsigned", &["app"], Webhook::Fail).await;
     stack.profile(json!({})).await;
     let image = stack.signed_image("cart");
@@ -232,6 +239,7 @@ async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_le
 
 #[tokio::test]
 async fn with_the_webhook_enforcing_and_failing_closed_the_clusters_own_work_is_never_denied() {
+    let _settings = ARGOCD_CM.read().await;
     let stack = Stack::new("cluster", &["app"], Webhook::Fail).await;
     // Replicas belong to the autoscaler (for Weft's webhook and for Argo CD alike).
     stack
@@ -416,6 +424,7 @@ async fn next_refresh(stack: &Stack, name: &str) {
 
 #[tokio::test]
 async fn argo_cds_refreshes_cost_no_pipeline_run_and_a_change_of_what_matters_does() {
+    let _settings = ARGOCD_CM.read().await;
     let stack = Stack::new("refresh", &["app"], Webhook::Off).await;
     stack.profile(json!({})).await;
     let image = stack.signed_image("api");
@@ -478,4 +487,73 @@ async fn argo_cds_refreshes_cost_no_pipeline_run_and_a_change_of_what_matters_do
         if n > after_profile { Ok(n) } else { Err(format!("{n} runs")) }
     })
     .await;
+}
+
+/// Sets argocd-cm's tracking method, and puts it back to the default on drop.
+struct TrackingMethod;
+
+impl TrackingMethod {
+    async fn set(stack: &Stack, method: &str) -> TrackingMethod {
+        let cms =
+            kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(stack.client.clone(), ARGOCD_NAMESPACE);
+        let patch = json!({"data": {"application.resourceTrackingMethod": method}});
+        cms.patch("argocd-cm", &Default::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
+        // Argo CD watches its settings; give its controller a moment to take the change.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        TrackingMethod
+    }
+}
+
+impl Drop for TrackingMethod {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .args(["patch", "configmap", "argocd-cm", "-n", ARGOCD_NAMESPACE, "--type", "merge"])
+            .args(["-p", r#"{"data":{"application.resourceTrackingMethod":"annotation"}}"#])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn with_label_tracking_weft_signs_and_reads_what_argo_cd_applies() {
+    let _settings = ARGOCD_CM.write().await;
+    for (name, method) in [("label", "label"), ("both", "annotation+label")] {
+        let stack = Stack::with_tracking(&format!("tracking-{name}"), &["app"], Webhook::Fail, method).await;
+        let _method = TrackingMethod::set(&stack, method).await;
+        stack.profile(json!({})).await;
+        let image = stack.signed_image("tracked");
+        let dest = stack.destinations[0].clone();
+        // As Helm charts do: the Application's instance label on the Pod template too, so the Pods the
+        // ReplicaSet makes carry it.
+        let instance = format!("{}_shop", stack.ns);
+        let deployment = deployment(&dest, "shop", &image).replace(
+            "    metadata: {labels: {app: shop}}",
+            &format!("    metadata: {{labels: {{app: shop, app.kubernetes.io/instance: {instance}}}}}"),
+        );
+        let repo = stack.repository(
+            "shop/tracked.git",
+            &[("app/deployment.yaml", deployment), ("app/service.yaml", service(&dest, "shop"))],
+        );
+        let source = json!({"repoURL": stack.git.url("shop/tracked.git"), "path": "app", "targetRevision": "main"});
+        stack.create_application(stack.application("shop", source, &dest)).await;
+        vouched_and_verifiable(&stack, "shop", &[repo.head()]).await;
+        let (_, live, _) = common::run_cmd(std::process::Command::new("kubectl").args([
+            "get",
+            "deployment",
+            "shop",
+            "-n",
+            &dest,
+            "-o",
+            "jsonpath={.metadata.labels.app\\.kubernetes\\.io/instance}",
+        ]));
+        assert_eq!(live, instance, "{method}: Argo CD labelled what it applied");
+        common::eventually("the labelled Pods", std::time::Duration::from_secs(60), || {
+            let (_, pods, _) =
+                common::run_cmd(std::process::Command::new("kubectl").args(["get", "pods", "-n", &dest, "-o", "name"]));
+            async move { if pods.lines().count() >= 2 { Ok(()) } else { Err(pods) } }
+        })
+        .await;
+        let denials = stack.denials();
+        let unexpected: Vec<_> = denials.iter().filter(|(_, m)| !m.contains("not vouched for")).collect();
+        assert!(unexpected.is_empty(), "{method}: only Argo CD's first applies, before Weft vouched: {denials:#?}");
+    }
 }

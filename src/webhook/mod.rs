@@ -67,12 +67,15 @@ pub struct Options {
     /// for the controller.
     #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
     pub tracking_method: crate::controller::TrackingArg,
-    /// Kinds (`Kind` or `group/Kind`) that are not checked (repeatable).
+    /// Kinds (`Kind` or `group/Kind`) that are not checked (repeatable). The default is what Argo CD's
+    /// installation excludes from what it manages (argocd-cm `resource.exclusions`): the control plane
+    /// writes Endpoints and EndpointSlices (copying a Service's labels onto its Endpoints), Argo CD never
+    /// applies them.
     #[arg(
         long = "skip-kind",
         env = "WEFT_SKIP_KINDS",
         value_delimiter = ',',
-        default_value = "Event,coordination.k8s.io/Lease"
+        default_value = "Event,events.k8s.io/Event,coordination.k8s.io/Lease,Endpoints,discovery.k8s.io/EndpointSlice"
     )]
     pub skip_kinds: Vec<String>,
 }

@@ -53,6 +53,12 @@ pub struct Stack {
 impl Stack {
     /// A stack for `name` whose Applications deploy to `destinations` (suffixes: `<ns>-<suffix>`).
     pub async fn new(name: &str, destinations: &[&str], webhook: Webhook) -> Stack {
+        Stack::with_tracking(name, destinations, webhook, "annotation").await
+    }
+
+    /// A stack whose controller and webhook read Argo CD's tracking with `tracking` (annotation, label
+    /// or annotation+label), as argocd-cm sets it.
+    pub async fn with_tracking(name: &str, destinations: &[&str], webhook: Webhook, tracking: &str) -> Stack {
         let client = client().await;
         let ns = namespace(&client, &format!("argocd-e2e-{name}")).await;
         let weft_ns = namespace(&client, &format!("weft-{name}")).await;
@@ -93,6 +99,8 @@ impl Stack {
                 cache.to_str().unwrap(),
                 "--health-listen",
                 &controller_metrics,
+                "--tracking-method",
+                tracking,
             ],
             &[("KUBECONFIG", controller_kubeconfig.to_str().unwrap())],
         );
@@ -128,6 +136,8 @@ impl Stack {
                         &weft_ns,
                         "--webhook-configuration",
                         &configuration,
+                        "--tracking-method",
+                        tracking,
                     ],
                     &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
                 );
@@ -364,6 +374,11 @@ impl Drop for Stack {
         let _ = Command::new("kubectl")
             .args(["delete", "validatingwebhookconfiguration", &name, "--ignore-not-found", "--wait=false"])
             .output();
+        // The apiserver learns of the deletion a moment later; the webhook keeps answering until then
+        // (its process stops after this, with the stack's other fields).
+        if self.webhook.is_some() {
+            std::thread::sleep(Duration::from_secs(2));
+        }
     }
 }
 

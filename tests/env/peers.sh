@@ -5,6 +5,7 @@
 #   tests/env/peers.sh build [PEER...]   build (default: every peer)
 #   tests/env/peers.sh path PEER         print the directory holding PEER's binaries (builds it if needed)
 #   tests/env/peers.sh argocd-crds       print the directory of Argo CD's CRDs (from its Go module)
+#   tests/env/peers.sh argocd-manifests  print the directory of Argo CD's install manifests (from its module)
 #   tests/env/peers.sh ensure-redis      install Debian's redis-server when missing (Argo CD's cache)
 #   tests/env/peers.sh list              the peers and their versions
 set -euo pipefail
@@ -167,12 +168,14 @@ ensure_redis() {
   fi
 }
 
-argocd_crds() {
+argocd_manifests() {
   local d
   d=$(cd /tmp && GOTOOLCHAIN=$ARGOCD_GOTOOLCHAIN go mod download -json "github.com/argoproj/argo-cd/v3@$ARGOCD_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
   [ -d "$d/manifests/crds" ] || { log "Argo CD $ARGOCD_VERSION module has no manifests/crds"; return 1; }
-  echo "$d/manifests/crds"
+  echo "$d/manifests"
 }
+
+argocd_crds() { echo "$(argocd_manifests)/crds"; }
 
 cmd=${1:-build}; shift || true
 case "$cmd" in
@@ -188,6 +191,7 @@ case "$cmd" in
   trillian-schema) trillian_schema ;;
   path) build_peer "$1"; echo "$(peer_dir "$1")/bin" ;;
   argocd-crds) argocd_crds ;;
+  argocd-manifests) argocd_manifests ;;
   list) awk -F'|' '{ print $1, $2 }' <<<"$PEERS" ;;
   *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | ensure-redis | list" >&2; exit 2 ;;
 esac

@@ -167,7 +167,11 @@ start_argocd() {
   chmod 700 "$dir/argocd/gnupg"
   spawn "$dir" redis redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no
   wait_for 30 "redis" redis-cli -p "$redis_port" ping
-  # What an Argo CD installation holds before it starts.
+  # What an Argo CD installation holds before it starts: its default argocd-cm (resource exclusions and
+  # customizations) from the module's manifests, the tracking method set explicitly, and the rest.
+  KUBECONFIG="$dir/kubeconfig" "$kubectl" apply --server-side --field-manager argocd-install -n argocd \
+    -f "$("$PEERS" argocd-manifests)/base/config/argocd-cm.yaml" >> "$dir/logs/setup.log" 2>&1 \
+    || { cat "$dir/logs/setup.log" >&2; return 1; }
   KUBECONFIG="$dir/kubeconfig" "$kubectl" apply --server-side --field-manager weft-testenv -f - \
     >> "$dir/logs/setup.log" 2>&1 <<YAML || { cat "$dir/logs/setup.log" >&2; return 1; }
 apiVersion: v1
