@@ -131,16 +131,7 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
         "--webhook-configuration",
         &configuration,
     ]);
-    eventually("the caBundle", Duration::from_secs(30), || {
-        let webhooks = webhooks.clone();
-        let name = configuration.clone();
-        async move {
-            let c = webhooks.get(&name).await.map_err(|e| e.to_string())?;
-            let hooks = c.webhooks.unwrap_or_default();
-            if hooks.iter().all(|w| w.client_config.ca_bundle.is_some()) { Ok(()) } else { Err("no caBundle".into()) }
-        }
-    })
-    .await;
+    common::chart::webhook_serving(&client, &configuration, &format!("127.0.0.1:{port}")).await;
 
     // The signed manifests apply (retried while the webhook starts, as Argo CD retries a sync).
     for object in &manifests {

@@ -69,24 +69,7 @@ async fn the_webhook_works_with_only_the_charts_rbac() {
         &[("KUBECONFIG", path.to_str().unwrap())],
     );
     // It issued its certificate into its Secret and its CA into its own configuration, and serves.
-    let webhooks: Api<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration> =
-        Api::all(client.clone());
-    eventually("the caBundle", Duration::from_secs(30), || {
-        let (webhooks, name) = (webhooks.clone(), configuration.clone());
-        async move {
-            let c = webhooks.get(&name).await.map_err(|e| e.to_string())?;
-            let set = c.webhooks.unwrap_or_default().iter().all(|w| w.client_config.ca_bundle.is_some());
-            if set { Ok(()) } else { Err("no caBundle yet".into()) }
-        }
-    })
-    .await;
-    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
-    let ready = eventually("/readyz", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("https://{addr}/readyz"));
-        async move { http.get(&url).send().await.map_err(|e| e.to_string()) }
-    })
-    .await;
-    assert_eq!(ready.status(), 200);
+    webhook_serving(&client, &configuration, &addr).await;
 }
 
 #[test]

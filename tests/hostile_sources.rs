@@ -8,89 +8,10 @@ use std::path::Path;
 use std::process::Command;
 
 use common::git::{GitHttpServer, Gpg, GpgKey, Repo, Sign, ssh_key};
+use common::verify::*;
 use serde_json::{Value, json};
 
 const DAY: i64 = 86_400;
-
-struct Run {
-    code: i32,
-    verdict: Value,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn message(&self) -> &str {
-        self.verdict["message"].as_str().unwrap_or_default()
-    }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-/// A profile with `policies` (one policy, or a list of them).
-fn profile(policies: Value) -> Value {
-    let policies = if policies.is_array() { policies } else { json!([policies]) };
-    json!({
-        "apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile",
-        "metadata": {"name": "p", "namespace": "argocd"},
-        "spec": {"applicationSelector": [{"name": "*"}], "sourceIntegrity": {"git": {"policies": policies}}}
-    })
-}
-
-fn write_json(dir: &Path, name: &str, docs: &[Value]) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, docs.iter().map(Value::to_string).collect::<Vec<_>>().join("\n---\n")).unwrap();
-    path
-}
-
-/// `weft verify-source --output json` with a profile holding `policies`.
-fn verify(dir: &Path, policies: Value, resources: &[Value], repo: &str, revision: &str, extra: &[&str]) -> Run {
-    let profile_path = write_json(dir, "profile.yaml", &[profile(policies)]);
-    let resources_path = write_json(dir, "resources.yaml", resources);
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["verify-source", "--output", "json", "--repo", repo, "--revision", revision])
-        .arg("--profile")
-        .arg(&profile_path)
-        .arg("--resources")
-        .arg(&resources_path)
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(extra)
-        .output()
-        .expect("run weft");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        verdict: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-    }
-}
-
-fn keyring(gpg: &Gpg, keys: &[&GpgKey]) -> Value {
-    let data: serde_json::Map<String, Value> =
-        keys.iter().map(|k| (k.fingerprint.clone(), json!(gpg.export(k)))).collect();
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keys"}, "data": data})
-}
-
-fn gpg_policy(url: &str, mode: &str, allowed: &[&GpgKey]) -> Value {
-    let keys: Vec<&str> = allowed.iter().map(|k| k.fingerprint.as_str()).collect();
-    json!({"repos": [{"url": url}], "gpg": {"mode": mode, "keys": keys, "keyring": {"configMapRef": {"name": "keys"}}}})
-}
-
-#[track_caller]
-fn assert_verdict(run: &Run, code: i32, reason: &str) {
-    assert_eq!(
-        (run.code, run.verdict["reason"].as_str()),
-        (code, Some(reason)),
-        "verdict: {}\nstdout: {}\nstderr: {}",
-        serde_json::to_string_pretty(&run.verdict).unwrap(),
-        run.stdout,
-        run.stderr
-    );
-}
 
 fn path_of(repo: &Repo) -> String {
     repo.path().display().to_string()
@@ -167,11 +88,6 @@ fn expired_openpgp_signatures_do_not_count_for_commits_seals_tags_or_materials()
     let run = verify(dir.path(), policy, &resources, &path_of(&materials), &commit, &["--path", "deploy"]);
     assert_verdict(&run, 1, "SourceMaterialsSignatureInvalid");
     assert!(run.message().contains("expired"), "{}", run.message());
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
 }
 
 // 2. Replace refs, grafts and substituted objects.

@@ -6,64 +6,9 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::git::{GitHttpServer, Gpg, GpgKey, Repo, Sign, ssh_key};
+use common::git::{GitHttpServer, Gpg, Repo, Sign, ssh_key};
+use common::verify::*;
 use serde_json::{Value, json};
-
-struct Run {
-    code: i32,
-    verdict: Value,
-    stderr: String,
-}
-
-/// Runs the CLI with a profile holding one git policy, and the given Secrets/ConfigMaps.
-fn verify(dir: &Path, policy: Value, resources: &[Value], repo: &str, revision: &str, extra: &[&str]) -> Run {
-    let profile = json!({
-        "apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile",
-        "metadata": {"name": "p", "namespace": "argocd"},
-        "spec": {"applicationSelector": [{"name": "*"}], "sourceIntegrity": {"git": {"policies": [policy]}}}
-    });
-    let profile_path = dir.join("profile.yaml");
-    std::fs::write(&profile_path, profile.to_string()).unwrap();
-    let resources_path = dir.join("resources.yaml");
-    std::fs::write(&resources_path, resources.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("\n---\n"))
-        .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["verify-source", "--output", "json", "--repo", repo, "--revision", revision])
-        .arg("--profile")
-        .arg(&profile_path)
-        .arg("--resources")
-        .arg(&resources_path)
-        .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(extra)
-        .output()
-        .expect("run weft");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let verdict = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    Run { code: out.status.code().unwrap_or(-1), verdict, stderr }
-}
-
-fn keyring(gpg: &Gpg, keys: &[&GpgKey]) -> Value {
-    let data: serde_json::Map<String, Value> =
-        keys.iter().map(|k| (k.fingerprint.clone(), json!(gpg.export(k)))).collect();
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keys"}, "data": data})
-}
-
-fn gpg_policy(mode: &str, allowed: &[&GpgKey]) -> Value {
-    let keys: Vec<&str> = allowed.iter().map(|k| k.fingerprint.as_str()).collect();
-    json!({"repos": [{"url": "*"}], "gpg": {"mode": mode, "keys": keys, "keyring": {"configMapRef": {"name": "keys"}}}})
-}
-
-fn assert_verdict(run: &Run, code: i32, reason: &str) {
-    assert_eq!(
-        (run.code, run.verdict["reason"].as_str()),
-        (code, Some(reason)),
-        "verdict: {}\nstderr: {}",
-        serde_json::to_string_pretty(&run.verdict).unwrap(),
-        run.stderr
-    );
-}
 
 #[test]
 fn gpg_strict_good_history_verifies_and_names_the_signer() {
@@ -76,7 +21,7 @@ fn gpg_strict_good_history_verifies_and_names_the_signer() {
     let dir = tempfile::tempdir().unwrap();
     let run = verify(
         dir.path(),
-        gpg_policy("strict", &[&alice]),
+        gpg_policy("*", "strict", &[&alice]),
         &[keyring(&gpg, &[&alice])],
         &repo.path().display().to_string(),
         "main",
@@ -98,7 +43,7 @@ fn a_signature_by_a_key_that_is_not_allowed_fails() {
     let dir = tempfile::tempdir().unwrap();
     let run = verify(
         dir.path(),
-        gpg_policy("head", &[&alice]),
+        gpg_policy("*", "head", &[&alice]),
         &[keyring(&gpg, &[&alice, &mallory])],
         &repo.path().display().to_string(),
         &repo.head(),
@@ -122,7 +67,7 @@ fn a_tampered_commit_keeps_a_signature_that_no_longer_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let run = verify(
         dir.path(),
-        gpg_policy("head", &[&alice]),
+        gpg_policy("*", "head", &[&alice]),
         &[keyring(&gpg, &[&alice])],
         &repo.path().display().to_string(),
         &forged,
@@ -144,11 +89,11 @@ fn strict_finds_an_unsigned_commit_deep_in_history_and_head_does_not_look() {
     let dir = tempfile::tempdir().unwrap();
     let keys = [keyring(&gpg, &[&alice])];
     let path = repo.path().display().to_string();
-    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, "main", &[]);
+    let run = verify(dir.path(), gpg_policy("*", "strict", &[&alice]), &keys, &path, "main", &[]);
     assert_verdict(&run, 1, "Unsigned");
     assert_eq!(run.verdict["history"]["failure"]["commit"], unsigned);
     assert!(run.verdict["message"].as_str().unwrap().contains("sneaky"));
-    assert_verdict(&verify(dir.path(), gpg_policy("head", &[&alice]), &keys, &path, "main", &[]), 0, "Verified");
+    assert_verdict(&verify(dir.path(), gpg_policy("*", "head", &[&alice]), &keys, &path, "main", &[]), 0, "Verified");
 }
 
 #[test]
@@ -175,7 +120,7 @@ fn a_merge_that_brings_in_an_unsigned_branch_fails_strict() {
     let dir = tempfile::tempdir().unwrap();
     let run = verify(
         dir.path(),
-        gpg_policy("strict", &[&alice]),
+        gpg_policy("*", "strict", &[&alice]),
         &[keyring(&gpg, &[&alice])],
         &repo.path().display().to_string(),
         "main",
@@ -200,7 +145,7 @@ fn expired_and_revoked_keys_do_not_count() {
         let dir = tempfile::tempdir().unwrap();
         let run = verify(
             dir.path(),
-            gpg_policy("head", &[&alice]),
+            gpg_policy("*", "head", &[&alice]),
             &[keyring(&gpg, &[&alice])],
             &repo.path().display().to_string(),
             "main",
@@ -220,7 +165,7 @@ fn a_signing_subkey_of_an_allowed_key_counts() {
     let dir = tempfile::tempdir().unwrap();
     let run = verify(
         dir.path(),
-        gpg_policy("strict", &[&alice]),
+        gpg_policy("*", "strict", &[&alice]),
         &[keyring(&gpg, &[&alice])],
         &repo.path().display().to_string(),
         "main",
@@ -252,12 +197,12 @@ fn seals_end_the_strict_walk_only_when_signed_by_an_allowed_key() {
 
     repo.commit("adopt signing\n\nWeft-Seal: history reviewed in audit 42", Sign::Gpg(&bob));
     repo.commit("signed work", Sign::Gpg(&alice));
-    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, "main", &[]);
+    let run = verify(dir.path(), gpg_policy("*", "strict", &[&alice]), &keys, &path, "main", &[]);
     assert_verdict(&run, 1, "KeyNotAllowed");
 
     let seal = repo.commit("adopt signing\n\nArgocd-gpg-seal: history reviewed", Sign::Gpg(&alice));
     repo.commit("signed work", Sign::Gpg(&alice));
-    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, "main", &[]);
+    let run = verify(dir.path(), gpg_policy("*", "strict", &[&alice]), &keys, &path, "main", &[]);
     assert_verdict(&run, 0, "Verified");
     assert_eq!(run.verdict["history"]["seals"], json!([seal]));
 }
@@ -271,7 +216,7 @@ fn the_signed_tag_requirement_rejects_lightweight_tags_and_shadowing_branches() 
     let dir = tempfile::tempdir().unwrap();
     let path = repo.path().display().to_string();
     let keys = [keyring(&gpg, &[&alice])];
-    let mut policy = gpg_policy("head", &[&alice]);
+    let mut policy = gpg_policy("*", "head", &[&alice]);
     policy["requireSignedTag"] = json!(true);
 
     repo.tag("v1.0.0", Sign::Gpg(&alice));
@@ -304,14 +249,14 @@ fn a_downgrade_to_an_older_signed_commit_fails_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let path = repo.path().display().to_string();
     let keys = [keyring(&gpg, &[&alice])];
-    let run = verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, &old, &["--previous", &new]);
+    let run = verify(dir.path(), gpg_policy("*", "strict", &[&alice]), &keys, &path, &old, &["--previous", &new]);
     assert_verdict(&run, 1, "Downgrade");
     assert_verdict(
-        &verify(dir.path(), gpg_policy("strict", &[&alice]), &keys, &path, &new, &["--previous", &old]),
+        &verify(dir.path(), gpg_policy("*", "strict", &[&alice]), &keys, &path, &new, &["--previous", &old]),
         0,
         "Verified",
     );
-    let mut allow = gpg_policy("strict", &[&alice]);
+    let mut allow = gpg_policy("*", "strict", &[&alice]);
     allow["allowDowngrade"] = json!(true);
     assert_verdict(&verify(dir.path(), allow, &keys, &path, &old, &["--previous", &new]), 0, "Verified");
 }
@@ -355,7 +300,7 @@ fn ssh_signatures_follow_allowed_signers_with_namespaces_and_validity() {
     // A GPG-only policy does not accept SSH signatures.
     let gpg_key = gpg.key("Alice");
     assert_verdict(
-        &verify(dir.path(), gpg_policy("head", &[&gpg_key]), &[keyring(&gpg, &[&gpg_key])], &path, "main", &[]),
+        &verify(dir.path(), gpg_policy("*", "head", &[&gpg_key]), &[keyring(&gpg, &[&gpg_key])], &path, "main", &[]),
         1,
         "KeyNotAllowed",
     );
@@ -369,12 +314,12 @@ fn configuration_problems_exit_2_with_the_missing_piece_named() {
     repo.commit("c1", Sign::Gpg(&alice));
     let dir = tempfile::tempdir().unwrap();
     let path = repo.path().display().to_string();
-    let run = verify(dir.path(), gpg_policy("head", &[&alice]), &[], &path, "main", &[]);
+    let run = verify(dir.path(), gpg_policy("*", "head", &[&alice]), &[], &path, "main", &[]);
     assert_verdict(&run, 2, "ReferencedObjectMissing");
     assert!(run.verdict["message"].as_str().unwrap().contains("ConfigMap keys"));
 
     let other = gpg.key("Other");
-    let run = verify(dir.path(), gpg_policy("head", &[&alice]), &[keyring(&gpg, &[&other])], &path, "main", &[]);
+    let run = verify(dir.path(), gpg_policy("*", "head", &[&alice]), &[keyring(&gpg, &[&other])], &path, "main", &[]);
     assert_verdict(&run, 2, "AllowedKeysNotInKeyring");
 
     // A malformed profile is rejected by the same CEL rules the apiserver applies.
@@ -407,7 +352,7 @@ fn fetching_over_file_urls_mirrors_into_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let run = verify(
         dir.path(),
-        gpg_policy("strict", &[&alice]),
+        gpg_policy("*", "strict", &[&alice]),
         &[keyring(&gpg, &[&alice])],
         &repo.url(),
         &repo.head(),
@@ -424,11 +369,6 @@ fn cosign_style_signature(key: &Path, data: &Path) -> String {
     assert!(out.status.success());
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(out.stdout)
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
 }
 
 #[test]
@@ -541,7 +481,8 @@ fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
     };
     let keys = keyring(&gpg, &[&alice]);
     let dir = tempfile::tempdir().unwrap();
-    let check = |resources: &[Value]| verify(dir.path(), gpg_policy("strict", &[&alice]), resources, &url, &head, &[]);
+    let check =
+        |resources: &[Value]| verify(dir.path(), gpg_policy("*", "strict", &[&alice]), resources, &url, &head, &[]);
 
     let prefix = format!("https://127.0.0.1:{}/shop", server.port);
     // The server's certificate is not trusted without Argo CD's TLS ConfigMap.
@@ -567,6 +508,6 @@ fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
         secret("shop", "repo-creds", &prefix, "s3cret"),
         secret("cart", "repository", &format!("{url}/"), "wrong"),
     ];
-    let run = verify(fresh.path(), gpg_policy("strict", &[&alice]), &resources, &url, &head, &[]);
+    let run = verify(fresh.path(), gpg_policy("*", "strict", &[&alice]), &resources, &url, &head, &[]);
     assert_verdict(&run, 1, "RepositoryUnreachable");
 }

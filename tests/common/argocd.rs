@@ -141,21 +141,7 @@ impl Stack {
                     ],
                     &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
                 );
-                eventually("the webhook's caBundle", Duration::from_secs(30), || {
-                    let (webhooks, name) = (webhooks.clone(), configuration.clone());
-                    async move {
-                        let c = webhooks.get(&name).await.map_err(|e| e.to_string())?;
-                        let set = c.webhooks.unwrap_or_default().iter().all(|w| w.client_config.ca_bundle.is_some());
-                        if set { Ok(()) } else { Err("no caBundle yet".into()) }
-                    }
-                })
-                .await;
-                let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
-                eventually("the webhook to serve", Duration::from_secs(30), || {
-                    let (http, url) = (http.clone(), format!("https://{address}/readyz"));
-                    async move { http.get(&url).send().await.map(|_| ()).map_err(|e| e.to_string()) }
-                })
-                .await;
+                super::chart::webhook_serving(&client, &configuration, &address).await;
                 let mut current = serde_json::to_value(webhooks.get(&configuration).await.unwrap()).unwrap();
                 current["webhooks"][0]["failurePolicy"] = json!("Fail");
                 webhooks

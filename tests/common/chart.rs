@@ -80,3 +80,27 @@ pub async fn install_with(client: &Client, release: &str, ns: &str, options: &[&
         apply(client, d).await;
     }
 }
+
+/// Waits until the webhook process at `address` has written its CA into every webhook of the
+/// configuration `name` and answers `/readyz`.
+pub async fn webhook_serving(client: &Client, name: &str, address: &str) {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    super::eventually("the webhook's caBundle", std::time::Duration::from_secs(30), || {
+        let webhooks = webhooks.clone();
+        async move {
+            let c = webhooks.get(name).await.map_err(|e| e.to_string())?;
+            let set = c.webhooks.unwrap_or_default().iter().all(|w| w.client_config.ca_bundle.is_some());
+            if set { Ok(()) } else { Err("no caBundle yet".into()) }
+        }
+    })
+    .await;
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let url = format!("https://{address}/readyz");
+    let ready = super::eventually("the webhook to serve", std::time::Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { http.get(&url).send().await.map_err(|e| e.to_string()) }
+    })
+    .await;
+    assert_eq!(ready.status(), 200, "{url}");
+}

@@ -146,27 +146,20 @@ trillian_schema() {
   echo "$d/storage/mysql/schema/storage.sql"
 }
 
-# MariaDB comes from Debian's packages (Trillian's storage); installed when missing.
-ensure_mariadb() {
-  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] && return 0
+# A program from a Debian package, installed when missing: ensure_package PROGRAM PACKAGE WHAT-FOR.
+ensure_package() {
+  local program=$1 package=$2 why=$3
+  command -v "$program" >/dev/null 2>&1 || [ -x "/usr/sbin/$program" ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing Debian's mariadb-server (Trillian's storage)"
-    (apt-get install -y -q mariadb-server || { apt-get update -q && apt-get install -y -q mariadb-server; }) >&2
+    log "installing Debian's $package ($why)"
+    (apt-get install -y -q "$package" || { apt-get update -q && apt-get install -y -q "$package"; }) >&2
   else
-    log "MariaDB is missing: install Debian's mariadb-server"; return 1
+    log "$program is missing: install Debian's $package"; return 1
   fi
 }
+ensure_mariadb() { ensure_package mariadbd mariadb-server "Trillian's storage"; }
+ensure_redis() { ensure_package redis-server redis-server "Argo CD's cache"; }
 
-# Redis comes from Debian's packages (Argo CD's cache); installed when missing.
-ensure_redis() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    log "installing Debian's redis-server (Argo CD's cache)"
-    (apt-get install -y -q redis-server || { apt-get update -q && apt-get install -y -q redis-server; }) >&2
-  else
-    log "redis-server is missing: install Debian's redis-server"; return 1
-  fi
-}
 
 argocd_manifests() {
   local d
