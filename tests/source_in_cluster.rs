@@ -431,3 +431,46 @@ async fn argo_cds_credentials_serve_only_what_the_applications_project_permits()
     .await;
     assert_eq!(ap["status"]["verifiedSources"][0]["revision"], rev.as_str());
 }
+
+#[tokio::test]
+async fn a_kustomize_base_outside_the_projects_source_repos_is_verified_without_credentials() {
+    let client = client().await;
+    let ns = namespace(&client, "src-project-base").await;
+    let cache = tempfile::tempdir().unwrap();
+    // Argo CD's namespace is this one here, so the AppProject lives beside the Application.
+    let _weft = WeftProcess::start(&[
+        "controller",
+        "--namespace",
+        &ns,
+        "--argocd-namespace",
+        &ns,
+        "--resync-seconds",
+        "2",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ]);
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let base = Repo::new(&gpg);
+    base.write("base/kustomization.yaml", b"resources: [cm.yaml]\n");
+    base.write("base/cm.yaml", b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: common}\n");
+    let base_rev = base.commit_all("base", Sign::Gpg(&alice));
+    let app = Repo::new(&gpg);
+    app.write("kustomization.yaml", format!("resources:\n- {}//base?ref={base_rev}\n", base.url()).as_bytes());
+    let rev = app.commit_all("app", Sign::Gpg(&alice));
+    // The project permits the Application's repository only; Argo CD does not hold bases to it.
+    let projects = dynamic(&client, &ns, "argoproj.io", "AppProject", "appprojects");
+    create(&projects, app_project("default", &[&app.url()], &[])).await;
+    let mut p = profile(&[&alice], "strict");
+    p["spec"]["sourceIntegrity"]["git"]["policies"][0]["repos"] = json!([{"url": "file:///*"}]);
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), p).await;
+    create(&applications(&client, &ns), application("app", &app.url(), &rev)).await;
+    let ap = provenance_where(&client, &ns, "app", "the source and its base verified", |v| {
+        condition(v, "SourceVerified").is_some()
+    })
+    .await;
+    let (status, reason, message) = source_condition(&ap);
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Verified"), "{message}");
+    assert_eq!(ap["status"]["remoteBases"][0]["revision"], base_rev.as_str());
+}

@@ -235,7 +235,9 @@ impl SourceVerifier {
                 path: base.path.as_deref(),
                 target_revision: base.reference.as_deref(),
                 previous: None,
-                project: req.project,
+                // Argo CD does not hold remote bases to the project's sourceRepos; what the project does
+                // not permit is fetched without credentials (`credentials`, chosen above).
+                project: None,
             };
             let verdict = self.verify_with(policies, bag, &sub, now, credentials);
             if verdict.outcome != Outcome::Verified {
