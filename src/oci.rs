@@ -191,6 +191,16 @@ pub enum Pushed {
     New,
 }
 
+/// A registry host (`name[:port]`, `[v6]:port`) that is exactly a loopback address: only those are
+/// spoken to over plain HTTP, so `localhost.example` or `127.evil.test` never get credentials in the clear.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(addr, _)| addr).unwrap_or(v6),
+        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+    };
+    crate::source::fetch::is_loopback(bare)
+}
+
 impl Registry {
     /// `repository` is `host[:port]/path`; `dockerconfigjson` the content of a
     /// `kubernetes.io/dockerconfigjson` Secret. Registries on loopback are spoken to over plain HTTP.
@@ -203,7 +213,7 @@ impl Registry {
             Some(json) => auth_for(json, &host)?,
             None => RegistryAuth::Anonymous,
         };
-        let loopback = host.starts_with("localhost") || host.starts_with("127.") || host.starts_with("[::1]");
+        let loopback = is_loopback_host(&host);
         let protocol = if loopback { ClientProtocol::HttpsExcept(vec![host.clone()]) } else { ClientProtocol::Https };
         // Monolithic blob uploads (POST then PUT) work with every registry; chunked ones do not.
         let client = Client::new(ClientConfig { protocol, use_monolithic_push: true, ..Default::default() });
@@ -553,6 +563,20 @@ pub fn attestation_tag(image_digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_exact_loopback_registries_get_plain_http() {
+        assert!(is_loopback_host("[::1]:5000"));
+        for host in ["localhost:5000", "127.0.0.1:5000", "127.0.0.1", "localhost"] {
+            assert!(is_loopback_host(host), "{host}");
+            assert!(Registry::new(&format!("{host}/a"), None).unwrap().plain_http, "{host}");
+        }
+        assert!(!is_loopback_host("[::2]:5000"));
+        for host in ["localhost.evil.test", "localhost.evil.test:5000", "127.evil.test", "127.0.0.1.example:80"] {
+            assert!(!is_loopback_host(host), "{host}");
+            assert!(!Registry::new(&format!("{host}/a"), None).unwrap().plain_http, "{host}");
+        }
+    }
 
     #[test]
     fn the_manifest_image_is_one_text_layer_and_stable() {

@@ -164,6 +164,32 @@ async fn a_tag_moved_after_verification_is_caught() {
 }
 
 #[tokio::test]
+async fn a_digest_verified_under_one_repositorys_policy_is_not_taken_as_verified_in_another() {
+    let lab = Lab::new();
+    let dev = lab.image("lab/dev/app", "1");
+    lab.sign("k", &dev);
+    // The same image (same digest) in a repository a stricter policy governs, not signed there.
+    let prod = format!("{}/lab/prod/app:1", lab.registry);
+    let (code, _, err) = run_cmd(Command::new("crane").args(["copy", &dev, &prod]));
+    assert_eq!(code, 0, "crane copy: {err}");
+    assert_eq!(Lab::digest_of(&dev), Lab::digest_of(&prod));
+    let mut iv = lab.image_verification(key("keys"), json!({"images": [format!("{}/lab/dev/**", lab.registry)]}));
+    iv["policies"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"images": [format!("{}/lab/prod/**", lab.registry)], "signers": [key("other-keys")]}));
+    let policies = lab.policies(iv);
+    let verifier = ImageVerifier::default();
+    let first = verifier.verify(&policies, &[(dev.clone(), vec!["dev".to_string()])]).await;
+    assert_eq!(first[0].outcome, ImageOutcome::Verified, "{first:?}");
+    for reference in [prod.clone(), Lab::pinned(&prod)] {
+        let second = verifier.verify(&policies, &[(reference.clone(), vec!["prod".to_string()])]).await;
+        assert_eq!(second[0].outcome, ImageOutcome::Failed, "{reference}: {second:?}");
+        assert_eq!(second[0].reason, "ImageNotSigned", "{reference}: {second:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_registry_that_is_down_is_pending_and_retried() {
     let lab = Lab::new();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();

@@ -1,6 +1,8 @@
 //! Image verification: every image the rendered manifests would run is resolved to a digest (tags
 //! every time, so a moved tag is caught), its cosign signatures and attestations are read from the
-//! registry, and the profile's policies decide. Verdicts are cached by (digest, policy fingerprint);
+//! registry, and the profile's policies decide. Verdicts are cached by (digest, repository, policy
+//! fingerprint): the signatures live in the repository and the policies that apply follow from its name,
+//! so a digest verified in a laxly governed repository says nothing about the same digest in another;
 //! each registry sees a bounded number of requests at a time.
 
 pub mod collect;
@@ -72,11 +74,15 @@ impl Default for Settings {
     }
 }
 
+/// What a cached verdict was reached for: the digest, in the repository (`registry/path`) whose
+/// signatures and governing policies decided it, under the profile's policies (their fingerprint).
+type CacheKey = (Digest, String, String);
+
 /// Shared by every run: the verdict cache, registry clients and per-registry limits.
 #[derive(Default)]
 pub struct ImageVerifier {
     settings: Settings,
-    cache: Mutex<HashMap<(Digest, String), (Instant, DigestVerdict)>>,
+    cache: Mutex<HashMap<CacheKey, (Instant, DigestVerdict)>>,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
     gates: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -142,7 +148,7 @@ impl ImageVerifier {
         }
         // A pinned digest in the cache needs no registry at all.
         if let Some(d) = &r.digest
-            && let Some(v) = self.cached(d, &policies.fingerprint)
+            && let Some(v) = self.cached(&(d.clone(), r.name(), policies.fingerprint.clone()))
         {
             return Ok((d.clone(), v));
         }
@@ -160,7 +166,8 @@ impl ImageVerifier {
                 }
             }
         };
-        if let Some(v) = self.cached(&digest, &policies.fingerprint) {
+        let key = (digest.clone(), r.name(), policies.fingerprint.clone());
+        if let Some(v) = self.cached(&key) {
             return Ok((digest, v));
         }
         if r.digest.is_some()
@@ -170,17 +177,13 @@ impl ImageVerifier {
         }
         let evidence = evidence::fetch(&registry, &digest).await.map_err(|e| (Some(digest.clone()), e.into()))?;
         let verdict = verify::judge(policies, &covering, &digest, &evidence);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert((digest.clone(), policies.fingerprint.clone()), (Instant::now(), verdict.clone()));
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), verdict.clone()));
         Ok((digest, verdict))
     }
 
-    fn cached(&self, digest: &Digest, fingerprint: &str) -> Option<DigestVerdict> {
+    fn cached(&self, key: &CacheKey) -> Option<DigestVerdict> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (digest.clone(), fingerprint.to_string());
-        let (at, verdict) = cache.get(&key)?;
+        let (at, verdict) = cache.get(key)?;
         let ttl = match verdict {
             DigestVerdict::Verified { .. } => self.settings.success_ttl,
             DigestVerdict::Failed { .. } => self.settings.failure_ttl,
@@ -188,7 +191,7 @@ impl ImageVerifier {
         if at.elapsed() < ttl {
             return Some(verdict.clone());
         }
-        cache.remove(&key);
+        cache.remove(key);
         None
     }
 
