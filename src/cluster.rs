@@ -8,6 +8,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
 
 use crate::deref::{self, Bag, DerefError, Kind};
+use crate::manifest::{Manifest, Scopes};
 use crate::resources::profile::IntegrityProfileSpec;
 
 /// Gathers the objects `spec` refers to (absent ones are left out, so the verification reports exactly
@@ -119,4 +120,45 @@ fn config_map_data(c: ConfigMap) -> BTreeMap<String, Vec<u8>> {
         out.insert(k, v.0);
     }
     out
+}
+
+/// The scope of the kinds manifests use, as the cluster's discovery serves them (what Argo CD asks
+/// too); cached per kind, since a kind's scope does not change. Kinds the cluster does not serve (yet)
+/// are left to [`Scopes`]' other sources.
+pub struct ScopeDiscovery {
+    client: Client,
+    known: std::sync::Mutex<std::collections::HashMap<(String, String, String), bool>>,
+}
+
+impl ScopeDiscovery {
+    pub fn new(client: Client) -> Self {
+        ScopeDiscovery { client, known: Default::default() }
+    }
+
+    /// Teaches `scopes` what discovery says of the kinds among `manifests` that it does not know yet.
+    pub async fn fill(&self, manifests: &[Manifest], scopes: &mut Scopes) {
+        for m in manifests {
+            if scopes.knows(m.group(), m.kind()) {
+                continue;
+            }
+            let version = m.api_version().rsplit('/').next().unwrap_or_default();
+            let key = (m.group().to_string(), version.to_string(), m.kind().to_string());
+            let cached = self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+            let cluster = match cached {
+                Some(c) => c,
+                None => {
+                    let gvk = GroupVersionKind::gvk(&key.0, &key.1, &key.2);
+                    match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                        Ok((_, caps)) => {
+                            let c = caps.scope == kube::discovery::Scope::Cluster;
+                            self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), c);
+                            c
+                        }
+                        Err(_) => continue,
+                    }
+                }
+            };
+            scopes.learn(&key.0, &key.2, cluster);
+        }
+    }
 }

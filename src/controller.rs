@@ -196,6 +196,7 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         permits: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
         builder_id: opts.builder_id.clone(),
         images: Arc::new(crate::images::ImageVerifier::new(opts.images.settings())),
+        discovery: Some(crate::cluster::ScopeDiscovery::new(client.clone())),
     });
     let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, engine.clone(), shutdown.clone()));
     let work = futures::future::join_all(runs);

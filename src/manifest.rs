@@ -267,11 +267,13 @@ pub enum TrackingMethod {
 /// will hold: `argocd.argoproj.io/tracking-id: <app>:<group>/<kind>:<namespace>/<name>` (namespace-scoped
 /// objects without a namespace take the destination's), and/or the `app.kubernetes.io/instance` label.
 /// `app` is `<appNamespace>_<name>` when the Application lives outside Argo CD's namespace.
+/// `cluster_scoped` says which group and kind are cluster-scoped (see [`Scopes`]).
 pub fn add_tracking(
     manifests: &mut [Manifest],
     app: &str,
     destination_namespace: Option<&str>,
     method: TrackingMethod,
+    scopes: &Scopes,
 ) {
     for m in manifests {
         if m.kind() == "CustomResourceDefinition" {
@@ -279,7 +281,7 @@ pub fn add_tracking(
         }
         if m.namespace().is_none()
             && let Some(ns) = destination_namespace
-            && !is_cluster_scoped(m.kind())
+            && !scopes.is_cluster_scoped(m.group(), m.kind())
         {
             m.metadata_mut().insert("namespace".into(), Value::String(ns.into()));
         }
@@ -299,8 +301,90 @@ pub fn add_tracking(
     }
 }
 
-/// The built-in cluster-scoped kinds (Argo CD asks discovery; without a cluster, this list decides).
-pub fn is_cluster_scoped(kind: &str) -> bool {
+/// The annotation on a Secret signed by digest: its values are `sha256:<hex>` of what they hold.
+pub const SECRET_VALUES: &str = "weft.dev/secret-values";
+
+/// Whether a manifest is a core Secret.
+pub fn is_secret(object: &Map<String, Value>) -> bool {
+    object.get("kind").and_then(Value::as_str) == Some("Secret")
+        && object.get("apiVersion").and_then(Value::as_str) == Some("v1")
+}
+
+/// A Secret's values replaced by their SHA-256 (`stringData` folded into `data` first, as the apiserver
+/// does), marked with [`SECRET_VALUES`]. A manifest image then proves what the Secret holds without
+/// telling it to whoever can pull the image; the webhook digests the live Secret the same way. Each
+/// value becomes `sha256:<hex>`, base64-encoded as Secret data is, so the result is still a Secret the
+/// apiserver (and kubectl-sigstore's dry run) can read.
+pub fn digest_secret(object: &mut Map<String, Value>) {
+    use base64::Engine as _;
+    use sha2::{Digest as _, Sha256};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let digested = |bytes: &[u8]| Value::String(b64.encode(format!("sha256:{}", hex::encode(Sha256::digest(bytes)))));
+    let mut values: Map<String, Value> = Map::new();
+    if let Some(Value::Object(data)) = object.remove("data") {
+        for (k, v) in data {
+            let text = v.as_str().unwrap_or_default();
+            // Undecodable data is digested as written (the apiserver would refuse it anyway).
+            let bytes = b64.decode(text).unwrap_or_else(|_| text.as_bytes().to_vec());
+            values.insert(k, digested(&bytes));
+        }
+    }
+    if let Some(Value::Object(data)) = object.remove("stringData") {
+        for (k, v) in data {
+            values.insert(k, digested(v.as_str().unwrap_or_default().as_bytes()));
+        }
+    }
+    if !values.is_empty() {
+        object.insert("data".into(), Value::Object(values));
+    }
+    let mut m = Manifest { object: std::mem::take(object) };
+    m.string_map_mut("annotations").insert(SECRET_VALUES.into(), Value::String("sha256".into()));
+    *object = m.object;
+}
+
+/// Which kinds are cluster-scoped, as Argo CD decides it: the CRDs among the manifests say for their own
+/// kinds, then the cluster's discovery (what [`Scopes::learn`] was told), then the built-in kinds.
+#[derive(Debug, Default, Clone)]
+pub struct Scopes {
+    /// (group, kind) → cluster-scoped.
+    known: std::collections::HashMap<(String, String), bool>,
+}
+
+impl Scopes {
+    /// The scopes the CRDs among `manifests` declare.
+    pub fn of_crds(manifests: &[Manifest]) -> Self {
+        let mut scopes = Scopes::default();
+        for m in manifests.iter().filter(|m| m.kind() == "CustomResourceDefinition") {
+            let spec = &m.object.get("spec").cloned().unwrap_or_default();
+            if let (Some(group), Some(kind), Some(scope)) =
+                (spec["group"].as_str(), spec["names"]["kind"].as_str(), spec["scope"].as_str())
+            {
+                scopes.learn(group, kind, scope == "Cluster");
+            }
+        }
+        scopes
+    }
+
+    /// Records a kind's scope (the first word stands: a CRD in the manifests goes before discovery).
+    pub fn learn(&mut self, group: &str, kind: &str, cluster: bool) {
+        self.known.entry((group.to_string(), kind.to_string())).or_insert(cluster);
+    }
+
+    /// Whether the scope of a kind is known.
+    pub fn knows(&self, group: &str, kind: &str) -> bool {
+        self.known.contains_key(&(group.to_string(), kind.to_string())) || is_builtin_cluster_scoped(kind)
+    }
+
+    pub fn is_cluster_scoped(&self, group: &str, kind: &str) -> bool {
+        match self.known.get(&(group.to_string(), kind.to_string())) {
+            Some(cluster) => *cluster,
+            None => is_builtin_cluster_scoped(kind),
+        }
+    }
+}
+
+/// The built-in cluster-scoped kinds (for kinds neither the manifests nor the cluster describe).
+fn is_builtin_cluster_scoped(kind: &str) -> bool {
     matches!(
         kind,
         "Namespace"
@@ -429,13 +513,42 @@ mod tests {
             Limits::default(),
         )
         .unwrap();
-        add_tracking(&mut ms, "shop-cart", Some("shop"), TrackingMethod::AnnotationAndLabel);
+        add_tracking(&mut ms, "shop-cart", Some("shop"), TrackingMethod::AnnotationAndLabel, &Scopes::default());
         let ann = |m: &Manifest| m.object["metadata"]["annotations"][TRACKING_ANNOTATION].as_str().unwrap().to_string();
         assert_eq!(ann(&ms[0]), "shop-cart:apps/Deployment:shop/cart");
         assert_eq!(ms[0].namespace(), Some("shop"));
         assert_eq!(ann(&ms[1]), "shop-cart:/Namespace:shop/shop");
         assert_eq!(ms[1].namespace(), None, "cluster-scoped objects get no namespace");
         assert_eq!(ms[0].object["metadata"]["labels"][TRACKING_LABEL], "shop-cart");
+    }
+
+    #[test]
+    fn a_custom_resources_scope_comes_from_its_crd_or_from_discovery_not_from_a_list() {
+        let text = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: guards.shop.example}\nspec: {group: shop.example, scope: Cluster, names: {kind: Guard, plural: guards}}\n---\napiVersion: shop.example/v1\nkind: Guard\nmetadata: {name: g}\n---\napiVersion: policy.example/v1\nkind: ClusterPolicy\nmetadata: {name: p}\n---\napiVersion: policy.example/v1\nkind: Policy\nmetadata: {name: q}\n";
+        let mut ms = parse("t", text, Limits::default()).unwrap();
+        let mut scopes = Scopes::of_crds(&ms);
+        scopes.learn("policy.example", "ClusterPolicy", true);
+        scopes.learn("shop.example", "Guard", false); // the manifests' own CRD goes first
+        add_tracking(&mut ms, "shop-cart", Some("shop"), TrackingMethod::Annotation, &scopes);
+        let namespaces: Vec<Option<&str>> = ms.iter().map(|m| m.namespace()).collect();
+        assert_eq!(namespaces, [None, None, None, Some("shop")]);
+    }
+
+    #[test]
+    fn a_secret_signed_by_digest_tells_nothing_of_its_values_and_matches_the_live_one() {
+        let rendered = "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\ndata: {password: aHVudGVyMg==}\nstringData: {user: admin}\n";
+        let mut signed = parse("t", rendered, Limits::default()).unwrap().remove(0);
+        digest_secret(&mut signed.object);
+        let text = serde_json::to_string(&signed.object).unwrap();
+        assert!(!text.contains("aHVudGVyMg") && !text.contains("admin") && !text.contains("hunter2"), "{text}");
+        assert_eq!(signed.object["metadata"]["annotations"][SECRET_VALUES], "sha256");
+        // The apiserver stores stringData as data; digested, the live Secret is the signed one.
+        let live = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+            "data": {"password": "aHVudGVyMg==", "user": "YWRtaW4="}});
+        let mut digested = live.as_object().unwrap().clone();
+        digest_secret(&mut digested);
+        assert_eq!(digested["data"], signed.object["data"]);
+        assert!(is_secret(&digested));
     }
 
     #[test]

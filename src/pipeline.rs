@@ -17,7 +17,7 @@ use crate::publish::{self, Destination, Log, Published};
 use crate::rekor::{LogKey, Rekor};
 use crate::render::{self, AppContext, Checkout, PinnedRemote, Tools};
 use crate::resources::argocd::{Application, ApplicationSource};
-use crate::resources::profile::{GitPolicy, IntegrityProfile};
+use crate::resources::profile::{GitPolicy, IntegrityProfile, SecretValues};
 use crate::resources::provenance::{ImageStatus, SourceRevision};
 use crate::signing::SigningKey;
 use crate::source::CommitId;
@@ -39,11 +39,40 @@ pub struct Engine {
     /// Identifies this Weft installation in provenance (`runDetails.builder.id`).
     pub builder_id: String,
     pub images: Arc<ImageVerifier>,
+    /// Where the scope of a custom resource's kind is learnt (none from the command line: the CRDs
+    /// among the manifests and the built-in kinds decide).
+    pub discovery: Option<crate::cluster::ScopeDiscovery>,
 }
 
 /// The `ImagesVerified` reason for a profile without `imageVerification`: the verdict fails, but the
 /// manifests are still signed (the profile did not ask for images to gate them).
 pub const IMAGES_NOT_CONFIGURED: &str = "ImageVerificationNotConfigured";
+
+/// The Secrets among the signed manifests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecretsSigned {
+    /// Signed by the digest of their values ([`manifest::digest_secret`]).
+    pub by_digest: usize,
+    /// Published with their values, as the profile asked.
+    pub with_values: usize,
+}
+
+impl SecretsSigned {
+    /// What the step's message says of them.
+    fn note(&self) -> String {
+        let mut out = String::new();
+        if self.by_digest > 0 {
+            out += &format!("; {} Secret(s) signed by the digest of their values (not published)", self.by_digest);
+        }
+        if self.with_values > 0 {
+            out += &format!(
+                "; warning: {} Secret(s) published with their values (manifestSigning.secrets: include): anyone who can pull the manifest image can read them",
+                self.with_values
+            );
+        }
+        out
+    }
+}
 
 /// One run: an Application at exact revisions under a profile.
 pub struct Job<'a> {
@@ -81,6 +110,8 @@ pub struct PipelineOutcome {
 /// What signing produced, and what the provenance step reuses.
 pub struct Signed {
     pub published: Published,
+    /// How the Secrets among the manifests were signed: by digest, or (counted here) with their values.
+    pub secrets: SecretsSigned,
     pub destination: Destination,
     pub key: SigningKey,
     pub log: Option<(Rekor, LogKey)>,
@@ -192,7 +223,12 @@ impl Engine {
                     .as_ref()
                     .map(|t| format!("; signature in the transparency log at index {}", t.log_index))
                     .unwrap_or_default();
-                let msg = format!("{} resource(s) {how} and published as {}{log}", p.resources, p.reference);
+                let msg = format!(
+                    "{} resource(s) {how} and published as {}{log}{}",
+                    p.resources,
+                    p.reference,
+                    done.secrets.note()
+                );
                 (StepReport::new(StepState::Passed, "Signed", msg), Some(done))
             }
             Err(report) => (report, None),
@@ -438,12 +474,27 @@ impl Engine {
             .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?;
 
         let rules = signing.r#match.clone().unwrap_or_default();
+        // Scopes from every rendered CRD, signed or not.
+        let mut scopes = manifest::Scopes::of_crds(&manifests);
         let mut selected = manifest::select(manifests, &rules).map_err(|e| failed(e.reason(), e.to_string()))?;
         let app_name = job.app.metadata.name.clone().unwrap_or_default();
         let app_ns = job.app.metadata.namespace.clone().unwrap_or_else(|| self.argocd_namespace.clone());
         let tracked = if app_ns == self.argocd_namespace { app_name.clone() } else { format!("{app_ns}_{app_name}") };
         let dest_ns = job.app.spec.destination.as_ref().and_then(|d| d.namespace.clone());
-        manifest::add_tracking(&mut selected, &tracked, dest_ns.as_deref(), self.tracking);
+        if let Some(discovery) = &self.discovery {
+            discovery.fill(&selected, &mut scopes).await;
+        }
+        manifest::add_tracking(&mut selected, &tracked, dest_ns.as_deref(), self.tracking, &scopes);
+        // A Secret's values go into the manifest image only when the profile asks for it.
+        let mut secrets = SecretsSigned::default();
+        for m in selected.iter_mut().filter(|m| manifest::is_secret(&m.object)) {
+            if signing.secrets == Some(SecretValues::Include) {
+                secrets.with_values += 1;
+            } else {
+                manifest::digest_secret(&mut m.object);
+                secrets.by_digest += 1;
+            }
+        }
         manifest::sort(&mut selected);
         progress.note(&format!("signing {} resource(s)", selected.len()));
 
@@ -481,7 +532,7 @@ impl Engine {
                     let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
                     StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
                 })?;
-        Ok(Signed { published, destination, key, log })
+        Ok(Signed { published, secrets, destination, key, log })
     }
 
     fn registry(&self, job: &Job<'_>, repository: &str, app: &str) -> Result<Destination, StepReport> {

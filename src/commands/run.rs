@@ -181,6 +181,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         permits: tokio::sync::Semaphore::new(2),
         builder_id: args.builder_id.clone(),
         images: std::sync::Arc::new(crate::images::ImageVerifier::default()),
+        discovery: None,
     };
     let name = app.metadata.name.clone().unwrap_or_default();
     eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());

@@ -289,6 +289,22 @@ pub struct ManifestSigning {
     /// Where the signed manifest image is published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ManifestImage>,
+    /// How Secrets are signed: `digest` (the default) signs the SHA-256 of each value, so the manifest
+    /// image proves what a Secret holds without telling it; `include` publishes the values themselves,
+    /// and anyone who can pull the image can read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretValues>,
+}
+
+/// How a Secret's values are signed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretValues {
+    /// By digest: the values are not published.
+    #[default]
+    Digest,
+    /// As they are: published in the manifest image, readable by whoever can pull it.
+    Include,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -467,6 +483,20 @@ pub struct Enforcement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub ignore_fields: Vec<IgnoreFields>,
+    /// Workloads (Pods, Deployments, Jobs, …) that no Argo CD Application tracks, created in a namespace
+    /// a protected Application deploys to by anyone but Kubernetes' own controllers: `deny` refuses
+    /// them (in `audit` mode: admits them with a warning), `allow` (the default) leaves them alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub untracked_workloads: Option<UntrackedWorkloads>,
+}
+
+/// What happens to a workload nobody tracks, in a namespace a protected Application deploys to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UntrackedWorkloads {
+    #[default]
+    Allow,
+    Deny,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
