@@ -79,8 +79,12 @@ fn main() {
     let _ = runtime.block_on(kube::Api::all(client.clone()).create(&Default::default(), &ns)); // may exist
     let checker = weft::webhook::checker(
         client,
-        provenances,
-        profiles,
+        weft::webhook::Watched { provenances, profiles, applications: reflector::store().0 },
+        weft::webhook::Trust {
+            manifest_keys: vec![key.public_pem()],
+            tag_ttl: std::time::Duration::from_secs(60),
+            client_ca: false,
+        },
         Skips::default(),
         weft::manifest::TrackingMethod::Annotation,
         "argocd",
@@ -93,7 +97,13 @@ fn main() {
             .unwrap();
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
     let url = format!("https://{}/validate", listener.local_addr().unwrap());
-    runtime.spawn(weft::webhook::serve(listener, Arc::new(RwLock::new(config)), checker, std::future::pending()));
+    runtime.spawn(weft::webhook::serve(
+        listener,
+        Arc::new(RwLock::new(config)),
+        checker,
+        Default::default(),
+        std::future::pending(),
+    ));
     let http = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()

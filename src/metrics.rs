@@ -31,6 +31,7 @@ pub struct Metrics {
     admissions: Family<Labels, Counter>,
     admission_seconds: Family<Labels, Histogram, Buckets>,
     pipeline_runs: Counter,
+    refused_connections: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -43,6 +44,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         admissions: Family::default(),
         admission_seconds: Family::new_with_constructor(Buckets),
         pipeline_runs: Counter::default(),
+        refused_connections: Counter::default(),
         registry: Registry::default(),
     };
     registry.register("reconciles", "Application reconciles, by outcome (ok, requeued, error)", m.reconciles.clone());
@@ -58,6 +60,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "pipeline_runs",
         "Pipeline runs (verify, render, sign, attest); a revision already recorded does not start one",
         m.pipeline_runs.clone(),
+    );
+    registry.register(
+        "webhook_refused_connections",
+        "Connections the webhook closed at once because it already served its maximum",
+        m.refused_connections.clone(),
     );
     registry.register("admission_review_duration_seconds", "Admission review latency", m.admission_seconds.clone());
     Metrics { registry, ..m }
@@ -86,6 +93,10 @@ pub fn dependency_error(dependency: &str) {
 pub fn admission(decision: &str, seconds: f64) {
     METRICS.admissions.get_or_create(&vec![("decision", decision.to_string())]).inc();
     METRICS.admission_seconds.get_or_create(&vec![("decision", decision.to_string())]).observe(seconds);
+}
+
+pub fn webhook_connection_refused() {
+    METRICS.refused_connections.inc();
 }
 
 /// The dependency a pending step waited on, from its reason.

@@ -151,6 +151,12 @@ fn decrypt(container: &[u8], password: &str) -> Result<Vec<u8>, KeyError> {
     cipher.decrypt(nonce.as_slice().into(), ciphertext.as_slice()).map_err(|_| KeyError::WrongPassword)
 }
 
+/// Whether a PEM public key is one `verify` can use (ECDSA P-256).
+pub fn verify_key_parses(public_pem: &str) -> bool {
+    use p256::pkcs8::DecodePublicKey;
+    p256::ecdsa::VerifyingKey::from_public_key_pem(public_pem.trim()).is_ok()
+}
+
 /// Verifies a DER signature made by `sign` against a PEM public key.
 pub fn verify(public_pem: &str, data: &[u8], der_signature: &[u8]) -> bool {
     use p256::ecdsa::signature::Verifier;

@@ -95,7 +95,7 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
     create(&applications(&client, &ns), app("shop-cart", &signed_head)).await;
     create(&applications(&client, &ns), app("rogue", &unsigned_head)).await;
     let cache = project.path("controller-cache");
-    let _controller = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
+    let controller = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
     let verified =
         provenance_where(&client, &ns, "shop-cart", "a verified revision", |v| v["status"]["verdict"] == "Verified")
             .await;
@@ -118,19 +118,33 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
                     "resources": ["configmaps", "deployments"]}]}]})
     };
     webhooks.create(&PostParams::default(), &serde_json::from_value(vwc("Fail")).unwrap()).await.unwrap();
-    let mut webhook = WeftProcess::start(&[
-        "webhook",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--cert-host",
-        "127.0.0.1",
-        "--cert-namespace",
-        &ns,
-        "--cert-secret",
-        "weft-webhook-tls",
-        "--webhook-configuration",
-        &configuration,
-    ]);
+    let client_ca = format!("{}/certs/ca.crt", peer("WEFT_TEST_ENV_DIR"));
+    let weft_pub = project.path("weft.pub").to_str().unwrap().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let start_webhook = || {
+        WeftProcess::start(&[
+            "webhook",
+            "--listen",
+            &listen,
+            "--cert-host",
+            "127.0.0.1",
+            "--cert-namespace",
+            &ns,
+            "--cert-secret",
+            "weft-webhook-tls",
+            "--webhook-configuration",
+            &configuration,
+            "--manifest-key",
+            &weft_pub,
+            "--image-tag-ttl-seconds",
+            "0",
+            // The apiserver presents the test environment's webhook client certificate (its admission
+            // configuration); nobody else may ask the webhook anything.
+            "--client-ca-file",
+            &client_ca,
+        ])
+    };
+    let mut webhook = start_webhook();
     common::chart::webhook_serving(&client, &configuration, &format!("127.0.0.1:{port}")).await;
 
     // The signed manifests apply (retried while the webhook starts, as Argo CD retries a sync).
@@ -159,6 +173,37 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
         json!(format!("{ns}_rogue:/ConfigMap:{dest}/rogue-config"));
     let err = apply(&client, &rogue).await.expect_err("an object of a failed revision is denied");
     assert!(err.contains("not vouched for (verdict Failed"), "{err}");
+
+    // Whoever can write an ApplicationProvenance's status names a manifest image of their own (pushed
+    // where the manifests go, holding what they want to apply) and a verdict: not believed, since the
+    // image carries no signature by a manifest key. (Weft's controller, which would write the status
+    // back, is stopped first.)
+    drop(controller);
+    let forged_config = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "rogue-config", "namespace": dest,
+            "annotations": {"argocd.argoproj.io/tracking-id": format!("{ns}_rogue:/ConfigMap:{dest}/rogue-config")}},
+        "data": {"CURRENCY": "USD"}});
+    let forged = weft::oci::manifest_image(forged_config.to_string().as_bytes(), &Default::default());
+    let registry = weft::oci::Registry::new(&repository, None).unwrap();
+    registry.push(&forged, Some("forged")).await.unwrap();
+    let forged_image = format!("{repository}@{}", forged.digest());
+    let rogue_status = json!({"status": {"verdict": "Verified", "manifestImage": forged_image,
+        "sources": [{"repoURL": "https://example.invalid/rogue", "revision": unsigned_head}]}});
+    provenances(&client, &ns)
+        .patch_status("rogue", &PatchParams::default(), &Patch::Merge(&rogue_status))
+        .await
+        .unwrap();
+    let (c, f) = (&client, &forged_config);
+    let err = eventually("the forged provenance seen, and not believed", Duration::from_secs(30), || async move {
+        match apply(c, f).await {
+            Ok(()) => Ok(Err("admitted".to_string())),
+            Err(e) if e.contains("not signed by a manifest key") => Ok(Ok(e)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .expect("the forged manifest image is refused");
+    assert!(err.contains(&forged_image[forged_image.len() - 20..]), "{err}");
 
     // Not tracked by Argo CD, or in a namespace the webhook does not cover: untouched.
     let untracked =
@@ -198,6 +243,14 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
     let err = apply(&client, &tampered).await.expect_err("other fields are still enforced");
     assert!(err.contains("containers.0.command: signed (unset), got [\"sh\""), "{err}");
 
+    // The tag of the verified image moves (a push to the registry): the signed Deployment, applied
+    // again as it was verified, would now run what nobody verified, so it is denied.
+    lab.image("lab/admitted-web", "1.0");
+    let signed_deployment = manifests.iter().find(|m| m["kind"] == "Deployment").unwrap();
+    api_for(&client, signed_deployment).delete("cart", &Default::default()).await.unwrap();
+    let err = apply(&client, signed_deployment).await.expect_err("a moved tag is denied");
+    assert!(err.contains("the tag moved") && err.contains(&web), "{err}");
+
     // Its metrics count the decisions.
     let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
     let metrics = http.get(format!("https://127.0.0.1:{port}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -205,6 +258,31 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
         let series = format!("weft_admission_reviews_total{{decision=\"{decision}\"}}");
         assert!(metrics.contains(&series), "{series} in {metrics}");
     }
+    // A review from anyone but the apiserver (no client certificate) gets no answer: a crafted review
+    // cannot read decisions back.
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"}, "namespace": dest,
+            "userInfo": {"username": "x"}, "object": rogue}});
+    let crafted = http.post(format!("https://127.0.0.1:{port}/validate")).json(&review).send().await.unwrap();
+    assert_eq!(crafted.status(), 403, "{}", crafted.text().await.unwrap());
+
+    // The limit of the dry run: a mutating webhook (a sidecar injector, say) that adds a value to the
+    // signed ConfigMap adds it to Weft's dry run of that manifest too. Weft's dry run of this revision's
+    // ConfigMap ran (and is cached) before the injector came: the addition is caught. A Weft webhook
+    // that makes its dry run with the injector in place takes the addition for a default and admits it.
+    let injector = Injector::start(&client, &dest).await;
+    let config = manifests.iter().find(|m| m["kind"] == "ConfigMap").unwrap();
+    api_for(&client, config).delete("cart-config", &Default::default()).await.unwrap();
+    let err = apply(&client, config).await.expect_err("an injected value against a dry run made before");
+    assert!(err.contains("data.INJECTED: signed (unset), got \"1\""), "{err}");
+    assert_eq!(webhook.terminate(Duration::from_secs(10)).await, Some(0));
+    webhook = start_webhook();
+    let (c, m) = (&client, config);
+    eventually("the restarted webhook", Duration::from_secs(30), || async move { apply(c, m).await }).await;
+    let live = api_for(&client, config).get("cart-config").await.unwrap();
+    assert_eq!(live.data["data"]["INJECTED"], "1", "what passes: the injected value, taken for a default");
+    injector.remove(&client).await;
 
     // The webhook down: failurePolicy Fail denies everything it covers; Ignore admits.
     assert_eq!(webhook.terminate(Duration::from_secs(10)).await, Some(0), "stops cleanly on SIGTERM");
@@ -219,4 +297,175 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
     webhooks.patch(&configuration, &pp, &Patch::Merge(&json!({"webhooks": hooks}))).await.unwrap();
     apply(&client, &another).await.expect("Ignore: admitted while the webhook is down");
     webhooks.delete(&configuration, &Default::default()).await.unwrap();
+}
+
+/// A few slow or idle clients cannot exhaust the webhook: a connection over the cap is closed at once,
+/// one that does not finish its TLS handshake, its headers or its body in time is closed (or answered
+/// 408), and then the webhook answers as before.
+#[tokio::test]
+async fn slow_and_idle_clients_cannot_exhaust_the_webhook() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = run_cmd(std::process::Command::new("openssl").current_dir(dir.path()).args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-addext",
+        "basicConstraints=critical,CA:FALSE",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+    ]));
+    assert_eq!(code, 0, "openssl: {err}");
+    let address = format!("127.0.0.1:{}", free_port());
+    let cert = dir.path().join("cert.pem");
+    let _webhook = WeftProcess::start(&[
+        "webhook",
+        "--listen",
+        &address,
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        dir.path().join("key.pem").to_str().unwrap(),
+        "--max-connections",
+        "4",
+        "--handshake-timeout-seconds",
+        "3",
+        "--header-timeout-seconds",
+        "2",
+        "--body-timeout-seconds",
+        "2",
+    ]);
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        ClientConfig::builder().with_root_certificates(roots).with_no_client_auth(),
+    ));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(&address).await.map_err(|e| e.to_string())?;
+        tls.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.map_err(|e| e.to_string())
+    };
+    let ask = |request: &'static [u8]| async {
+        let mut stream = connect().await?;
+        stream.write_all(request).await.map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        match tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut answer)).await {
+            Err(_) => Err("no answer and not closed within 15 s".to_string()),
+            // A peer that closes without close_notify is an error to rustls; what came before counts.
+            Ok(_) => Ok(String::from_utf8_lossy(&answer).into_owned()),
+        }
+    };
+    const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: weft\r\nConnection: close\r\n\r\n";
+    eventually("the webhook to serve", Duration::from_secs(30), || async {
+        let answer = ask(HEALTHZ).await?;
+        if answer.starts_with("HTTP/1.1 200") { Ok(()) } else { Err(answer) }
+    })
+    .await;
+
+    // Four clients connect and never shake hands: the cap is reached, a fifth is closed at once.
+    let idle: Vec<tokio::net::TcpStream> = {
+        let mut v = Vec::new();
+        for _ in 0..4 {
+            v.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut fifth = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(1), fifth.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "over the cap, a connection is closed at once: {closed:?}");
+    // The idle ones are closed when their handshake time is up.
+    for mut s in idle {
+        let closed = tokio::time::timeout(Duration::from_secs(15), s.read(&mut byte)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "an idle connection is closed: {closed:?}");
+    }
+
+    // After the handshake: headers that never end are cut off; a body that never comes is answered 408.
+    let slow_headers = ask(b"POST /validate HTTP/1.1\r\nHost: weft\r\n").await.unwrap();
+    assert!(!slow_headers.contains("200 OK"), "{slow_headers}");
+    let slow_body = ask(b"POST /validate HTTP/1.1\r\nHost: weft\r\nContent-Length: 100\r\n\r\n{\"a\"").await.unwrap();
+    assert!(slow_body.starts_with("HTTP/1.1 408"), "{slow_body}");
+
+    // And the webhook goes on answering.
+    let answer = ask(HEALTHZ).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Someone else's mutating webhook, on loopback: it adds `INJECTED: "1"` to every ConfigMap in one
+/// namespace, dry runs included (it declares no side effects), as sidecar injectors do to Pods.
+struct Injector {
+    name: String,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl Injector {
+    async fn start(client: &Client, namespace: &str) -> Injector {
+        use http_body_util::{BodyExt, Full};
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let config = weft::webhook::certs::server_config(
+            cert.cert.pem().as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/mutate", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let review: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let patch = json!([{"op": "add", "path": "/data/INJECTED", "value": "1"}]);
+                        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, patch.to_string());
+                        let response = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                            "response": {"uid": review["request"]["uid"], "allowed": true, "patchType": "JSONPatch", "patch": b64}});
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(hyper::body::Bytes::from(
+                            response.to_string(),
+                        ))))
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+                });
+            }
+        });
+        let name = format!("injector-{namespace}");
+        let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cert.cert.pem());
+        let configuration = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [{"name": "inject.example.com", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "failurePolicy": "Fail", "timeoutSeconds": 5, "clientConfig": {"url": url, "caBundle": ca},
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]}]});
+        let api: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+            Api::all(client.clone());
+        api.create(&PostParams::default(), &serde_json::from_value(configuration).unwrap()).await.unwrap();
+        Injector { name, _server: server }
+    }
+
+    async fn remove(self, client: &Client) {
+        let api: Api<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration> =
+            Api::all(client.clone());
+        api.delete(&self.name, &Default::default()).await.unwrap();
+    }
 }

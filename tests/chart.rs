@@ -70,6 +70,45 @@ async fn the_webhook_works_with_only_the_charts_rbac() {
     );
     // It issued its certificate into its Secret and its CA into its own configuration, and serves.
     webhook_serving(&client, &configuration, &addr).await;
+
+    // Its privileges: dry-run creates of the kinds it protects, reads of what it follows; nothing that
+    // would let whoever takes the webhook over act in the cluster (Kubernetes RBAC cannot require the
+    // dry run, so the list of creatable kinds is what bounds it).
+    let who = format!("system:serviceaccount:{ns}:{release}-webhook");
+    let can = |args: &[&str]| {
+        let (code, out, err) = run_cmd(Command::new("kubectl").args(["auth", "can-i", "--as", &who]).args(args));
+        assert!(code == 0 || out.trim() == "no", "kubectl auth can-i {args:?}: {out}{err}");
+        out.trim() == "yes"
+    };
+    let dangerous: [&[&str]; 16] = [
+        &["create", "serviceaccounts", "--subresource=token", "-n", "default"],
+        &["create", "pods", "--subresource=exec", "-n", "default"],
+        &["create", "pods", "--subresource=attach", "-n", "default"],
+        &["create", "pods", "--subresource=eviction", "-n", "default"],
+        &["get", "nodes", "--subresource=proxy", "-n", "default"],
+        &["create", "nodes", "--subresource=proxy", "-n", "default"],
+        &["get", "secrets", "-n", "kube-system"],
+        &["list", "secrets", "-n", "default"],
+        &["update", "deployments.apps", "-n", "default"],
+        &["delete", "pods", "-n", "default"],
+        &["create", "certificatesigningrequests.certificates.k8s.io", "-n", "default"],
+        &["create", "mutatingwebhookconfigurations.admissionregistration.k8s.io", "-n", "default"],
+        &["create", "tokenreviews.authentication.k8s.io", "-n", "default"],
+        &["impersonate", "users", "-n", "default"],
+        &["escalate", "clusterroles.rbac.authorization.k8s.io", "-n", "default"],
+        &["bind", "clusterroles.rbac.authorization.k8s.io", "-n", "default"],
+    ];
+    for dangerous in dangerous {
+        assert!(!can(dangerous), "the webhook's ServiceAccount must not: {}", dangerous.join(" "));
+    }
+    for needed in [
+        ["create", "deployments.apps", "-n", "default"],
+        ["create", "configmaps", "-n", "default"],
+        ["get", "replicasets.apps", "-n", "default"],
+        ["get", "applications.argoproj.io", "-n", "argocd"],
+    ] {
+        assert!(can(&needed), "the webhook's ServiceAccount needs: {}", needed.join(" "));
+    }
 }
 
 #[test]

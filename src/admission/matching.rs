@@ -1,8 +1,13 @@
-//! Does an object match a signed manifest? The same matching `kubectl sigstore verify-resource` does for
-//! a live object: the manifest of the same group, kind, name (and namespace, when it names one), and
-//! every field the manifest sets, bar the ignored ones, equal in the object; fields the apiserver adds
-//! (defaults, status, bookkeeping) are not in the manifest and so do not count. Lenient as it is: nil and
-//! zero values are equal, and `docker.io/`, `library/` and `:latest` image spellings are the same image.
+//! Does an object match a signed manifest? The manifest of the same group, kind, name (and namespace,
+//! when it names one) is found as `kubectl sigstore verify-resource` finds it; then the object must be
+//! exactly that manifest as the apiserver stores it. "As the apiserver stores it" comes from one place
+//! only, the apiserver's own server-side dry run of the signed manifest: a value the object has that the
+//! manifest does not sets is allowed only when the dry run has it too (a default), and a value the
+//! manifest sets that the object lacks or spells otherwise only when the dry run does the same (a
+//! `false` the API drops, `1000m` stored as `1`). Presence counts, not truthiness: a signed
+//! `allowPrivilegeEscalation: false` that is gone, or an added `runAsUser: 0`, is a difference. Labels
+//! and annotations count like any field, bar a short list the system itself writes (`SYSTEM_METADATA`).
+//! `docker.io/`, `library/` and `:latest` image spellings are the same image.
 
 use serde_json::Value;
 
@@ -18,6 +23,8 @@ const IGNORED: &[&str] = &[
     "metadata.generation",
     "metadata.uid",
     "metadata.finalizers",
+    "metadata.deletionTimestamp",
+    "metadata.deletionGracePeriodSeconds",
     "metadata.annotations.kubectl.kubernetes.io/last-applied-configuration",
     "metadata.annotations.namespace",
     "metadata.annotations.argocd.argoproj.io/installation-id",
@@ -31,8 +38,30 @@ const IGNORED_BY_KIND: &[(&str, &str)] = &[
     ("Service", "spec.ports.*.nodePort"),
     ("Service", "spec.clusterIP"),
     ("Service", "spec.clusterIPs"),
+    ("Service", "spec.healthCheckNodePort"),
+    // Set by the scheduler's binding, not by whoever applied the Pod.
+    ("Pod", "spec.nodeName"),
     ("Deployment", "metadata.annotations.deployment.kubernetes.io/revision"),
     ("DaemonSet", "metadata.annotations.deprecated.daemonset.template.generation"),
+    // An Application's operation is Argo CD's own bookkeeping (auto-sync writes it on a child
+    // Application of an app of apps), as its status is.
+    ("Application", "operation"),
+    ("Application", "metadata.annotations.argocd.argoproj.io/refresh"),
+    ("Application", "metadata.annotations.argocd.argoproj.io/hydrate"),
+];
+
+/// Labels and annotations Kubernetes' own controllers write on objects Argo CD applied; every other
+/// added or changed label or annotation is a difference (some change behaviour: an Ingress
+/// controller's annotations, `argocd.argoproj.io/sync-options`, Pod Security labels, aggregation labels).
+const SYSTEM_METADATA: &[&str] = &[
+    // The persistent volume controller binding a claim.
+    "metadata.annotations.pv.kubernetes.io/bind-completed",
+    "metadata.annotations.pv.kubernetes.io/bound-by-controller",
+    "metadata.annotations.volume.beta.kubernetes.io/storage-provisioner",
+    "metadata.annotations.volume.kubernetes.io/storage-provisioner",
+    "metadata.annotations.volume.kubernetes.io/selected-node",
+    // The token controller filling a service account token Secret.
+    "metadata.annotations.kubernetes.io/service-account.uid",
 ];
 
 /// Which Application an object belongs to, from Argo CD's tracking metadata.
@@ -94,18 +123,25 @@ pub fn controller_of(object: &Value) -> Option<String> {
 /// One field that differs: its dotted path, what was signed and what was submitted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Difference {
-    pub path: String,
+    /// The field's path, one key or index each.
+    pub path: Vec<String>,
     pub signed: Value,
     pub actual: Value,
+    /// A Secret's values are never shown (a crafted review would read them back).
+    pub withheld: bool,
 }
 
 impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let show = |v: &Value| {
-            let s = if v.is_null() { "(unset)".to_string() } else { v.to_string() };
+            let s = match v {
+                Value::Null => "(unset)".to_string(),
+                _ if self.withheld => "(a value, withheld)".to_string(),
+                v => v.to_string(),
+            };
             if s.chars().count() > 120 { format!("{}…", s.chars().take(120).collect::<String>()) } else { s }
         };
-        write!(f, "{}: signed {}, got {}", self.path, show(&self.signed), show(&self.actual))
+        write!(f, "{}: signed {}, got {}", self.path.join("."), show(&self.signed), show(&self.actual))
     }
 }
 
@@ -125,16 +161,40 @@ pub fn find<'a>(signed: &'a [Manifest], object: &Value) -> Option<&'a Manifest> 
     })
 }
 
+/// Whether a signed manifest is a Secret signed by the digest of its values.
+pub fn signed_by_digest(signed: &Manifest) -> bool {
+    crate::manifest::is_secret(&signed.object)
+        && signed.object["metadata"]["annotations"][crate::manifest::SECRET_VALUES] == "sha256"
+}
+
+/// A live Secret as a Secret signed by digest says it: its values digested. And that signed Secret as
+/// the apiserver stores it, which needs no dry run: a Secret's one default is its `type`.
+pub fn secret_by_digest(signed: &Manifest, live: &Value) -> (Value, Value) {
+    let mut object = live.as_object().cloned().unwrap_or_default();
+    crate::manifest::digest_secret(&mut object);
+    let mut stored = signed.object.clone();
+    stored.entry("type").or_insert_with(|| Value::String("Opaque".into()));
+    (Value::Object(object), Value::Object(stored))
+}
+
 /// The profile's extra ignored fields that apply to a manifest.
 pub fn extra_ignored<'a>(rules: &'a [IgnoreFields], m: &Manifest) -> Vec<&'a str> {
+    ignored_for(rules, m.group(), m.kind(), m.name(), m.namespace().unwrap_or_default())
+}
+
+/// The profile's extra ignored fields that apply to an object of that group, kind, name and namespace.
+pub fn ignored_for<'a>(
+    rules: &'a [IgnoreFields],
+    group: &str,
+    kind: &str,
+    name: &str,
+    namespace: &str,
+) -> Vec<&'a str> {
     let glob = |pattern: &Option<String>, value: &str| {
         pattern.as_deref().is_none_or(|p| globset::Glob::new(p).is_ok_and(|g| g.compile_matcher().is_match(value)))
     };
     let applies = |o: &ObjectPattern| {
-        glob(&o.group, m.group())
-            && glob(&o.kind, m.kind())
-            && glob(&o.name, m.name())
-            && glob(&o.namespace, m.namespace().unwrap_or_default())
+        glob(&o.group, group) && glob(&o.kind, kind) && glob(&o.name, name) && glob(&o.namespace, namespace)
     };
     rules
         .iter()
@@ -143,48 +203,97 @@ pub fn extra_ignored<'a>(rules: &'a [IgnoreFields], m: &Manifest) -> Vec<&'a str
         .collect()
 }
 
-/// Every field the signed manifest sets that the object does not match (`extra`: more ignored paths).
-pub fn differences(signed: &Manifest, object: &Value, extra: &[&str]) -> Vec<Difference> {
+/// Every difference between `object` and the signed manifest as the apiserver stores it (`defaulted`,
+/// its server-side dry run), reported as signed against submitted (`extra`: more ignored paths).
+/// - Each field the manifest sets must be in the object, equal; where it is not, the dry run decides
+///   (the API drops a `false`, normalizes a quantity): it must show the same as the object.
+/// - Each field the object has must be in the dry run, equal: anything else was added.
+pub fn check(signed: &Manifest, defaulted: &Value, object: &Value, extra: &[&str]) -> Vec<Difference> {
     let kind = signed.kind();
-    let ignored: Vec<Vec<&str>> = IGNORED
-        .iter()
-        .copied()
-        .chain(IGNORED_BY_KIND.iter().filter(|(k, _)| *k == kind).map(|(_, p)| *p))
-        .chain(extra.iter().copied())
-        .map(split_path)
-        .collect();
-    let mut out = Vec::new();
     let signed_value = Value::Object(signed.object.clone());
-    compare(&signed_value, object, &mut Vec::new(), &ignored, &mut out);
+    let ignored = ignored_paths(kind, &signed_value, extra);
+    let defaulted = own_identity(defaulted, object);
+    let mut out = Vec::new();
+    let mut changed = Vec::new();
+    compare(&signed_value, object, &mut Vec::new(), &ignored, &mut changed);
+    out.extend(changed.into_iter().filter(|d| !same(lookup(&defaulted, &d.path), &d.actual)));
+    // Name and namespace are the object's own (the dry run ran under another name).
+    let identity: Vec<Vec<&str>> =
+        ignored.iter().cloned().chain([vec!["metadata", "name"], vec!["metadata", "namespace"]]).collect();
+    let mut added = Vec::new();
+    compare(object, &defaulted, &mut Vec::new(), &identity, &mut added);
+    for d in added {
+        if !out.iter().any(|o| o.path == d.path) {
+            out.push(Difference { signed: d.actual, actual: d.signed, ..d });
+        }
+    }
+    if signed.group().is_empty() && kind == "Secret" {
+        for d in &mut out {
+            d.withheld = true;
+        }
+    }
     out
 }
 
-/// Fields of the object that the signed manifest, as the apiserver defaults it (a server-side dry-run
-/// create of the manifest), does not have or has otherwise: an added field (an env var, a privileged
-/// securityContext, a volume) is a difference, not a default. Name and namespace come from the object.
-pub fn additions(signed: &Manifest, defaulted: &Value, object: &Value, extra: &[&str]) -> Vec<Difference> {
-    let kind = signed.kind();
-    let ignored: Vec<Vec<&str>> = IGNORED
+/// The paths never compared for an object of `kind` like `object`, with `extra` (the profile's).
+fn ignored_paths<'a>(kind: &str, object: &Value, extra: &[&'a str]) -> Vec<Vec<&'a str>> {
+    // An aggregated ClusterRole's rules are the aggregation controller's to write.
+    let aggregated = kind == "ClusterRole" && object.get("aggregationRule").is_some();
+    IGNORED
         .iter()
         .copied()
         .chain(IGNORED_BY_KIND.iter().filter(|(k, _)| *k == kind).map(|(_, p)| *p))
-        .chain(["metadata.name", "metadata.namespace", "metadata.labels", "metadata.annotations"])
+        .chain(aggregated.then_some("rules"))
+        .chain(SYSTEM_METADATA.iter().copied())
         .chain(extra.iter().copied())
         .map(split_path)
-        .collect();
-    let defaulted = own_identity(defaulted, object);
-    let mut out = Vec::new();
-    compare(object, &defaulted, &mut Vec::new(), &ignored, &mut out);
-    // Reported as signed (the defaulted manifest) against what was submitted.
-    out.into_iter().map(|d| Difference { path: d.path, signed: d.actual, actual: d.signed }).collect()
+        .collect()
+}
+
+/// Whether an UPDATE from `old` to `new` changes only what no manifest decides: status, bookkeeping,
+/// the system's own metadata, and `extra` (the profile's ignoreFields for the object, such as the
+/// replicas an autoscaler owns). Such a write is the cluster's own work: it is admitted whatever the
+/// revision's verdict, and whatever the object held before.
+pub fn changes_only_ignored(kind: &str, old: &Value, new: &Value, extra: &[&str]) -> bool {
+    let ignored = ignored_paths(kind, old, extra);
+    let mut changed = Vec::new();
+    compare(old, new, &mut Vec::new(), &ignored, &mut changed);
+    compare(new, old, &mut Vec::new(), &ignored, &mut changed);
+    changed.is_empty()
+}
+
+/// The value at a dotted path (array indexes as numbers), or null.
+fn lookup<'a>(v: &'a Value, path: &[String]) -> &'a Value {
+    let mut at = v;
+    for k in path {
+        at = match at {
+            Value::Object(m) => m.get(k).unwrap_or(&Value::Null),
+            Value::Array(a) => k.parse::<usize>().ok().and_then(|i| a.get(i)).unwrap_or(&Value::Null),
+            _ => &Value::Null,
+        };
+    }
+    at
+}
+
+/// Equal. An unset field, an explicit null and an empty map or list are the same to the API; a `false`,
+/// `0` or `""` is a value (`allowPrivilegeEscalation: false` is not the default `true`).
+fn same(a: &Value, b: &Value) -> bool {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    };
+    a == b || (empty(a) && empty(b))
 }
 
 /// The dry run was made under another name, and the apiserver gave it another UID; what it derived from
 /// them (a Job's generated `controller-uid` and `job-name` selector and labels) is what the submitted
 /// object must derive from its own name and UID. So every string that is the dry run's name or UID is
-/// read as the object's.
+/// read as the object's. So is the name of the token volume the apiserver adds to a Pod
+/// (`kube-api-access-` and five random characters, drawn again on every create).
 fn own_identity(defaulted: &Value, object: &Value) -> Value {
-    let pairs: Vec<(String, String)> = ["name", "uid"]
+    let mut pairs: Vec<(String, String)> = ["name", "uid"]
         .iter()
         .filter_map(|k| {
             let from = defaulted["metadata"][*k].as_str().filter(|v| !v.is_empty())?;
@@ -192,6 +301,17 @@ fn own_identity(defaulted: &Value, object: &Value) -> Value {
             Some((from.to_string(), to.to_string()))
         })
         .collect();
+    let token_volume = |v: &Value| {
+        let volumes = v["spec"]["volumes"].as_array()?;
+        let name = volumes.iter().filter_map(|v| v["name"].as_str()).find(|n| {
+            n.strip_prefix("kube-api-access-")
+                .is_some_and(|r| r.len() == 5 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+        })?;
+        Some(name.to_string())
+    };
+    if let (Some(from), Some(to)) = (token_volume(defaulted), token_volume(object)) {
+        pairs.push((from, to));
+    }
     let mut out = defaulted.clone();
     rewrite(&mut out, &pairs);
     out
@@ -231,10 +351,11 @@ fn compare(signed: &Value, actual: &Value, path: &mut Vec<String>, ignored: &[Ve
         return;
     }
     match (signed, actual) {
-        (Value::Object(s), Value::Object(a)) => {
+        // A map against a missing one: field by field, so that each is reported (and ignored) on its own.
+        (Value::Object(s), Value::Object(_) | Value::Null) => {
             for (k, v) in s {
                 path.push(k.clone());
-                compare(v, a.get(k).unwrap_or(&Value::Null), path, ignored, out);
+                compare(v, actual.get(k).unwrap_or(&Value::Null), path, ignored, out);
                 path.pop();
             }
         }
@@ -250,26 +371,13 @@ fn compare(signed: &Value, actual: &Value, path: &mut Vec<String>, ignored: &[Ve
                 out.push(difference(path, signed, actual));
             }
         }
-        (s, a) if s == a || (is_zero(s) && is_zero(a)) => {}
-        // A number the apiserver writes as a string or the other way round ("80" and 80) is the same.
-        (Value::Number(n), Value::String(t)) | (Value::String(t), Value::Number(n)) if n.to_string() == *t => {}
+        (s, a) if same(s, a) => {}
         _ => out.push(difference(path, signed, actual)),
     }
 }
 
 fn difference(path: &[String], signed: &Value, actual: &Value) -> Difference {
-    Difference { path: path.join("."), signed: signed.clone(), actual: actual.clone() }
-}
-
-fn is_zero(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-    }
+    Difference { path: path.to_vec(), signed: signed.clone(), actual: actual.clone(), withheld: false }
 }
 
 /// `nginx`, `docker.io/nginx:latest` and `docker.io/library/nginx` are one image.
@@ -329,17 +437,29 @@ spec: {ports: [{port: 80}]}
             "status": {"replicas": 3}})
     }
 
+    /// The signed Deployment as the apiserver's dry run returns it: its defaults, under another name.
+    fn defaulted() -> Value {
+        let mut d = live();
+        d["metadata"]["name"] = json!("cart-weft-1a2b3c4d");
+        d["metadata"]["uid"] = json!("dry");
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx");
+        d
+    }
+
+    fn shown(d: &[Difference]) -> Vec<String> {
+        d.iter().map(ToString::to_string).collect()
+    }
+
     #[test]
     fn defaults_and_bookkeeping_do_not_count_but_a_changed_field_does() {
         let signed = signed();
         let m = find(&signed, &live()).expect("found by group, kind, name, namespace");
-        assert_eq!(differences(m, &live(), &[]), []);
+        assert_eq!(shown(&check(m, &defaulted(), &live(), &[])), Vec::<String>::new());
         let mut tampered = live();
         tampered["spec"]["replicas"] = json!(5);
         tampered["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.27");
-        let d: Vec<String> = differences(m, &tampered, &[]).iter().map(ToString::to_string).collect();
         assert_eq!(
-            d,
+            shown(&check(m, &defaulted(), &tampered, &[])),
             [
                 "spec.replicas: signed 3, got 5",
                 "spec.template.spec.containers.0.image: signed \"nginx\", got \"nginx:1.27\""
@@ -350,12 +470,12 @@ spec: {ports: [{port: 80}]}
             .as_array_mut()
             .unwrap()
             .push(json!({"name": "x", "image": "evil"}));
-        assert_eq!(differences(m, &extra, &[]).len(), 1, "an added container changes the list");
+        assert_eq!(check(m, &defaulted(), &extra, &[]).len(), 1, "an added container changes the list");
         let rules = vec![IgnoreFields {
             fields: vec!["spec.replicas".into(), "spec.template.spec.containers.*.image".into()],
             objects: vec![ObjectPattern { kind: Some("Deploy*".into()), ..Default::default() }],
         }];
-        assert_eq!(differences(m, &tampered, &extra_ignored(&rules, m)), [], "the profile ignores both");
+        assert_eq!(check(m, &defaulted(), &tampered, &extra_ignored(&rules, m)), [], "the profile ignores both");
         let elsewhere = vec![IgnoreFields {
             objects: vec![ObjectPattern { name: Some("web".into()), ..Default::default() }],
             ..rules[0].clone()
@@ -364,11 +484,135 @@ spec: {ports: [{port: 80}]}
     }
 
     #[test]
+    fn presence_counts_not_truthiness_and_only_the_dry_run_supplies_defaults() {
+        let yaml = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart, namespace: shop}
+spec:
+  replicas: 0
+  template:
+    spec:
+      automountServiceAccountToken: false
+      hostUsers: false
+      hostNetwork: false
+      containers: [{name: app, image: nginx, securityContext: {allowPrivilegeEscalation: false}}]
+"#;
+        let signed = parse("t", yaml, Limits::default()).unwrap();
+        let m = &signed[0];
+        let stored = |dry: bool| {
+            let mut v = Value::Object(m.object.clone());
+            v["spec"]["template"]["spec"].as_object_mut().unwrap().remove("hostNetwork"); // omitempty: the API drops it
+            v["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+            if dry {
+                v["metadata"]["name"] = json!("cart-weft-1a2b3c4d");
+            }
+            v
+        };
+        let (dry, live) = (stored(true), stored(false));
+        assert_eq!(check(m, &dry, &live, &[]), [], "a false the API drops is dropped by the dry run too");
+        for (path, why) in [
+            ("/spec/replicas", "replicas: 0"),
+            ("/spec/template/spec/automountServiceAccountToken", "automountServiceAccountToken: false"),
+            ("/spec/template/spec/hostUsers", "hostUsers: false"),
+            ("/spec/template/spec/containers/0/securityContext/allowPrivilegeEscalation", "allowPrivilegeEscalation"),
+        ] {
+            let mut removed = live.clone();
+            let (parent, key) = path.rsplit_once('/').unwrap();
+            removed.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+            let d = check(m, &dry, &removed, &[]);
+            assert_eq!(d.len(), 1, "removing a signed {why} is a difference: {d:?}");
+            assert!(d[0].to_string().ends_with("got (unset)"), "{}", d[0]);
+        }
+        let mut root = live.clone();
+        root["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = json!(0);
+        assert_eq!(
+            shown(&check(m, &dry, &root, &[])),
+            ["spec.template.spec.containers.0.securityContext.runAsUser: signed (unset), got 0"],
+            "an added zero is an addition"
+        );
+        let mut empty = live.clone();
+        empty["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({});
+        assert_eq!(check(m, &dry, &empty, &[]), [], "an empty map is no value");
+    }
+
+    #[test]
+    fn added_labels_and_annotations_are_differences_bar_what_the_system_writes() {
+        let object = |kind: &str, api: &str, meta: Value| json!({"apiVersion": api, "kind": kind, "metadata": meta});
+        let cases = [
+            (
+                "Ingress",
+                "networking.k8s.io/v1",
+                "annotations",
+                "nginx.ingress.kubernetes.io/server-snippet",
+                "deny all;",
+            ),
+            ("ConfigMap", "v1", "annotations", "argocd.argoproj.io/sync-options", "Replace=true"),
+            ("Namespace", "v1", "labels", "pod-security.kubernetes.io/enforce", "privileged"),
+            (
+                "ClusterRole",
+                "rbac.authorization.k8s.io/v1",
+                "labels",
+                "rbac.authorization.k8s.io/aggregate-to-admin",
+                "true",
+            ),
+            ("Secret", "v1", "labels", "argocd.argoproj.io/secret-type", "cluster"),
+        ];
+        for (kind, api, map, key, value) in cases {
+            let signed = parse("t", &object(kind, api, json!({"name": "x"})).to_string(), Limits::default()).unwrap();
+            let dry = object(kind, api, json!({"name": "x-weft-1", "uid": "d"}));
+            let live = object(kind, api, json!({"name": "x", "uid": "l", map: {key: value}}));
+            let d = check(&signed[0], &dry, &live, &[]);
+            assert_eq!(d.len(), 1, "{kind} {key}: {d:?}");
+            assert_eq!(d[0].path, ["metadata", map, key], "{kind}");
+        }
+        let pvc = |meta: Value| object("PersistentVolumeClaim", "v1", meta);
+        let signed = parse("t", &pvc(json!({"name": "data"})).to_string(), Limits::default()).unwrap();
+        let bound = pvc(json!({"name": "data", "annotations": {"pv.kubernetes.io/bind-completed": "yes"}}));
+        assert_eq!(check(&signed[0], &pvc(json!({"name": "data-weft-1"})), &bound, &[]), [], "the binder's mark");
+    }
+
+    #[test]
+    fn a_secrets_values_are_never_shown() {
+        let secret = |v: &str| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"password": v}});
+        let signed = parse("t", &secret("c2lnbmVk").to_string(), Limits::default()).unwrap();
+        let d = shown(&check(&signed[0], &secret("c2lnbmVk"), &secret("bGl2ZQ=="), &[]));
+        assert_eq!(d, ["data.password: signed (a value, withheld), got (a value, withheld)"]);
+        let cm = parse(
+            "t",
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "a"}}"#,
+            Limits::default(),
+        )
+        .unwrap();
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "b"}});
+        assert_eq!(
+            shown(&check(&cm[0], &Value::Object(cm[0].object.clone()), &live, &[])),
+            [r#"data.k: signed "a", got "b""#]
+        );
+    }
+
+    #[test]
+    fn argo_cds_operation_on_a_child_application_is_its_own_bookkeeping() {
+        let app = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", "metadata": {"name": "child", "namespace": "argocd"},
+            "spec": {"project": "default"}});
+        let signed = parse("t", &app.to_string(), Limits::default()).unwrap();
+        let mut live = app.clone();
+        live["operation"] = json!({"sync": {"revision": "abc"}, "initiatedBy": {"automated": true}});
+        live["status"] = json!({"sync": {"status": "OutOfSync"}});
+        live["metadata"]["annotations"] = json!({"argocd.argoproj.io/refresh": "normal"});
+        assert_eq!(check(&signed[0], &app, &live, &[]), []);
+        live["spec"]["project"] = json!("other");
+        assert_eq!(check(&signed[0], &app, &live, &[]).len(), 1);
+    }
+
+    #[test]
     fn a_manifest_without_a_namespace_matches_any_and_others_are_not_found() {
         let signed = signed();
         let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop"},
             "spec": {"ports": [{"port": 80, "nodePort": 30080}], "clusterIP": "10.0.0.1"}});
-        assert_eq!(differences(find(&signed, &svc).unwrap(), &svc, &[]), []);
+        let dry = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart-weft-1", "namespace": "shop"},
+            "spec": {"ports": [{"port": 80, "nodePort": 30999}], "clusterIP": "10.0.0.9"}});
+        assert_eq!(check(find(&signed, &svc).unwrap(), &dry, &svc, &[]), []);
         let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cart"}});
         assert!(find(&signed, &other).is_none());
         let wrong_ns =
@@ -391,10 +635,90 @@ spec: {ports: [{port: 80}]}
         )
         .unwrap();
         let dry_run = job("migrate-weft-1234", "u-dry");
-        assert_eq!(additions(&signed[0], &dry_run, &job("migrate", "u-live"), &[]), []);
+        assert_eq!(check(&signed[0], &dry_run, &job("migrate", "u-live"), &[]), []);
         let mut forged = job("migrate", "u-live");
         forged["spec"]["template"]["metadata"]["labels"]["job-name"] = json!("other");
-        assert_eq!(additions(&signed[0], &dry_run, &forged, &[]).len(), 1, "only its own name is derived");
+        assert_eq!(check(&signed[0], &dry_run, &forged, &[]).len(), 1, "only its own name is derived");
+    }
+
+    #[test]
+    fn a_bare_pods_generated_token_volume_is_its_own_and_an_aggregated_roles_rules_are_the_controllers() {
+        let pod = |name: &str, volume: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"containers": [{"name": "m", "image": "x", "volumeMounts": [{"name": volume, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                         "volumes": [{"name": volume, "projected": {"sources": []}}]}})
+        };
+        let signed = crate::manifest::parse(
+            "t",
+            r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"}, "spec": {"containers": [{"name": "m", "image": "x"}]}}"#,
+            crate::manifest::Limits::default(),
+        )
+        .unwrap();
+        let dry_run = pod("p-weft-1", "kube-api-access-ab12c");
+        assert_eq!(check(&signed[0], &dry_run, &pod("p", "kube-api-access-zz9yx"), &[]), []);
+        let forged = pod("p", "host");
+        assert_eq!(check(&signed[0], &dry_run, &forged, &[]).len(), 2, "another volume is not the token's");
+
+        let role = |rules: Value, aggregation: bool| {
+            let mut r = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "view-shop"}, "rules": rules});
+            if aggregation {
+                r["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": {"shop/aggregate": "true"}}]});
+            }
+            r
+        };
+        let text = |v: &Value| serde_json::to_string(v).unwrap();
+        let aggregated =
+            crate::manifest::parse("t", &text(&role(json!([]), true)), crate::manifest::Limits::default()).unwrap();
+        let filled = role(json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]), true);
+        assert_eq!(check(&aggregated[0], &role(json!([]), true), &filled, &[]), []);
+        let plain =
+            crate::manifest::parse("t", &text(&role(json!([]), false)), crate::manifest::Limits::default()).unwrap();
+        let widened = role(json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]), false);
+        assert_eq!(check(&plain[0], &role(json!([]), false), &widened, &[]).len(), 1, "but not a plain role's");
+    }
+
+    #[test]
+    fn an_update_of_only_what_no_manifest_decides_is_the_clusters_own_work() {
+        let old = live();
+        let mut scaled = live();
+        scaled["spec"]["replicas"] = json!(7);
+        scaled["status"] = json!({"replicas": 7});
+        assert!(!changes_only_ignored("Deployment", &old, &scaled, &[]));
+        assert!(changes_only_ignored("Deployment", &old, &scaled, &["spec.replicas"]), "the autoscaler's replicas");
+        let mut status = live();
+        status["status"] = json!({"replicas": 1});
+        status["metadata"]["resourceVersion"] = json!("99");
+        assert!(changes_only_ignored("Deployment", &old, &status, &[]));
+        let mut smuggled = scaled.clone();
+        smuggled["spec"]["template"]["spec"]["containers"][0]["image"] = json!("evil");
+        assert!(!changes_only_ignored("Deployment", &old, &smuggled, &["spec.replicas"]));
+        let mut labelled = live();
+        labelled["metadata"]["labels"] = json!({"pod-security.kubernetes.io/enforce": "privileged"});
+        assert!(!changes_only_ignored("Deployment", &old, &labelled, &[]), "an added label is a change");
+    }
+
+    #[test]
+    fn a_secret_signed_by_digest_is_checked_by_the_digest_of_the_live_values() {
+        let mut signed = crate::manifest::parse(
+            "t",
+            r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"}, "stringData": {"password": "hunter2"}}"#,
+            crate::manifest::Limits::default(),
+        )
+        .unwrap();
+        crate::manifest::digest_secret(&mut signed[0].object);
+        assert!(signed_by_digest(&signed[0]));
+        let live = |password: &str| {
+            use base64::Engine as _;
+            let value = base64::engine::general_purpose::STANDARD.encode(password);
+            json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": "db", "namespace": "shop", "uid": "u"}, "data": {"password": value}})
+        };
+        let (object, stored) = secret_by_digest(&signed[0], &live("hunter2"));
+        assert_eq!(check(&signed[0], &stored, &object, &[]), []);
+        let (object, stored) = secret_by_digest(&signed[0], &live("letmein"));
+        let differences = check(&signed[0], &stored, &object, &[]);
+        assert_eq!(shown(&differences), ["data.password: signed (a value, withheld), got (a value, withheld)"]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Request {
     pub name: String,
     /// `status`, `scale`, … when the request is for a subresource.
     pub sub_resource: String,
+    /// The resource addressed (`group`, `version`, plural), which for a subresource is the parent's.
+    pub resource: (String, String, String),
     pub username: String,
     /// A dry run changes nothing (and is how Weft asks the apiserver for a manifest's defaults).
     pub dry_run: bool,
@@ -49,6 +51,7 @@ impl Request {
             kind: s(&r["kind"]["kind"]),
             name: s(&r["name"]),
             sub_resource: s(&r["subResource"]),
+            resource: (s(&r["resource"]["group"]), s(&r["resource"]["version"]), s(&r["resource"]["resource"])),
             username: s(&r["userInfo"]["username"]),
             dry_run: r["dryRun"].as_bool().unwrap_or(false),
             object: r["object"].clone(),
@@ -91,8 +94,8 @@ impl Skips {
         if req.sub_resource == "status" {
             return Some("status writes are not checked".into());
         }
-        if only_removes_finalizers(req) {
-            return Some("removing finalizers is never blocked".into());
+        if let Some(why) = only_bookkeeping(req) {
+            return Some(why.into());
         }
         if self.namespaces.contains(&req.namespace) {
             return Some(format!("namespace {} is skipped", req.namespace));
@@ -112,10 +115,14 @@ impl Skips {
     }
 }
 
-/// An UPDATE that changes nothing but take finalizers away (so that an object being deleted can go).
-fn only_removes_finalizers(req: &Request) -> bool {
+/// An UPDATE that changes nothing a manifest says: it writes `status` (through the main resource, for a
+/// kind without a status subresource), takes finalizers away (so that an object being deleted can go),
+/// or is Argo CD's bookkeeping on an Application (`operation`, the refresh annotation). Such a write is
+/// admitted whatever the revision's verdict: the cluster's own work must go on during a new revision,
+/// and nothing it changes is what runs.
+fn only_bookkeeping(req: &Request) -> Option<&'static str> {
     if req.operation != "UPDATE" || !req.old_object.is_object() {
-        return false;
+        return None;
     }
     let finalizers = |v: &Value| -> Vec<String> {
         v["metadata"]["finalizers"]
@@ -124,20 +131,43 @@ fn only_removes_finalizers(req: &Request) -> bool {
             .unwrap_or_default()
     };
     let (new, old) = (finalizers(&req.object), finalizers(&req.old_object));
-    if new.len() >= old.len() || !new.iter().all(|f| old.contains(f)) {
-        return false;
+    if !new.iter().all(|f| old.contains(f)) {
+        return None;
     }
+    let application = req.group == "argoproj.io" && req.kind == "Application";
     // The rest as it was (bookkeeping the apiserver moves on every write aside).
     let rest = |v: &Value| {
         let mut v = v.clone();
+        if let Some(top) = v.as_object_mut() {
+            top.remove("status");
+            if application {
+                top.remove("operation");
+            }
+        }
         if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             for k in ["finalizers", "managedFields", "resourceVersion", "generation"] {
                 meta.remove(k);
             }
+            if application && let Some(a) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+                a.remove("argocd.argoproj.io/refresh");
+                a.remove("argocd.argoproj.io/hydrate");
+                if a.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
         }
         v
     };
-    rest(&req.object) == rest(&req.old_object)
+    if rest(&req.object) != rest(&req.old_object) {
+        return None;
+    }
+    Some(if new.len() < old.len() {
+        "removing finalizers is never blocked"
+    } else if application {
+        "an Application's status and operation are Argo CD's bookkeeping, not checked"
+    } else {
+        "status writes are not checked"
+    })
 }
 
 /// What the webhook knows of an Application, from its ApplicationProvenance and profile.
@@ -164,20 +194,32 @@ pub struct Decision {
     pub warnings: Vec<String>,
     /// A denial that audit mode turned into a warning (recorded as an Event).
     pub audited: bool,
+    /// Admitted because it matches what Weft vouched for (not merely because nothing protects it).
+    pub vouched: bool,
 }
 
 impl Decision {
     pub fn allow(message: impl Into<String>) -> Decision {
-        Decision { allowed: true, message: message.into(), warnings: Vec::new(), audited: false }
+        Decision { allowed: true, message: message.into(), warnings: Vec::new(), audited: false, vouched: false }
     }
 
-    fn deny(ev: &AppEvidence, message: String) -> Decision {
+    /// A denial, or in audit mode an admission with a warning.
+    pub fn deny(ev: &AppEvidence, message: String) -> Decision {
         match ev.mode {
-            EnforcementMode::Enforce => Decision { allowed: false, message, warnings: Vec::new(), audited: false },
-            EnforcementMode::Audit => {
-                Decision { allowed: true, warnings: vec![format!("audit: {message}")], message, audited: true }
-            }
+            EnforcementMode::Enforce => Decision::refuse(message),
+            EnforcementMode::Audit => Decision {
+                allowed: true,
+                warnings: vec![format!("audit: {message}")],
+                message,
+                audited: true,
+                vouched: false,
+            },
         }
+    }
+
+    /// A denial whatever the mode (Weft cannot tell what protects the object).
+    pub fn refuse(message: String) -> Decision {
+        Decision { allowed: false, message, warnings: Vec::new(), audited: false, vouched: false }
     }
 
     /// The AdmissionReview response.
@@ -227,15 +269,15 @@ pub fn decide(
         return Decision::deny(ev, format!("{head}: not among the signed manifests ({image})"));
     };
     let extra = matching::extra_ignored(&ev.ignore_fields, signed);
-    let mut differences = matching::differences(signed, &req.object, &extra);
-    if differences.is_empty() {
-        match defaulted {
-            Ok(d) => differences = matching::additions(signed, d, &req.object, &extra),
-            Err(e) => {
-                return Decision::deny(ev, format!("{head}: cannot compare with the signed manifest's defaults: {e}"));
-            }
+    let differences = match defaulted {
+        Ok(d) => matching::check(signed, d, &req.object, &extra),
+        Err(e) => {
+            return Decision::deny(
+                ev,
+                format!("{head}: cannot compare with the signed manifest as the apiserver stores it: {e}"),
+            );
         }
-    }
+    };
     if !differences.is_empty() {
         let shown: Vec<String> = differences.iter().take(5).map(ToString::to_string).collect();
         let more = if differences.len() > 5 { format!(" (and {} more)", differences.len() - 5) } else { String::new() };
@@ -261,7 +303,13 @@ pub fn decide(
             }
         }
     }
-    Decision { allowed: true, message: format!("{head}: matches the signed manifests"), warnings, audited: false }
+    Decision {
+        allowed: true,
+        message: format!("{head}: matches the signed manifests"),
+        warnings,
+        audited: false,
+        vouched: true,
+    }
 }
 
 #[cfg(test)]
@@ -278,6 +326,7 @@ mod tests {
             kind: "Deployment".into(),
             name: "cart".into(),
             sub_resource: String::new(),
+            resource: Default::default(),
             username: "system:serviceaccount:argocd:argocd-application-controller".into(),
             dry_run: false,
             object,
@@ -328,7 +377,7 @@ mod tests {
         let d = decide(&request(privileged), &ev, Ok(&signed), Ok(&defaults));
         assert!(!d.allowed, "a field the signed manifest does not have, and that is no default, is denied");
         assert!(
-            d.message.contains(r#"containers.0.securityContext: signed (unset), got {"privileged":true}"#),
+            d.message.contains("containers.0.securityContext.privileged: signed (unset), got true"),
             "{}",
             d.message
         );
@@ -382,6 +431,29 @@ mod tests {
         assert!(skips.skipped(&smuggled).is_none(), "not with another change");
         let added = update(with(json!(["a"]), "1"), with(json!(["a", "c"]), "1"));
         assert!(skips.skipped(&added).is_none(), "adding one is a change like any other");
+        let status = |phase: &str, data: &str| json!({"metadata": {"name": "c"}, "data": {"x": data}, "status": {"phase": phase}});
+        assert!(skips.skipped(&update(status("A", "1"), status("B", "1"))).is_some(), "status is never judged");
+        assert!(skips.skipped(&update(status("A", "1"), status("B", "2"))).is_none(), "not with another change");
+        let app = |op: Value, refresh: Option<&str>, path: &str| {
+            let mut a = json!({"metadata": {"name": "child", "annotations": {"argocd.argoproj.io/tracking-id": "t"}},
+                "spec": {"source": {"path": path}}, "operation": op});
+            if let Some(r) = refresh {
+                a["metadata"]["annotations"]["argocd.argoproj.io/refresh"] = json!(r);
+            }
+            a
+        };
+        let child = |old: Value, new: Value| Request {
+            group: "argoproj.io".into(),
+            kind: "Application".into(),
+            ..update(old, new)
+        };
+        let sync = json!({"sync": {"revision": "abc"}});
+        assert!(skips.skipped(&child(app(Value::Null, None, "p"), app(sync.clone(), Some("normal"), "p"))).is_some());
+        assert!(skips.skipped(&child(app(Value::Null, None, "p"), app(sync.clone(), None, "q"))).is_none());
+        assert!(
+            skips.skipped(&update(app(Value::Null, None, "p"), app(sync, None, "p"))).is_none(),
+            "only an Application's operation is bookkeeping"
+        );
         assert!(skips.skipped(&Request { namespace: "kube-system".into(), ..base.clone() }).is_some());
         let hpa =
             Request { username: "system:serviceaccount:kube-system:horizontal-pod-autoscaler".into(), ..base.clone() };

@@ -66,6 +66,11 @@ pub struct CertOptions {
     pub cert_hosts: Vec<String>,
     #[arg(long, env = "WEFT_WEBHOOK_CERT_VALIDITY_DAYS", default_value_t = 365)]
     pub cert_validity_days: u32,
+    /// PEM CA certificates that issue the apiserver's client certificate for webhooks (its admission
+    /// configuration's `kubeConfigFile`): `/validate` then answers only a client that presents one;
+    /// health and metrics stay open (probes present none). Re-read with the serving certificate.
+    #[arg(long, env = "WEFT_WEBHOOK_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The TLS configuration to serve, from files or from the self-managed Secret (issued when due).
@@ -81,18 +86,48 @@ pub async fn load(client: &Client, opts: &CertOptions) -> Result<Arc<ServerConfi
             (cert, key)
         }
     };
-    server_config(&cert, &key)
+    let client_ca = match &opts.client_ca_file {
+        Some(p) => Some(std::fs::read(p).map_err(|e| CertError::Read(p.display().to_string(), e))?),
+        None => None,
+    };
+    server_config_with_clients(&cert, &key, client_ca.as_deref())
 }
 
 pub fn server_config(cert: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, CertError> {
+    server_config_with_clients(cert, key, None)
+}
+
+/// With `client_ca`, a client certificate is verified against it when presented; whether one was is
+/// for the server to ask (`/validate` requires it, probes have none).
+pub fn server_config_with_clients(
+    cert: &[u8],
+    key: &[u8],
+    client_ca: Option<&[u8]>,
+) -> Result<Arc<ServerConfig>, CertError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Invalid(e.to_string()))?;
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| CertError::Invalid(e.to_string()))?;
-    let config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| CertError::Invalid(e.to_string()))?;
+    let builder = ServerConfig::builder();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(pem) {
+                let ca = ca.map_err(|e| CertError::Invalid(format!("client CA: {e}")))?;
+                roots.add(ca).map_err(|e| CertError::Invalid(format!("client CA: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(CertError::Invalid("client CA: no certificate in it".into()));
+            }
+            let verifier = tokio_rustls::rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| CertError::Invalid(format!("client CA: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| CertError::Invalid(e.to_string()))?;
     Ok(Arc::new(config))
 }
 

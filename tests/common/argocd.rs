@@ -59,6 +59,17 @@ impl Stack {
     /// A stack whose controller and webhook read Argo CD's tracking with `tracking` (annotation, label
     /// or annotation+label), as argocd-cm sets it.
     pub async fn with_tracking(name: &str, destinations: &[&str], webhook: Webhook, tracking: &str) -> Stack {
+        Stack::with_chart(name, destinations, webhook, tracking, &[]).await
+    }
+
+    /// A stack whose chart is installed with more `helm` options (`chart`).
+    pub async fn with_chart(
+        name: &str,
+        destinations: &[&str],
+        webhook: Webhook,
+        tracking: &str,
+        chart: &[&str],
+    ) -> Stack {
         let client = client().await;
         let ns = namespace(&client, &format!("argocd-e2e-{name}")).await;
         let weft_ns = namespace(&client, &format!("weft-{name}")).await;
@@ -79,11 +90,13 @@ impl Stack {
         project.apply_resources(&client, &ns).await;
         apply_documents(&client, &ns, &std::fs::read_to_string(lab.path("resources.yaml")).unwrap()).await;
 
-        // The chart, for its ServiceAccounts, RBAC and webhook configuration.
+        // The chart, for its ServiceAccounts, RBAC and webhook configuration (failing open until the
+        // webhook below serves: the configuration covers every cluster-scoped object of other tests).
         let selector = json!([{"key": "kubernetes.io/metadata.name", "operator": "In", "values": destinations}]);
         let selector = format!("webhook.namespaceSelector.matchExpressions={selector}");
-        let options =
-            ["--set", "argocdNamespace=argocd", "--set", "webhook.failurePolicy=Fail", "--set-json", &selector];
+        let mut options =
+            vec!["--set", "argocdNamespace=argocd", "--set", "webhook.failurePolicy=Ignore", "--set-json", &selector];
+        options.extend_from_slice(chart);
         install_with(&client, &release, &weft_ns, &options).await;
         let controller_kubeconfig = service_account_kubeconfig(&weft_ns, &format!("{release}-controller"), dir.path());
         let controller_metrics = free_address();
@@ -138,6 +151,8 @@ impl Stack {
                         &configuration,
                         "--tracking-method",
                         tracking,
+                        "--manifest-key",
+                        project.path("weft.pub").to_str().unwrap(),
                     ],
                     &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
                 );

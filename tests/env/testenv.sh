@@ -62,12 +62,40 @@ start_kube() {
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 2 -extfile ext.cnf 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    # The client certificate the apiserver presents to every admission webhook (as a cluster's admission
+    # configuration sets it up), issued by the test CA.
+    openssl req -newkey rsa:2048 -nodes -keyout webhook-client.key -out webhook-client.csr \
+      -subj "/CN=system:kube-apiserver-webhook-client" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' > client-ext.cnf
+    openssl x509 -req -in webhook-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out webhook-client.crt \
+      -days 2 -extfile client-ext.cnf 2>/dev/null
   )
+  cat > "$dir/certs/webhook-client.kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: "*"
+  user: {client-certificate: "$dir/certs/webhook-client.crt", client-key: "$dir/certs/webhook-client.key"}
+EOF
+  cat > "$dir/certs/admission.yaml" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: "$dir/certs/webhook-client.kubeconfig"
+EOF
   local admin_token restricted_token
   admin_token=$(openssl rand -hex 24)
   restricted_token=$(openssl rand -hex 24)
   printf '%s,weft-test-admin,1,"system:masters"\n%s,weft-test-restricted,2\n' "$admin_token" "$restricted_token" > "$dir/certs/tokens.csv"
 
+  # The ServiceAccount admission plugin (a Pod's token volume) needs the ServiceAccounts that
+  # kube-controller-manager makes in each namespace: on with the controllers, off without them.
+  local -a admission=(--disable-admission-plugins ServiceAccount)
+  if want controllers; then admission=(--enable-admission-plugins ServiceAccount); fi
   local etcd_port peer_port api_port
   etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
   spawn "$dir" etcd "$bin_etcd" --data-dir "$dir/etcd" --name weft-test \
@@ -81,9 +109,10 @@ start_kube() {
     --tls-cert-file "$dir/certs/apiserver.crt" --tls-private-key-file "$dir/certs/apiserver.key" \
     --client-ca-file "$dir/certs/ca.crt" --cert-dir "$dir/certs" \
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/certs/sa.pub" \
-    --service-account-signing-key-file "$dir/certs/sa.key" --service-cluster-ip-range 10.0.0.0/24 \
+    --service-account-signing-key-file "$dir/certs/sa.key" --service-cluster-ip-range 10.0.0.0/16 \
     --token-auth-file "$dir/certs/tokens.csv" --authorization-mode RBAC \
-    --disable-admission-plugins ServiceAccount --enable-priority-and-fairness=false
+    "${admission[@]}" --enable-priority-and-fairness=false \
+    --admission-control-config-file "$dir/certs/admission.yaml"
 
   local server="https://127.0.0.1:$api_port"
   cat > "$dir/kubeconfig" <<EOF
