@@ -273,3 +273,38 @@ fn bad_input_and_faults_are_specific_and_push_nothing() {
         assert!(out["steps"][2]["message"].as_str().unwrap().contains(file), "the message names the file: {out}");
     }
 }
+
+#[test]
+fn a_secret_is_signed_by_the_digest_of_its_values_unless_the_profile_includes_them() {
+    let project = with_namespace(|ns| {
+        let mut files = shop_files(ns);
+        files.push((
+            "secret.yaml".into(),
+            format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{password: hunter2}}\n"),
+        ));
+        files
+    });
+    let app = project.application(json!({}));
+    let published = |out: &str| {
+        let layers = weft::oci::layout_layers(&project.path(out), weft::oci::KIND_IMAGE);
+        String::from_utf8(layers[0].bytes.clone()).unwrap()
+    };
+
+    let profile = project.profile("unused.example/x", false, json!({}));
+    let (code, out, err) = project.run(&profile, &app, &["--out", "digest"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let blob = published("digest");
+    assert!(!blob.contains("hunter2") && !blob.contains("aHVudGVyMg"), "the value is not published: {blob}");
+    assert!(blob.contains("weft.dev/secret-values: sha256"), "{blob}");
+    let signed = out["steps"][2]["message"].as_str().unwrap();
+    assert!(signed.contains("1 Secret(s) signed by the digest of their values"), "{signed}");
+
+    let mut included: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    included["spec"]["manifestSigning"]["secrets"] = json!("include");
+    std::fs::write(&profile, included.to_string()).unwrap();
+    let (code, out, err) = project.run(&profile, &app, &["--out", "included"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(published("included").contains("hunter2"), "published as the profile asked");
+    let signed = out["steps"][2]["message"].as_str().unwrap();
+    assert!(signed.contains("warning: 1 Secret(s) published with their values"), "{signed}");
+}
