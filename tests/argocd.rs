@@ -852,3 +852,83 @@ async fn a_tenant_without_a_signing_key_cannot_get_around_the_webhook() {
     let (_, out, _) = kubectl(&["get", "configmap", "web-config", "-n", &dest, "-o", "jsonpath={.data.VALUE}"]);
     assert_eq!(out, "EUR");
 }
+
+/// An app of apps: the parent's revision deploys a child Application, which Argo CD then syncs,
+/// writing its `operation` and status (the Application CRD has no status subresource, so those are
+/// writes to the child object the parent tracks). While a parent revision is refused, that bookkeeping
+/// goes on, and only what the signed manifests decide waits.
+#[tokio::test]
+async fn argo_cds_bookkeeping_on_a_child_application_goes_on_while_the_parents_revision_is_refused() {
+    let _settings = ARGOCD_CM.read().await;
+    let stack = Stack::new("apps", &["app"], Webhook::Fail).await;
+    stack.profile(json!({})).await;
+    let dest = stack.destinations[0].clone();
+    // The child lives in the destination namespace (Argo CD watches it) and deploys a ConfigMap there.
+    let child_repo =
+        stack.repository("shop/child.git", &[("app/config.yaml", config_map(&dest, "child-config", "EUR"))]);
+    let child = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+        "metadata": {"name": "child", "namespace": dest},
+        "spec": {"project": "default",
+            "source": {"repoURL": stack.git.url("shop/child.git"), "path": "app", "targetRevision": "main"},
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": dest},
+            "syncPolicy": {"automated": {"prune": true, "selfHeal": true}}}});
+    let parent_repo = stack.repository(
+        "shop/parent.git",
+        &[("apps/child.json", child.to_string()), ("apps/config.yaml", config_map(&dest, "parent-config", "EUR"))],
+    );
+    let source = json!({"repoURL": stack.git.url("shop/parent.git"), "path": "apps", "targetRevision": "main"});
+    stack.create_application(stack.application("parent", source, &dest)).await;
+    // (kubectl-sigstore may catch the child mid-sync, with Argo CD's operation on it.)
+    vouched_and_verifiable_but(&stack, "parent", &[parent_repo.head()], &["child"]).await;
+    let children = common::applications(&stack.client, &dest);
+    let synced_child = |revision: String| {
+        let children = children.clone();
+        async move {
+            let app = serde_json::to_value(children.get("child").await.map_err(|e| e.to_string())?).unwrap();
+            let s = &app["status"];
+            let done = s["sync"]["status"] == "Synced"
+                && s["operationState"]["phase"] == "Succeeded"
+                && s["sync"]["revision"] == revision.as_str();
+            if done { Ok(()) } else { Err(format!("{}", s["operationState"])) }
+        }
+    };
+    common::eventually("the child synced", std::time::Duration::from_secs(180), || synced_child(child_repo.head()))
+        .await;
+
+    // The parent's next commit is unsigned: refused.
+    parent_repo.write("apps/config.yaml", config_map(&dest, "parent-config", "USD").as_bytes());
+    let unsigned = parent_repo.commit_all("unsigned", common::git::Sign::No);
+    stack.git.push(&parent_repo, "shop/parent.git");
+    refresh(&stack, "parent").await;
+    common::provenance_where(&stack.client, &stack.ns, "parent", "the unsigned commit refused", |v| {
+        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
+    })
+    .await;
+
+    // Meanwhile the child's own source moves (signed): Argo CD syncs it, writing the child
+    // Application's operation and status, which the parent tracks.
+    child_repo.write("app/config.yaml", config_map(&dest, "child-config", "GBP").as_bytes());
+    let moved = child_repo.commit_all("move", common::git::Sign::Ssh(&stack.project.signer));
+    stack.git.push(&child_repo, "shop/child.git");
+    let patch = json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}});
+    merge_patch(&children, "child", patch).await;
+    common::eventually("the child synced again", std::time::Duration::from_secs(180), || synced_child(moved.clone()))
+        .await;
+
+    // Nothing of Argo CD's bookkeeping on the child was denied while the refused revision stood (before
+    // Weft first vouched, Argo CD's first applies were, as they should be); what the refused revision
+    // changes itself waits.
+    let denied: Vec<_> =
+        stack.denials().into_iter().filter(|(o, m)| o.contains("Application") && m.contains(&unsigned[..12])).collect();
+    assert!(denied.is_empty(), "{denied:#?}");
+    let (_, value, _) = common::run_cmd(std::process::Command::new("kubectl").args([
+        "get",
+        "configmap",
+        "parent-config",
+        "-n",
+        &dest,
+        "-o",
+        "jsonpath={.data.VALUE}",
+    ]));
+    assert_eq!(value, "EUR", "the refused revision's change never reached the cluster");
+}
