@@ -2,7 +2,7 @@
 //! when it names one) is found as `kubectl sigstore verify-resource` finds it; then the object must be
 //! exactly that manifest as the apiserver stores it. "As the apiserver stores it" comes from one place
 //! only, the apiserver's own server-side dry run of the signed manifest: a value the object has that the
-//! manifest does not sets is allowed only when the dry run has it too (a default), and a value the
+//! manifest does not set is allowed only when the dry run has it too (a default), and a value the
 //! manifest sets that the object lacks or spells otherwise only when the dry run does the same (a
 //! `false` the API drops, `1000m` stored as `1`). Presence counts, not truthiness: a signed
 //! `allowPrivilegeEscalation: false` that is gone, or an added `runAsUser: 0`, is a difference. Labels
