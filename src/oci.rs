@@ -168,6 +168,15 @@ pub fn signature_layer(payload: Vec<u8>, signature_b64: &str, bundle: Option<&st
     Blob { media_type: SIMPLE_SIGNING.into(), bytes: payload, annotations }
 }
 
+/// Whether a signature layer's cosign signature (its annotation) verifies over the layer's payload
+/// under the PEM public key.
+pub fn signature_verifies(layer: &Blob, public_pem: &str) -> bool {
+    use base64::Engine as _;
+    let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else { return false };
+    let Ok(der) = base64::engine::general_purpose::STANDARD.decode(sig) else { return false };
+    crate::signing::verify(public_pem, &layer.bytes, &der)
+}
+
 /// The `.sig` tag cosign looks up for an image digest.
 pub fn signature_tag(image_digest: &str) -> String {
     format!("{}.sig", image_digest.replace(':', "-"))

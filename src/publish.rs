@@ -119,26 +119,28 @@ pub async fn publish(
                 Some(m) => registry.layers(&m).await?,
                 None => Vec::new(),
             };
-            let (ours, signed, tlog) = match layers.iter().find(|b| b.bytes == payload && signed_by(b, &payload, key)) {
-                Some(existing) => {
-                    // The entry its bundle names, fetched from the log and verified (a bundle could lie).
-                    let tlog = match (log, bundle_entry(existing)) {
-                        (Some(log), Some(e)) => {
-                            let entry = log.rekor.get(&e.uuid).await?;
-                            rekor::verify_entry(&entry, log.key, false)?;
-                            Some(entry.record())
-                        }
-                        (_, e) => e,
-                    };
-                    (existing.clone(), false, tlog)
-                }
-                None => {
-                    let (layer, tlog) = sign(&payload, key, log).await?;
-                    layers.push(layer.clone());
-                    registry.push(&Image::new(layers, &BTreeMap::new(), None, None), Some(&sig_tag)).await?;
-                    (layer, true, tlog)
-                }
-            };
+            let public = key.public_pem();
+            let (ours, signed, tlog) =
+                match layers.iter().find(|b| b.bytes == payload && oci::signature_verifies(b, &public)) {
+                    Some(existing) => {
+                        // The entry its bundle names, fetched from the log and verified (a bundle could lie).
+                        let tlog = match (log, bundle_entry(existing)) {
+                            (Some(log), Some(e)) => {
+                                let entry = log.rekor.get(&e.uuid).await?;
+                                rekor::verify_entry(&entry, log.key, false)?;
+                                Some(entry.record())
+                            }
+                            (_, e) => e,
+                        };
+                        (existing.clone(), false, tlog)
+                    }
+                    None => {
+                        let (layer, tlog) = sign(&payload, key, log).await?;
+                        layers.push(layer.clone());
+                        registry.push(&Image::new(layers, &BTreeMap::new(), None, None), Some(&sig_tag)).await?;
+                        (layer, true, tlog)
+                    }
+                };
             // OCI 1.1: the signature also as a referrer of the image, where the registry serves them.
             let referrer = registry.serves_referrers(&digest).await;
             if referrer {
@@ -194,12 +196,6 @@ async fn sign(
         ));
     }
     Ok((oci::signature_layer(payload.to_vec(), &signature, Some(&entry.cosign_bundle())), Some(entry.record())))
-}
-
-fn signed_by(layer: &Blob, payload: &[u8], key: &SigningKey) -> bool {
-    let Some(sig) = layer.annotations.get(oci::SIGNATURE_ANNOTATION) else { return false };
-    let Ok(der) = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, sig) else { return false };
-    crate::signing::verify(&key.public_pem(), payload, &der)
 }
 
 /// A provenance attestation, logged and attached.

@@ -155,6 +155,26 @@ async fn refresh(stack: &Stack, name: &str) {
     merge_patch(&api, name, json!({"metadata": {"annotations": {"argocd.argoproj.io/refresh": "hard"}}})).await;
 }
 
+/// Writes `file` with `content` in an unsigned commit, pushes it as `served_as`, refreshes Application
+/// `app`, and waits for Weft to refuse it; returns the commit and the ApplicationProvenance.
+async fn refused_unsigned(
+    stack: &Stack,
+    repo: &common::git::Repo,
+    served_as: &str,
+    app: &str,
+    (file, content): (&str, String),
+) -> (String, Value) {
+    repo.write(file, content.as_bytes());
+    let unsigned = repo.commit_all("an unsigned change", common::git::Sign::No);
+    stack.git.push(repo, served_as);
+    refresh(stack, app).await;
+    let ap = common::provenance_where(&stack.client, &stack.ns, app, "the unsigned commit refused", |v| {
+        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
+    })
+    .await;
+    (unsigned, ap)
+}
+
 #[tokio::test]
 async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_lets_argo_cd_sync_again() {
     let _settings = ARGOCD_CM.read().await;
@@ -174,14 +194,8 @@ async fn an_unsigned_commit_is_refused_at_apply_with_weft_s_reason_and_a_seal_le
     vouched_and_verifiable(&stack, "cart", &[repo.head()]).await;
 
     // An unsigned commit reaches the branch; Argo CD's automated sync picks it up.
-    repo.write("app/config.yaml", config_map(&dest, "cart-config", "USD").as_bytes());
-    let unsigned = repo.commit_all("switch currency, unsigned", common::git::Sign::No);
-    stack.git.push(&repo, "shop/cart.git");
-    refresh(&stack, "cart").await;
-    let ap = common::provenance_where(&stack.client, &stack.ns, "cart", "the unsigned commit refused", |v| {
-        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
-    })
-    .await;
+    let change = ("app/config.yaml", config_map(&dest, "cart-config", "USD"));
+    let (unsigned, ap) = refused_unsigned(&stack, &repo, "shop/cart.git", "cart", change).await;
     let reason = common::condition(&ap, "SourceVerified").unwrap().clone();
     assert_eq!(reason["reason"], "Unsigned", "{reason}");
     assert!(reason["message"].as_str().unwrap().contains(&unsigned[..12]), "names the commit: {reason}");
@@ -472,14 +486,8 @@ spec: {{level: high}}
 
     // A revision Weft refuses (an unsigned commit): while it stands, the autoscaler still scales and
     // Argo CD still writes status; only what the signed manifests decide waits.
-    repo.write("app/config.yaml", config_map(&dest, "web-config", "USD").as_bytes());
-    let unsigned = repo.commit_all("unsigned", common::git::Sign::No);
-    stack.git.push(&repo, "shop/cluster.git");
-    refresh(&stack, "cluster").await;
-    common::provenance_where(&stack.client, &stack.ns, "cluster", "the unsigned commit refused", |v| {
-        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
-    })
-    .await;
+    let change = ("app/config.yaml", config_map(&dest, "web-config", "USD"));
+    let (unsigned, _) = refused_unsigned(&stack, &repo, "shop/cluster.git", "cluster", change).await;
     kubectl(&["scale", "deployment/web", "-n", &dest, "--replicas", "2"]);
     let (code, _, err) = common::run_cmd(std::process::Command::new("kubectl").args([
         "label",
@@ -896,14 +904,8 @@ async fn argo_cds_bookkeeping_on_a_child_application_goes_on_while_the_parents_r
         .await;
 
     // The parent's next commit is unsigned: refused.
-    parent_repo.write("apps/config.yaml", config_map(&dest, "parent-config", "USD").as_bytes());
-    let unsigned = parent_repo.commit_all("unsigned", common::git::Sign::No);
-    stack.git.push(&parent_repo, "shop/parent.git");
-    refresh(&stack, "parent").await;
-    common::provenance_where(&stack.client, &stack.ns, "parent", "the unsigned commit refused", |v| {
-        v["status"]["sources"][0]["revision"] == unsigned.as_str() && v["status"]["verdict"] == "Failed"
-    })
-    .await;
+    let change = ("apps/config.yaml", config_map(&dest, "parent-config", "USD"));
+    let (unsigned, _) = refused_unsigned(&stack, &parent_repo, "shop/parent.git", "parent", change).await;
 
     // Meanwhile the child's own source moves (signed): Argo CD syncs it, writing the child
     // Application's operation and status, which the parent tracks.

@@ -5,7 +5,6 @@
 
 use std::path::PathBuf;
 
-use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
@@ -225,13 +224,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
         Ok(Some(m)) => registry.layers(&m).await.unwrap_or_default(),
         _ => Vec::new(),
     };
-    let signed = sig_layers.iter().any(|l| {
-        l.bytes == payload
-            && l.annotations
-                .get(oci::SIGNATURE_ANNOTATION)
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                .is_some_and(|der| crate::signing::verify(&public, &payload, &der))
-    });
+    let signed = sig_layers.iter().any(|l| l.bytes == payload && oci::signature_verifies(l, &public));
     all &= line(signed, "the manifest image carries a signature by the signing key");
 
     // 4. Every git commit the statement names exists where it says.

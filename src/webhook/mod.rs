@@ -477,11 +477,7 @@ impl Checker {
                             ));
                         }
                     };
-                    let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-                    if tags.len() >= MAX_CACHED_SETS * 16 {
-                        tags.clear();
-                    }
-                    tags.insert(reference, (digest.clone(), std::time::Instant::now()));
+                    cache(&self.tags, MAX_CACHED_SETS * 16, reference, (digest.clone(), std::time::Instant::now()));
                     digest
                 }
             };
@@ -534,7 +530,6 @@ impl Checker {
     /// payload that names the digest) by one of the manifest keys. Whoever can write an
     /// ApplicationProvenance's status can name any image; only the keys' holder can sign one.
     async fn signed(&self, registry: &Registry, digest: &str) -> Result<(), String> {
-        use base64::Engine as _;
         let tag = crate::oci::signature_tag(digest);
         let unsigned =
             || format!("the manifest image {digest} is not signed by a manifest key (--manifest-key): {tag}");
@@ -542,13 +537,11 @@ impl Checker {
             return Err(format!("{} is missing", unsigned()));
         };
         for layer in registry.layers(&bytes).await.map_err(|e| e.to_string())? {
-            let Some(signature) = layer.annotations.get(crate::oci::SIGNATURE_ANNOTATION) else { continue };
-            let Ok(der) = base64::engine::general_purpose::STANDARD.decode(signature) else { continue };
             let Ok(payload) = serde_json::from_slice::<Value>(&layer.bytes) else { continue };
             if payload["critical"]["image"]["docker-manifest-digest"] != digest {
                 continue;
             }
-            if self.trust.manifest_keys.iter().any(|k| crate::signing::verify(k, &layer.bytes, &der)) {
+            if self.trust.manifest_keys.iter().any(|k| crate::oci::signature_verifies(&layer, k)) {
                 return Ok(());
             }
         }
@@ -610,11 +603,7 @@ impl Checker {
             Err(e) => return Err(format!("the apiserver's dry run: {e}")),
         };
         let value = Arc::new(value);
-        let mut defaults = self.defaults.lock().unwrap_or_else(|p| p.into_inner());
-        if defaults.len() >= MAX_CACHED_SETS * 16 {
-            defaults.clear();
-        }
-        defaults.insert(key, value.clone());
+        cache(&self.defaults, MAX_CACHED_SETS * 16, key, value.clone());
         Ok(value)
     }
 
@@ -651,11 +640,7 @@ impl Checker {
         let layer = layers.iter().find(|l| l.media_type == crate::oci::MANIFEST_LAYER).ok_or("no manifest layer")?;
         let text = std::str::from_utf8(&layer.bytes).map_err(|_| "the manifest layer is not text")?;
         let set = Arc::new(manifest::parse(image, text, manifest::Limits::default()).map_err(|e| e.to_string())?);
-        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
-        if sets.len() >= MAX_CACHED_SETS {
-            sets.clear(); // rare; every entry can be read again
-        }
-        sets.insert(image.to_string(), set.clone());
+        cache(&self.sets, MAX_CACHED_SETS, image.to_string(), set.clone());
         Ok(set)
     }
 
@@ -678,6 +663,16 @@ impl Checker {
             warn!(error = %e, "cannot publish an audit Event");
         }
     }
+}
+
+/// Keeps `value` in a cache of at most `max` entries, emptied when full (rare; every entry can be had
+/// again).
+fn cache<V>(map: &Mutex<HashMap<String, V>>, max: usize, key: String, value: V) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= max {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 /// An RBAC object as the apiserver defaults it (rbac/v1 `SetDefaults_Subject`): a subject's `apiGroup` is
