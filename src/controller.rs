@@ -19,6 +19,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -41,9 +42,19 @@ pub struct Options {
     /// Namespaces to watch (Applications, profiles and provenance live together); all when empty.
     #[arg(long = "namespace", env = "WEFT_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// How often every Application is re-checked even when nothing changed.
+    /// How often what each Application's verdict depends on is read again (the profile's keys, the
+    /// repository credentials, the AppProject): a change is a new unit of work. Unchanged, it costs
+    /// those reads and nothing else.
     #[arg(long, env = "WEFT_RESYNC_SECONDS", default_value_t = 600)]
     pub resync_seconds: u64,
+    /// How often a recorded revision's signatures are checked again against the keys as they are now
+    /// (a key may have expired): signature checks only, never a render, registry or log call. 0: never.
+    #[arg(long, env = "WEFT_REVERIFY_SECONDS", default_value_t = 3600)]
+    pub reverify_seconds: u64,
+    /// How many Applications are reconciled at once (reads from the apiserver; the CPU-heavy part is
+    /// bounded by --concurrency).
+    #[arg(long, env = "WEFT_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub reconcile_concurrency: u16,
     /// Namespace of Argo CD's repository Secrets and known-hosts ConfigMap.
     #[arg(long, env = "WEFT_ARGOCD_NAMESPACE", default_value = "argocd")]
     pub argocd_namespace: String,
@@ -67,6 +78,8 @@ pub struct Options {
     pub builder_id: String,
     #[command(flatten)]
     pub images: ImageCacheOptions,
+    #[command(flatten)]
+    pub kube_api: crate::kubeclient::RateLimit,
     /// Elect a leader among replicas on a Lease in this namespace (Weft's own); without it, run only
     /// one replica.
     #[arg(long, env = "WEFT_LEADER_ELECTION_NAMESPACE")]
@@ -144,16 +157,31 @@ struct Context {
     profiles: Store<IntegrityProfile>,
     provenances: Store<ApplicationProvenance>,
     resync: Duration,
+    /// How often a recorded revision's signatures are checked again; `None`: never.
+    reverify: Option<Duration>,
     recorder: Recorder,
-    /// Consecutive failures per object, for exponential backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Backoffs,
+    /// What each profile refers to, read once for the Applications reconciled together.
+    bags: Mutex<HashMap<BagKey, (std::time::Instant, Arc<crate::deref::Bag>)>>,
 }
+
+/// A profile (by UID and generation) in a namespace, with an AppProject.
+type BagKey = (String, i64, String);
+
+/// How long the objects a profile refers to, once read, serve other Applications of that profile: long
+/// enough that a namespace's Applications share one read at startup or on a profile change, short next
+/// to the resync period in which a rotated key is noticed anyway.
+const BAG_TTL: Duration = Duration::from_secs(10);
+const MAX_BAGS: usize = 1024;
+/// Objects failing at once beyond this many share one backoff slot (the map never grows past it).
+const MAX_BACKOFF_ENTRIES: usize = 10_000;
 
 type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 
 /// Runs until SIGTERM or Ctrl-C, then finishes the reconciles in flight.
 pub async fn run(opts: Options) -> Result<(), ControllerError> {
-    let client = Client::try_default().await.map_err(ControllerError::Connect)?;
+    let reverify = (opts.reverify_seconds > 0).then(|| Duration::from_secs(opts.reverify_seconds));
+    let client = crate::kubeclient::client(Some(opts.kube_api)).await.map_err(ControllerError::Connect)?;
     let shutdown: ShutdownSignal = shutdown_signal().boxed().shared();
     let scopes: Vec<Option<String>> =
         if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
@@ -198,7 +226,8 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         images: Arc::new(crate::images::ImageVerifier::new(opts.images.settings())),
         discovery: Some(crate::cluster::ScopeDiscovery::new(client.clone())),
     });
-    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, resync, engine.clone(), shutdown.clone()));
+    let timers = Timers { resync, reverify, concurrency: opts.reconcile_concurrency.max(1) };
+    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, timers, engine.clone(), shutdown.clone()));
     let work = futures::future::join_all(runs);
     let Some(elector) = elector else {
         work.await;
@@ -292,9 +321,12 @@ fn short_error(e: &kube::Error) -> String {
     }
 }
 
-/// A cache of one resource kind, filled by its own watch task, whose changes (including deletions) are
-/// forwarded to every controller that asked for them. Readiness is awaited once, before the
-/// controllers start, so reconciles never wait on a half-filled cache.
+/// A cache of one resource kind, filled by its own watch task, whose changes are forwarded to the
+/// controllers that asked for them. Each asks only for the news it acts on (`News`): an event whose news
+/// did not change since the last one forwarded is dropped, so status churn wakes nobody. Deletions are
+/// always forwarded. The initial list is not (every controller starts by reconciling its own objects).
+/// Readiness is awaited once, before the controllers start, so reconciles never wait on a half-filled
+/// cache.
 struct Mirror<K: Resource + Clone + 'static>
 where
     K::DynamicType: std::hash::Hash + Eq,
@@ -305,7 +337,15 @@ where
 
 type Events<K> = futures::channel::mpsc::UnboundedReceiver<Result<K, watcher::Error>>;
 
-fn mirror<K, const N: usize>(api: Api<K>, what: &'static str) -> (Mirror<K>, [Events<K>; N])
+/// What one controller acts on in an object, as a hash.
+type News<K> = fn(&K) -> u64;
+
+fn hash_of(v: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(v)
+}
+
+fn mirror<K, const N: usize>(api: Api<K>, what: &'static str, news: [News<K>; N]) -> (Mirror<K>, [Events<K>; N])
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
@@ -313,12 +353,29 @@ where
     let channels: [_; N] = std::array::from_fn(|_| futures::channel::mpsc::unbounded());
     let senders: Vec<_> = channels.iter().map(|(tx, _)| tx.clone()).collect();
     let receivers = channels.map(|(_, rx)| rx);
-    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).touched_objects();
+    let mut seen: Vec<HashMap<String, u64>> = vec![HashMap::new(); N];
+    let mut listed = false;
+    let stream = watcher(api, watcher::Config::default()).default_backoff().reflect(writer);
     let task = tokio::spawn(stream.for_each(move |event| {
         match event {
-            Ok(obj) => senders.iter().for_each(|tx| {
-                let _ = tx.unbounded_send(Ok(obj.clone()));
-            }),
+            Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                let uid = obj.meta().uid.clone().unwrap_or_default();
+                for ((tx, seen), news) in senders.iter().zip(&mut seen).zip(&news) {
+                    let h = news(&obj);
+                    if seen.insert(uid.clone(), h) != Some(h) && listed {
+                        let _ = tx.unbounded_send(Ok(obj.clone()));
+                    }
+                }
+            }
+            Ok(watcher::Event::Delete(obj)) => {
+                let uid = obj.meta().uid.clone().unwrap_or_default();
+                for (tx, seen) in senders.iter().zip(&mut seen) {
+                    seen.remove(&uid);
+                    let _ = tx.unbounded_send(Ok(obj.clone()));
+                }
+            }
+            Ok(watcher::Event::InitDone) => listed = true,
+            Ok(watcher::Event::Init) => {}
             Err(e) => warn!(resource = what, error = %e, "watch failed; retrying with backoff"),
         }
         std::future::ready(())
@@ -326,16 +383,61 @@ where
     (Mirror { store, task }, receivers)
 }
 
-async fn run_scope(
-    client: Client,
-    ns: Option<String>,
+/// What a profile change means to its Applications: its spec (the generation), not its status.
+fn profile_news(p: &IntegrityProfile) -> u64 {
+    hash_of(&p.metadata.generation)
+}
+
+/// What a provenance change means to its Application: its spec or ownership changed (someone else
+/// wrote it), never Weft's own status write.
+fn provenance_news(ap: &ApplicationProvenance) -> u64 {
+    let owners: Vec<(&str, Option<bool>)> =
+        ap.owner_references().iter().map(|o| (o.uid.as_str(), o.controller)).collect();
+    hash_of(&(ap.metadata.generation, owners))
+}
+
+/// What a provenance change means to the profiles' counts: which profile it names or conflicts on.
+fn selection_news(ap: &ApplicationProvenance) -> u64 {
+    let s = ap.status.as_ref();
+    hash_of(&(s.and_then(|s| s.profile.as_ref().map(|p| p.name.as_str())), s.map(|s| &s.conflicting_profiles)))
+}
+
+/// What in an Application can change its verdict: its identity, labels (profile selection),
+/// annotations (image policy overrides), spec, and the revisions it targets and where they were seen.
+/// Argo CD's status writes (health, reconciledAt, resources, its generation bump) change none of it.
+fn application_news(guard: &DeserializeGuard<Application>) -> Option<u64> {
+    Some(match &guard.0 {
+        Ok(app) => {
+            let target = target::sync_target(app).map_err(|e| e.to_string());
+            let facts = json!({
+                "uid": app.metadata.uid,
+                "labels": app.metadata.labels,
+                "annotations": app.metadata.annotations.as_ref().map(|a| a.iter().filter(|(k, _)| !k.starts_with("kubectl.kubernetes.io/")).collect::<Vec<_>>()),
+                "spec": app.spec,
+                "target": target.as_ref().map(|t| t.as_ref().map(|t| (&t.sources, format!("{:?}", t.origin)))).ok(),
+                "invalid": target.err(),
+            });
+            hash_of(&facts.to_string())
+        }
+        Err(invalid) => hash_of(&(&invalid.metadata.uid, &invalid.error)),
+    })
+}
+
+#[derive(Clone, Copy)]
+struct Timers {
     resync: Duration,
-    engine: Arc<Engine>,
-    shutdown: ShutdownSignal,
-) {
-    let (profiles, [profile_events]) = mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile");
-    let (provenances, [provenance_events, provenance_events_for_profiles]) =
-        mirror::<ApplicationProvenance, 2>(api(&client, &ns), "ApplicationProvenance");
+    reverify: Option<Duration>,
+    concurrency: u16,
+}
+
+async fn run_scope(client: Client, ns: Option<String>, timers: Timers, engine: Arc<Engine>, shutdown: ShutdownSignal) {
+    let (profiles, [profile_events]) =
+        mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile", [profile_news]);
+    let (provenances, [provenance_events, provenance_events_for_profiles]) = mirror::<ApplicationProvenance, 2>(
+        api(&client, &ns),
+        "ApplicationProvenance",
+        [provenance_news, selection_news],
+    );
     for (store_ready, what) in [
         (profiles.store.wait_until_ready().boxed(), "IntegrityProfile"),
         (provenances.store.wait_until_ready().boxed(), "ApplicationProvenance"),
@@ -351,13 +453,23 @@ async fn run_scope(
         engine,
         profiles: profiles.store.clone(),
         provenances: provenances.store.clone(),
-        resync,
+        resync: timers.resync,
+        reverify: timers.reverify,
         recorder: Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None }),
-        failures: Mutex::new(HashMap::new()),
+        failures: Backoffs::default(),
+        bags: Mutex::new(HashMap::new()),
     });
 
-    let apps = Controller::new(api::<DeserializeGuard<Application>>(&client, &ns), watcher::Config::default());
-    let app_store = apps.store();
+    // Argo CD rewrites every Application's status every few minutes; only what can change a verdict
+    // wakes a reconcile.
+    let (app_store, app_writer) = reflector::store::<DeserializeGuard<Application>>();
+    let app_stream = watcher(api::<DeserializeGuard<Application>>(&client, &ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(app_writer)
+        .applied_objects()
+        .predicate_filter(application_news, PredicateConfig::default());
+    let apps = Controller::for_stream(app_stream, app_store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(timers.concurrency));
     let requeue = {
         let (app_store, provenances) = (app_store.clone(), provenances.store.clone());
         move |p: IntegrityProfile| applications_to_requeue(&p, &app_store, &provenances)
@@ -375,7 +487,9 @@ async fn run_scope(
 
     // Profile status is derived from the provenance records: any change to one re-queues the profiles
     // of its namespace (there are few), so counts follow selections in both directions.
-    let profile_controller = Controller::new(api::<IntegrityProfile>(&client, &ns), watcher::Config::default());
+    // Debounced: at startup every Application's first record moves some profile's count.
+    let profile_controller = Controller::new(api::<IntegrityProfile>(&client, &ns), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(2)));
     let profile_store = profile_controller.store();
     let profile_controller = profile_controller
         .watches_stream(provenance_events_for_profiles, move |ap: ApplicationProvenance| {
@@ -468,13 +582,74 @@ fn work_unit(
     hex::encode(Sha256::digest(facts.to_string().as_bytes()))
 }
 
-/// When the unit is recorded with a settled verdict and the resync period has not passed since, how long
-/// until it has.
-fn unchanged(previous: Option<&ApplicationProvenanceStatus>, unit: &str, resync: Duration) -> Option<Duration> {
-    let recorded = previous?.work_unit.as_ref().filter(|w| w.digest == unit)?;
-    let age = Timestamp::now().duration_since(recorded.recorded_at.0);
-    let age = Duration::try_from(age).ok()?;
-    resync.checked_sub(age).filter(|left| !left.is_zero())
+/// The record, and when it was made, when it records this unit with a settled verdict.
+fn recorded<'s>(
+    status: &'s ApplicationProvenanceStatus,
+    unit: &str,
+) -> Option<(&'s ApplicationProvenanceStatus, Timestamp)> {
+    status.work_unit.as_ref().filter(|w| w.digest == unit).map(|w| (status, w.recorded_at.0))
+}
+
+/// How long ago `at` was (zero for a time in the future, such as a skewed clock's).
+fn age(at: Timestamp) -> Duration {
+    Duration::try_from(Timestamp::now().duration_since(at)).unwrap_or_default()
+}
+
+/// Whether the record's sources passed verification (only those are worth checking again).
+fn source_passed(status: &ApplicationProvenanceStatus) -> bool {
+    status.conditions.iter().any(|c| c.type_ == Step::SourceVerified.condition_type() && c.status == "True")
+}
+
+async fn write_status(
+    api: &Api<ApplicationProvenance>,
+    name: &str,
+    status: &ApplicationProvenanceStatus,
+) -> Result<(), ControllerError> {
+    let patch = json!({
+        "apiVersion": "weft.dev/v1alpha1",
+        "kind": "ApplicationProvenance",
+        "status": serde_json::to_value(status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    Ok(())
+}
+
+impl Context {
+    /// When a settled record is looked at again: the resync, or the re-verification if sooner.
+    fn next_check(&self) -> Duration {
+        self.reverify.map_or(self.resync, |r| r.min(self.resync))
+    }
+
+    /// What `profile` refers to, with the AppProject, shared for `BAG_TTL` by the Applications
+    /// reconciled together.
+    async fn bag(
+        &self,
+        ns: &str,
+        profile: &IntegrityProfile,
+        project: &str,
+    ) -> Result<Arc<crate::deref::Bag>, crate::deref::DerefError> {
+        let key: BagKey = (
+            profile.metadata.uid.clone().unwrap_or_default(),
+            profile.metadata.generation.unwrap_or_default(),
+            project.to_string(),
+        );
+        let lock = || self.bags.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, bag)) = lock().get(&key)
+            && at.elapsed() < BAG_TTL.min(self.resync)
+        {
+            return Ok(bag.clone());
+        }
+        let argocd_ns = &self.engine.argocd_namespace;
+        let bag = Arc::new(crate::cluster::bag(&self.client, ns, &profile.spec, argocd_ns, Some(project)).await?);
+        let mut bags = lock();
+        if bags.len() >= MAX_BAGS {
+            bags.retain(|_, (at, _)| at.elapsed() < BAG_TTL.min(self.resync));
+        }
+        if bags.len() < MAX_BAGS {
+            bags.insert(key, (std::time::Instant::now(), bag.clone()));
+        }
+        Ok(bag)
+    }
 }
 
 /// The Application's AppProject, as Argo CD requires it: it must exist, and permit the Application's
@@ -556,33 +731,10 @@ async fn reconcile_application(
                     let verified = previous.map(|s| s.verified_sources.as_slice()).unwrap_or_default();
                     let argocd_ns = &ctx.engine.argocd_namespace;
                     let project = app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
-                    Some(match crate::cluster::bag(&ctx.client, &ns, &p.spec, argocd_ns, Some(project)).await {
+                    Some(match ctx.bag(&ns, p, project).await {
                         Ok(bag) => match project_scope(&bag, project, &ns, argocd_ns) {
                             Ok(rules) => {
-                                // The same unit of work recorded, not long ago: nothing to redo (Argo CD
-                                // refreshes and rewrites Application status every few minutes).
                                 let unit = work_unit(app, target, p, &bag, &ctx.engine);
-                                if let (Some(wait), Some(recorded)) = (unchanged(previous, &unit, ctx.resync), previous)
-                                {
-                                    // Only where the revision was seen may have moved (from the sync
-                                    // operation to the sync status): record that, nothing else.
-                                    if recorded.revision_origin != Some(target.origin) {
-                                        let status = ApplicationProvenanceStatus {
-                                            revision_origin: Some(target.origin),
-                                            ..recorded.clone()
-                                        };
-                                        let patch = json!({
-                                            "apiVersion": "weft.dev/v1alpha1",
-                                            "kind": "ApplicationProvenance",
-                                            "status": serde_json::to_value(&status).map_err(|source| ControllerError::Serialize { what: "status", source })?,
-                                        });
-                                        let pp = PatchParams::apply(FIELD_MANAGER).force();
-                                        provenances.patch_status(&name, &pp, &Patch::Apply(&patch)).await?;
-                                    }
-                                    crate::metrics::reconciled("unchanged");
-                                    return Ok(Action::requeue(wait));
-                                }
-                                work = Some(unit);
                                 let job = Job {
                                     profile: p,
                                     app,
@@ -592,7 +744,57 @@ async fn reconcile_application(
                                     project: Some(rules),
                                     destination: None,
                                 };
-                                ctx.engine.run(job, &Quiet).await
+                                // The same unit of work recorded: nothing to redo, whatever woke us.
+                                if let Some((recorded, at)) = previous.and_then(|p| recorded(p, &unit)) {
+                                    let due = ctx.reverify.map(|every| every.saturating_sub(age(at)));
+                                    match due {
+                                        Some(left) if left.is_zero() && source_passed(recorded) => {
+                                            let report = ctx.engine.reverify(&job).await;
+                                            match report.state {
+                                                StepState::Passed => {
+                                                    let status = ApplicationProvenanceStatus {
+                                                        revision_origin: Some(target.origin),
+                                                        work_unit: Some(WorkUnit {
+                                                            digest: unit,
+                                                            recorded_at: Time(Timestamp::now()),
+                                                        }),
+                                                        ..recorded.clone()
+                                                    };
+                                                    write_status(&provenances, &name, &status).await?;
+                                                    crate::metrics::reconciled("reverified");
+                                                    return Ok(Action::requeue(ctx.next_check()));
+                                                }
+                                                StepState::Pending => {
+                                                    crate::metrics::reconciled("requeued");
+                                                    let k = key("Application", &ns, &name);
+                                                    return Ok(Action::requeue(backoff(&ctx, k)));
+                                                }
+                                                // No longer verifies: recorded as such, like any run.
+                                                _ => {}
+                                            }
+                                            work = Some(unit);
+                                            PipelineOutcome::stopped(report)
+                                        }
+                                        left => {
+                                            // Only where the revision was seen may have moved (from the
+                                            // sync operation to the sync status): record that alone.
+                                            if recorded.revision_origin != Some(target.origin) {
+                                                let status = ApplicationProvenanceStatus {
+                                                    revision_origin: Some(target.origin),
+                                                    ..recorded.clone()
+                                                };
+                                                write_status(&provenances, &name, &status).await?;
+                                            }
+                                            crate::metrics::reconciled("unchanged");
+                                            let wait =
+                                                left.filter(|l| !l.is_zero()).map_or(ctx.resync, |l| l.min(ctx.resync));
+                                            return Ok(Action::requeue(wait));
+                                        }
+                                    }
+                                } else {
+                                    work = Some(unit);
+                                    ctx.engine.run(job, &Quiet).await
+                                }
                             }
                             Err(report) => PipelineOutcome::stopped(report),
                         },
@@ -718,9 +920,9 @@ async fn reconcile_application(
         crate::metrics::reconciled("requeued");
         return Ok(Action::requeue(delay));
     }
-    ctx.failures.lock().map(|mut f| f.remove(&k)).ok();
+    ctx.failures.reset(&k);
     crate::metrics::reconciled("ok");
-    Ok(Action::requeue(ctx.resync))
+    Ok(Action::requeue(ctx.next_check()))
 }
 
 /// An Event when the verdict or the revision changes: Normal when vouched for, Warning otherwise.
@@ -885,7 +1087,7 @@ async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) ->
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
         info!(profile = %name, namespace = %ns, selected, conflicting, reason, "recorded profile status");
     }
-    ctx.failures.lock().map(|mut f| f.remove(&key("IntegrityProfile", &ns, &name))).ok();
+    ctx.failures.reset(&key("IntegrityProfile", &ns, &name));
     Ok(Action::requeue(ctx.resync))
 }
 
@@ -893,18 +1095,29 @@ fn key(kind: &str, ns: &str, name: &str) -> String {
     format!("{kind} {ns}/{name}")
 }
 
-/// Exponential backoff per object: 1 s, 2 s, 4 s … up to 5 minutes; reset by a successful reconcile.
 fn backoff(ctx: &Context, key: String) -> Duration {
-    let n = ctx
-        .failures
-        .lock()
-        .map(|mut f| {
-            let n = f.entry(key).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        })
-        .unwrap_or(1);
-    Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+    ctx.failures.next(key)
+}
+
+/// Consecutive failures per object, for exponential backoff: 1 s, 2 s, 4 s … up to 5 minutes; reset by
+/// a successful reconcile. At most `MAX_BACKOFF_ENTRIES` objects are counted apart; beyond that, the
+/// newcomers share one count (they back off together, faster to the 5 minutes), so the map never grows
+/// with a flood of failing objects.
+#[derive(Default)]
+struct Backoffs(Mutex<HashMap<String, u32>>);
+
+impl Backoffs {
+    fn next(&self, key: String) -> Duration {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = if f.len() >= MAX_BACKOFF_ENTRIES && !f.contains_key(&key) { String::new() } else { key };
+        let n = f.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
+    }
+
+    fn reset(&self, key: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
 }
 
 fn app_error_policy(guard: Arc<DeserializeGuard<Application>>, err: &ControllerError, ctx: Arc<Context>) -> Action {
@@ -924,4 +1137,66 @@ fn profile_error_policy(profile: Arc<IntegrityProfile>, err: &ControllerError, c
     let delay = backoff(&ctx, k.clone());
     warn!(profile = %k, error = %err, retry_in = ?delay, "profile reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_and_the_map_stays_bounded() {
+        let b = Backoffs::default();
+        let delays: Vec<u64> = (0..12).map(|_| b.next("a".into()).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        b.reset("a");
+        assert_eq!(b.next("a".into()), Duration::from_secs(1));
+        for i in 0..MAX_BACKOFF_ENTRIES + 500 {
+            b.next(format!("app-{i}"));
+        }
+        let f = b.0.lock().unwrap();
+        assert_eq!(f.len(), MAX_BACKOFF_ENTRIES + 1, "the newcomers share one slot");
+        assert_eq!(f.get(""), Some(&501));
+    }
+
+    fn app(json: serde_json::Value) -> DeserializeGuard<Application> {
+        DeserializeGuard(Ok(serde_json::from_value(json).unwrap()))
+    }
+
+    #[test]
+    fn argo_cds_status_writes_are_no_news_but_a_new_revision_or_label_is() {
+        let base = json!({
+            "apiVersion": "argoproj.io/v1alpha1", "kind": "Application",
+            "metadata": {"name": "a", "namespace": "n", "uid": "u1", "generation": 3, "labels": {"team": "x"}},
+            "spec": {"project": "default", "source": {"repoURL": "https://git.example/r.git", "path": "p"},
+                     "destination": {"namespace": "d", "server": "https://kubernetes.default.svc"}},
+            "status": {"sync": {"status": "Synced", "revision": "a".repeat(40)}, "health": {"status": "Healthy"},
+                       "reconciledAt": "2026-01-01T00:00:00Z"},
+        });
+        let news = |v: &serde_json::Value| application_news(&app(v.clone())).unwrap();
+        let before = news(&base);
+
+        let mut refreshed = base.clone();
+        refreshed["metadata"]["generation"] = json!(4);
+        refreshed["metadata"]["resourceVersion"] = json!("99");
+        refreshed["status"]["reconciledAt"] = json!("2026-01-01T00:03:00Z");
+        refreshed["status"]["health"]["status"] = json!("Progressing");
+        assert_eq!(news(&refreshed), before, "a refresh changes nothing Weft acts on");
+
+        for (path, value) in [
+            (vec!["status", "sync", "revision"], json!("b".repeat(40))),
+            (vec!["metadata", "labels", "team"], json!("y")),
+            (vec!["metadata", "uid"], json!("u2")),
+            (vec!["spec", "source", "path"], json!("q")),
+            (vec!["metadata", "annotations"], json!({"weft.dev/image-policy": "strict"})),
+            (vec!["operation"], json!({"sync": {"revision": "c".repeat(40)}})),
+        ] {
+            let mut changed = base.clone();
+            let mut at = &mut changed;
+            for p in &path[..path.len() - 1] {
+                at = &mut at[*p];
+            }
+            at[path[path.len() - 1]] = value;
+            assert_ne!(news(&changed), before, "{path:?} is news");
+        }
+    }
 }

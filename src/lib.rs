@@ -12,6 +12,7 @@ pub mod crds;
 pub mod deref;
 pub mod health;
 pub mod images;
+pub mod kubeclient;
 pub mod lease;
 pub mod manifest;
 pub mod metrics;

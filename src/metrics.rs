@@ -31,6 +31,11 @@ pub struct Metrics {
     admissions: Family<Labels, Counter>,
     admission_seconds: Family<Labels, Histogram, Buckets>,
     pipeline_runs: Counter,
+    reverifications: Counter,
+    queue_wait: Histogram,
+    apiserver_requests: Family<Labels, Counter>,
+    registry_requests: Counter,
+    rekor_requests: Counter,
     refused_connections: Counter,
 }
 
@@ -44,6 +49,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         admissions: Family::default(),
         admission_seconds: Family::new_with_constructor(Buckets),
         pipeline_runs: Counter::default(),
+        reverifications: Counter::default(),
+        queue_wait: Buckets.new_metric(),
+        apiserver_requests: Family::default(),
+        registry_requests: Counter::default(),
+        rekor_requests: Counter::default(),
         refused_connections: Counter::default(),
         registry: Registry::default(),
     };
@@ -62,6 +72,23 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.pipeline_runs.clone(),
     );
     registry.register(
+        "reverifications",
+        "Source signatures checked again for a revision already recorded (--reverify-seconds): no render, registry or log call",
+        m.reverifications.clone(),
+    );
+    registry.register(
+        "queue_wait_seconds",
+        "How long verifications and renders waited for a slot (--concurrency); not part of step durations",
+        m.queue_wait.clone(),
+    );
+    registry.register(
+        "apiserver_requests",
+        "Requests to the Kubernetes API, by method and status class (429 counted apart)",
+        m.apiserver_requests.clone(),
+    );
+    registry.register("registry_requests", "HTTP requests to OCI registries", m.registry_requests.clone());
+    registry.register("rekor_requests", "HTTP requests to the transparency log", m.rekor_requests.clone());
+    registry.register(
         "webhook_refused_connections",
         "Connections the webhook closed at once because it already served its maximum",
         m.refused_connections.clone(),
@@ -76,6 +103,32 @@ pub fn reconciled(outcome: &str) {
 
 pub fn pipeline_run() {
     METRICS.pipeline_runs.inc();
+}
+
+pub fn reverification() {
+    METRICS.reverifications.inc();
+}
+
+pub fn queue_wait(seconds: f64) {
+    METRICS.queue_wait.observe(seconds);
+}
+
+/// One request to the Kubernetes API; `status` is the HTTP status, or 0 when none came back.
+pub fn apiserver_request(method: &str, status: u16) {
+    let class = match status {
+        0 => "error".to_string(),
+        429 => "429".to_string(),
+        s => format!("{}xx", s / 100),
+    };
+    METRICS.apiserver_requests.get_or_create(&vec![("method", method.to_string()), ("status", class)]).inc();
+}
+
+pub fn registry_request() {
+    METRICS.registry_requests.inc();
+}
+
+pub fn rekor_request() {
+    METRICS.rekor_requests.inc();
 }
 
 pub fn step(step: &str, seconds: f64) {

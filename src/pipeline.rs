@@ -26,6 +26,24 @@ use crate::source::verify::{Outcome, PinnedBase, SourceRequest, SourceVerdict, S
 use crate::status::{Step, StepReport, StepState};
 use crate::target::SyncTarget;
 
+/// The most distinct images one Application's manifests may run: each is listed in the record
+/// (`status.images`, which the webhook admits images from), and the record must stay well under the
+/// apiserver's object size limit. More is a failed verdict that says so, never a silently shorter list.
+pub const MAX_IMAGES: usize = 500;
+/// Longest message kept per image (a registry's error text can be anything).
+const MAX_IMAGE_MESSAGE: usize = 512;
+
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+}
+
 /// What the steps need, shared by every run.
 pub struct Engine {
     pub verifier: Arc<SourceVerifier>,
@@ -143,15 +161,31 @@ impl Progress for Quiet {
 }
 
 impl Engine {
+    /// Source verification alone, for a revision already recorded: the signatures are checked again
+    /// against the keys as they are now (one may have expired or been removed). No render, registry or
+    /// transparency log call.
+    pub async fn reverify(&self, job: &Job<'_>) -> StepReport {
+        crate::metrics::reverification();
+        match self.source_step(job, &Quiet).await {
+            Ok((report, _, _)) | Err(report) => report,
+        }
+    }
+
+    /// A slot for CPU-heavy work; the wait is its own metric, so step durations measure the work.
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let timer = std::time::Instant::now();
+        let permit = self.permits.acquire().await.ok();
+        crate::metrics::queue_wait(timer.elapsed().as_secs_f64());
+        permit
+    }
+
     pub async fn run(&self, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
         crate::metrics::pipeline_run();
         let mut steps = Step::ALL.map(StepReport::not_implemented);
-        let timer = std::time::Instant::now();
         let (source, verdicts, bases) = match self.source_step(&job, progress).await {
             Ok((report, verdicts, bases)) => (report, verdicts, bases),
             Err(report) => (report, Vec::new(), Vec::new()),
         };
-        crate::metrics::step("SourceVerified", timer.elapsed().as_secs_f64());
         progress.step(Step::SourceVerified, &source);
         let passed = source.state == StepState::Passed;
         steps[0] = source;
@@ -177,10 +211,7 @@ impl Engine {
             Ok(Vec::new()) // nothing needs them
         } else {
             progress.note("rendering from the verified trees");
-            let timer = std::time::Instant::now();
-            let rendered = self.render(&job, &verdicts, &bases).await;
-            crate::metrics::step("Render", timer.elapsed().as_secs_f64());
-            rendered
+            self.render(&job, &verdicts, &bases).await
         };
         let manifests = match manifests {
             Ok(m) => m,
@@ -285,8 +316,18 @@ impl Engine {
             }
         };
         let found = images::collect::distinct(images::collect::uses(manifests));
+        if found.len() > MAX_IMAGES {
+            let msg = format!(
+                "the manifests run {} distinct images, more than the {MAX_IMAGES} Weft verifies and records for one Application; nothing is vouched for: split the Application",
+                found.len()
+            );
+            return (StepReport::new(StepState::Failed, "TooManyImages", msg), Vec::new());
+        }
         progress.note(&format!("verifying {} image(s) ({})", found.len(), policies.enforcement.as_str()));
-        let statuses = self.images.verify(&policies, &found).await;
+        let mut statuses = self.images.verify(&policies, &found).await;
+        for s in &mut statuses {
+            truncate(&mut s.message, MAX_IMAGE_MESSAGE);
+        }
         (images::report(policies.enforcement, &statuses), statuses)
     }
 
@@ -418,7 +459,8 @@ impl Engine {
         revision: CommitId,
         previous: Option<CommitId>,
     ) -> Result<(SourceVerdict, Vec<PinnedBase>), StepReport> {
-        let _permit = self.permits.acquire().await;
+        let _permit = self.permit().await;
+        let timer = std::time::Instant::now();
         let verifier = self.verifier.clone();
         let (policies, bag, project) = (policies.to_vec(), bag.clone(), project.cloned());
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
@@ -442,6 +484,7 @@ impl Engine {
             Ok((verdict, bases))
         })
         .await;
+        crate::metrics::step("SourceVerified", timer.elapsed().as_secs_f64());
         joined.unwrap_or_else(|e| Err(interrupted(e)))
     }
 
@@ -565,7 +608,8 @@ impl Engine {
         verdicts: &[SourceVerdict],
         bases: &[PinnedBase],
     ) -> Result<Vec<manifest::Manifest>, StepReport> {
-        let _permit = self.permits.acquire().await;
+        let _permit = self.permit().await;
+        let timer = std::time::Instant::now();
         let declared: Vec<ApplicationSource> =
             crate::target::declared_sources(job.app).map(|s| s.to_vec()).unwrap_or_default();
         let sources: Vec<(ApplicationSource, SourceRevision)> =
@@ -620,6 +664,7 @@ impl Engine {
             render::render(&ctx, &checkouts, &pinned, &tools, limits).map_err(failed)
         })
         .await;
+        crate::metrics::step("Render", timer.elapsed().as_secs_f64());
         joined.unwrap_or_else(|e| Err(interrupted(e)))
     }
 }

@@ -326,3 +326,44 @@ async fn strict_refuses_to_sign_and_permissive_signs_with_a_warning_and_the_cli_
     let cli_images: Vec<(&str, &str)> = cli["images"].as_array().unwrap().iter().map(outcome).collect();
     assert_eq!(cli_images, recorded);
 }
+
+/// An Application whose manifests run more distinct images than Weft records is refused whole, with the
+/// count, before any registry is asked: never a silently shortened list the webhook would admit from.
+#[tokio::test]
+async fn more_images_than_weft_records_is_a_failed_verdict_that_says_so() {
+    let lab = Lab::new();
+    let count = weft::pipeline::MAX_IMAGES + 1;
+    let project = with_namespace(|ns| {
+        let containers: Vec<Value> = (0..count)
+            .map(|i| json!({"name": format!("c{i}"), "image": format!("{}/lab/c{i}:1.0", lab.registry)}))
+            .collect();
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "many", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "many"}}, "template": {"metadata": {"labels": {"app": "many"}},
+                "spec": {"containers": containers}}}});
+        vec![("deployment.yaml".to_string(), deployment.to_string())]
+    });
+    let client = client().await;
+    let ns = namespace(&client, "images-many").await;
+    project.apply_resources(&client, &ns).await;
+    apply_documents(&client, &ns, &std::fs::read_to_string(lab.path("resources.yaml")).unwrap()).await;
+    let repository = format!("{}/manifests/images-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let iv = lab.image_verification(key("keys"), json!({}));
+    let path = project.profile(&repository, true, json!({"imageVerification": iv}));
+    let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+    create(&profiles(&client, &ns), profile).await;
+    let mut app: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();
+    app["metadata"] = json!({"name": "many"});
+    create(&applications(&client, &ns), app).await;
+    let cache = project.path("controller-cache");
+    let _weft = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
+
+    let ap = provenance_where(&client, &ns, "many", "refused", |v| condition(v, "ImagesVerified").is_some()).await;
+    let images = condition(&ap, "ImagesVerified").unwrap();
+    assert_eq!((images["status"].as_str(), images["reason"].as_str()), (Some("False"), Some("TooManyImages")));
+    assert!(images["message"].as_str().unwrap().contains(&format!("{count} distinct images")), "{images}");
+    assert_eq!(ap["status"]["verdict"], "Failed");
+    assert!(ap["status"].get("images").is_none(), "nothing listed: {}", ap["status"]);
+    assert!(ap["status"].get("manifestImage").is_none(), "nothing signed");
+}

@@ -474,3 +474,73 @@ async fn a_kustomize_base_outside_the_projects_source_repos_is_verified_without_
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Verified"), "{message}");
     assert_eq!(ap["status"]["remoteBases"][0]["revision"], base_rev.as_str());
 }
+
+/// A recorded revision is checked again on a timer against the keys as they are now: when its
+/// signature expires, the verdict says so, and only signatures were checked (no pipeline run).
+/// Argo CD-style status writes in the meantime wake nothing.
+#[tokio::test]
+async fn a_recorded_revision_is_checked_again_and_an_expired_signature_fails_it_without_a_render() {
+    let client = client().await;
+    let ns = namespace(&client, "src-reverify").await;
+    let cache = tempfile::tempdir().unwrap();
+    let metrics = common::argocd::free_address();
+    let _weft = WeftProcess::start(&[
+        "controller",
+        "--namespace",
+        &ns,
+        "--reverify-seconds",
+        "2",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--health-listen",
+        &metrics,
+    ]);
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    // A signature that expires 25 seconds after it is made (gpg --default-sig-expire).
+    let made = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let short_lived = gpg.program_at(made, "seconds=25");
+    let repo = Repo::new(&gpg);
+    let rev = repo.commit("c1", Sign::GpgVia(&alice, &short_lived));
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), profile(&[&alice], "head")).await;
+    create(&applications(&client, &ns), application("app", &repo.url(), &rev)).await;
+    let ap = provenance_where(&client, &ns, "app", "verified", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let recorded_at = ap["status"]["workUnit"]["recordedAt"].clone();
+    let runs = common::metric(&metrics, "weft_pipeline_runs_total").await;
+    assert!(runs >= 1.0);
+
+    // Argo CD rewrites the Application's status (a refresh): no news.
+    for i in 0..5 {
+        update(&applications(&client, &ns), "app", |v| {
+            v["status"]["reconciledAt"] = json!(format!("2026-01-01T00:00:0{i}Z"));
+            v["status"]["health"] = json!({"status": if i % 2 == 0 { "Healthy" } else { "Progressing" }});
+        })
+        .await;
+    }
+    // Re-checked: the same record, a newer time, still no pipeline run.
+    let again = provenance_where(&client, &ns, "app", "checked again", |v| {
+        v["status"]["workUnit"]["recordedAt"] != recorded_at
+            && condition(v, "SourceVerified").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(again["status"]["verdict"], ap["status"]["verdict"]);
+    assert!(common::metric(&metrics, "weft_reverifications_total").await >= 1.0);
+
+    // The signature expires: the next check fails the revision, saying why.
+    let failed = provenance_where(&client, &ns, "app", "the expired signature found", |v| {
+        condition(v, "SourceVerified").is_some_and(|c| c["status"] == "False")
+    })
+    .await;
+    let (_, reason, message) = source_condition(&failed);
+    assert_eq!(reason, "SignatureExpired", "{message}");
+    assert_eq!(failed["status"]["verdict"], "Failed");
+    assert_eq!(
+        common::metric(&metrics, "weft_pipeline_runs_total").await,
+        runs,
+        "status writes and re-checks ran no pipeline (no fetch, render, registry or log call)"
+    );
+}

@@ -739,7 +739,7 @@ fn mode(profile: Option<&IntegrityProfile>) -> EnforcementMode {
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(opts: Options) -> Result<(), WebhookError> {
-    let client = Client::try_default().await.map_err(WebhookError::Connect)?;
+    let client = crate::kubeclient::client(None).await.map_err(WebhookError::Connect)?;
     let tls = Arc::new(RwLock::new(certs::load(&client, &opts.certs).await?));
     let manifest_keys = read_manifest_keys(&opts.manifest_keys)?;
     if manifest_keys.is_empty() {

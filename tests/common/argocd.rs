@@ -318,13 +318,7 @@ impl Stack {
 
     /// The controller's metric `name` (a counter without labels), or 0.
     pub async fn controller_metric(&self, name: &str) -> f64 {
-        let text =
-            reqwest::get(format!("http://{}/metrics", self.controller_metrics)).await.unwrap().text().await.unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+        super::metric(&self.controller_metrics, name).await
     }
 
     /// The webhook's decisions so far, from its log (JSON lines): (object, allowed, message).

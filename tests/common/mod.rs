@@ -187,6 +187,10 @@ impl WeftProcess {
         None
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -216,6 +220,16 @@ pub async fn apply_documents(client: &Client, ns: &str, text: &str) {
         );
         create(&api, v).await;
     }
+}
+
+/// Metric `name` (a counter or gauge without labels) from Weft's `/metrics` on `addr`, or 0.
+pub async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// A commit SHA made of one repeated hex digit, for fixtures that need a well-formed revision.

@@ -14,6 +14,8 @@
 #   tests/env/testenv.sh stop DIR              stop what `start DIR` started
 #
 # WEFT_TESTENV_COMPONENTS picks components (default: "kube controllers registry rekor argocd").
+# WEFT_TESTENV_APF=1 turns on the apiserver's priority and fairness (off otherwise, so that no test is
+# throttled by another), for the scale benchmark's throttled run.
 # The environment: KUBECONFIG and WEFT_TEST_KUBECONFIG (admin token), WEFT_TEST_RESTRICTED_TOKEN (a user
 # with no permissions, for RBAC tests), WEFT_TEST_APISERVER, WEFT_TEST_REGISTRY (no referrers),
 # WEFT_TEST_REGISTRY_REFERRERS, WEFT_TEST_REKOR_URL, WEFT_TEST_REKOR_PUBLIC_KEY (PEM file),
@@ -111,7 +113,7 @@ EOF
     --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/certs/sa.pub" \
     --service-account-signing-key-file "$dir/certs/sa.key" --service-cluster-ip-range 10.0.0.0/16 \
     --token-auth-file "$dir/certs/tokens.csv" --authorization-mode RBAC \
-    "${admission[@]}" --enable-priority-and-fairness=false \
+    "${admission[@]}" --enable-priority-and-fairness="$([ "${WEFT_TESTENV_APF:-0}" = 1 ] && echo true || echo false)" \
     --admission-control-config-file "$dir/certs/admission.yaml"
 
   local server="https://127.0.0.1:$api_port"
