@@ -196,3 +196,28 @@ async fn a_rekor_that_never_answers_fails_within_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(err.retryable(), "{err}");
 }
+
+/// A fetch from a server that accepts the connection and never answers ends, unreachable (retried),
+/// within the fetch bound, over each transport.
+#[test]
+fn a_git_server_that_never_answers_fails_within_the_timeout() {
+    let addr = silent_peer();
+    let (ip, port) = addr.split_once(':').unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = weft::source::fetch::RepoCache::with_timeout(dir.path(), 4, Duration::from_secs(1));
+    let commit = weft::source::CommitId::parse(&"a".repeat(40)).unwrap();
+    for url in [
+        format!("http://{addr}/shop/cart.git"),
+        format!("git://{addr}/shop/cart.git"),
+        format!("ssh://git@{ip}:{port}/shop/cart.git"),
+    ] {
+        let started = Instant::now();
+        let err = match cache.open(&url, &[&commit], None, false) {
+            Ok(_) => panic!("{url}: fetched from a silent server"),
+            Err(e) => e,
+        };
+        assert!(started.elapsed() < Duration::from_secs(10), "{url}: took {:?}", started.elapsed());
+        assert!(err.retryable(), "{url}: {err}");
+        assert_eq!(err.reason(), "RepositoryUnreachable", "{url}: {err}");
+    }
+}
