@@ -8,8 +8,10 @@
 //!
 //! Building the artifacts is pure; `Registry` and `write_layout` do the I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -29,6 +31,26 @@ pub const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 
+/// The largest manifest (or image index, the referrers list included) Weft reads: 4 MiB, the limit
+/// containerd and distribution's registry put on manifests. A larger one is refused, unread.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// The largest layer Weft reads. Weft reads only signature and attestation layers: simple-signing
+/// payloads (under a kilobyte), Sigstore bundles and DSSE envelopes of SLSA provenance (kilobytes to
+/// a few hundred). 16 MiB is far above those and the limit `actions/attest` puts on a predicate; a
+/// larger layer (a big SBOM attestation) is refused without being read whole, and only that layer.
+pub const MAX_LAYER_BYTES: u64 = 16 << 20;
+/// At most this many layers of one manifest are read, and together at most `MAX_LAYERS_TOTAL_BYTES`:
+/// one manifest never costs more than that in memory.
+pub const MAX_LAYERS: usize = 64;
+pub const MAX_LAYERS_TOTAL_BYTES: u64 = 32 << 20;
+/// How long one registry request (connecting, authenticating, reading the answer) may take; past it the
+/// request fails as the registry being unavailable, and is retried later.
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting to a registry may take.
+pub const REGISTRY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tokens the registry hands out last at least 60 seconds (the distribution token spec's default).
+const TOKEN_REUSE: Duration = Duration::from_secs(50);
+
 #[derive(Debug, Error)]
 pub enum OciError {
     #[error("registry {registry}: {reason}")]
@@ -41,6 +63,58 @@ pub enum OciError {
     BadCredentials(String),
     #[error("cannot write the OCI layout at {path}: {reason}")]
     Layout { path: String, reason: String },
+    #[error("registry {registry}: {what} is {size}, more than the {} Weft reads", mib(*limit))]
+    TooLarge { registry: String, what: String, size: BodySize, limit: u64 },
+    #[error(
+        "registry {registry}: a manifest in {repository} lists {count} layers, more than the {MAX_LAYERS} Weft reads"
+    )]
+    TooManyLayers { registry: String, repository: String, count: usize },
+}
+
+/// How large a response was found to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySize {
+    /// As declared (a descriptor's size or Content-Length): nothing was read.
+    Declared(u64),
+    /// At least this much arrived before reading stopped.
+    AtLeast(u64),
+}
+
+impl std::fmt::Display for BodySize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodySize::Declared(n) => write!(f, "{n} bytes"),
+            BodySize::AtLeast(n) => write!(f, "at least {n} bytes"),
+        }
+    }
+}
+
+fn mib(n: u64) -> String {
+    if n.is_multiple_of(1 << 20) { format!("{} MiB", n >> 20) } else { format!("{n} bytes") }
+}
+
+/// Why a response body was not read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge(BodySize),
+    Transport(String),
+}
+
+/// Reads a response body, but never more than `limit` bytes: a declared larger length is refused before
+/// reading, and reading stops as soon as more than `limit` bytes have arrived.
+pub async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<u8>, BodyError> {
+    if let Some(n) = resp.content_length().filter(|n| *n > limit) {
+        return Err(BodyError::TooLarge(BodySize::Declared(n)));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| BodyError::Transport(e.to_string()))? {
+        let total = out.len() as u64 + chunk.len() as u64;
+        if total > limit {
+            return Err(BodyError::TooLarge(BodySize::AtLeast(total)));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 impl OciError {
@@ -51,6 +125,7 @@ impl OciError {
             OciError::BadReference(..) => "InvalidImageRepository",
             OciError::BadCredentials(_) => "RegistryCredentialsInvalid",
             OciError::Layout { .. } => "LayoutUnwritable",
+            OciError::TooLarge { .. } | OciError::TooManyLayers { .. } => "RegistryObjectTooLarge",
         }
     }
 
@@ -190,7 +265,15 @@ pub struct Registry {
     plain_http: bool,
     auth: RegistryAuth,
     repository: String,
+    /// The bound on each request (see `REGISTRY_TIMEOUT`).
+    timeout: Duration,
+    /// Tokens negotiated for direct requests, per repository and operation (push or pull), so a token
+    /// is not fetched again for every request.
+    tokens: Arc<Mutex<Tokens>>,
 }
+
+/// Tokens by (repository, push), with when they were negotiated.
+type Tokens = HashMap<(String, bool), (Option<String>, Instant)>;
 
 /// What a push did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -214,6 +297,15 @@ impl Registry {
     /// `repository` is `host[:port]/path`; `dockerconfigjson` the content of a
     /// `kubernetes.io/dockerconfigjson` Secret. Registries on loopback are spoken to over plain HTTP.
     pub fn new(repository: &str, dockerconfigjson: Option<&str>) -> Result<Registry, OciError> {
+        Registry::with_timeout(repository, dockerconfigjson, REGISTRY_TIMEOUT)
+    }
+
+    /// As `new`, with another bound on each request.
+    pub fn with_timeout(
+        repository: &str,
+        dockerconfigjson: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Registry, OciError> {
         let probe: Reference = format!("{repository}:probe")
             .parse()
             .map_err(|e: oci_client::ParseError| OciError::BadReference(repository.into(), e.to_string()))?;
@@ -225,9 +317,26 @@ impl Registry {
         let loopback = is_loopback_host(&host);
         let protocol = if loopback { ClientProtocol::HttpsExcept(vec![host.clone()]) } else { ClientProtocol::Https };
         // Monolithic blob uploads (POST then PUT) work with every registry; chunked ones do not.
-        let client = Client::new(ClientConfig { protocol, use_monolithic_push: true, ..Default::default() });
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap_or_default();
-        Ok(Registry { client, http, plain_http: loopback, auth, repository: repository.to_string() })
+        // oci-client's reads are bounded between bytes (read_timeout), and every call is bounded as a
+        // whole by `within`.
+        let connect = REGISTRY_CONNECT_TIMEOUT.min(timeout);
+        let client = Client::new(ClientConfig {
+            protocol,
+            use_monolithic_push: true,
+            read_timeout: Some(timeout),
+            connect_timeout: Some(connect),
+            ..Default::default()
+        });
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(connect).build().unwrap_or_default();
+        Ok(Registry {
+            client,
+            http,
+            plain_http: loopback,
+            auth,
+            repository: repository.to_string(),
+            timeout,
+            tokens: Arc::default(),
+        })
     }
 
     /// The same registry host, client and credentials, for another repository (connections and tokens are
@@ -239,6 +348,8 @@ impl Registry {
             plain_http: self.plain_http,
             auth: self.auth.clone(),
             repository: repository.to_string(),
+            timeout: self.timeout,
+            tokens: self.tokens.clone(),
         }
     }
 
@@ -257,8 +368,20 @@ impl Registry {
 
     fn err(&self, e: oci_client::errors::OciDistributionError) -> OciError {
         let registry = self.repository.split('/').next().unwrap_or_default().to_string();
-        let reason = e.to_string();
         use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+        let reason = match &e {
+            E::RequestError(r) if r.is_timeout() => {
+                format!(
+                    "no answer within {} s ({})",
+                    self.timeout.as_secs_f64(),
+                    r.url().map(|u| u.as_str()).unwrap_or("")
+                )
+            }
+            E::RequestError(r) => {
+                format!("{r}: {}", std::error::Error::source(r).map(|s| s.to_string()).unwrap_or_default())
+            }
+            _ => e.to_string(),
+        };
         let unauthorized = match &e {
             E::AuthenticationFailure(_) | E::UnauthorizedError { .. } => true,
             E::RegistryError { envelope, .. } => {
@@ -270,25 +393,81 @@ impl Registry {
         if unauthorized { OciError::Unauthorized { registry, reason } } else { OciError::Registry { registry, reason } }
     }
 
-    /// The raw manifest at a tag or digest, if any.
+    fn registry_host(&self) -> String {
+        self.repository.split('/').next().unwrap_or_default().to_string()
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> OciError {
+        OciError::Registry { registry: self.registry_host(), reason: reason.to_string() }
+    }
+
+    /// A failed direct request; a timeout says so.
+    fn request_failed(&self, what: &str, e: reqwest::Error) -> OciError {
+        if e.is_timeout() {
+            self.unavailable(format!("{what}: no answer within {} s", self.timeout.as_secs_f64()))
+        } else {
+            self.unavailable(format!("{what}: {e}"))
+        }
+    }
+
+    fn too_large(&self, what: impl Into<String>, size: BodySize, limit: u64) -> OciError {
+        OciError::TooLarge { registry: self.registry_host(), what: what.into(), size, limit }
+    }
+
+    /// Runs one registry operation within the request bound: one that takes longer fails as the
+    /// registry being unavailable (retried), never hangs the caller.
+    async fn within<T>(
+        &self,
+        what: &str,
+        op: impl std::future::Future<Output = Result<T, OciError>>,
+    ) -> Result<T, OciError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(r) => r,
+            Err(_) => Err(self.unavailable(format!("{what}: no answer within {} s", self.timeout.as_secs_f64()))),
+        }
+    }
+
+    /// Reads a response body of at most `limit` bytes; `what` names it in the error.
+    async fn body(&self, resp: reqwest::Response, what: &str, limit: u64) -> Result<Vec<u8>, OciError> {
+        read_capped(resp, limit).await.map_err(|e| match e {
+            BodyError::TooLarge(size) => self.too_large(what, size, limit),
+            BodyError::Transport(reason) => self.unavailable(format!("reading {what}: {reason}")),
+        })
+    }
+
+    /// The raw manifest at a tag or digest, if any; at most `MAX_MANIFEST_BYTES` of it are read (a larger
+    /// one is `TooLarge`, a permanent error).
     pub async fn manifest(&self, tag_or_digest: &str) -> Result<Option<Vec<u8>>, OciError> {
         let r = self.reference(tag_or_digest)?;
-        match self
-            .client
-            .pull_manifest_raw(&r, &self.auth, &[OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
-            .await
-        {
+        let what = format!("manifest {}", r.whole());
+        self.within(&what, async {
+            // Read directly: oci-client reads a manifest whole, however large.
+            let url = format!("{}/v2/{}/manifests/{tag_or_digest}", self.base_url(&r), r.repository());
+            let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].join(", ");
+            let req = self.authorized(self.http.get(&url).header("accept", accept), &r, false).await?;
+            let resp = req.send().await.map_err(|e| self.request_failed(&format!("reading {what}"), e))?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Ok(None),
+                s @ (401 | 403) => {
+                    return Err(OciError::Unauthorized {
+                        registry: self.registry_host(),
+                        reason: format!("HTTP {s} reading {what}"),
+                    });
+                }
+                s => return Err(self.unavailable(format!("HTTP {s} reading {what}"))),
+            }
+            let bytes = self.body(resp, &what, MAX_MANIFEST_BYTES).await?;
             // Pulled by digest, the bytes must be that digest: a registry is not trusted to say so.
-            Ok((bytes, _)) if tag_or_digest.starts_with("sha256:") && digest(&bytes) != tag_or_digest => {
-                Err(OciError::Registry {
+            if tag_or_digest.starts_with("sha256:") && digest(&bytes) != tag_or_digest {
+                return Err(OciError::Registry {
                     registry: self.repository.clone(),
                     reason: format!("served a manifest for {tag_or_digest} whose digest is {}", digest(&bytes)),
-                })
+                });
             }
-            Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.err(e)),
-        }
+            Ok(Some(bytes))
+        })
+        .await
     }
 
     /// Pushes an image (blobs first) and points `tag` at it; skipped when the digest is already there.
@@ -296,31 +475,44 @@ impl Registry {
         let digest = image.digest();
         let present = self.manifest(&digest).await?.is_some();
         let target = self.reference(tag.unwrap_or(&digest))?;
-        self.client.auth(&target, &self.auth, oci_client::RegistryOperation::Push).await.map_err(|e| self.err(e))?;
+        self.within("authenticating to push", async {
+            self.client.auth(&target, &self.auth, oci_client::RegistryOperation::Push).await.map_err(|e| self.err(e))
+        })
+        .await?;
         if present && tag.is_none() {
             return Ok(Pushed::AlreadyThere);
         }
         if !present {
             for blob in std::iter::once(&image.config).chain(&image.layers) {
                 let d = blob.digest();
-                if !self.client.blob_exists(&target, &d).await.map_err(|e| self.err(e))? {
+                self.within(&format!("pushing blob {d}"), async {
+                    if self.client.blob_exists(&target, &d).await.map_err(|e| self.err(e))? {
+                        return Ok(());
+                    }
                     match self.client.push_blob(&target, blob.bytes.clone(), &d).await {
-                        Ok(_) => {}
+                        Ok(_) => Ok(()),
                         // Some registries store the blob but omit the Location header the spec requires.
                         Err(oci_client::errors::OciDistributionError::RegistryNoLocationError)
-                            if self.client.blob_exists(&target, &d).await.unwrap_or(false) => {}
-                        Err(e) => return Err(self.err(e)),
+                            if self.client.blob_exists(&target, &d).await.unwrap_or(false) =>
+                        {
+                            Ok(())
+                        }
+                        Err(e) => Err(self.err(e)),
                     }
-                }
+                })
+                .await?;
             }
         }
         match tag {
             Some(_) => {
                 let content_type = reqwest::header::HeaderValue::from_static(OCI_MANIFEST);
-                self.client
-                    .push_manifest_raw(&target, image.manifest.clone(), content_type)
-                    .await
-                    .map_err(|e| self.err(e))?;
+                self.within("pushing the manifest", async {
+                    self.client
+                        .push_manifest_raw(&target, image.manifest.clone(), content_type)
+                        .await
+                        .map_err(|e| self.err(e))
+                })
+                .await?;
             }
             None => self.put_manifest_by_digest(image).await?,
         }
@@ -328,28 +520,92 @@ impl Registry {
     }
 
     /// The layers of a manifest, with their bytes (used for signature manifests, whose layers are small).
+    /// A layer over `MAX_LAYER_BYTES`, more than `MAX_LAYERS` layers, or layers over
+    /// `MAX_LAYERS_TOTAL_BYTES` together are `TooLarge`, a permanent error.
     pub async fn layers(&self, manifest: &[u8]) -> Result<Vec<Blob>, OciError> {
+        self.layers_each(manifest).await?.into_iter().collect()
+    }
+
+    /// As `layers`, but a layer that cannot be read (too large, say) fails alone: the others are still
+    /// read. The manifest itself failing (not JSON, too many layers) fails all.
+    pub async fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<Blob, OciError>>, OciError> {
         let v: Value = serde_json::from_slice(manifest).map_err(|e| OciError::Registry {
             registry: self.repository.clone(),
             reason: format!("a signature manifest cannot be read: {e}"),
         })?;
+        let listed = v["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if listed.len() > MAX_LAYERS {
+            return Err(OciError::TooManyLayers {
+                registry: self.registry_host(),
+                repository: self.repository.clone(),
+                count: listed.len(),
+            });
+        }
         let r = self.reference("probe")?;
         let mut out = Vec::new();
-        for l in v["layers"].as_array().into_iter().flatten() {
+        let mut total = 0u64;
+        for l in listed {
             let digest = l["digest"].as_str().unwrap_or_default();
-            let mut bytes = Vec::new();
-            self.client.pull_blob(&r, digest, &mut bytes).await.map_err(|e| self.err(e))?;
+            let what = format!("layer {digest} of {}", self.repository);
+            // OCI descriptors must have a size; without one, the bound alone caps the read.
+            let declared = l["size"].as_u64();
+            // The declared size is checked before reading, and the bytes read are capped by it as well:
+            // a registry cannot send more than the manifest says.
+            let limit = MAX_LAYER_BYTES.min(MAX_LAYERS_TOTAL_BYTES - total);
+            if let Some(declared) = declared.filter(|d| *d > limit) {
+                let too_large = if declared > MAX_LAYER_BYTES {
+                    self.too_large(what, BodySize::Declared(declared), MAX_LAYER_BYTES)
+                } else {
+                    self.too_large(
+                        format!("{what} with the layers before it"),
+                        BodySize::Declared(total + declared),
+                        MAX_LAYERS_TOTAL_BYTES,
+                    )
+                };
+                out.push(Err(too_large));
+                continue;
+            }
+            let bytes =
+                self.within(&format!("reading {what}"), self.blob(&r, digest, &what, declared.unwrap_or(limit))).await;
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e @ OciError::TooLarge { .. }) => {
+                    out.push(Err(e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            total += bytes.len() as u64;
             if oci_digest_matches(&bytes, digest) {
                 let annotations = l["annotations"]
                     .as_object()
                     .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
                     .unwrap_or_default();
-                out.push(Blob {
+                out.push(Ok(Blob {
                     media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
                     bytes,
                     annotations,
-                });
+                }));
             }
+        }
+        Ok(out)
+    }
+
+    /// A blob's bytes, reading no more than `size` bytes (its descriptor's size).
+    async fn blob(&self, r: &Reference, digest: &str, what: &str, size: u64) -> Result<Vec<u8>, OciError> {
+        use futures::StreamExt as _;
+        let mut sized = self.client.pull_blob_stream(r, digest).await.map_err(|e| self.err(e))?;
+        if let Some(n) = sized.content_length.filter(|n| *n > size) {
+            return Err(self.too_large(what, BodySize::Declared(n), size));
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = sized.stream.next().await {
+            let chunk = chunk.map_err(|e| self.unavailable(format!("reading {what}: {e}")))?;
+            let total = out.len() as u64 + chunk.len() as u64;
+            if total > size {
+                return Err(self.too_large(what, BodySize::AtLeast(total), size));
+            }
+            out.extend_from_slice(&chunk);
         }
         Ok(out)
     }
@@ -358,8 +614,9 @@ impl Registry {
     pub async fn serves_referrers(&self, image_digest: &str) -> bool {
         // Asked directly: a client library may fall back to the tag schema and hide a 404.
         let Ok(r) = self.reference(image_digest) else { return false };
-        let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(), r.repository());
-        let Ok(req) = self.authorized(self.http.get(&url), &r, oci_client::RegistryOperation::Pull).await else {
+        let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(&r), r.repository());
+        let Ok(Ok(req)) = tokio::time::timeout(self.timeout, self.authorized(self.http.get(&url), &r, false)).await
+        else {
             return false;
         };
         match req.send().await {
@@ -373,45 +630,74 @@ impl Registry {
     }
 
     /// The descriptors of the manifests that refer to `image_digest`: from the referrers API, or from
-    /// the `sha256-<hex>` fallback index on registries without it.
+    /// the `sha256-<hex>` fallback index on registries without it. The index is a manifest: at most
+    /// `MAX_MANIFEST_BYTES` of it are read (a larger one is `TooLarge`).
     pub async fn referrers(&self, image_digest: &str) -> Result<Vec<Value>, OciError> {
         let r = self.reference(image_digest)?;
-        let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(), r.repository());
-        let unavailable = |reason: String| OciError::Registry { registry: self.repository.clone(), reason };
-        let resp = self
-            .authorized(self.http.get(&url).header("accept", OCI_INDEX), &r, oci_client::RegistryOperation::Pull)
-            .await?
-            .send()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let index: Value = match resp.status().as_u16() {
-            200 => resp.json().await.map_err(|e| unavailable(format!("the referrers index cannot be read: {e}")))?,
-            404 => match self.manifest(&image_digest.replace(':', "-")).await? {
+        let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(&r), r.repository());
+        let what = format!("the referrers index of {image_digest}");
+        let index: Value = self
+            .within(&format!("listing referrers of {image_digest}"), async {
+                let req = self.authorized(self.http.get(&url).header("accept", OCI_INDEX), &r, false).await?;
+                let resp = req.send().await.map_err(|e| self.request_failed("listing referrers", e))?;
+                match resp.status().as_u16() {
+                    200 => {
+                        let bytes = self.body(resp, &what, MAX_MANIFEST_BYTES).await?;
+                        serde_json::from_slice(&bytes)
+                            .map_err(|e| self.unavailable(format!("the referrers index cannot be read: {e}")))
+                    }
+                    404 => Ok(Value::Null),
+                    s @ (401 | 403) => Err(OciError::Unauthorized {
+                        registry: self.registry_host(),
+                        reason: format!("HTTP {s} listing referrers"),
+                    }),
+                    s => Err(self.unavailable(format!("HTTP {s} listing referrers"))),
+                }
+            })
+            .await?;
+        let index = match index {
+            Value::Null => match self.manifest(&image_digest.replace(':', "-")).await? {
                 Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
                 None => return Ok(Vec::new()),
             },
-            s @ (401 | 403) => {
-                let registry = self.repository.split('/').next().unwrap_or_default().to_string();
-                return Err(OciError::Unauthorized { registry, reason: format!("HTTP {s} listing referrers") });
-            }
-            s => return Err(unavailable(format!("HTTP {s} listing referrers"))),
+            index => index,
         };
         Ok(index["manifests"].as_array().cloned().unwrap_or_default())
     }
 
-    fn base_url(&self) -> String {
-        let host = self.repository.split('/').next().unwrap_or_default();
-        format!("{}://{host}", if self.plain_http { "http" } else { "https" })
+    /// Where the registry of `r` is served: as oci-client resolves it (`docker.io` is served at
+    /// `index.docker.io`).
+    fn base_url(&self, r: &Reference) -> String {
+        format!("{}://{}", if self.plain_http { "http" } else { "https" }, r.resolve_registry())
     }
 
-    /// Adds the credentials oci-client negotiated (a bearer token, or basic auth).
+    /// Adds the credentials oci-client negotiated (a bearer token, or basic auth), reusing a token for a
+    /// while rather than asking the registry for one before every request.
     async fn authorized(
         &self,
         req: reqwest::RequestBuilder,
         r: &Reference,
-        op: oci_client::RegistryOperation,
+        push: bool,
     ) -> Result<reqwest::RequestBuilder, OciError> {
-        let token = self.client.auth(r, &self.auth, op).await.map_err(|e| self.err(e))?;
+        let key = (r.repository().to_string(), push);
+        let cached =
+            self.tokens.lock().ok().and_then(|t| t.get(&key).filter(|(_, at)| at.elapsed() < TOKEN_REUSE).cloned());
+        let token = match cached {
+            Some((token, _)) => token,
+            None => {
+                use oci_client::RegistryOperation as Op;
+                let op = if push { Op::Push } else { Op::Pull };
+                let token = self.client.auth(r, &self.auth, op).await.map_err(|e| self.err(e))?;
+                if let Ok(mut t) = self.tokens.lock() {
+                    // A handful of repositories per registry; never let the map grow without end.
+                    if t.len() >= 256 {
+                        t.clear();
+                    }
+                    t.insert(key, (token.clone(), Instant::now()));
+                }
+                token
+            }
+        };
         Ok(match (token, &self.auth) {
             (Some(t), _) => req.bearer_auth(t),
             (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
@@ -424,37 +710,29 @@ impl Registry {
     async fn put_manifest_by_digest(&self, image: &Image) -> Result<(), OciError> {
         let digest = image.digest();
         let r = self.reference(&digest)?;
-        let url = format!("{}/v2/{}/manifests/{digest}", self.base_url(), r.repository());
+        let url = format!("{}/v2/{}/manifests/{digest}", self.base_url(&r), r.repository());
         let req = self.http.put(&url).header("content-type", OCI_MANIFEST).body(image.manifest.clone());
         let resp = self
-            .authorized(req, &r, oci_client::RegistryOperation::Push)
-            .await?
-            .send()
-            .await
-            .map_err(|e| OciError::Registry { registry: self.repository.clone(), reason: e.to_string() })?;
+            .within("pushing the manifest", async {
+                let req = self.authorized(req, &r, true).await?;
+                req.send().await.map_err(|e| self.request_failed("pushing the manifest", e))
+            })
+            .await?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
         }
-        let body = resp.text().await.unwrap_or_default();
+        // Only the start of an error body goes into the message.
+        let body = match read_capped(resp, 4096).await {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => "(an error body over 4 KiB)".to_string(),
+        };
         let registry = self.repository.split('/').next().unwrap_or_default().to_string();
         if status.as_u16() == 401 || status.as_u16() == 403 {
             Err(OciError::Unauthorized { registry, reason: format!("HTTP {status}: {body}") })
         } else {
             Err(OciError::Registry { registry, reason: format!("pushing manifest {digest}: HTTP {status}: {body}") })
         }
-    }
-}
-
-fn is_not_found(e: &oci_client::errors::OciDistributionError) -> bool {
-    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
-    match e {
-        E::ImageManifestNotFoundError(_) => true,
-        E::RegistryError { envelope, .. } => {
-            envelope.errors.iter().any(|x| matches!(x.code, C::ManifestUnknown | C::NameUnknown))
-        }
-        E::ServerError { code, .. } => *code == 404,
-        _ => false,
     }
 }
 

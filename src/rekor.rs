@@ -25,7 +25,19 @@ pub enum RekorError {
     BadKey(String),
     #[error("what Rekor returned does not verify: {0}")]
     Unverified(String),
+    #[error("Rekor at {url} answered with {size}, more than the {} MiB Weft reads", MAX_RESPONSE_BYTES >> 20)]
+    TooLarge { url: String, size: String },
 }
+
+/// The largest Rekor response Weft reads. An entry's body (a hashedrekord or dsse entry: hashes,
+/// signatures and a public key or certificate) is a few KiB, its inclusion proof under 3 KiB, and the
+/// attestation the log keeps with a dsse or intoto entry at most 100 KiB by default (rekor-server's
+/// `--max_attestation_size`), about 137 KiB in base64. 2 MiB is over ten times that, with room for a log
+/// that keeps attestations up to a MiB. A larger response is refused (`RekorResponseTooLarge`, not
+/// retried) and no more of it is read.
+pub const MAX_RESPONSE_BYTES: u64 = 2 << 20;
+/// How long one request to Rekor may take as a whole; past it the log is unavailable (retried later).
+pub const REKOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl RekorError {
     pub fn reason(&self) -> &'static str {
@@ -35,6 +47,7 @@ impl RekorError {
             RekorError::Malformed(_) => "RekorResponseInvalid",
             RekorError::BadKey(_) => "RekorKeyInvalid",
             RekorError::Unverified(_) => "RekorEntryUnverified",
+            RekorError::TooLarge { .. } => "RekorResponseTooLarge",
         }
     }
 
@@ -296,8 +309,25 @@ pub struct Rekor {
 
 impl Rekor {
     pub fn new(url: &str) -> Rekor {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().unwrap_or_default();
+        Rekor::with_timeout(url, REKOR_TIMEOUT)
+    }
+
+    /// As `new`, with another bound on each request.
+    pub fn with_timeout(url: &str, timeout: std::time::Duration) -> Rekor {
+        let connect = timeout.min(std::time::Duration::from_secs(10));
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(connect).build().unwrap_or_default();
         Rekor { url: url.trim_end_matches('/').to_string(), http }
+    }
+
+    /// The response's body as text, at most `MAX_RESPONSE_BYTES` of it.
+    async fn text(&self, resp: reqwest::Response) -> Result<String, RekorError> {
+        match crate::oci::read_capped(resp, MAX_RESPONSE_BYTES).await {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(crate::oci::BodyError::TooLarge(size)) => {
+                Err(RekorError::TooLarge { url: self.url.clone(), size: size.to_string() })
+            }
+            Err(crate::oci::BodyError::Transport(e)) => Err(self.unavailable(e)),
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -313,7 +343,7 @@ impl Rekor {
     async fn read(&self, req: reqwest::RequestBuilder) -> Result<Value, RekorError> {
         let resp = req.send().await.map_err(|e| self.unavailable(e))?;
         let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| self.unavailable(e))?;
+        let text = self.text(resp).await?;
         match status {
             200 => parse(&text),
             s if s >= 500 => Err(self.unavailable(format!("HTTP {s}"))),
@@ -340,7 +370,7 @@ impl Rekor {
                 .ok_or_else(|| RekorError::Malformed("409 without Location".into()))?;
             return self.get(uuid).await;
         }
-        let text = resp.text().await.map_err(|e| self.unavailable(e))?;
+        let text = self.text(resp).await?;
         match status {
             201 => Entry::from_response(&parse(&text)?),
             s if s >= 500 => {

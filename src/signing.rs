@@ -25,6 +25,12 @@ pub enum KeyError {
     WrongPassword,
     #[error("the encrypted cosign key needs a password (set manifestSigning.key.passwordKey)")]
     PasswordRequired,
+    #[error(
+        "the encrypted cosign key asks for scrypt N={n}, r={r}, p={p}; Weft derives keys with at most \
+         N={MAX_SCRYPT_N}, r={MAX_SCRYPT_R}, p={MAX_SCRYPT_P} (cosign writes N=32768, r=8, p=1): re-encrypt it \
+         with cosign"
+    )]
+    ScryptTooCostly { n: u64, r: u32, p: u32 },
     #[error("the key is not an ECDSA P-256 private key: {0}")]
     NotP256(String),
 }
@@ -136,12 +142,7 @@ fn decrypt(container: &[u8], password: &str) -> Result<Vec<u8>, KeyError> {
     let b64 =
         |s: &str| base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| KeyError::Malformed(e.to_string()));
     let (salt, nonce, ciphertext) = (b64(&e.kdf.salt)?, b64(&e.cipher.nonce)?, b64(&e.ciphertext)?);
-    let n = e.kdf.params.N;
-    if !n.is_power_of_two() || n < 2 {
-        return Err(KeyError::Malformed(format!("scrypt N={n} is not a power of two")));
-    }
-    let params = scrypt::Params::new(n.trailing_zeros() as u8, e.kdf.params.r, e.kdf.params.p)
-        .map_err(|e| KeyError::Malformed(format!("scrypt parameters: {e}")))?;
+    let params = scrypt_params(&e.kdf.params)?;
     let mut key = [0u8; 32];
     scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key).map_err(|e| KeyError::Malformed(e.to_string()))?;
     if nonce.len() != 24 {
@@ -149,6 +150,26 @@ fn decrypt(container: &[u8], password: &str) -> Result<Vec<u8>, KeyError> {
     }
     let cipher = crypto_secretbox::XSalsa20Poly1305::new(&key.into());
     cipher.decrypt(nonce.as_slice().into(), ciphertext.as_slice()).map_err(|_| KeyError::WrongPassword)
+}
+
+/// The largest scrypt parameters Weft derives a key with. cosign writes N=32768, r=8, p=1 (32 MiB and
+/// about a tenth of a second); these allow twice its N and twice its p: at most 64 MiB (128·N·r bytes)
+/// and four times its work. A key asking for more is refused before any work is done, so a Secret
+/// cannot make Weft spend gigabytes of memory or minutes of CPU.
+pub const MAX_SCRYPT_N: u64 = 1 << 16;
+pub const MAX_SCRYPT_R: u32 = 8;
+pub const MAX_SCRYPT_P: u32 = 2;
+
+fn scrypt_params(p: &ScryptParams) -> Result<scrypt::Params, KeyError> {
+    let (n, r, p) = (p.N, p.r, p.p);
+    if !n.is_power_of_two() || n < 2 {
+        return Err(KeyError::Malformed(format!("scrypt N={n} is not a power of two")));
+    }
+    if n > MAX_SCRYPT_N || r > MAX_SCRYPT_R || p > MAX_SCRYPT_P {
+        return Err(KeyError::ScryptTooCostly { n, r, p });
+    }
+    scrypt::Params::new(n.trailing_zeros() as u8, r, p)
+        .map_err(|e| KeyError::Malformed(format!("scrypt parameters: {e}")))
 }
 
 /// Whether a PEM public key is one `verify` can use (ECDSA P-256).
@@ -193,5 +214,44 @@ y5g1MplhMrul3xK3zVfbb05Yo6qveZLDJUq9kfM3JGihNAYXM+fbQi26
         let enc = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\ne30=\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----";
         assert_eq!(SigningKey::from_pem(enc, None).unwrap_err(), KeyError::PasswordRequired);
         assert!(matches!(SigningKey::from_pem(enc, Some("x")), Err(KeyError::Malformed(_))));
+    }
+
+    /// cosign's encrypted container around the PKCS#8 test key, with the given scrypt parameters.
+    fn encrypted_pem(n: u64, r: u32, p: u32, password: &str) -> String {
+        use crypto_secretbox::aead::{Aead, KeyInit};
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let (_, der) = pem_rfc7468::decode_vec(PKCS8.as_bytes()).unwrap();
+        let (salt, nonce) = ([7u8; 32], [9u8; 24]);
+        let mut ciphertext = Vec::new();
+        // Beyond the bound the ciphertext does not matter: Weft must refuse before deriving anything.
+        if n <= MAX_SCRYPT_N && r <= MAX_SCRYPT_R && p <= MAX_SCRYPT_P {
+            let params = scrypt::Params::new(n.trailing_zeros() as u8, r, p).unwrap();
+            let mut key = [0u8; 32];
+            scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key).unwrap();
+            let cipher = crypto_secretbox::XSalsa20Poly1305::new(&key.into());
+            ciphertext = cipher.encrypt(nonce.as_slice().into(), der.as_slice()).unwrap();
+        }
+        let json = serde_json::json!({
+            "kdf": {"name": "scrypt", "params": {"N": n, "r": r, "p": p}, "salt": b64(&salt)},
+            "cipher": {"name": "nacl/secretbox", "nonce": b64(&nonce)},
+            "ciphertext": b64(&ciphertext),
+        });
+        pem_rfc7468::encode_string("ENCRYPTED SIGSTORE PRIVATE KEY", LineEnding::LF, json.to_string().as_bytes())
+            .unwrap()
+    }
+
+    #[test]
+    fn scrypt_parameters_beyond_the_bound_are_refused_before_any_work() {
+        // Within the bound (small N keeps the test fast): the key opens.
+        let key = SigningKey::from_pem(&encrypted_pem(1024, 8, 1, "pw"), Some("pw")).unwrap();
+        assert_eq!(key.public_pem(), SigningKey::from_pem(PKCS8, None).unwrap().public_pem());
+        // N = 2^40 would need 128 TiB; r and p past the bound multiply the work: all refused at once.
+        for (n, r, p) in [(1 << 40, 8, 1), (MAX_SCRYPT_N * 2, 8, 1), (1024, 1 << 20, 1), (1024, 8, 1 << 20)] {
+            let started = std::time::Instant::now();
+            let err = SigningKey::from_pem(&encrypted_pem(n, r, p, "pw"), Some("pw")).unwrap_err();
+            assert_eq!(err, KeyError::ScryptTooCostly { n, r, p });
+            assert!(err.to_string().contains(&format!("N={n}, r={r}, p={p}")), "{err}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        }
     }
 }

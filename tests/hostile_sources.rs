@@ -487,3 +487,43 @@ fn failure_messages_say_plainly_who_signed_and_what_to_do() {
     assert_verdict(&run, 1, "ShallowRepository");
     assert!(run.message().contains("shallow"), "{}", run.message());
 }
+
+// Bounds: a commit or tag too large to be a real one is refused before it is read, with a verdict that
+// says so; never a panic, never read into memory.
+
+#[test]
+fn an_oversized_commit_or_tag_is_refused_unread() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let keys = [keyring(&gpg, &[&alice])];
+    let dir = tempfile::tempdir().unwrap();
+    let message = dir.path().join("message");
+    // Over the 1 MiB bound on a commit or tag (and over what a command-line argument may hold).
+    let long = format!("a long message\n\n{}\n", "x".repeat((1 << 20) + 10));
+    std::fs::write(&message, &long).unwrap();
+    let message = message.display().to_string();
+
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    repo.git(&["commit", "-q", "--allow-empty", "-F", &message]);
+    let big = repo.head();
+    let run = verify(dir.path(), gpg_policy("*", "head", &[&alice]), &keys, &path_of(&repo), "main", &[]);
+    assert_verdict(&run, 1, "ObjectTooLarge");
+    assert!(run.message().contains(&format!("commit {big} is ")), "{}", run.message());
+    assert!(run.message().contains("more than the 1 MiB Weft reads for a commit"), "{}", run.message());
+
+    // In strict mode, under a signed commit, the walk stops at it.
+    repo.commit("on top", Sign::Gpg(&alice));
+    let run = verify(dir.path(), gpg_policy("*", "strict", &[&alice]), &keys, &path_of(&repo), "main", &[]);
+    assert_verdict(&run, 1, "ObjectTooLarge");
+    assert!(run.message().contains(&big), "{}", run.message());
+
+    // An annotated tag as large, when a signed tag is required.
+    repo.git(&["tag", "-a", "v1", "-F", &message]);
+    let mut policy = gpg_policy("*", "head", &[&alice]);
+    policy["requireSignedTag"] = json!(true);
+    let run = verify(dir.path(), policy, &keys, &path_of(&repo), "v1", &[]);
+    // Resolving the revision already reads the tag: refused there (bad input to the command line).
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.message().contains("more than the 1 MiB Weft reads for a tag"), "{}", run.message());
+}

@@ -81,7 +81,11 @@ pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, Oci
     for (found, attestation) in [(sig?, false), (att?, true)] {
         for (i, (tag, layer)) in found.iter().enumerate() {
             let origin = format!("{tag} layer {}", i + 1);
-            let converted = legacy(layer, digest, origin.clone()).map(|c| (c, attestation));
+            // A layer too large to read is unreadable evidence; the others still count.
+            let converted = match layer {
+                Ok(layer) => legacy(layer, digest, origin.clone()).map(|c| (c, attestation)),
+                Err(e) => Err(e.to_string()),
+            };
             evidence.add(origin, converted);
         }
     }
@@ -93,8 +97,12 @@ pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, Oci
         let Some(d) = referrer["digest"].as_str().filter(|_| bundle) else { continue };
         let origin = format!("referrer {d}");
         let Some(manifest) = registry.manifest(d).await? else { continue };
-        let layers = registry.layers(&manifest).await?;
-        match layers.iter().find(|l| l.media_type == BUNDLE_V03) {
+        let layers = registry.layers_each(&manifest).await?;
+        if let Some(Err(e)) = layers.iter().find(|l| l.is_err()) {
+            evidence.unreadable.push(format!("{origin}: {e}"));
+            continue;
+        }
+        match layers.iter().flatten().find(|l| l.media_type == BUNDLE_V03) {
             Some(layer) => evidence.add(origin.clone(), referred(&layer.bytes, origin)),
             None => evidence.unreadable.push(format!("{origin}: no {BUNDLE_V03} layer")),
         }
@@ -102,11 +110,16 @@ pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, Oci
     Ok(evidence)
 }
 
-/// The layers under cosign's `sha256-<hex><suffix>` tag, with the tag.
-async fn legacy_layers(registry: &Registry, digest: &Digest, suffix: &str) -> Result<Vec<(String, Blob)>, OciError> {
+/// The layers under cosign's `sha256-<hex><suffix>` tag, with the tag; a layer too large to read is an
+/// error of its own.
+async fn legacy_layers(
+    registry: &Registry,
+    digest: &Digest,
+    suffix: &str,
+) -> Result<Vec<(String, Result<Blob, OciError>)>, OciError> {
     let tag = digest.tag(suffix);
     let Some(manifest) = registry.manifest(&tag).await? else { return Ok(Vec::new()) };
-    let layers = registry.layers(&manifest).await?;
+    let layers = registry.layers_each(&manifest).await?;
     Ok(layers.into_iter().take(MAX_CANDIDATES).map(|l| (tag.clone(), l)).collect())
 }
 

@@ -78,18 +78,37 @@ impl Default for Settings {
 /// signatures and governing policies decided it, under the profile's policies (their fingerprint).
 type CacheKey = (Digest, String, String);
 
+/// At most this many verdicts, registry clients and registry gates are kept. When the verdict cache is
+/// full, expired verdicts go first, then the oldest tenth; the registry clients are all dropped (each is
+/// made again when needed); gates not in use go, and if every one is in use, all of them (a registry
+/// may then briefly see twice its limit of requests).
+pub const MAX_CACHED: usize = 10_000;
+
 /// Shared by every run: the verdict cache, registry clients and per-registry limits.
-#[derive(Default)]
 pub struct ImageVerifier {
     settings: Settings,
     cache: Mutex<HashMap<CacheKey, (Instant, DigestVerdict)>>,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
     gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// `MAX_CACHED`, smaller in tests.
+    max_entries: usize,
+}
+
+impl Default for ImageVerifier {
+    fn default() -> Self {
+        ImageVerifier::new(Settings::default())
+    }
 }
 
 impl ImageVerifier {
     pub fn new(settings: Settings) -> ImageVerifier {
-        ImageVerifier { settings, ..Default::default() }
+        ImageVerifier {
+            settings,
+            cache: Mutex::default(),
+            registries: Mutex::default(),
+            gates: Mutex::default(),
+            max_entries: MAX_CACHED,
+        }
     }
 
     /// Verifies each distinct image (as `collect::distinct` lists them), concurrently.
@@ -152,7 +171,7 @@ impl ImageVerifier {
         {
             return Ok((d.clone(), v));
         }
-        let registry = self.registry(policies, &r).map_err(|e| (r.digest.clone(), e))?;
+        let registry = self.registry(&policies.credentials, &r).map_err(|e| (r.digest.clone(), e))?;
         let gate = self.gate(&r.registry);
         let _permit = gate.acquire().await;
         let digest = match (&r.digest, &r.tag) {
@@ -177,18 +196,37 @@ impl ImageVerifier {
         }
         let evidence = evidence::fetch(&registry, &digest).await.map_err(|e| (Some(digest.clone()), e.into()))?;
         let verdict = verify::judge(policies, &covering, &digest, &evidence);
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (Instant::now(), verdict.clone()));
+        self.remember(key, verdict.clone());
         Ok((digest, verdict))
+    }
+
+    fn ttl(&self, verdict: &DigestVerdict) -> Duration {
+        match verdict {
+            DigestVerdict::Verified { .. } => self.settings.success_ttl,
+            DigestVerdict::Failed { .. } => self.settings.failure_ttl,
+        }
+    }
+
+    /// Caches a verdict, keeping at most `max_entries`: when full, expired verdicts go, then the oldest
+    /// tenth (so a full cache is not scanned on every insert).
+    fn remember(&self, key: CacheKey, verdict: DigestVerdict) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= self.max_entries && !cache.contains_key(&key) {
+            cache.retain(|_, (at, v)| at.elapsed() < self.ttl(v));
+            if cache.len() >= self.max_entries {
+                let mut ages: Vec<Instant> = cache.values().map(|(at, _)| *at).collect();
+                ages.sort_unstable();
+                let cutoff = ages[(self.max_entries / 10).min(ages.len() - 1)];
+                cache.retain(|_, (at, _)| *at > cutoff);
+            }
+        }
+        cache.insert(key, (Instant::now(), verdict));
     }
 
     fn cached(&self, key: &CacheKey) -> Option<DigestVerdict> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         let (at, verdict) = cache.get(key)?;
-        let ttl = match verdict {
-            DigestVerdict::Verified { .. } => self.settings.success_ttl,
-            DigestVerdict::Failed { .. } => self.settings.failure_ttl,
-        };
-        if at.elapsed() < ttl {
+        if at.elapsed() < self.ttl(verdict) {
             return Some(verdict.clone());
         }
         cache.remove(key);
@@ -196,9 +234,9 @@ impl ImageVerifier {
     }
 
     /// A client for the image's repository, with the first credentials that name its registry.
-    fn registry(&self, policies: &ImagePolicies, r: &ImageRef) -> Result<Arc<Registry>, ImageError> {
+    fn registry(&self, credentials: &[String], r: &ImageRef) -> Result<Arc<Registry>, ImageError> {
         let mut creds = None;
-        for doc in &policies.credentials {
+        for doc in credentials {
             if !matches!(crate::oci::auth_for(doc, &r.registry)?, oci_client::secrets::RegistryAuth::Anonymous) {
                 creds = Some(doc.as_str());
                 break;
@@ -212,12 +250,22 @@ impl ImageVerifier {
             return Ok(Arc::new(reg.with_repository(&r.name())));
         }
         let reg = Registry::new(&r.name(), creds)?;
+        if registries.len() >= self.max_entries {
+            registries.clear();
+        }
         registries.insert(key, Arc::new(reg.with_repository(&r.name())));
         Ok(Arc::new(reg))
     }
 
     fn gate(&self, host: &str) -> Arc<Semaphore> {
         let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        if gates.len() >= self.max_entries && !gates.contains_key(host) {
+            // A gate only the map holds has no request in flight.
+            gates.retain(|_, g| Arc::strong_count(g) > 1);
+            if gates.len() >= self.max_entries {
+                gates.clear();
+            }
+        }
         gates
             .entry(host.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_registry.max(1))))
@@ -300,5 +348,49 @@ mod tests {
         }
         assert_eq!(report(ImageEnforcement::Strict, &[ok]).state, StepState::Passed);
         assert_eq!(report(ImageEnforcement::Strict, &[]).reason, "NoImages");
+    }
+
+    fn verdict(n: usize) -> DigestVerdict {
+        DigestVerdict::Failed { reason: "ImageNotSigned", message: format!("{n}") }
+    }
+
+    #[test]
+    fn the_caches_stay_bounded() {
+        let mut v = ImageVerifier::new(Settings { failure_ttl: Duration::from_secs(600), ..Settings::default() });
+        v.max_entries = 20;
+        let key = |n: usize| (Digest::of(n.to_string().as_bytes()), format!("reg.test/app{n}"), "fp".to_string());
+        for n in 0..100 {
+            v.remember(key(n), verdict(n));
+            assert!(v.cache.lock().unwrap().len() <= 20);
+        }
+        // The newest verdicts are kept, the oldest went first.
+        assert!(v.cached(&key(99)).is_some());
+        assert!(v.cached(&key(0)).is_none());
+        // Full, expired verdicts go before any live one (here, all of them).
+        for n in 100.. {
+            if v.cache.lock().unwrap().len() == 20 {
+                break;
+            }
+            v.remember(key(n), verdict(n));
+        }
+        v.settings.failure_ttl = Duration::ZERO;
+        v.remember(key(1000), verdict(1000));
+        assert_eq!(v.cache.lock().unwrap().len(), 1);
+
+        let held: Vec<_> = (0..5).map(|n| v.gate(&format!("busy{n}"))).collect();
+        for n in 0..100 {
+            v.gate(&format!("idle{n}.test"));
+            assert!(v.gates.lock().unwrap().len() <= 20);
+        }
+        // Gates in use are kept.
+        for (n, gate) in held.iter().enumerate() {
+            assert!(Arc::ptr_eq(gate, &v.gate(&format!("busy{n}"))));
+        }
+
+        for n in 0..100 {
+            let r = ImageRef::parse(&format!("reg{n}.test/app:1")).unwrap();
+            v.registry(&[], &r).unwrap();
+            assert!(v.registries.lock().unwrap().len() <= 20);
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! read in place. Branches and tags are mirrored so signed tags and same-named branches can be checked.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -121,17 +122,33 @@ pub fn locate(url: &str) -> Result<Location, FetchError> {
     Err(FetchError::UnsupportedUrl(url.to_string()))
 }
 
+/// How long one fetch of a repository (connecting, negotiating, receiving the pack) may take. Past it
+/// the fetch is abandoned and reported as the repository being unreachable (retried with backoff):
+/// a server that accepts the connection and never answers cannot hold a verification. The http
+/// transport's own requests are bounded by it too, and ssh gives up connecting after
+/// `SSH_CONNECT_TIMEOUT` and on a server that stops answering keep-alives.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long ssh may take to connect (TCP and the protocol banner).
+const SSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A bounded on-disk cache of mirrored repositories.
 pub struct RepoCache {
     dir: PathBuf,
     max_repos: usize,
+    /// The bound on each fetch (`FETCH_TIMEOUT`).
+    timeout: Duration,
     /// One lock per mirror: two verifications of the same repository never fetch into it at once.
     locks: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<std::sync::Mutex<()>>>>,
 }
 
 impl RepoCache {
     pub fn new(dir: impl Into<PathBuf>, max_repos: usize) -> RepoCache {
-        RepoCache { dir: dir.into(), max_repos: max_repos.max(1), locks: Default::default() }
+        RepoCache::with_timeout(dir, max_repos, FETCH_TIMEOUT)
+    }
+
+    /// As `new`, with another bound on each fetch.
+    pub fn with_timeout(dir: impl Into<PathBuf>, max_repos: usize, timeout: Duration) -> RepoCache {
+        RepoCache { dir: dir.into(), max_repos: max_repos.max(1), timeout, locks: Default::default() }
     }
 
     /// Opens the repository holding `commits`: in place for a local path, else from the cache, fetching
@@ -172,7 +189,7 @@ impl RepoCache {
                         return Ok(repo);
                     }
                 }
-                fetch_into(&path, &remote, credentials)?;
+                fetch_into(&path, &remote, credentials, self.timeout)?;
                 touch(&path);
                 self.evict(&path);
                 let repo = Repo::open(&path).map_err(|e| cache_err(&path, &e))?;
@@ -235,8 +252,46 @@ fn cache_name(url: &str) -> String {
     format!("{tail}-{hash}.git")
 }
 
-/// Mirrors branches and tags of `url` into the bare repository at `path` (created if needed).
-fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> Result<(), FetchError> {
+/// Mirrors branches and tags of `url` into the bare repository at `path` (created if needed), within
+/// `timeout`. gix's transports block on their sockets (git:// and a stalled ssh session have no timeout
+/// of their own), so the fetch runs on a thread of its own: past the bound it is told to stop and left
+/// behind, and the caller gets `Unreachable` at once. A fetch left behind ends when its connection does;
+/// what it wrote is only ever new objects and refs, which the next fetch checks like any other.
+fn fetch_into(
+    path: &Path,
+    url: &str,
+    credentials: Option<&RepoCredentials>,
+    timeout: Duration,
+) -> Result<(), FetchError> {
+    let unreachable = |reason: String| FetchError::Unreachable { url: url.to_string(), reason };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (p, u, c, stop) = (path.to_path_buf(), url.to_string(), credentials.cloned(), interrupt.clone());
+    std::thread::Builder::new()
+        .name("git-fetch".into())
+        .spawn(move || {
+            let _ = tx.send(fetch_now(&p, &u, c.as_ref(), &stop, timeout));
+        })
+        .map_err(|e| unreachable(format!("cannot start the fetch: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            interrupt.store(true, Ordering::Relaxed);
+            Err(unreachable(format!("no answer within {} s; the fetch was abandoned", timeout.as_secs_f64())))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(unreachable("the fetch ended without a result (gix failed unexpectedly)".into()))
+        }
+    }
+}
+
+fn fetch_now(
+    path: &Path,
+    url: &str,
+    credentials: Option<&RepoCredentials>,
+    interrupt: &AtomicBool,
+    timeout: Duration,
+) -> Result<(), FetchError> {
     let unreachable =
         |e: &dyn std::error::Error| FetchError::Unreachable { url: url.to_string(), reason: error_chain(e) };
     let cache_err =
@@ -263,7 +318,7 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         let dir = tempfile::tempdir().map_err(|e| unreachable(&e))?;
         let key_path = dir.path().join("id");
         write_private(&key_path, key.as_bytes()).map_err(|e| unreachable(&e))?;
-        let mut cmd = format!("ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes", key_path.display());
+        let mut cmd = format!("{} -i {} -o IdentitiesOnly=yes", ssh_command(), key_path.display());
         if creds.insecure_ignore_host_key {
             cmd.push_str(" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
         } else if let Some(hosts) = &creds.known_hosts {
@@ -275,6 +330,11 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         config.set_raw_value("core.sshCommand", cmd.as_str()).map_err(|e| unreachable(&e))?;
         config.commit().map_err(|e| unreachable(&e))?;
         _key_dir = dir;
+    } else if url.starts_with("ssh://") || !url.contains("://") {
+        // Without a key, the same bounds on the ssh program.
+        let mut config = repo.config_snapshot_mut();
+        config.set_raw_value("core.sshCommand", ssh_command().as_str()).map_err(|e| unreachable(&e))?;
+        config.commit().map_err(|e| unreachable(&e))?;
     }
 
     let remote = repo
@@ -283,7 +343,7 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         .with_refspecs(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], gix::remote::Direction::Fetch)
         .map_err(|e| unreachable(&e))?;
     let mut connection = remote.connect(gix::remote::Direction::Fetch).map_err(|e| unreachable(&e))?;
-    if let Some(options) = http_options(&repo, url, credentials).map_err(|e| unreachable(e.as_ref()))? {
+    if let Some(options) = http_options(&repo, url, credentials, timeout).map_err(|e| unreachable(e.as_ref()))? {
         connection = connection.with_transport_options(options);
     }
     let account = credentials.and_then(|c| match (&c.username, &c.password, &c.bearer_token) {
@@ -316,7 +376,6 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
         }
         _ => Ok(None),
     });
-    let interrupt = AtomicBool::new(false);
     let sha256 = |e: &dyn std::error::Error| {
         // The remote advertises 64-hex object names: a SHA-256 repository, which gix reads as SHA-1 only.
         let chain = error_chain(e);
@@ -332,7 +391,7 @@ fn fetch_into(path: &Path, url: &str, credentials: Option<&RepoCredentials>) -> 
     connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| sha256(&e))?
-        .receive(gix::progress::Discard, &interrupt)
+        .receive(gix::progress::Discard, interrupt)
         .map_err(|e| unreachable(&e))?;
     Ok(())
 }
@@ -360,23 +419,34 @@ pub fn is_loopback(host: &str) -> bool {
     bare == "localhost" || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// For https: trust the certificates Argo CD's `argocd-tls-certs-cm` holds for the host, or skip
-/// verification when the repository Secret says `insecure`.
+/// The ssh program, bounded: it gives up connecting after `SSH_CONNECT_TIMEOUT`, and on a server that
+/// stops answering keep-alives (three missed, 15 s apart); never prompts.
+fn ssh_command() -> String {
+    format!(
+        "ssh -o BatchMode=yes -o ConnectTimeout={} -o ServerAliveInterval=15 -o ServerAliveCountMax=3",
+        SSH_CONNECT_TIMEOUT.as_secs()
+    )
+}
+
+/// For http(s): each request bounded by `timeout`; for https, trust the certificates Argo CD's
+/// `argocd-tls-certs-cm` holds for the host, or skip verification when the repository Secret says
+/// `insecure`.
 fn http_options(
     repo: &gix::Repository,
     url: &str,
     credentials: Option<&RepoCredentials>,
+    timeout: Duration,
 ) -> Result<Option<Box<dyn std::any::Any>>, Box<dyn std::error::Error + Send + Sync>> {
     use gix::protocol::transport::client::blocking_io::http;
-    let Some(c) = credentials.filter(|c| c.insecure || c.tls_certs.is_some()) else { return Ok(None) };
-    if !url.starts_with("https://") {
+    if !url.starts_with("https://") && !url.starts_with("http://") {
         return Ok(None);
     }
-    let certs = match &c.tls_certs {
+    let tls = credentials.filter(|c| url.starts_with("https://") && (c.insecure || c.tls_certs.is_some()));
+    let certs = match tls.and_then(|c| c.tls_certs.as_ref()) {
         Some(pem) => reqwest::Certificate::from_pem_bundle(pem.as_bytes())?,
         None => Vec::new(),
     };
-    let insecure = c.insecure;
+    let insecure = tls.is_some_and(|c| c.insecure);
     let mut options = repo
         .transport_options(url, None)?
         .and_then(|b| b.downcast::<http::Options>().ok())
@@ -386,7 +456,8 @@ fn http_options(
         for cert in &certs {
             builder = builder.add_root_certificate(cert.clone());
         }
-        Ok(builder.danger_accept_invalid_certs(insecure))
+        // The blocking client's default is 30 s for a whole request, too short for a large pack.
+        Ok(builder.danger_accept_invalid_certs(insecure).timeout(timeout))
     };
     let backend = http::reqwest::Options { configure_client: Some(Box::new(configure)), configure_request: None };
     options.backend = Some(std::sync::Arc::new(std::sync::Mutex::new(backend)));

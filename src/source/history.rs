@@ -42,6 +42,28 @@ pub enum HistoryError {
     Ambiguous(String),
     #[error("cannot resolve {0:?} to a commit: {1}")]
     Unresolved(String, String),
+    #[error("{what} {id} is {size} bytes, more than the {} MiB Weft reads for a {what}", limit >> 20)]
+    TooLarge { what: &'static str, id: String, size: u64, limit: u64 },
+}
+
+/// The largest commit or tag object Weft reads. Its signature is checked over all of it, so it is read
+/// whole; a commit is its header (a few hundred bytes), its message and its signature (a few KiB with
+/// the largest keys). A megabyte is a very long message; a larger commit or tag is a verdict of its
+/// own (`ObjectTooLarge`), never read.
+pub const MAX_SIGNED_OBJECT_BYTES: u64 = 1 << 20;
+/// The largest tree object Weft reads: 16 MiB is a directory of some 200,000 entries.
+pub const MAX_TREE_BYTES: u64 = 16 << 20;
+/// The largest file (blob) Weft reads from a verified tree, to render or to check against source
+/// materials. Manifests, values files and charts are far smaller; a larger file under the source path
+/// fails the step (`ObjectTooLarge`) rather than being read into memory.
+pub const MAX_BLOB_BYTES: u64 = 64 << 20;
+
+fn size_limit(kind: gix::object::Kind) -> u64 {
+    match kind {
+        gix::object::Kind::Commit | gix::object::Kind::Tag => MAX_SIGNED_OBJECT_BYTES,
+        gix::object::Kind::Tree => MAX_TREE_BYTES,
+        gix::object::Kind::Blob => MAX_BLOB_BYTES,
+    }
 }
 
 impl HistoryError {
@@ -55,6 +77,7 @@ impl HistoryError {
             HistoryError::NotACommit(_) => "RevisionNotACommit",
             HistoryError::Ambiguous(_) => "AmbiguousRevision",
             HistoryError::Unresolved(..) => "RevisionNotFound",
+            HistoryError::TooLarge { .. } => "ObjectTooLarge",
         }
     }
 }
@@ -119,11 +142,23 @@ impl Repo {
     }
 
     /// Reads an object and checks that its content hashes to its name: a loose object written under
-    /// another object's name (a substitution that needs no ref) is refused.
+    /// another object's name (a substitution that needs no ref) is refused. Its size, from its header,
+    /// is checked first against the bound for its kind (`size_limit`): a larger one is never read.
     fn checked(&self, oid: gix::ObjectId, what: &'static str) -> Result<Option<gix::Object<'_>>, HistoryError> {
+        let Some(header) = self.repo.try_find_header(oid).map_err(|e| corrupt(what, &oid, e))? else {
+            return Ok(None);
+        };
+        let limit = size_limit(header.kind());
+        if header.size() > limit {
+            return Err(HistoryError::TooLarge { what, id: oid.to_string(), size: header.size(), limit });
+        }
         let Some(object) = self.repo.try_find_object(oid).map_err(|e| corrupt(what, &oid, e))? else {
             return Ok(None);
         };
+        // The header was read apart from the object; the object read must agree with it.
+        if object.data.len() as u64 > limit {
+            return Err(HistoryError::TooLarge { what, id: oid.to_string(), size: object.data.len() as u64, limit });
+        }
         let actual =
             gix::objs::compute_hash(oid.kind(), object.kind, &object.data).map_err(|e| corrupt(what, &oid, e))?;
         if actual != oid {
