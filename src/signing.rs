@@ -144,12 +144,25 @@ fn decrypt(container: &[u8], password: &str) -> Result<Vec<u8>, KeyError> {
     let (salt, nonce, ciphertext) = (b64(&e.kdf.salt)?, b64(&e.cipher.nonce)?, b64(&e.ciphertext)?);
     let params = scrypt_params(&e.kdf.params)?;
     let mut key = [0u8; 32];
-    scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key).map_err(|e| KeyError::Malformed(e.to_string()))?;
+    // Deriving takes a tenth of a second or more: not on an async runtime's thread (see `cpu_heavy`).
+    cpu_heavy(|| scrypt::scrypt(password.as_bytes(), &salt, &params, &mut key))
+        .map_err(|e| KeyError::Malformed(e.to_string()))?;
     if nonce.len() != 24 {
         return Err(KeyError::Malformed(format!("nonce is {} bytes, not 24", nonce.len())));
     }
     let cipher = crypto_secretbox::XSalsa20Poly1305::new(&key.into());
     cipher.decrypt(nonce.as_slice().into(), ciphertext.as_slice()).map_err(|_| KeyError::WrongPassword)
+}
+
+/// Runs CPU-heavy work that may be called from async code without stalling the runtime: on a
+/// multi-threaded tokio runtime the worker first hands its other tasks to the rest (`block_in_place`);
+/// elsewhere (no runtime, a blocking-pool thread, or a single-threaded runtime, where handing over is not
+/// possible) it simply runs.
+pub fn cpu_heavy<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// The largest scrypt parameters Weft derives a key with. cosign writes N=32768, r=8, p=1 (32 MiB and
@@ -253,5 +266,20 @@ y5g1MplhMrul3xK3zVfbb05Yo6qveZLDJUq9kfM3JGihNAYXM+fbQi26
             assert!(err.to_string().contains(&format!("N={n}, r={r}, p={p}")), "{err}");
             assert!(started.elapsed() < std::time::Duration::from_secs(1));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn heavy_work_runs_on_every_kind_of_thread() {
+        // On a worker of a multi-threaded runtime, in the blocking pool, and with no runtime at all.
+        assert_eq!(cpu_heavy(|| 1), 1);
+        assert_eq!(tokio::task::spawn_blocking(|| cpu_heavy(|| 2)).await.unwrap(), 2);
+        assert_eq!(std::thread::spawn(|| cpu_heavy(|| 3)).join().unwrap(), 3);
+        let key = SigningKey::from_pem(&encrypted_pem(1024, 8, 1, "pw"), Some("pw")).unwrap();
+        assert!(verify_key_parses(&key.public_pem()));
+    }
+
+    #[tokio::test]
+    async fn heavy_work_runs_on_a_single_threaded_runtime() {
+        assert_eq!(cpu_heavy(|| 4), 4);
     }
 }

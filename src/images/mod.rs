@@ -195,7 +195,8 @@ impl ImageVerifier {
             return Err((Some(digest.clone()), ImageError::NotFound(r.pinned(&digest))));
         }
         let evidence = evidence::fetch(&registry, &digest).await.map_err(|e| (Some(digest.clone()), e.into()))?;
-        let verdict = verify::judge(policies, &covering, &digest, &evidence);
+        // Up to 128 candidates, each a certificate chain, a log entry and a signature to check.
+        let verdict = crate::signing::cpu_heavy(|| verify::judge(policies, &covering, &digest, &evidence));
         self.remember(key, verdict.clone());
         Ok((digest, verdict))
     }
