@@ -582,12 +582,21 @@ fn work_unit(
     hex::encode(Sha256::digest(facts.to_string().as_bytes()))
 }
 
-/// The record, and when it was made, when it records this unit with a settled verdict.
+/// Reasons of verdicts a dependency's refusal gave (credentials refused, a request rejected). A person
+/// may fix such a thing where the unit of work cannot see it (a permission in the registry), so these
+/// records are run again after the resync period; every other record stands until its unit changes.
+const REFUSALS: [&str; 4] = ["RegistryRefused", "RegistryUnauthorized", "RekorRejected", "RepositoryAccessDenied"];
+
+/// The record, and when it was made, when it records this unit with a settled verdict (one a refusal
+/// gave only until the resync period has passed).
 fn recorded<'s>(
     status: &'s ApplicationProvenanceStatus,
     unit: &str,
+    resync: Duration,
 ) -> Option<(&'s ApplicationProvenanceStatus, Timestamp)> {
-    status.work_unit.as_ref().filter(|w| w.digest == unit).map(|w| (status, w.recorded_at.0))
+    let at = status.work_unit.as_ref().filter(|w| w.digest == unit)?.recorded_at.0;
+    let refused = status.conditions.iter().any(|c| c.status == "False" && REFUSALS.contains(&c.reason.as_str()));
+    (!refused || age(at) < resync).then_some((status, at))
 }
 
 /// How long ago `at` was (zero for a time in the future, such as a skewed clock's).
@@ -745,7 +754,7 @@ async fn reconcile_application(
                                     destination: None,
                                 };
                                 // The same unit of work recorded: nothing to redo, whatever woke us.
-                                if let Some((recorded, at)) = previous.and_then(|p| recorded(p, &unit)) {
+                                if let Some((recorded, at)) = previous.and_then(|p| recorded(p, &unit, ctx.resync)) {
                                     let due = ctx.reverify.map(|every| every.saturating_sub(age(at)));
                                     match due {
                                         Some(left) if left.is_zero() && source_passed(recorded) => {

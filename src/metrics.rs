@@ -86,7 +86,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Requests to the Kubernetes API, by method and status class (429 counted apart)",
         m.apiserver_requests.clone(),
     );
-    registry.register("registry_requests", "HTTP requests to OCI registries", m.registry_requests.clone());
+    registry.register(
+        "registry_requests",
+        "Requests to OCI registries: each manifest, blob, referrers or push operation (token requests aside)",
+        m.registry_requests.clone(),
+    );
     registry.register("rekor_requests", "HTTP requests to the transparency log", m.rekor_requests.clone());
     registry.register(
         "webhook_refused_connections",

@@ -57,6 +57,10 @@ pub enum OciError {
     Registry { registry: String, reason: String },
     #[error("registry {registry} refused the credentials: {reason}")]
     Unauthorized { registry: String, reason: String },
+    /// A 4xx other than 401, 403, 404 and 429: the request itself is refused, and asking again will not
+    /// change that.
+    #[error("registry {registry} refused the request: {reason}")]
+    Refused { registry: String, reason: String },
     #[error("{0:?} is not a valid OCI repository reference: {1}")]
     BadReference(String, String),
     #[error("cannot read the registry credentials: {0}")]
@@ -122,6 +126,7 @@ impl OciError {
         match self {
             OciError::Registry { .. } => "RegistryUnavailable",
             OciError::Unauthorized { .. } => "RegistryUnauthorized",
+            OciError::Refused { .. } => "RegistryRefused",
             OciError::BadReference(..) => "InvalidImageRepository",
             OciError::BadCredentials(_) => "RegistryCredentialsInvalid",
             OciError::Layout { .. } => "LayoutUnwritable",
@@ -129,7 +134,8 @@ impl OciError {
         }
     }
 
-    /// A registry that is down (or briefly refusing) is retried; configuration problems are not.
+    /// A registry that is down, failing (5xx) or throttling (429) is retried; refusals (401, 403, other
+    /// 4xx) and configuration problems are verdicts.
     pub fn retryable(&self) -> bool {
         matches!(self, OciError::Registry { .. })
     }
@@ -390,7 +396,34 @@ impl Registry {
             E::ServerError { code, .. } => *code == 401 || *code == 403,
             _ => false,
         };
-        if unauthorized { OciError::Unauthorized { registry, reason } } else { OciError::Registry { registry, reason } }
+        // A refusal of the request itself: the distribution spec's error codes other than throttling,
+        // or a 4xx without one.
+        let refused = match &e {
+            E::RegistryError { envelope, .. } => {
+                envelope.errors.iter().any(|x| !matches!(x.code, C::Unauthorized | C::Denied | C::Toomanyrequests))
+            }
+            E::ServerError { code, .. } => (400..500).contains(code) && *code != 404 && *code != 429,
+            _ => false,
+        };
+        if unauthorized {
+            OciError::Unauthorized { registry, reason }
+        } else if refused {
+            OciError::Refused { registry, reason }
+        } else {
+            OciError::Registry { registry, reason }
+        }
+    }
+
+    /// What an HTTP status other than success and 404 means, doing `what`.
+    fn status_error(&self, status: u16, what: &str, body: &str) -> OciError {
+        let reason =
+            if body.is_empty() { format!("HTTP {status} {what}") } else { format!("HTTP {status} {what}: {body}") };
+        match status {
+            401 | 403 => OciError::Unauthorized { registry: self.registry_host(), reason },
+            429 => self.unavailable(reason),
+            400..=499 => OciError::Refused { registry: self.registry_host(), reason },
+            _ => self.unavailable(reason),
+        }
     }
 
     fn registry_host(&self) -> String {
@@ -421,6 +454,7 @@ impl Registry {
         what: &str,
         op: impl std::future::Future<Output = Result<T, OciError>>,
     ) -> Result<T, OciError> {
+        crate::metrics::registry_request();
         match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
             Err(_) => Err(self.unavailable(format!("{what}: no answer within {} s", self.timeout.as_secs_f64()))),
@@ -449,13 +483,7 @@ impl Registry {
             match resp.status().as_u16() {
                 200 => {}
                 404 => return Ok(None),
-                s @ (401 | 403) => {
-                    return Err(OciError::Unauthorized {
-                        registry: self.registry_host(),
-                        reason: format!("HTTP {s} reading {what}"),
-                    });
-                }
-                s => return Err(self.unavailable(format!("HTTP {s} reading {what}"))),
+                s => return Err(self.status_error(s, &format!("reading {what}"), "")),
             }
             let bytes = self.body(resp, &what, MAX_MANIFEST_BYTES).await?;
             // Pulled by digest, the bytes must be that digest: a registry is not trusted to say so.
@@ -594,6 +622,7 @@ impl Registry {
     /// A blob's bytes, reading no more than `size` bytes (its descriptor's size).
     async fn blob(&self, r: &Reference, digest: &str, what: &str, size: u64) -> Result<Vec<u8>, OciError> {
         use futures::StreamExt as _;
+        crate::metrics::registry_request();
         let mut sized = self.client.pull_blob_stream(r, digest).await.map_err(|e| self.err(e))?;
         if let Some(n) = sized.content_length.filter(|n| *n > size) {
             return Err(self.too_large(what, BodySize::Declared(n), size));
@@ -614,6 +643,7 @@ impl Registry {
     pub async fn serves_referrers(&self, image_digest: &str) -> bool {
         // Asked directly: a client library may fall back to the tag schema and hide a 404.
         let Ok(r) = self.reference(image_digest) else { return false };
+        crate::metrics::registry_request();
         let url = format!("{}/v2/{}/referrers/{image_digest}", self.base_url(&r), r.repository());
         let Ok(Ok(req)) = tokio::time::timeout(self.timeout, self.authorized(self.http.get(&url), &r, false)).await
         else {
@@ -647,11 +677,7 @@ impl Registry {
                             .map_err(|e| self.unavailable(format!("the referrers index cannot be read: {e}")))
                     }
                     404 => Ok(Value::Null),
-                    s @ (401 | 403) => Err(OciError::Unauthorized {
-                        registry: self.registry_host(),
-                        reason: format!("HTTP {s} listing referrers"),
-                    }),
-                    s => Err(self.unavailable(format!("HTTP {s} listing referrers"))),
+                    s => Err(self.status_error(s, "listing referrers", "")),
                 }
             })
             .await?;
@@ -727,12 +753,7 @@ impl Registry {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(_) => "(an error body over 4 KiB)".to_string(),
         };
-        let registry = self.repository.split('/').next().unwrap_or_default().to_string();
-        if status.as_u16() == 401 || status.as_u16() == 403 {
-            Err(OciError::Unauthorized { registry, reason: format!("HTTP {status}: {body}") })
-        } else {
-            Err(OciError::Registry { registry, reason: format!("pushing manifest {digest}: HTTP {status}: {body}") })
-        }
+        Err(self.status_error(status.as_u16(), &format!("pushing manifest {digest}"), body.trim()))
     }
 }
 
@@ -850,6 +871,23 @@ pub fn attestation_tag(image_digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn throttling_and_failures_are_retried_refusals_are_verdicts() {
+        let r = Registry::new("127.0.0.1:5000/team/app", None).unwrap();
+        let kind = |status| {
+            let e = r.status_error(status, "reading manifest x", "");
+            (e.reason(), e.retryable())
+        };
+        assert_eq!(kind(429), ("RegistryUnavailable", true));
+        assert_eq!(kind(500), ("RegistryUnavailable", true));
+        assert_eq!(kind(503), ("RegistryUnavailable", true));
+        assert_eq!(kind(401), ("RegistryUnauthorized", false));
+        assert_eq!(kind(403), ("RegistryUnauthorized", false));
+        assert_eq!(kind(400), ("RegistryRefused", false));
+        assert_eq!(kind(413), ("RegistryRefused", false));
+        assert!(r.status_error(400, "pushing manifest m", "MANIFEST_INVALID").to_string().contains("MANIFEST_INVALID"));
+    }
 
     #[test]
     fn only_exact_loopback_registries_get_plain_http() {

@@ -338,15 +338,16 @@ impl Rekor {
         RekorError::Unavailable { url: self.url.clone(), reason: e.to_string() }
     }
 
-    /// A read that must answer 200 with JSON: 5xx and transport errors are the log being unavailable,
-    /// anything else a refusal.
+    /// A read that must answer 200 with JSON: 5xx, 429 and transport errors are the log being
+    /// unavailable (retried), anything else a refusal (a verdict).
     async fn read(&self, req: reqwest::RequestBuilder) -> Result<Value, RekorError> {
+        crate::metrics::rekor_request();
         let resp = req.send().await.map_err(|e| self.unavailable(e))?;
         let status = resp.status().as_u16();
         let text = self.text(resp).await?;
         match status {
             200 => parse(&text),
-            s if s >= 500 => Err(self.unavailable(format!("HTTP {s}"))),
+            s if s >= 500 || s == 429 => Err(self.unavailable(format!("HTTP {s}"))),
             s => Err(RekorError::Rejected { url: self.url.clone(), status: s, reason: text }),
         }
     }
@@ -354,6 +355,7 @@ impl Rekor {
     /// Uploads an entry; when the log already has it (409), fetches the existing one, so a retry never
     /// makes a second entry.
     pub async fn upload(&self, proposed: &Value) -> Result<Entry, RekorError> {
+        crate::metrics::rekor_request();
         let resp = self
             .http
             .post(format!("{}/api/v1/log/entries", self.url))
@@ -373,7 +375,7 @@ impl Rekor {
         let text = self.text(resp).await?;
         match status {
             201 => Entry::from_response(&parse(&text)?),
-            s if s >= 500 => {
+            s if s >= 500 || s == 429 => {
                 Err(RekorError::Unavailable { url: self.url.clone(), reason: format!("HTTP {s}: {}", text.trim()) })
             }
             s => Err(RekorError::Rejected { url: self.url.clone(), status: s, reason: text.trim().to_string() }),

@@ -53,6 +53,11 @@ struct Env {
 
 impl Env {
     async fn new(prefix: &str) -> Env {
+        Env::with_log(prefix, None).await
+    }
+
+    /// With the log reached at `log` instead of the test environment's Rekor.
+    async fn with_log(prefix: &str, log: Option<&str>) -> Env {
         let client = client().await;
         let ns = namespace(&client, prefix).await;
         let project = with_namespace(shop_files);
@@ -62,6 +67,9 @@ impl Env {
             serde_json::from_str(&std::fs::read_to_string(project.profile(&repository, true, json!({}))).unwrap())
                 .unwrap();
         profile["metadata"] = json!({"name": "production"});
+        if let Some(url) = log {
+            profile["spec"]["provenance"]["rekor"]["url"] = json!(url);
+        }
         create(&profiles(&client, &ns), profile).await;
         let mut env = Env { client, ns, project, weft: None, repository };
         env.start_controller();
@@ -216,6 +224,56 @@ fn cosign_payload(image: &str) -> Vec<u8> {
 fn hex_sha256(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
+}
+
+/// The controller is killed at the worst moments: the log has accepted an entry (the image's signature,
+/// then the provenance attestation) and the answer never reached the controller. Until it is restarted
+/// nothing is vouched for; after, the run completes with exactly one entry of each, the one the log
+/// accepted before the crash.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_killed_after_the_log_accepted_an_entry_completes_with_exactly_one_entry() {
+    // Alone on the log: the entries it gains are this test's.
+    let _alone = LOG.write().await;
+    let rekor = peer("WEFT_TEST_REKOR_URL");
+    let proxy = proxy::Proxy::start(rekor.trim_start_matches("http://").trim_end_matches('/')).await;
+    for (point, request) in [("signing", "\"kind\":\"hashedrekord\""), ("attesting", "\"kind\":\"dsse\"")] {
+        let before = log_size();
+        proxy.hold_answer_to(request);
+        let mut env = Env::with_log(&format!("prov-kill-{point}"), Some(&proxy.url)).await;
+        env.create_application().await;
+        tokio::time::timeout(Duration::from_secs(120), proxy.sprung())
+            .await
+            .unwrap_or_else(|_| panic!("the controller reached {point}"));
+        drop(env.weft.take()); // SIGKILL, mid-{point}
+        let ap = provenances(&env.client, &env.ns).get_opt("shop-cart").await.unwrap();
+        let status = ap.map(|a| a.data["status"].clone()).unwrap_or(Value::Null);
+        assert_ne!(status["verdict"], "Verified", "killed {point}: {status}");
+        assert!(status.get("rekor").is_none(), "killed {point}: nothing recorded yet: {status}");
+
+        proxy.disarm();
+        env.start_controller();
+        let ap = env.recorded().await;
+        assert_eq!(ap["status"]["verdict"], "Failed", "no imageVerification: recorded, not vouched for");
+        // Let a few resyncs pass too.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        // The image's signature and its provenance: two entries, whatever the crash interrupted (the
+        // log's search index is not used here: Rekor may not index an entry whose client went away).
+        assert_eq!(log_size() - before, 2, "killed {point}: one signature entry and one provenance entry");
+        let index = ap["status"]["rekor"]["logIndex"].as_i64().unwrap();
+        assert!(index >= before, "killed {point}: the entry is this run's ({index}, log was {before})");
+        if point == "attesting" {
+            let message = condition(&ap, "ProvenanceRecorded").unwrap()["message"].as_str().unwrap().to_string();
+            assert!(message.contains("completing an earlier attempt"), "the entry from before the crash: {message}");
+        }
+    }
+}
+
+/// How many entries the log holds.
+fn log_size() -> i64 {
+    let (code, out, err) =
+        run_cmd(Command::new("curl").args(["-sf"]).arg(format!("{}/api/v1/log", peer("WEFT_TEST_REKOR_URL"))));
+    assert_eq!(code, 0, "rekor log info: {err}");
+    serde_json::from_str::<Value>(&out).unwrap()["treeSize"].as_i64().expect("treeSize")
 }
 
 #[tokio::test(flavor = "multi_thread")]

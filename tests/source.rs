@@ -495,8 +495,11 @@ fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
     );
     let run = check(&[keys.clone(), tls.clone()]);
     assert_verdict(&run, 1, "RepositoryUnreachable");
+    // Refused credentials are a verdict, not a wait: asking again will not change them.
     let run = check(&[keys.clone(), tls.clone(), secret("cart", "repository", &url, "wrong")]);
-    assert_verdict(&run, 1, "RepositoryUnreachable");
+    assert_verdict(&run, 1, "RepositoryAccessDenied");
+    let message = run.verdict["message"].as_str().unwrap();
+    assert!(message.contains("401") && message.contains("repository Secret"), "{message}");
     // A credential template for every repository under the prefix (Argo CD's repo-creds).
     let run = check(&[keys.clone(), tls.clone(), secret("shop", "repo-creds", &prefix, "s3cret")]);
     assert_verdict(&run, 0, "Verified");
@@ -509,5 +512,5 @@ fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
         secret("cart", "repository", &format!("{url}/"), "wrong"),
     ];
     let run = verify(fresh.path(), gpg_policy("*", "strict", &[&alice]), &resources, &url, &head, &[]);
-    assert_verdict(&run, 1, "RepositoryUnreachable");
+    assert_verdict(&run, 1, "RepositoryAccessDenied");
 }

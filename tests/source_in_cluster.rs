@@ -414,9 +414,11 @@ async fn argo_cds_credentials_serve_only_what_the_applications_project_permits()
     reason_of("closed-namespace", "ApplicationNamespaceNotPermitted").await;
     assert_eq!(requests(), "", "no request reached the repository");
 
-    // Permitted now, but the repository Secret belongs to another project: fetched without its password.
+    // Permitted now, but the repository Secret belongs to another project: fetched without its password,
+    // which the server refuses. A refusal is a verdict, not a wait.
     update(&projects, "team-a", |v| v["spec"]["sourceRepos"] = json!([url])).await;
-    let ap = reason_of("private", "RepositoryUnreachable").await;
+    let ap = reason_of("private", "RepositoryAccessDenied").await;
+    assert_eq!(ap["status"]["verdict"], "Failed", "{}", ap["status"]);
     assert!(!requests().is_empty(), "the repository was asked");
     assert!(!requests().contains("Basic ZGVwbG95OnMzY3JldA=="), "the password went out: {}", requests());
     assert!(ap["status"].get("verifiedSources").is_none());

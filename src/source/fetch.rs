@@ -18,6 +18,11 @@ use super::url::{self, RepoLocation};
 pub enum FetchError {
     #[error("cannot fetch {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server refused the credentials (or their absence): asking again will not change it.
+    #[error(
+        "{url} refused access: {reason}; check the credentials in Argo CD's repository Secret for it (and that they may read the repository)"
+    )]
+    AccessDenied { url: String, reason: String },
     #[error("{url} was fetched but holds no commit {commit} (not reachable from any branch or tag)")]
     MissingCommit { url: String, commit: CommitId },
     #[error("the repository cache at {path} cannot be used: {reason}")]
@@ -36,6 +41,7 @@ impl FetchError {
     pub fn reason(&self) -> &'static str {
         match self {
             FetchError::Unreachable { .. } => "RepositoryUnreachable",
+            FetchError::AccessDenied { .. } => "RepositoryAccessDenied",
             FetchError::MissingCommit { .. } => "RevisionNotFound",
             FetchError::Cache { .. } => "RepositoryCacheError",
             FetchError::UnsupportedUrl(_) => "UnsupportedRepositoryURL",
@@ -44,7 +50,8 @@ impl FetchError {
         }
     }
 
-    /// A network or cache problem is worth retrying; a missing commit or a bad URL is not.
+    /// A network or cache problem is worth retrying; refused credentials, a missing commit or a bad URL
+    /// are not.
     pub fn retryable(&self) -> bool {
         matches!(self, FetchError::Unreachable { .. } | FetchError::Cache { .. })
     }
@@ -285,6 +292,31 @@ fn fetch_into(
     }
 }
 
+/// A fetch that failed: refused access (HTTP 401 or 403, ssh's "Permission denied") is a verdict, the
+/// rest (no route, no answer, 5xx) is the server being unavailable. Told apart by the transport's own
+/// words, as git's error messages do.
+fn failed(url: &str, reason: String) -> FetchError {
+    let lower = reason.to_lowercase();
+    let denied = [
+        "status 401",
+        "status 403",
+        "401 unauthorized",
+        "403 forbidden",
+        "permission denied",
+        "authentication failed",
+        "authentication required",
+        // gix, when the server asks for credentials (401) and none are configured.
+        "no credentials were returned",
+    ]
+    .iter()
+    .any(|w| lower.contains(w));
+    if denied {
+        FetchError::AccessDenied { url: url.to_string(), reason }
+    } else {
+        FetchError::Unreachable { url: url.to_string(), reason }
+    }
+}
+
 fn fetch_now(
     path: &Path,
     url: &str,
@@ -292,8 +324,7 @@ fn fetch_now(
     interrupt: &AtomicBool,
     timeout: Duration,
 ) -> Result<(), FetchError> {
-    let unreachable =
-        |e: &dyn std::error::Error| FetchError::Unreachable { url: url.to_string(), reason: error_chain(e) };
+    let unreachable = |e: &dyn std::error::Error| failed(url, error_chain(e));
     let cache_err =
         |e: &dyn std::fmt::Display| FetchError::Cache { path: path.display().to_string(), reason: e.to_string() };
     if !path.join("HEAD").exists() {
@@ -385,7 +416,7 @@ fn fetch_now(
                 source: HistoryError::UnsupportedObjectFormat { path: url.to_string() },
             }
         } else {
-            FetchError::Unreachable { url: url.to_string(), reason: chain }
+            failed(url, chain)
         }
     };
     connection

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod git;
 pub mod images;
 pub mod project;
+pub mod proxy;
 pub mod verify;
 
 use std::fs::File;
