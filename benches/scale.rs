@@ -310,7 +310,7 @@ async fn run(client: &kube::Client, scenario: Scenario, churn: Duration) -> Figu
                 tick.tick().await;
                 let (api, name) = &apps[n % apps.len()];
                 let patch = json!({"status": {"reconciledAt": format!("2026-01-01T00:{:02}:{:02}Z", (n / 60) % 60, n % 60),
-                    "health": {"status": if n % 2 == 0 { "Healthy" } else { "Progressing" }}}});
+                    "health": {"status": if n.is_multiple_of(2) { "Healthy" } else { "Progressing" }}}});
                 let _ = api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await;
                 n += 1;
             }
