@@ -89,6 +89,10 @@ pub struct Options {
     /// How long a leader holds the Lease without renewing it before another replica takes over.
     #[arg(long, env = "WEFT_LEADER_ELECTION_SECONDS", default_value_t = 15)]
     pub leader_election_seconds: u64,
+    /// Split the Applications among replicas in this many shards (by a hash of their UID), each held
+    /// by a Lease `<lease>-shard-<i>` in the leader election namespace; 1: one leader does all.
+    #[arg(long, env = "WEFT_SHARDS", default_value_t = 1, requires = "leader_election_namespace")]
+    pub shards: u32,
     /// Serve `/healthz`, `/readyz` and `/metrics` over plain HTTP on this address.
     #[arg(long, env = "WEFT_HEALTH_LISTEN")]
     pub health_listen: Option<std::net::SocketAddr>,
@@ -161,6 +165,8 @@ struct Context {
     reverify: Option<Duration>,
     recorder: Recorder,
     failures: Backoffs,
+    /// The shards this replica works on, when replicas split the Applications.
+    shards: Option<Arc<crate::shards::Shards>>,
     /// What each profile refers to, read once for the Applications reconciled together.
     bags: Mutex<HashMap<BagKey, (std::time::Instant, Arc<crate::deref::Bag>)>>,
 }
@@ -194,14 +200,20 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     if !wait_for_crds(&client, &scopes, shutdown.clone()).await {
         return Ok(());
     }
-    let elector = opts.leader_election_namespace.as_ref().map(|ns| {
-        let identity = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .map(|h| format!("{h}-{}", std::process::id()))
-            .unwrap_or_else(|_| format!("weft-{}", std::process::id()));
-        let duration = Duration::from_secs(opts.leader_election_seconds.max(3));
-        crate::lease::Elector::new(client.clone(), ns, &opts.leader_election_lease, identity, duration)
-    });
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .map(|h| format!("{h}-{}", std::process::id()))
+        .unwrap_or_else(|_| format!("weft-{}", std::process::id()));
+    let duration = Duration::from_secs(opts.leader_election_seconds.max(3));
+    let lease = &opts.leader_election_lease;
+    let (elector, shards) = match &opts.leader_election_namespace {
+        Some(ns) if opts.shards > 1 => (
+            None,
+            Some(Arc::new(crate::shards::Shards::new(client.clone(), ns, lease, &identity, opts.shards, duration))),
+        ),
+        Some(ns) => (Some(crate::lease::Elector::new(client.clone(), ns, lease, identity, duration)), None),
+        None => (None, None),
+    };
     // Ready means able to serve: a standby replica is ready too (it takes over without a restart).
     ready.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(elector) = &elector {
@@ -227,8 +239,24 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         discovery: Some(crate::cluster::ScopeDiscovery::new(client.clone())),
     });
     let timers = Timers { resync, reverify, concurrency: opts.reconcile_concurrency.max(1) };
-    let runs = scopes.into_iter().map(|ns| run_scope(client.clone(), ns, timers, engine.clone(), shutdown.clone()));
+    if let Some(shards) = &shards {
+        // The first shards before the first reconcile; later ones are announced (subscribed below).
+        shards.tick().await;
+    }
+    let runs = scopes.into_iter().map(|ns| {
+        let sharding = shards.as_ref().map(|s| (s.clone(), s.gained()));
+        run_scope(client.clone(), ns, timers, engine.clone(), sharding, shutdown.clone())
+    });
     let work = futures::future::join_all(runs);
+    if let Some(shards) = shards {
+        tokio::select! {
+            _ = work => {}
+            _ = shards.run() => {}
+        }
+        shards.release().await;
+        info!("weft controller stopped");
+        return Ok(());
+    }
     let Some(elector) = elector else {
         work.await;
         info!("weft controller stopped");
@@ -430,7 +458,18 @@ struct Timers {
     concurrency: u16,
 }
 
-async fn run_scope(client: Client, ns: Option<String>, timers: Timers, engine: Arc<Engine>, shutdown: ShutdownSignal) {
+async fn run_scope(
+    client: Client,
+    ns: Option<String>,
+    timers: Timers,
+    engine: Arc<Engine>,
+    sharding: Option<(Arc<crate::shards::Shards>, tokio::sync::broadcast::Receiver<u32>)>,
+    shutdown: ShutdownSignal,
+) {
+    let (shards, gained) = match sharding {
+        Some((s, g)) => (Some(s), Some(g)),
+        None => (None, None),
+    };
     let (profiles, [profile_events]) =
         mirror::<IntegrityProfile, 1>(api(&client, &ns), "IntegrityProfile", [profile_news]);
     let (provenances, [provenance_events, provenance_events_for_profiles]) = mirror::<ApplicationProvenance, 2>(
@@ -458,6 +497,7 @@ async fn run_scope(client: Client, ns: Option<String>, timers: Timers, engine: A
         recorder: Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None }),
         failures: Backoffs::default(),
         bags: Mutex::new(HashMap::new()),
+        shards: shards.clone(),
     });
 
     // Argo CD rewrites every Application's status every few minutes; only what can change a verdict
@@ -468,8 +508,28 @@ async fn run_scope(client: Client, ns: Option<String>, timers: Timers, engine: A
         .reflect(app_writer)
         .applied_objects()
         .predicate_filter(application_news, PredicateConfig::default());
-    let apps = Controller::for_stream(app_stream, app_store.clone())
+    let mut apps = Controller::for_stream(app_stream, app_store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(timers.concurrency));
+    if let (Some(shards), Some(gained)) = (&shards, gained) {
+        // A shard taken over: its Applications now, not at their next event.
+        let (store, count) = (app_store.clone(), shards.count());
+        let gained = stream_of(gained).flat_map(move |shard| {
+            let refs: Vec<_> = store
+                .state()
+                .iter()
+                .filter(|a| {
+                    let uid = match &a.0 {
+                        Ok(app) => app.metadata.uid.as_deref(),
+                        Err(i) => i.metadata.uid.as_deref(),
+                    };
+                    uid.is_some_and(|u| crate::shards::shard_of(u, count) == shard)
+                })
+                .map(|a| ObjectRef::from_obj(a.as_ref()))
+                .collect();
+            futures::stream::iter(refs)
+        });
+        apps = apps.reconcile_on(gained);
+    }
     let requeue = {
         let (app_store, provenances) = (app_store.clone(), provenances.store.clone());
         move |p: IntegrityProfile| applications_to_requeue(&p, &app_store, &provenances)
@@ -709,6 +769,9 @@ async fn reconcile_application(
     let (Some(name), Some(ns), Some(uid)) = (meta.name.clone(), meta.namespace.clone(), meta.uid.clone()) else {
         return Ok(Action::await_change()); // not a stored object
     };
+    if ctx.shards.as_ref().is_some_and(|s| !s.holds(&uid)) {
+        return Ok(Action::await_change()); // another replica's (re-queued here if its shard comes here)
+    }
 
     let profiles: Vec<Arc<IntegrityProfile>> =
         ctx.profiles.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(&ns)).collect();
@@ -1026,6 +1089,11 @@ async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) ->
     let Some(ns) = profile.namespace() else {
         return Ok(Action::await_change());
     };
+    // Every replica sees every record; the one holding the profile's own shard writes its counts.
+    let uid = profile.metadata.uid.clone().unwrap_or_default();
+    if ctx.shards.as_ref().is_some_and(|s| !s.holds(&uid)) {
+        return Ok(Action::requeue(ctx.resync));
+    }
     let name = profile.name_any();
 
     let mut selected = 0;
@@ -1098,6 +1166,19 @@ async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) ->
     }
     ctx.failures.reset(&key("IntegrityProfile", &ns, &name));
     Ok(Action::requeue(ctx.resync))
+}
+
+/// A broadcast receiver as a stream (a lagging receiver skips what it missed).
+fn stream_of(rx: tokio::sync::broadcast::Receiver<u32>) -> impl futures::Stream<Item = u32> {
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => return Some((v, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 fn key(kind: &str, ns: &str, name: &str) -> String {

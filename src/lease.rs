@@ -13,6 +13,18 @@ use kube::api::{Api, PostParams};
 use kube::{Client, Error};
 use tracing::{debug, info, warn};
 
+/// Who holds a Lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Nobody: never taken, or released on a clean shutdown.
+    Nobody,
+    Me,
+    /// Another candidate; `expired` when it has not renewed within the Lease's duration.
+    Other {
+        expired: bool,
+    },
+}
+
 pub struct Elector {
     api: Api<Lease>,
     name: String,
@@ -23,6 +35,23 @@ pub struct Elector {
 impl Elector {
     pub fn new(client: Client, namespace: &str, name: &str, identity: String, duration: Duration) -> Elector {
         Elector { api: Api::namespaced(client, namespace), name: name.to_string(), identity, duration }
+    }
+
+    /// Who holds the Lease now, without taking it.
+    pub async fn state(&self) -> Result<Holder, Error> {
+        let Some(lease) = self.api.get_opt(&self.name).await? else { return Ok(Holder::Nobody) };
+        let spec = lease.spec.unwrap_or_default();
+        let holder = spec.holder_identity.unwrap_or_default();
+        if holder.is_empty() {
+            return Ok(Holder::Nobody);
+        }
+        if holder == self.identity {
+            return Ok(Holder::Me);
+        }
+        let renewed = spec.renew_time.map(|t| t.0).unwrap_or_default();
+        let held_for = spec.lease_duration_seconds.unwrap_or(1).max(1) as f64;
+        let expired = Timestamp::now().duration_since(renewed).as_secs_f64() > held_for;
+        Ok(Holder::Other { expired })
     }
 
     /// One attempt to take or keep the Lease; `true` when this candidate holds it afterwards.

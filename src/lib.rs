@@ -24,6 +24,7 @@ pub mod rekor;
 pub mod render;
 pub mod resources;
 pub mod selection;
+pub mod shards;
 pub mod signing;
 pub mod source;
 pub mod status;

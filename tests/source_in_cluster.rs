@@ -546,3 +546,96 @@ async fn a_recorded_revision_is_checked_again_and_an_expired_signature_fails_it_
         "status writes and re-checks ran no pipeline (no fetch, render, registry or log call)"
     );
 }
+
+/// Three replicas split the Applications in three shards, each held by a Lease. One is killed in the
+/// middle of a run: its shard is taken over once its Lease expires, every Application is recorded, and
+/// none twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_share_the_work_and_a_killed_ones_shard_is_taken_over() {
+    let client = client().await;
+    let ns = namespace(&client, "src-shards").await;
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    let rev = repo.commit("c1", Sign::Gpg(&alice));
+    create(&config_maps(&client, &ns).await, keyring(&gpg, &[&alice])).await;
+    create(&profiles(&client, &ns), profile(&[&alice], "head")).await;
+    let apps = applications(&client, &ns);
+    for i in 0..12 {
+        create(&apps, application(&format!("app-{i}"), &repo.url(), &rev)).await;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let replica = |n: usize| {
+        let dir = cache.path().join(format!("r{n}"));
+        WeftProcess::start(&[
+            "controller",
+            "--namespace",
+            &ns,
+            "--cache-dir",
+            dir.to_str().unwrap(),
+            "--shards",
+            "3",
+            "--leader-election-namespace",
+            &ns,
+            "--leader-election-seconds",
+            "3",
+        ])
+    };
+    let mut replicas: Vec<Option<WeftProcess>> = (0..3).map(|n| Some(replica(n))).collect();
+    let recorded = |names: Vec<String>| {
+        let api = provenances(&client, &ns);
+        eventually("every Application recorded", Duration::from_secs(90), move || {
+            let (api, names) = (api.clone(), names.clone());
+            async move {
+                let list = api.list(&Default::default()).await.map_err(|e| e.to_string())?;
+                let done: Vec<String> = list
+                    .items
+                    .iter()
+                    .filter(|p| p.data["status"]["workUnit"]["digest"].is_string())
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                let missing: Vec<&String> = names.iter().filter(|n| !done.contains(n)).collect();
+                if missing.is_empty() { Ok(()) } else { Err(format!("not yet: {missing:?}")) }
+            }
+        })
+    };
+    recorded((0..12).map(|i| format!("app-{i}")).collect()).await;
+    let logs = |replicas: &[Option<WeftProcess>], logs_of_killed: &str| {
+        let ansi = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+        let mut all = logs_of_killed.to_string();
+        for r in replicas.iter().flatten() {
+            all.push_str(&r.logs());
+        }
+        ansi.replace_all(&all, "").into_owned()
+    };
+    let text = logs(&replicas, "");
+    assert_eq!(text.matches("took the shard").count(), 3, "one shard each: {text}");
+    for r in replicas.iter().flatten() {
+        assert_eq!(r.logs().matches("took the shard").count(), 1, "each replica holds one shard");
+    }
+
+    // More Applications, and one replica killed while they are worked on.
+    for i in 12..24 {
+        create(&apps, application(&format!("app-{i}"), &repo.url(), &rev)).await;
+    }
+    let mut killed = replicas[1].take().unwrap();
+    killed.kill();
+    let killed_logs = killed.logs() + "\n";
+    recorded((0..24).map(|i| format!("app-{i}")).collect()).await;
+    let text = logs(&replicas, &killed_logs);
+    assert_eq!(text.matches("took the shard").count(), 4, "the killed replica's shard was taken over: {text}");
+    for i in 0..24 {
+        let line = format!("recorded verdict application=app-{i} ");
+        assert_eq!(text.matches(&line).count(), 1, "app-{i} recorded once: {text}");
+    }
+    let selected = eventually("the profile's count", Duration::from_secs(30), || {
+        let api = profiles(&client, &ns);
+        async move {
+            let p = api.get("production").await.map_err(|e| e.to_string())?;
+            let n = p.data["status"]["selectedApplications"].as_i64().unwrap_or(0);
+            if n == 24 { Ok(n) } else { Err(format!("{n}")) }
+        }
+    })
+    .await;
+    assert_eq!(selected, 24);
+}

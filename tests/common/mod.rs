@@ -188,6 +188,12 @@ impl WeftProcess {
         None
     }
 
+    /// SIGKILL, as a crash: nothing is finished or released. The log stays readable.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
