@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use common::env;
@@ -90,24 +89,7 @@ fn main() {
         "argocd",
     );
 
-    // The server, with a certificate for 127.0.0.1.
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let config =
-        weft::webhook::certs::server_config(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes())
-            .unwrap();
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let url = format!("https://{}/validate", listener.local_addr().unwrap());
-    runtime.spawn(weft::webhook::serve(
-        listener,
-        Arc::new(RwLock::new(config)),
-        checker,
-        Default::default(),
-        std::future::pending(),
-    ));
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let (http, url) = runtime.block_on(common::serve_webhook(checker));
 
     let review = |i: usize| {
         let object = deployment(i % RESOURCES);

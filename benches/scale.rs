@@ -17,10 +17,10 @@
 //! `WEFT_TESTENV_APF=1 tests/env/testenv.sh run -- cargo bench --bench scale`
 //! (`WEFT_SCALE_SIZES=100,1000` and `WEFT_SCALE_CHURN_SECONDS=120` by default).
 
+mod common;
 #[path = "../tests/common/mod.rs"]
 mod testing;
 
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -219,23 +219,7 @@ async fn webhook(client: &kube::Client, t: &Tenant) -> (reqwest::Client, String,
         weft::manifest::TrackingMethod::Annotation,
         "argocd",
     );
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let config =
-        weft::webhook::certs::server_config(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes())
-            .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("https://{}/validate", listener.local_addr().unwrap());
-    tokio::spawn(weft::webhook::serve(
-        listener,
-        Arc::new(RwLock::new(config)),
-        checker,
-        Default::default(),
-        std::future::pending(),
-    ));
-    let http = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let (http, url) = common::serve_webhook(checker).await;
     let review = serde_json::to_vec(&json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "u", "operation": "UPDATE", "namespace": t.ns, "name": deployment["metadata"]["name"],
             "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},

@@ -659,6 +659,15 @@ fn recorded<'s>(
     (!refused || age(at) < resync).then_some((status, at))
 }
 
+/// The time until the next tick of a clock of `period` whose ticks are offset by a hash of `key`: ticks
+/// for one key fall together, those of different keys spread over the period.
+fn aligned(period: Duration, key: &str, now: Timestamp) -> Duration {
+    let period = period.as_secs().max(1);
+    let offset = hash_of(&key) % period;
+    let into = (u64::try_from(now.as_second()).unwrap_or_default() + offset) % period;
+    Duration::from_secs(period - into)
+}
+
 /// How long ago `at` was (zero for a time in the future, such as a skewed clock's).
 fn age(at: Timestamp) -> Duration {
     Duration::try_from(Timestamp::now().duration_since(at)).unwrap_or_default()
@@ -683,10 +692,51 @@ async fn write_status(
     Ok(())
 }
 
+/// The fast path of a resync or a stray event: the cached record already holds this unit of work, where
+/// the revision was seen has not moved, and no re-verification is due. Then nothing is read (but what
+/// the profile refers to, shared) and nothing written; how long until the next look.
+async fn settled(
+    ctx: &Context,
+    governance: &Governance,
+    subject: &Subject,
+    app: Option<&Application>,
+    name: &str,
+    ns: &str,
+) -> Option<Duration> {
+    let (Governance::Profile { profile, .. }, Subject::Target(target), Some(app)) = (governance, subject, app) else {
+        return None;
+    };
+    let p = ctx.profiles.get(&ObjectRef::new(&profile.name).within(ns))?;
+    let cached = ctx.provenances.get(&ObjectRef::new(name).within(ns))?;
+    let owned = cached
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == app.metadata.uid.as_ref() && o.controller == Some(true));
+    let status = cached.status.as_ref().filter(|s| owned && s.revision_origin == Some(target.origin))?;
+    let project = app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
+    let bag = ctx.bag(ns, &p, project).await.ok()?;
+    let unit = work_unit(app, target, &p, &bag, &ctx.engine);
+    let (_, at) = recorded(status, &unit, ctx.resync)?;
+    let left = ctx.reverify.map(|every| every.saturating_sub(age(at)));
+    if left.is_some_and(|l| l.is_zero()) {
+        return None; // re-verification is due: the slow path does it
+    }
+    Some(ctx.next_check(p.metadata.uid.as_deref(), left))
+}
+
 impl Context {
-    /// When a settled record is looked at again: the resync, or the re-verification if sooner.
-    fn next_check(&self) -> Duration {
-        self.reverify.map_or(self.resync, |r| r.min(self.resync))
+    /// The UID of profile `name` in `ns`, from the cache.
+    fn profile_uid(&self, ns: &str, name: &str) -> Option<String> {
+        self.profiles.get(&ObjectRef::new(name).within(ns))?.metadata.uid.clone()
+    }
+
+    /// When a settled record of `profile`'s is looked at again: at the profile's next resync tick, or
+    /// when its re-verification is due (`reverify_in`) if sooner. The ticks are the same for every
+    /// Application of a profile, so they share one read of what the profile refers to (`bag`).
+    fn next_check(&self, profile: Option<&str>, reverify_in: Option<Duration>) -> Duration {
+        let tick = aligned(self.resync, profile.unwrap_or_default(), Timestamp::now());
+        let reverify = reverify_in.or(self.reverify).filter(|d| !d.is_zero());
+        reverify.map_or(tick, |r| r.min(tick))
     }
 
     /// What `profile` refers to, with the AppProject, shared for `BAG_TTL` by the Applications
@@ -791,6 +841,10 @@ async fn reconcile_application(
         }
     };
 
+    if let Some(wait) = settled(&ctx, &governance, &subject, guard.0.as_ref().ok(), &name, &ns).await {
+        crate::metrics::reconciled("unchanged");
+        return Ok(Action::requeue(wait));
+    }
     let provenances: Api<ApplicationProvenance> = Api::namespaced(ctx.client.clone(), &ns);
     // Read the record itself, not the cache: history and transition times must never be lost.
     let existing = provenances.get_opt(&name).await?;
@@ -834,7 +888,9 @@ async fn reconcile_application(
                                                     };
                                                     write_status(&provenances, &name, &status).await?;
                                                     crate::metrics::reconciled("reverified");
-                                                    return Ok(Action::requeue(ctx.next_check()));
+                                                    return Ok(Action::requeue(
+                                                        ctx.next_check(p.metadata.uid.as_deref(), None),
+                                                    ));
                                                 }
                                                 StepState::Pending => {
                                                     crate::metrics::reconciled("requeued");
@@ -858,9 +914,9 @@ async fn reconcile_application(
                                                 write_status(&provenances, &name, &status).await?;
                                             }
                                             crate::metrics::reconciled("unchanged");
-                                            let wait =
-                                                left.filter(|l| !l.is_zero()).map_or(ctx.resync, |l| l.min(ctx.resync));
-                                            return Ok(Action::requeue(wait));
+                                            return Ok(Action::requeue(
+                                                ctx.next_check(p.metadata.uid.as_deref(), left),
+                                            ));
                                         }
                                     }
                                 } else {
@@ -994,7 +1050,8 @@ async fn reconcile_application(
     }
     ctx.failures.reset(&k);
     crate::metrics::reconciled("ok");
-    Ok(Action::requeue(ctx.next_check()))
+    let profile = new_status.profile.as_ref().and_then(|r| ctx.profile_uid(&ns, &r.name));
+    Ok(Action::requeue(ctx.next_check(profile.as_deref(), None)))
 }
 
 /// An Event when the verdict or the revision changes: Normal when vouched for, Warning otherwise.
@@ -1246,6 +1303,25 @@ mod tests {
         let f = b.0.lock().unwrap();
         assert_eq!(f.len(), MAX_BACKOFF_ENTRIES + 1, "the newcomers share one slot");
         assert_eq!(f.get(""), Some(&501));
+    }
+
+    #[test]
+    fn a_profiles_applications_resync_together_and_profiles_spread() {
+        let period = Duration::from_secs(600);
+        let at = |s: i64| Timestamp::from_second(s).unwrap();
+        let now = 1_800_000_000;
+        let wait = aligned(period, "profile-a", at(now));
+        assert!(wait > Duration::ZERO && wait <= period);
+        // Whenever an Application of the profile asks, the tick is the same instant.
+        let w = wait.as_secs() as i64;
+        for later in [1, w / 2, w - 1].into_iter().filter(|l| *l > 0) {
+            assert_eq!(aligned(period, "profile-a", at(now + later)).as_secs() as i64, w - later);
+        }
+        // Right after the tick, the next one is a whole period away.
+        assert_eq!(aligned(period, "profile-a", at(now + w)), period);
+        let ticks: std::collections::BTreeSet<u64> =
+            (0..50).map(|i| aligned(period, &format!("profile-{i}"), at(now)).as_secs()).collect();
+        assert!(ticks.len() > 40, "profiles spread over the period: {ticks:?}");
     }
 
     fn app(json: serde_json::Value) -> DeserializeGuard<Application> {

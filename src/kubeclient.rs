@@ -26,10 +26,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(clap::Args, Debug, Clone, Copy)]
 pub struct RateLimit {
     /// Requests per second to the Kubernetes API, sustained (watches aside).
-    #[arg(long, env = "WEFT_KUBE_API_QPS", default_value_t = 50)]
+    #[arg(long, env = "WEFT_KUBE_API_QPS", default_value_t = 200)]
     pub kube_api_qps: u32,
     /// Requests to the Kubernetes API allowed at once above the sustained rate.
-    #[arg(long, env = "WEFT_KUBE_API_BURST", default_value_t = 100)]
+    #[arg(long, env = "WEFT_KUBE_API_BURST", default_value_t = 400)]
     pub kube_api_burst: u32,
 }
 
