@@ -5,7 +5,8 @@
 //! - the time from the controller's start to every Application recorded (`status.workUnit`);
 //! - then, over a churn like Argo CD's (each Application's status rewritten every 30 s, spread out,
 //!   which bumps its generation as Argo CD's writes do), the controller's own counters per minute:
-//!   pipeline runs, registry calls, Rekor requests, apiserver requests (429s apart);
+//!   pipeline runs, registry calls, Rekor requests, apiserver requests (429s apart). The controller
+//!   resyncs every 60 s (a tenth of the default), so those minutes hold resyncs of every Application;
 //! - the controller's resident memory (now and peak);
 //! - with signing, the webhook's p99 over those minutes: two webhook replicas (in-process servers, each
 //!   with its own watches of the cluster and nothing else shared) review one signed Deployment, 50
@@ -259,6 +260,9 @@ async fn run(client: &kube::Client, scenario: Scenario, churn: Duration) -> Figu
             cache.to_str().unwrap(),
             "--health-listen",
             &metrics,
+            // A tenth of the default, so that the churn's minutes hold resyncs of every Application.
+            "--resync-seconds",
+            "60",
         ],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("WEFT_LOG", "warn")],
     );
