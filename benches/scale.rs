@@ -350,7 +350,16 @@ async fn run(client: &kube::Client, scenario: Scenario, churn: Duration) -> Figu
             .delete_collection(&DeleteParams::default(), &ListParams::default())
             .await;
     }
-    Figures { startup, startup_throttled, startup_reconciles, recorded: recorded_after, per_minute, rss_mib, webhook_p99, reviews }
+    Figures {
+        startup,
+        startup_throttled,
+        startup_reconciles,
+        recorded: recorded_after,
+        per_minute,
+        rss_mib,
+        webhook_p99,
+        reviews,
+    }
 }
 
 fn main() {

@@ -53,16 +53,18 @@ struct Env {
 
 impl Env {
     async fn new(prefix: &str) -> Env {
-        Env::with_log(prefix, None).await
+        Env::through(prefix, None, None).await
     }
 
-    /// With the log reached at `log` instead of the test environment's Rekor.
-    async fn with_log(prefix: &str, log: Option<&str>) -> Env {
+    /// With the log reached at `log` and the registry at `registry` (`host:port`) instead of the test
+    /// environment's.
+    async fn through(prefix: &str, log: Option<&str>, registry: Option<&str>) -> Env {
         let client = client().await;
         let ns = namespace(&client, prefix).await;
         let project = with_namespace(shop_files);
         project.apply_resources(&client, &ns).await;
-        let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), ns);
+        let registry = registry.map(str::to_string).unwrap_or_else(|| peer("WEFT_TEST_REGISTRY"));
+        let repository = format!("{registry}/manifests/{ns}");
         let mut profile: Value =
             serde_json::from_str(&std::fs::read_to_string(project.profile(&repository, true, json!({}))).unwrap())
                 .unwrap();
@@ -226,20 +228,30 @@ fn hex_sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
 
-/// The controller is killed at the worst moments: the log has accepted an entry (the image's signature,
-/// then the provenance attestation) and the answer never reached the controller. Until it is restarted
-/// nothing is vouched for; after, the run completes with exactly one entry of each, the one the log
-/// accepted before the crash.
+/// The controller is killed at the worst moments: a peer has done the work and the answer never reached
+/// the controller — the registry stored the manifest image, the log accepted the image's signature, the
+/// log accepted the provenance. Until it is restarted nothing is vouched for; after, the run completes
+/// with exactly one log entry of each kind, the ones made before the crash.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_controller_killed_after_the_log_accepted_an_entry_completes_with_exactly_one_entry() {
+async fn a_controller_killed_mid_push_mid_signing_or_mid_attesting_completes_with_exactly_one_entry_of_each() {
     // Alone on the log: the entries it gains are this test's.
     let _alone = LOG.write().await;
     let rekor = peer("WEFT_TEST_REKOR_URL");
-    let proxy = proxy::Proxy::start(rekor.trim_start_matches("http://").trim_end_matches('/')).await;
-    for (point, request) in [("signing", "\"kind\":\"hashedrekord\""), ("attesting", "\"kind\":\"dsse\"")] {
+    let log = proxy::Proxy::start(rekor.trim_start_matches("http://").trim_end_matches('/')).await;
+    let registry = proxy::Proxy::start(&peer("WEFT_TEST_REGISTRY")).await;
+    let kill_points: [(&str, &proxy::Proxy, &[&str]); 3] = [
+        // The manifest image is in the registry; its signature is not made yet.
+        ("pushing", &registry, &["PUT ", "/manifests/"]),
+        // The signature is in the log; nothing is attached yet.
+        ("signing", &log, &["\"kind\":\"hashedrekord\""]),
+        // The provenance is in the log; the entry is not attached yet.
+        ("attesting", &log, &["\"kind\":\"dsse\""]),
+    ];
+    for (point, proxy, request) in kill_points {
         let before = log_size();
         proxy.hold_answer_to(request);
-        let mut env = Env::with_log(&format!("prov-kill-{point}"), Some(&proxy.url)).await;
+        let registry_host = registry.url.trim_start_matches("http://");
+        let mut env = Env::through(&format!("prov-kill-{point}"), Some(&log.url), Some(registry_host)).await;
         env.create_application().await;
         tokio::time::timeout(Duration::from_secs(120), proxy.sprung())
             .await

@@ -1,6 +1,6 @@
 //! A plain-HTTP proxy in front of a real peer that can stop the world at one request: the first
-//! request whose body contains a given text is forwarded, the peer answers, and the answer is held
-//! back (the peer did the work; the client never hears of it). The test then kills the client, as a
+//! request that contains every one of some texts (request line, headers, body) is forwarded, the peer
+//! answers, and the answer is held back (the peer did the work; the client never hears of it). The test then kills the client, as a
 //! crash at that exact point would. Everything else passes through unchanged.
 
 use std::sync::{Arc, Mutex};
@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 
 #[derive(Default)]
 struct Trap {
-    /// Requests whose body contains this are trapped (once).
-    armed: Option<String>,
+    /// A request containing all of these is trapped (once).
+    armed: Vec<String>,
     sprung: bool,
 }
 
@@ -44,9 +44,9 @@ impl Proxy {
         Proxy { url, trap, sprung }
     }
 
-    /// The next request whose body contains `text` is answered by the peer, but the answer is held.
-    pub fn hold_answer_to(&self, text: &str) {
-        *self.trap.lock().unwrap() = Trap { armed: Some(text.to_string()), sprung: false };
+    /// The next request containing every one of `texts` is answered by the peer, but the answer is held.
+    pub fn hold_answer_to(&self, texts: &[&str]) {
+        *self.trap.lock().unwrap() = Trap { armed: texts.iter().map(|t| t.to_string()).collect(), sprung: false };
     }
 
     /// Waits until the trap held an answer.
@@ -117,8 +117,8 @@ async fn connection(
             };
             let spring = {
                 let mut t = trap.lock().unwrap();
-                let hit = !t.sprung
-                    && t.armed.as_ref().is_some_and(|text| String::from_utf8_lossy(&request).contains(text.as_str()));
+                let text = String::from_utf8_lossy(&request);
+                let hit = !t.sprung && !t.armed.is_empty() && t.armed.iter().all(|a| text.contains(a.as_str()));
                 if hit {
                     t.sprung = true;
                 }
