@@ -28,6 +28,7 @@ use futures::StreamExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde_json::{Value, json};
+use testing::images::Lab;
 use testing::project::Project;
 use testing::{WeftProcess, applications, create, profiles, run_cmd};
 
@@ -119,14 +120,25 @@ struct Tenant {
     project: Project,
 }
 
-async fn tenant(client: &kube::Client, scenario: Scenario, i: usize) -> Tenant {
+/// With signing, the Deployment runs an image signed with a cosign key, which the profile verifies:
+/// every Application is vouched for, and the webhook admits what was signed.
+async fn tenant(client: &kube::Client, scenario: Scenario, i: usize, lab: &Lab, image: &str) -> Tenant {
     let ns = testing::namespace(client, &format!("scale{}", i % 10)).await;
-    let files = testing::project::shop_files(&ns);
+    let mut files = testing::project::shop_files(&ns);
+    for (_, content) in &mut files {
+        *content = content.replace("registry.example/shop/cart:1.4.2", image);
+    }
     let refs: Vec<(&str, String)> = files.iter().map(|(p, c)| (p.as_str(), c.clone())).collect();
     let project = Project::new(&refs, ns.clone());
     project.apply_resources(client, &ns).await;
     let repository = format!("{}/scale/{ns}", testing::peer("WEFT_TEST_REGISTRY"));
-    let path = project.profile(&repository, scenario.signing, json!({}));
+    let extra = if scenario.signing {
+        testing::apply_documents(client, &ns, &std::fs::read_to_string(lab.path("resources.yaml")).unwrap()).await;
+        json!({"imageVerification": lab.image_verification(testing::images::key("keys"), json!({}))})
+    } else {
+        json!({})
+    };
+    let path = project.profile(&repository, scenario.signing, extra);
     let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     profile["metadata"] = json!({"name": "production"});
     if !scenario.signing {
@@ -236,9 +248,12 @@ async fn webhook(client: &kube::Client, t: &Tenant) -> (reqwest::Client, String,
 
 async fn run(client: &kube::Client, scenario: Scenario, churn: Duration) -> Figures {
     let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::new();
+    let image = lab.image("scale/cart", "1.0");
+    lab.sign("k", &image);
     let mut tenants = Vec::new();
     for i in 0..NAMESPACES {
-        tenants.push(tenant(client, scenario, i).await);
+        tenants.push(tenant(client, scenario, i, &lab, &image).await);
     }
     let per_ns = scenario.apps.div_ceil(NAMESPACES);
     let mut creations = Vec::new();
