@@ -237,6 +237,7 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
         builder_id: opts.builder_id.clone(),
         images: Arc::new(crate::images::ImageVerifier::new(opts.images.settings())),
         discovery: Some(crate::cluster::ScopeDiscovery::new(client.clone())),
+        keys: Default::default(),
     });
     let timers = Timers { resync, reverify, concurrency: opts.reconcile_concurrency.max(1) };
     if let Some(shards) = &shards {

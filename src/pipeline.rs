@@ -60,6 +60,34 @@ pub struct Engine {
     /// Where the scope of a custom resource's kind is learnt (none from the command line: the CRDs
     /// among the manifests and the built-in kinds decide).
     pub discovery: Option<crate::cluster::ScopeDiscovery>,
+    /// Signing keys already decrypted.
+    pub keys: SigningKeys,
+}
+
+/// Signing keys already decrypted, by a digest of the Secret's key and password: cosign's encrypted
+/// keys cost 32 MiB and a tenth of a second of scrypt each, which a thousand Applications sharing a
+/// few keys must not pay a thousand times, nor at once: one key is derived at a time. At most
+/// `MAX_KEYS`; beyond, it starts over.
+#[derive(Default)]
+pub struct SigningKeys {
+    keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], SigningKey>>,
+    deriving: tokio::sync::Mutex<()>,
+}
+
+const MAX_KEYS: usize = 256;
+
+impl SigningKeys {
+    fn get(&self, id: &[u8; 32]) -> Option<SigningKey> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn insert(&self, id: [u8; 32], key: SigningKey) {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= MAX_KEYS {
+            keys.clear();
+        }
+        keys.insert(id, key);
+    }
 }
 
 /// The `ImagesVerified` reason for a profile without `imageVerification`: the verdict fails, but the
@@ -169,6 +197,26 @@ impl Engine {
         match self.source_step(job, &Quiet).await {
             Ok((report, _, _)) | Err(report) => report,
         }
+    }
+
+    /// The signing key, decrypted once.
+    async fn signing_key(&self, pem: &str, password: Option<&str>) -> Result<SigningKey, crate::signing::KeyError> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [pem.as_bytes(), &[0], password.unwrap_or_default().as_bytes(), &[u8::from(password.is_some())]] {
+            h.update(part);
+        }
+        let id: [u8; 32] = h.finalize().into();
+        if let Some(key) = self.keys.get(&id) {
+            return Ok(key);
+        }
+        let _one = self.keys.deriving.lock().await;
+        if let Some(key) = self.keys.get(&id) {
+            return Ok(key); // derived while this one waited
+        }
+        let key = SigningKey::from_pem(pem, password)?;
+        self.keys.insert(id, key.clone());
+        Ok(key)
     }
 
     /// A slot for CPU-heavy work; the wait is its own metric, so step durations measure the work.
@@ -513,7 +561,9 @@ impl Engine {
             }
             None => None,
         };
-        let key = SigningKey::from_pem(&key_pem, password.as_deref().map(str::trim_end))
+        let key = self
+            .signing_key(&key_pem, password.as_deref().map(str::trim_end))
+            .await
             .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?;
 
         let rules = signing.r#match.clone().unwrap_or_default();

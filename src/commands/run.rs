@@ -182,6 +182,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         builder_id: args.builder_id.clone(),
         images: std::sync::Arc::new(crate::images::ImageVerifier::default()),
         discovery: None,
+        keys: Default::default(),
     };
     let name = app.metadata.name.clone().unwrap_or_default();
     eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());
