@@ -1,8 +1,9 @@
-//! The Kubernetes client Weft's long-running processes use: kube's own, with every request counted
-//! (`weft_apiserver_requests_total`, 429s apart), every request but a watch given a deadline, so a
-//! stalled apiserver fails a reconcile (which is retried with backoff) instead of hanging it, and, for
-//! the controller, a client-side rate limit as client-go's (kube has none), so a thousand Applications
-//! starting at once queue here rather than in the apiserver's priority-and-fairness queues.
+//! The Kubernetes client Weft's long-running processes use: kube's own (which retries a 429, 503 or 504
+//! as the apiserver asks), with every request counted as the caller sees it
+//! (`weft_apiserver_requests_total`, by status), every request but a watch given a deadline, so a
+//! stalled or throttling apiserver fails a reconcile (which is retried with backoff) instead of hanging
+//! it, and, for the controller, a client-side rate limit as client-go's (kube has none), so a thousand
+//! Applications starting at once queue here rather than in the apiserver's priority-and-fairness queues.
 
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -17,7 +18,8 @@ use kube::client::{Body, ClientBuilder};
 use kube::{Client, Config};
 use tower::{Layer, Service};
 
-/// How long a request (not a watch) may take, from connecting to the end of its headers.
+/// How long a request (not a watch) may take, kube's own retries included, from connecting to the end
+/// of its headers.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
