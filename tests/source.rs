@@ -493,8 +493,9 @@ fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
         "{}",
         run.verdict["message"]
     );
+    // No credentials for a repository that asks for them: refused, a verdict.
     let run = check(&[keys.clone(), tls.clone()]);
-    assert_verdict(&run, 1, "RepositoryUnreachable");
+    assert_verdict(&run, 1, "RepositoryAccessDenied");
     // Refused credentials are a verdict, not a wait: asking again will not change them.
     let run = check(&[keys.clone(), tls.clone(), secret("cart", "repository", &url, "wrong")]);
     assert_verdict(&run, 1, "RepositoryAccessDenied");
