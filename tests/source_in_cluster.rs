@@ -624,9 +624,10 @@ async fn three_replicas_share_the_work_and_a_killed_ones_shard_is_taken_over() {
     recorded((0..24).map(|i| format!("app-{i}")).collect()).await;
     let text = logs(&replicas, &killed_logs);
     assert_eq!(text.matches("took the shard").count(), 4, "the killed replica's shard was taken over: {text}");
+    // Never recorded twice. (The killed replica may have written a record and died before logging it.)
     for i in 0..24 {
         let line = format!("recorded verdict application=app-{i} ");
-        assert_eq!(text.matches(&line).count(), 1, "app-{i} recorded once: {text}");
+        assert!(text.matches(&line).count() <= 1, "app-{i} recorded once: {text}");
     }
     let selected = eventually("the profile's count", Duration::from_secs(30), || {
         let api = profiles(&client, &ns);
