@@ -200,7 +200,7 @@ impl Engine {
     }
 
     /// The signing key, decrypted once.
-    async fn signing_key(&self, pem: &str, password: Option<&str>) -> Result<SigningKey, crate::signing::KeyError> {
+    pub async fn signing_key(&self, pem: &str, password: Option<&str>) -> Result<SigningKey, crate::signing::KeyError> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for part in [pem.as_bytes(), &[0], password.unwrap_or_default().as_bytes(), &[u8::from(password.is_some())]] {

@@ -155,14 +155,19 @@ async fn recorded_provenance_is_accepted_by_rekor_cli_and_cosign_and_reverified(
         run_cmd(Command::new("rekor-cli").args(["verify", "--uuid", &uuid, "--rekor_server", &rekor]));
     assert_eq!(code, 0, "rekor-cli verify: {out}{err}");
 
-    // The real cosign, on the attestation attached to the manifest image.
-    let (code, out, err) = run_cmd(
-        Command::new("cosign")
-            .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
-            .current_dir(env.project.dir.path())
-            .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image]),
-    );
-    assert_eq!(code, 0, "cosign verify-attestation: {err}");
+    // The real cosign, v2 and v3, on the attestation attached to the manifest image.
+    let mut outputs = Vec::new();
+    for (cosign, bin) in cosigns() {
+        let (code, out, err) = run_cmd(
+            Command::new(bin)
+                .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+                .current_dir(env.project.dir.path())
+                .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image]),
+        );
+        assert_eq!(code, 0, "{cosign} verify-attestation: {err}");
+        outputs.push(out);
+    }
+    let out = outputs.swap_remove(0);
     let envelope: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     use base64::Engine;
     let statement: Value = serde_json::from_slice(

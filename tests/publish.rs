@@ -63,13 +63,16 @@ async fn end_to_end(registry_var: &str, referrers: bool) {
     assert_eq!(out["referrer"], referrers, "the referrers API is used where the registry serves it");
     assert!(out["transparencyLog"]["logIndex"].is_i64(), "the signature is logged: {out}");
 
-    // The real cosign accepts the image, its signature checked against the Rekor bundle offline.
-    let (code, _, err) = run_cmd(
-        cosign_env(&mut Command::new("cosign"))
-            .current_dir(project.dir.path())
-            .args(["verify", "--key", "weft.pub", &image]),
-    );
-    assert_eq!(code, 0, "cosign verify: {err}");
+    // The real cosign, v2 and v3, accepts the image, its signature checked against the Rekor bundle
+    // offline.
+    for (cosign, bin) in cosigns() {
+        let (code, _, err) = run_cmd(
+            cosign_env(&mut Command::new(bin))
+                .current_dir(project.dir.path())
+                .args(["verify", "--key", "weft.pub", &image]),
+        );
+        assert_eq!(code, 0, "{cosign} verify: {err}");
+    }
     if referrers {
         let digest = image.split('@').nth(1).unwrap();
         let url = format!("http://{}/v2/manifests/{}/referrers/{digest}", peer(registry_var), project.namespace);
@@ -150,15 +153,17 @@ fn the_oci_layout_verifies_with_cosign_as_written() {
     let profile = project.profile("unused.example/x", false, json!({}));
     let (code, out, err) = project.run(&profile, &app, &["--out", "layout"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let (code, _, err) = run_cmd(Command::new("cosign").current_dir(project.dir.path()).args([
-        "verify",
-        "--local-image",
-        "layout",
-        "--key",
-        "weft.pub",
-        "--insecure-ignore-tlog",
-    ]));
-    assert_eq!(code, 0, "cosign verify --local-image: {err}");
+    for (cosign, bin) in cosigns() {
+        let (code, _, err) = run_cmd(Command::new(bin).current_dir(project.dir.path()).args([
+            "verify",
+            "--local-image",
+            "layout",
+            "--key",
+            "weft.pub",
+            "--insecure-ignore-tlog",
+        ]));
+        assert_eq!(code, 0, "{cosign} verify --local-image: {err}");
+    }
     assert_eq!(
         std::fs::read_to_string(project.path("layout/cosign.pub")).unwrap(),
         std::fs::read_to_string(project.path("weft.pub")).unwrap()
@@ -168,25 +173,27 @@ fn the_oci_layout_verifies_with_cosign_as_written() {
     let profile = project.profile("unused.example/x", true, json!({}));
     let (code, out, err) = project.run(&profile, &app, &["--out", "logged"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    let (code, _, err) = run_cmd(cosign_env(&mut Command::new("cosign")).current_dir(project.dir.path()).args([
-        "verify",
-        "--local-image",
-        "logged",
-        "--key",
-        "weft.pub",
-    ]));
-    assert_eq!(code, 0, "cosign verify --local-image with the tlog: {err}");
     assert!(out["provenance"]["logIndex"].is_i64(), "provenance is recorded: {out}");
-    let (code, _, err) = run_cmd(cosign_env(&mut Command::new("cosign")).current_dir(project.dir.path()).args([
-        "verify-attestation",
-        "--local-image",
-        "logged",
-        "--key",
-        "weft.pub",
-        "--type",
-        "slsaprovenance1",
-    ]));
-    assert_eq!(code, 0, "cosign verify-attestation --local-image: {err}");
+    for (cosign, bin) in cosigns() {
+        let (code, _, err) = run_cmd(cosign_env(&mut Command::new(&bin)).current_dir(project.dir.path()).args([
+            "verify",
+            "--local-image",
+            "logged",
+            "--key",
+            "weft.pub",
+        ]));
+        assert_eq!(code, 0, "{cosign} verify --local-image with the tlog: {err}");
+        let (code, _, err) = run_cmd(cosign_env(&mut Command::new(&bin)).current_dir(project.dir.path()).args([
+            "verify-attestation",
+            "--local-image",
+            "logged",
+            "--key",
+            "weft.pub",
+            "--type",
+            "slsaprovenance1",
+        ]));
+        assert_eq!(code, 0, "{cosign} verify-attestation --local-image: {err}");
+    }
 }
 
 #[test]

@@ -199,7 +199,10 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let printer = Printer::new();
     let outcome = runtime.block_on(engine.run(job, &printer));
 
-    let public_key = outcome.published.as_ref().and_then(|_| public_key(&profile, &bag));
+    let public_key = match outcome.published {
+        Some(_) => runtime.block_on(public_key(&engine, &profile, &bag)),
+        None => None,
+    };
     if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {
         let _ = std::fs::write(dir.join("cosign.pub"), pem);
     }
@@ -302,12 +305,16 @@ pub fn is_configuration_problem(reason: &str) -> bool {
     )
 }
 
-/// The public key of the profile's signing key (for the verification hint).
-fn public_key(profile: &crate::resources::profile::IntegrityProfile, bag: &crate::deref::Bag) -> Option<String> {
+/// The public key of the profile's signing key (for the verification hint); the run decrypted it already.
+async fn public_key(
+    engine: &Engine,
+    profile: &crate::resources::profile::IntegrityProfile,
+    bag: &crate::deref::Bag,
+) -> Option<String> {
     let s = profile.spec.manifest_signing.as_ref()?;
     let name = s.key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
     let pem = bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, &name).ok()?;
     let password =
         s.key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, k).ok());
-    crate::signing::SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok().map(|k| k.public_pem())
+    engine.signing_key(&pem, password.as_deref().map(str::trim_end)).await.ok().map(|k| k.public_pem())
 }

@@ -251,6 +251,11 @@ pub fn peer(var: &str) -> String {
     })
 }
 
+/// The real cosign of each major version Weft's output must satisfy: v2 (`cosign` on PATH) and v3.
+pub fn cosigns() -> [(&'static str, String); 2] {
+    [("cosign v2", "cosign".into()), ("cosign v3", peer("WEFT_TEST_COSIGN3"))]
+}
+
 /// Runs a command, returning (exit code, stdout, stderr).
 pub fn run_cmd(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));

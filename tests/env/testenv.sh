@@ -18,6 +18,7 @@
 # throttled by another), for the scale benchmark's throttled run.
 # The environment: KUBECONFIG and WEFT_TEST_KUBECONFIG (admin token), WEFT_TEST_RESTRICTED_TOKEN (a user
 # with no permissions, for RBAC tests), WEFT_TEST_APISERVER, WEFT_TEST_REGISTRY (no referrers),
+# WEFT_TEST_COSIGN3 (cosign v3's binary; `cosign` on PATH is v2),
 # WEFT_TEST_REGISTRY_REFERRERS, WEFT_TEST_REKOR_URL, WEFT_TEST_REKOR_PUBLIC_KEY (PEM file),
 # WEFT_TEST_ENV_DIR, and PATH with every peer's binaries.
 set -euo pipefail
@@ -339,9 +340,11 @@ start() {
     paths="$paths:$("$PEERS" path "$p")"
   done
   if want argocd; then paths="$paths:$("$PEERS" path argocd)"; fi
+  # cosign v3 beside v2 (which stays `cosign` on PATH): by its path.
   cat >> "$dir/env" <<EOF
 export WEFT_TEST_ENV_DIR="$dir"
 export PATH="${paths#:}:\$PATH"
+export WEFT_TEST_COSIGN3="$("$PEERS" path cosign3)/cosign"
 EOF
   touch "$dir/ready"
   log "test environment ($COMPONENTS) ready in $(( $(date +%s) - start_s ))s (logs in $dir/logs)"
