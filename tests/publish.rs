@@ -315,3 +315,40 @@ fn a_secret_is_signed_by_the_digest_of_its_values_unless_the_profile_includes_th
     let signed = out["steps"][2]["message"].as_str().unwrap();
     assert!(signed.contains("warning: 1 Secret(s) published with their values"), "{signed}");
 }
+
+/// The verification command `weft run` prints works as printed, with cosign v2 and v3: for an OCI
+/// layout without a log, for one whose signature is in the (private) log, and for a registry.
+#[test]
+fn the_printed_verification_command_works_as_written() {
+    let project = with_namespace(shop_files);
+    let app = project.application(json!({}));
+    let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY"), project.namespace);
+    let cases = [
+        ("a layout, no log", project.profile("unused.example/x", false, json!({})), vec!["--out", "plain"]),
+        ("a layout, a private log", project.profile("unused.example/x", true, json!({})), vec!["--out", "logged"]),
+        ("a registry, a private log", project.profile(&repository, true, json!({})), vec![]),
+    ];
+    for (case, profile, extra) in cases {
+        let (code, out, err) = run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(project.dir.path())
+                .args(["run", "--resources", "resources.yaml", "--cache-dir", "cache"])
+                .arg("--profile")
+                .arg(&profile)
+                .arg("--application")
+                .arg(&app)
+                .args(&extra),
+        );
+        assert_eq!(code, 0, "{case}: {out}\n{err}");
+        let command = out
+            .lines()
+            .find_map(|l| l.strip_prefix("verify it with: "))
+            .unwrap_or_else(|| panic!("{case}: no verification command in {out}"))
+            .to_string();
+        for (cosign, bin) in cosigns() {
+            let as_printed = command.replacen("cosign verify", &format!("{bin} verify"), 1);
+            let (code, _, err) = run_cmd(Command::new("sh").current_dir(project.dir.path()).args(["-c", &as_printed]));
+            assert_eq!(code, 0, "{case}, {cosign}: `{command}`: {err}");
+        }
+    }
+}

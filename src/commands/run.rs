@@ -203,9 +203,29 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         Some(_) => runtime.block_on(public_key(&engine, &profile, &bag)),
         None => None,
     };
-    if let (Some(DestinationChoice::Layout(dir)), Some(pem)) = (&destination, &public_key) {
-        let _ = std::fs::write(dir.join("cosign.pub"), pem);
-    }
+    // What verifying needs, beside the output (or in weft-out for a registry): the signing key's public
+    // half, and the log's key when the signature was logged (a private log is not in cosign's roots).
+    let logged = outcome.published.as_ref().is_some_and(|p| p.tlog.is_some());
+    let log_key = profile
+        .spec
+        .provenance
+        .as_ref()
+        .and_then(|p| p.rekor.as_ref())
+        .and_then(|r| bag.texts(&r.public_key).ok())
+        .map(|pems| pems.join("\n"))
+        .filter(|_| logged);
+    let keys_dir = match &destination {
+        Some(DestinationChoice::Layout(dir)) => dir.clone(),
+        _ => PathBuf::from("weft-out"),
+    };
+    let hint = public_key.as_ref().and_then(|pem| {
+        std::fs::create_dir_all(&keys_dir).ok()?;
+        std::fs::write(keys_dir.join("cosign.pub"), pem).ok()?;
+        if let Some(log) = &log_key {
+            std::fs::write(keys_dir.join("rekor.pub"), log).ok()?;
+        }
+        Some(VerifyHint { dir: keys_dir.clone(), logged: log_key.is_some() })
+    });
     let [source, images, signed, provenance] = &outcome.steps;
     // Provenance and images count when the profile configures them; without that the run does what is
     // configured (and says what it did not do).
@@ -244,18 +264,12 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         super::verify_source::Output::Text => {
             if let Some(p) = &outcome.published {
                 println!("manifest image: {}", p.reference);
-                let tlog = if p.tlog.is_some() { "" } else { " --insecure-ignore-tlog" };
-                match &destination {
-                    Some(DestinationChoice::Layout(dir)) => {
-                        println!(
-                            "verify it with: cosign verify --local-image {} --key {}{tlog}",
-                            dir.display(),
-                            dir.join("cosign.pub").display()
-                        );
-                    }
-                    _ => {
-                        println!("verify it with: cosign verify --key cosign.pub{tlog} {}", p.reference);
-                        println!("           and: kubectl sigstore verify-resource -i {} -k cosign.pub", p.reference);
+                if let Some(h) = &hint {
+                    match &destination {
+                        Some(DestinationChoice::Layout(dir)) => {
+                            println!("verify it with: {}", h.cosign(&format!("--local-image {}", dir.display())));
+                        }
+                        _ => println!("verify it with: {}", h.cosign(&p.reference)),
                     }
                 }
             }
@@ -303,6 +317,27 @@ pub fn is_configuration_problem(reason: &str) -> bool {
             | "InvalidImageOverride"
             | "ImageOverrideLoosens"
     )
+}
+
+/// How to verify what `weft run` published with cosign, as a command that works as printed.
+struct VerifyHint {
+    /// Where `cosign.pub` (and `rekor.pub`) were written.
+    dir: PathBuf,
+    /// The signature is in a log whose key is `rekor.pub` (cosign knows only the public log's).
+    logged: bool,
+}
+
+impl VerifyHint {
+    /// `cosign verify` of `what` (an image reference, or `--local-image DIR`).
+    fn cosign(&self, what: &str) -> String {
+        let key = self.dir.join("cosign.pub");
+        if self.logged {
+            let log = self.dir.join("rekor.pub");
+            format!("SIGSTORE_REKOR_PUBLIC_KEY={} cosign verify --key {} {what}", log.display(), key.display())
+        } else {
+            format!("cosign verify --key {} --insecure-ignore-tlog {what}", key.display())
+        }
+    }
 }
 
 /// The public key of the profile's signing key (for the verification hint); the run decrypted it already.
