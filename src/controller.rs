@@ -709,23 +709,35 @@ async fn settled(
     };
     let p = ctx.profiles.get(&ObjectRef::new(&profile.name).within(ns))?;
     let cached = ctx.provenances.get(&ObjectRef::new(name).within(ns))?;
-    let owned = cached
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == app.metadata.uid.as_ref() && o.controller == Some(true));
-    let status = cached.status.as_ref().filter(|s| owned && s.revision_origin == Some(target.origin))?;
+    let uid = app.metadata.uid.as_deref()?;
+    let status = cached
+        .status
+        .as_ref()
+        .filter(|s| is_own_record(&cached, name, uid) && s.revision_origin == Some(target.origin))?;
     let project = app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
     let bag = ctx.bag(ns, &p, project).await.ok()?;
     let unit = work_unit(app, target, &p, &bag, &ctx.engine);
     let (_, at) = recorded(status, &unit, ctx.resync)?;
-    let left = ctx.reverify.map(|every| every.saturating_sub(age(at)));
+    let left = ctx.reverify_in(status, at);
     if left.is_some_and(|l| l.is_zero()) {
         return None; // re-verification is due: the slow path does it
     }
     Some(ctx.next_check(p.metadata.uid.as_deref(), left))
 }
 
+/// Whether a record is the one Weft wrote for the Application `name` with `uid`: for it, and owned by it
+/// as its controller. Anything else (an edited spec, a dropped owner) is written again.
+fn is_own_record(ap: &ApplicationProvenance, name: &str, uid: &str) -> bool {
+    ap.spec.application.name == name && ap.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
+}
+
 impl Context {
+    /// How long until a record's revision is re-verified: zero when due now, `None` when never
+    /// (re-verification is off, or the record's sources did not pass: there is nothing to check again).
+    fn reverify_in(&self, status: &ApplicationProvenanceStatus, at: Timestamp) -> Option<Duration> {
+        self.reverify.filter(|_| source_passed(status)).map(|every| every.saturating_sub(age(at)))
+    }
+
     /// The UID of profile `name` in `ns`, from the cache.
     fn profile_uid(&self, ns: &str, name: &str) -> Option<String> {
         self.profiles.get(&ObjectRef::new(name).within(ns))?.metadata.uid.clone()
@@ -871,11 +883,14 @@ async fn reconcile_application(
                                     project: Some(rules),
                                     destination: None,
                                 };
-                                // The same unit of work recorded: nothing to redo, whatever woke us.
-                                if let Some((recorded, at)) = previous.and_then(|p| recorded(p, &unit, ctx.resync)) {
-                                    let due = ctx.reverify.map(|every| every.saturating_sub(age(at)));
-                                    match due {
-                                        Some(left) if left.is_zero() && source_passed(recorded) => {
+                                // The same unit of work recorded: nothing to redo, whatever woke us. (A record
+                                // someone else rewrote is not Weft's any more: written again by a full run.)
+                                let own = existing.as_ref().is_some_and(|e| is_own_record(e, &name, &uid));
+                                if let Some((recorded, at)) =
+                                    previous.filter(|_| own).and_then(|p| recorded(p, &unit, ctx.resync))
+                                {
+                                    match ctx.reverify_in(recorded, at) {
+                                        Some(left) if left.is_zero() => {
                                             let report = ctx.engine.reverify(&job).await;
                                             match report.state {
                                                 StepState::Passed => {
@@ -965,10 +980,7 @@ async fn reconcile_application(
         controller: Some(true),
         block_owner_deletion: None,
     };
-    let needs_object = existing.as_ref().is_none_or(|e| {
-        e.spec.application.name != name
-            || !e.owner_references().iter().any(|o| o.uid == uid && o.controller == Some(true))
-    });
+    let needs_object = existing.as_ref().is_none_or(|e| !is_own_record(e, &name, &uid));
     let mut generation = observation.generation;
     if needs_object {
         let object = json!({

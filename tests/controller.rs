@@ -159,6 +159,18 @@ async fn records_provenance_owned_by_the_application_with_unbuilt_steps_not_impl
     assert_eq!(prof["status"]["summary"]["sourceMode"], "none");
     assert_eq!(prof["status"]["summary"]["enforcement"], "audit");
     assert_eq!(condition_reason(&prof, "Ready").as_deref(), Some("Active"));
+
+    // Someone points the record at another Application: Weft writes it back, though the unit of work
+    // it records is unchanged.
+    let patch = json!({"spec": {"application": {"name": "someone-else"}}});
+    provenances(&client, &ns)
+        .patch("shop-cart", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    provenance_where(&client, &ns, "shop-cart", "the record written back", |v| {
+        v["spec"]["application"]["name"] == "shop-cart"
+    })
+    .await;
 }
 
 #[tokio::test]
