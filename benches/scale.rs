@@ -46,6 +46,8 @@ struct Figures {
     startup: Duration,
     /// Requests the apiserver rejected with 429 while the controller started.
     startup_throttled: f64,
+    /// And per minute over the churn.
+    throttled_per_minute: f64,
     /// Reconciles per Application until every one was recorded.
     startup_reconciles: f64,
     recorded: usize,
@@ -61,7 +63,6 @@ struct Counters {
     registry: f64,
     rekor: f64,
     apiserver: f64,
-    throttled: f64,
     status_writes: f64,
     reconciles: f64,
 }
@@ -74,27 +75,28 @@ impl Counters {
             registry: r(self.registry, o.registry),
             rekor: r(self.rekor, o.rekor),
             apiserver: r(self.apiserver, o.apiserver),
-            throttled: r(self.throttled, o.throttled),
             status_writes: r(self.status_writes, o.status_writes),
             reconciles: r(self.reconciles, o.reconciles),
         }
     }
 }
 
+/// The sum of the samples in Prometheus text whose line starts with `prefix` and passes `keep`.
+fn sum(text: &str, prefix: &str, keep: &dyn Fn(&str) -> bool) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && keep(l))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
 async fn counters(addr: &str) -> Counters {
     let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
-    let sum = |prefix: &str, filter: &dyn Fn(&str) -> bool| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(prefix) && filter(l))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |a, b| a + b)
-    };
+    let sum = |prefix: &str, keep: &dyn Fn(&str) -> bool| sum(&text, prefix, keep);
     Counters {
         runs: sum("weft_pipeline_runs_total ", &|_| true),
         registry: sum("weft_registry_requests_total ", &|_| true),
         rekor: sum("weft_rekor_requests_total ", &|_| true),
         apiserver: sum("weft_apiserver_requests_total{", &|_| true),
-        throttled: sum("weft_apiserver_requests_total{", &|l| l.contains("status=\"429\"")),
         status_writes: sum("weft_apiserver_requests_total{", &|l| l.contains("method=\"PATCH\"")),
         reconciles: sum("weft_reconciles_total{", &|_| true),
     }
@@ -105,13 +107,7 @@ async fn counters(addr: &str) -> Counters {
 async fn rejected(client: &kube::Client) -> f64 {
     let req = hyper::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(req).await.unwrap_or_default();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("apiserver_flowcontrol_rejected_requests_total{")
-                && l.contains("priority_level=\"weft-scale\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |a, b| a + b)
+    sum(&text, "apiserver_flowcontrol_rejected_requests_total{", &|l| l.contains("priority_level=\"weft-scale\""))
 }
 
 /// Resident memory of a process, now and at its peak, in MiB.
@@ -366,8 +362,8 @@ async fn run(client: &kube::Client, scenario: Scenario, churn: Duration) -> Figu
     };
     let ((), mut latencies) = futures::future::join(churner, reviewer).await;
     let minutes = began.elapsed().as_secs_f64() / 60.0;
-    let mut per_minute = counters(&metrics).await.minus(before, minutes);
-    per_minute.throttled = (rejected(client).await - rejected_churn) / minutes;
+    let per_minute = counters(&metrics).await.minus(before, minutes);
+    let throttled_per_minute = (rejected(client).await - rejected_churn) / minutes;
     let rss_mib = rss(controller.pid());
     latencies.sort();
     let webhook_p99 = (!latencies.is_empty()).then(|| latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]);
@@ -386,6 +382,7 @@ async fn run(client: &kube::Client, scenario: Scenario, churn: Duration) -> Figu
     Figures {
         startup,
         startup_throttled,
+        throttled_per_minute,
         startup_reconciles,
         recorded: recorded_after,
         per_minute,
@@ -448,7 +445,7 @@ fn main() {
             m.apiserver,
             m.status_writes,
             f.startup_throttled,
-            m.throttled,
+            f.throttled_per_minute,
             f.rss_mib.0,
             f.rss_mib.1,
             f.webhook_p99
