@@ -953,9 +953,9 @@ async fn reconcile_application(
         }
         _ => None,
     };
-    let (steps, remote_bases, manifest_image, rekor, images) = match outcome {
-        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference), o.rekor, o.images),
-        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None, None, Vec::new()),
+    let (steps, remote_bases, manifest_image, rekor, verification_summary, images) = match outcome {
+        Some(o) => (o.steps, o.remote_bases, o.published.map(|p| p.reference), o.rekor, o.summary, o.images),
+        None => (Step::ALL.map(StepReport::not_implemented), Vec::new(), None, None, None, Vec::new()),
     };
     let pending = steps.iter().any(|s| s.state == StepState::Pending);
     let observation = Observation {
@@ -967,6 +967,7 @@ async fn reconcile_application(
         remote_bases,
         manifest_image,
         rekor,
+        verification_summary,
         images,
     };
     let new_status = status::compute(&observation, previous, Timestamp::now());

@@ -149,6 +149,8 @@ pub struct PipelineOutcome {
     pub published: Option<Published>,
     /// The provenance attestation's entry in the transparency log.
     pub rekor: Option<crate::resources::provenance::RekorEntry>,
+    /// The verification summary's entry, for a revision vouched for.
+    pub summary: Option<crate::resources::provenance::RekorEntry>,
     /// What image verification found, per image.
     pub images: Vec<ImageStatus>,
 }
@@ -172,6 +174,7 @@ impl PipelineOutcome {
             remote_bases: Vec::new(),
             published: None,
             rekor: None,
+            summary: None,
             images: Vec::new(),
         }
     }
@@ -251,7 +254,14 @@ impl Engine {
             steps[1] = StepReport::blocked(Step::SourceVerified);
             steps[2] = StepReport::blocked(Step::SourceVerified);
             steps[3] = StepReport::blocked(Step::SourceVerified);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images: Vec::new() };
+            return PipelineOutcome {
+                steps,
+                remote_bases,
+                published: None,
+                rekor: None,
+                summary: None,
+                images: Vec::new(),
+            };
         }
         let started_on = k8s_openapi::jiff::Timestamp::now();
         let spec = &job.profile.spec;
@@ -273,7 +283,14 @@ impl Engine {
                 progress.step(Step::ManifestsSigned, &report);
                 steps[2] = report;
                 steps[3] = StepReport::blocked(Step::ManifestsSigned);
-                return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images: Vec::new() };
+                return PipelineOutcome {
+                    steps,
+                    remote_bases,
+                    published: None,
+                    rekor: None,
+                    summary: None,
+                    images: Vec::new(),
+                };
             }
         };
         let timer = std::time::Instant::now();
@@ -288,7 +305,7 @@ impl Engine {
         if gate {
             steps[2] = StepReport::blocked(Step::ImagesVerified);
             steps[3] = StepReport::blocked(Step::ImagesVerified);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images };
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, summary: None, images };
         }
         let timer = std::time::Instant::now();
         let signed_step = self.sign_step(&job, manifests, progress).await;
@@ -316,25 +333,33 @@ impl Engine {
         steps[2] = signed;
         let Some(done) = done else {
             steps[3] = StepReport::blocked(Step::ManifestsSigned);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, images };
+            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, summary: None, images };
         };
         let timer = std::time::Instant::now();
-        let recorded = self.provenance_step(&job, &verdicts, &bases, &done, started_on).await;
+        // Vouched for: every image verified (or none run), so the summary can say PASSED.
+        let vouched = (steps[1].state == StepState::Passed).then_some(images.as_slice());
+        let recorded = self.provenance_step(&job, &verdicts, &bases, &done, started_on, vouched).await;
         crate::metrics::step("ProvenanceRecorded", timer.elapsed().as_secs_f64());
-        let (report, rekor) = match recorded {
-            Ok(a) => {
+        let (report, rekor, summary) = match recorded {
+            Ok((a, summary)) => {
                 let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
-                let msg = format!(
+                let mut msg = format!(
                     "SLSA provenance for {} {how} in the transparency log at index {} (entry {}), attached as {}",
                     done.published.reference, a.entry.log_index, a.entry.uuid, a.attached
                 );
-                (StepReport::new(StepState::Passed, "Recorded", msg), Some(a.entry))
+                if let Some(s) = &summary {
+                    msg += &format!(
+                        "; verification summary (SLSA VSA) at index {} (entry {})",
+                        s.entry.log_index, s.entry.uuid
+                    );
+                }
+                (StepReport::new(StepState::Passed, "Recorded", msg), Some(a.entry), summary.map(|s| s.entry))
             }
-            Err(report) => (report, None),
+            Err(report) => (report, None, None),
         };
         progress.step(Step::ProvenanceRecorded, &report);
         steps[3] = report;
-        PipelineOutcome { steps, remote_bases, published: Some(done.published), rekor, images }
+        PipelineOutcome { steps, remote_bases, published: Some(done.published), rekor, summary, images }
     }
 
     /// Every image the manifests run, verified under the profile (tightened by the Application's
@@ -379,7 +404,8 @@ impl Engine {
         (images::report(policies.enforcement, &statuses), statuses)
     }
 
-    /// An in-toto SLSA provenance statement for the manifest image, DSSE-signed, logged and attached.
+    /// An in-toto SLSA provenance statement for the manifest image, DSSE-signed, logged and attached; and
+    /// for a revision vouched for (`vouched` holds its verified images), a verification summary beside it.
     async fn provenance_step(
         &self,
         job: &Job<'_>,
@@ -387,7 +413,8 @@ impl Engine {
         bases: &[PinnedBase],
         done: &Signed,
         started_on: k8s_openapi::jiff::Timestamp,
-    ) -> Result<publish::Attested, StepReport> {
+        vouched: Option<&[ImageStatus]>,
+    ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
         let Some((rekor, log_key)) = &done.log else {
             return Err(StepReport::new(
                 StepState::Failed,
@@ -429,12 +456,21 @@ impl Engine {
             signed_resources: done.published.resources,
         };
         let statement = crate::provenance::statement(&facts);
-        publish::attest(&done.destination, &done.published, &statement, &done.key, Log { rekor, key: log_key })
+        let log = || Log { rekor, key: log_key };
+        let failed = |e: publish::PublishError, what: &str| {
+            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+            StepReport::new(state, e.reason(), format!("{e}; {what}"))
+        };
+        let provenance = publish::attest(&done.destination, &done.published, &statement, &done.key, log())
             .await
-            .map_err(|e| {
-                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-                StepReport::new(state, e.reason(), format!("{e}; no provenance is recorded for this revision"))
-            })
+            .map_err(|e| failed(e, "no provenance is recorded for this revision"))?;
+        let Some(images) = vouched else { return Ok((provenance, None)) };
+        let summary = summary(job, verdicts, bases, images, &facts, &self.builder_id);
+        let statement = crate::provenance::summary_statement(&summary);
+        let summary = publish::attest(&done.destination, &done.published, &statement, &done.key, log())
+            .await
+            .map_err(|e| failed(e, "the provenance is recorded, the verification summary is not (retried)"))?;
+        Ok((provenance, Some(summary)))
     }
 
     async fn source_step(
@@ -744,6 +780,50 @@ fn report(v: &SourceVerdict) -> StepReport {
             StepReport::new(StepState::Pending, &v.reason, format!("{} (retrying with backoff)", line(v)))
         }
         _ => StepReport::new(StepState::Failed, &v.reason, line(v)),
+    }
+}
+
+/// The verification summary of a vouched-for revision: what was checked, against which profile.
+fn summary(
+    job: &Job<'_>,
+    verdicts: &[SourceVerdict],
+    bases: &[PinnedBase],
+    images: &[ImageStatus],
+    facts: &crate::provenance::Facts,
+    verifier_id: &str,
+) -> crate::provenance::Summary {
+    let all: Vec<&SourceVerdict> = verdicts.iter().chain(bases.iter().map(|b| &b.verdict)).collect();
+    let mut levels = vec!["WEFT_SOURCE_VERIFIED".to_string()];
+    if all.iter().all(|v| matches!(v.mode, Some("head" | "strict"))) {
+        levels.push("WEFT_SOURCE_SIGNED".into());
+    }
+    if all.iter().all(|v| v.mode == Some("strict")) {
+        levels.push("WEFT_SOURCE_HISTORY_SIGNED".into());
+    }
+    levels.push("WEFT_IMAGES_VERIFIED".into());
+    levels.push("WEFT_MANIFESTS_SIGNED".into());
+    let mut dependency_levels = std::collections::BTreeMap::new();
+    for level in images.iter().filter_map(|i| i.slsa_level) {
+        *dependency_levels.entry(format!("SLSA_BUILD_LEVEL_{level}")).or_insert(0) += 1;
+    }
+    let profile = job.profile;
+    crate::provenance::Summary {
+        image_name: facts.image_name.clone(),
+        image_digest: facts.image_digest.clone(),
+        verifier_id: verifier_id.to_string(),
+        time_verified: k8s_openapi::jiff::Timestamp::now().to_string(),
+        policy_uri: crate::provenance::policy_uri(
+            profile.metadata.namespace.as_deref(),
+            profile.metadata.name.as_deref().unwrap_or_default(),
+            profile.metadata.generation.unwrap_or_default(),
+        ),
+        policy_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            serde_json::to_vec(&profile.spec).unwrap_or_default(),
+        )),
+        commits: facts.commits.iter().map(|(uri, commit, _)| (uri.clone(), commit.clone())).collect(),
+        images: images.iter().filter_map(|i| Some((i.image.clone(), i.digest.clone()?))).collect(),
+        levels,
+        dependency_levels,
     }
 }
 

@@ -13,6 +13,7 @@ use crate::signing::SigningKey;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
+pub const SLSA_VSA_V1: &str = "https://slsa.dev/verification_summary/v1";
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 pub const BUILD_TYPE: &str = "https://weft.dev/buildtypes/argocd-application/v1";
 pub const DSSE_LAYER: &str = "application/vnd.dsse.envelope.v1+json";
@@ -79,6 +80,85 @@ pub fn statement(f: &Facts) -> Value {
             }
         }
     })
+}
+
+/// What a verification summary (SLSA VSA v1) says: Weft, as the verifier, checked these inputs against
+/// this policy and they passed. Written only for a revision that is vouched for.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The manifest image the summary is attached to: its name and digest `sha256:<hex>`.
+    pub image_name: String,
+    pub image_digest: String,
+    pub verifier_id: String,
+    pub time_verified: String,
+    /// The profile: a URI naming it and its generation, and the SHA-256 of its spec as JSON.
+    pub policy_uri: String,
+    pub policy_sha256: String,
+    /// (uri, commit) of every git commit whose signatures were verified.
+    pub commits: Vec<(String, String)>,
+    /// (reference, digest `sha256:<hex>`) of every image whose signatures were verified.
+    pub images: Vec<(String, String)>,
+    /// What was verified, in Weft's own terms (never an `SLSA_` level Weft did not check).
+    pub levels: Vec<String>,
+    /// The SLSA build levels the images' provenance proved, counted.
+    pub dependency_levels: std::collections::BTreeMap<String, u64>,
+}
+
+/// The `policy.uri` of a VSA for an IntegrityProfile.
+pub fn policy_uri(namespace: Option<&str>, name: &str, generation: i64) -> String {
+    match namespace {
+        Some(ns) if !ns.is_empty() => format!("weft://integrityprofiles/{ns}/{name}?generation={generation}"),
+        _ => format!("weft://integrityprofiles/{name}?generation={generation}"),
+    }
+}
+
+/// An in-toto Statement v1 with a `verification_summary/v1` predicate. The inputs are the commits and
+/// images: the signatures Weft checked are in the commit objects and attached to the image digests.
+pub fn summary_statement(s: &Summary) -> Value {
+    let mut inputs: Vec<Value> = s
+        .commits
+        .iter()
+        .map(|(uri, commit)| json!({"uri": format!("git+{uri}@{commit}"), "digest": {"gitCommit": commit}}))
+        .collect();
+    inputs.extend(s.images.iter().map(|(reference, digest)| {
+        // The repository: without digest or tag (a `:` before the last `/` is a registry port).
+        let name = reference.split('@').next().unwrap_or(reference);
+        let slash = name.rfind('/').map_or(0, |i| i + 1);
+        let name = name[slash..].find(':').map_or(name, |i| &name[..slash + i]);
+        json!({"uri": format!("oci://{name}@{digest}"), "digest": {"sha256": digest.trim_start_matches("sha256:")}})
+    }));
+    json!({
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": s.image_name, "digest": {"sha256": s.image_digest.trim_start_matches("sha256:")}}],
+        "predicateType": SLSA_VSA_V1,
+        "predicate": {
+            "verifier": {"id": s.verifier_id, "version": {"weft": env!("CARGO_PKG_VERSION")}},
+            "timeVerified": s.time_verified,
+            "resourceUri": format!("oci://{}@{}", s.image_name, s.image_digest),
+            "policy": {"uri": s.policy_uri, "digest": {"sha256": s.policy_sha256}},
+            "inputAttestations": inputs,
+            "verificationResult": "PASSED",
+            "verifiedLevels": s.levels,
+            "dependencyLevels": s.dependency_levels,
+            "slsaVersion": "1.0"
+        }
+    })
+}
+
+/// What an attestation records, the same for every attempt at it, so that a retry recognizes its own
+/// earlier envelope: the provenance's invocation id; for a summary, its content without the time.
+pub fn unit(statement: &Value) -> Option<String> {
+    match statement["predicateType"].as_str()? {
+        SLSA_PROVENANCE_V1 => {
+            statement["predicate"]["runDetails"]["metadata"]["invocationId"].as_str().map(|i| format!("p:{i}"))
+        }
+        SLSA_VSA_V1 => {
+            let mut s = statement.clone();
+            s["predicate"].as_object_mut()?.remove("timeVerified");
+            Some(format!("s:{}", hex::encode(Sha256::digest(s.to_string()))))
+        }
+        _ => None,
+    }
 }
 
 /// A DSSE envelope.
@@ -207,6 +287,69 @@ y5g1MplhMrul3xK3zVfbb05Yo6qveZLDJUq9kfM3JGihNAYXM+fbQi26
         e.payload = base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&other).unwrap());
         assert!(open(&serde_json::to_string(&e).unwrap(), &key.public_pem()).is_err());
         assert_eq!(pae("t", b"ab"), b"DSSEv1 1 t 2 ab");
+    }
+
+    fn summary() -> Summary {
+        Summary {
+            image_name: "reg/manifests/shop".into(),
+            image_digest: "sha256:abcd".into(),
+            verifier_id: "https://weft.dev/builders/test".into(),
+            time_verified: "2026-11-22T00:00:01Z".into(),
+            policy_uri: policy_uri(Some("shop"), "strict", 3),
+            policy_sha256: "ee".repeat(32),
+            commits: vec![("https://git.example/shop".into(), "1".repeat(40))],
+            images: vec![
+                ("reg/app:1.0".into(), "sha256:cafe".into()),
+                ("localhost:5000/web@sha256:beef".into(), "sha256:beef".into()),
+            ],
+            levels: vec!["WEFT_SOURCE_SIGNATURES_VERIFIED".into()],
+            dependency_levels: [("SLSA_BUILD_LEVEL_3".to_string(), 1)].into(),
+        }
+    }
+
+    #[test]
+    fn the_summary_is_a_vsa_v1_naming_policy_inputs_and_result() {
+        let s = summary_statement(&summary());
+        assert_eq!(s["predicateType"], SLSA_VSA_V1);
+        assert_eq!(s["subject"][0]["digest"]["sha256"], "abcd");
+        let p = &s["predicate"];
+        assert_eq!(p["verifier"]["id"], "https://weft.dev/builders/test");
+        assert_eq!(p["policy"]["uri"], "weft://integrityprofiles/shop/strict?generation=3");
+        assert_eq!(p["policy"]["digest"]["sha256"], "ee".repeat(32));
+        assert_eq!(p["resourceUri"], "oci://reg/manifests/shop@sha256:abcd");
+        assert_eq!(p["inputAttestations"][0]["digest"]["gitCommit"], "1".repeat(40));
+        assert_eq!(p["inputAttestations"][1]["uri"], "oci://reg/app@sha256:cafe");
+        assert_eq!(p["inputAttestations"][1]["digest"]["sha256"], "cafe");
+        assert_eq!(p["inputAttestations"][2]["uri"], "oci://localhost:5000/web@sha256:beef");
+        assert_eq!(p["verificationResult"], "PASSED");
+        assert_eq!(p["dependencyLevels"]["SLSA_BUILD_LEVEL_3"], 1);
+        let fields: Vec<&String> = p.as_object().unwrap().keys().collect();
+        let defined = [
+            "verifier",
+            "timeVerified",
+            "resourceUri",
+            "policy",
+            "inputAttestations",
+            "verificationResult",
+            "verifiedLevels",
+            "dependencyLevels",
+            "slsaVersion",
+        ];
+        assert!(fields.iter().all(|f| defined.contains(&f.as_str())), "only the fields VSA v1 defines: {fields:?}");
+    }
+
+    #[test]
+    fn an_attestations_unit_ignores_the_time_and_nothing_else() {
+        let a = summary_statement(&summary());
+        let later = summary_statement(&Summary { time_verified: "2026-11-23T00:00:00Z".into(), ..summary() });
+        assert_eq!(unit(&a), unit(&later));
+        let other_policy = summary_statement(&Summary { policy_sha256: "ff".repeat(32), ..summary() });
+        assert_ne!(unit(&a), unit(&other_policy));
+        let p = statement(&facts());
+        let retried = statement(&Facts { finished_on: "2026-11-22T00:00:09Z".into(), ..facts() });
+        assert_eq!(unit(&p), unit(&retried));
+        assert_ne!(unit(&p), unit(&a));
+        assert_eq!(unit(&json!({"predicateType": "other"})), None);
     }
 
     #[test]

@@ -198,7 +198,7 @@ async fn sign(
     Ok((oci::signature_layer(payload.to_vec(), &signature, Some(&entry.cosign_bundle())), Some(entry.record())))
 }
 
-/// A provenance attestation, logged and attached.
+/// An attestation (provenance or verification summary), logged and attached.
 #[derive(Clone, Debug)]
 pub struct Attested {
     pub entry: RekorEntry,
@@ -211,11 +211,12 @@ pub struct Attested {
 pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 
 /// Logs the statement's DSSE envelope in Rekor (verifying the entry, its inclusion proof and checkpoint)
-/// and attaches it to the manifest image as cosign does (`.att`), so `cosign verify-attestation` finds it.
+/// and attaches it to the manifest image as cosign does (`.att`, one layer per attestation, annotated with
+/// its predicate type), so `cosign verify-attestation --type …` finds it.
 ///
 /// Idempotent: the envelope is stored with the image before it is logged, and an attempt that finds its
-/// own envelope (same key, same invocation id) re-sends those exact bytes, which the log recognizes; a
-/// retry or a restart never makes a second entry.
+/// own envelope (same key, same unit: [`crate::provenance::unit`]) re-sends those exact bytes, which the
+/// log recognizes; a retry or a restart never makes a second entry.
 pub async fn attest(
     dest: &Destination,
     published: &Published,
@@ -223,19 +224,20 @@ pub async fn attest(
     key: &SigningKey,
     log: Log<'_>,
 ) -> Result<Attested, PublishError> {
-    let invocation =
-        statement["predicate"]["runDetails"]["metadata"]["invocationId"].as_str().unwrap_or_default().to_string();
+    let unit = crate::provenance::unit(statement);
+    let predicate_type = statement["predicateType"].as_str().unwrap_or_default().to_string();
     let public = key.public_pem();
     let ours = |b: &Blob| {
-        std::str::from_utf8(&b.bytes)
-            .ok()
-            .and_then(|env| crate::provenance::open(env, &public).ok())
-            .is_some_and(|s| s["predicate"]["runDetails"]["metadata"]["invocationId"] == invocation.as_str())
+        unit.is_some()
+            && std::str::from_utf8(&b.bytes)
+                .ok()
+                .and_then(|env| crate::provenance::open(env, &public).ok())
+                .is_some_and(|s| crate::provenance::unit(&s) == unit)
     };
     let layer_for = |envelope: &str, bundle: Option<&str>| {
         let mut annotations = BTreeMap::from([
             (oci::SIGNATURE_ANNOTATION.to_string(), String::new()),
-            (PREDICATE_TYPE_ANNOTATION.to_string(), crate::provenance::SLSA_PROVENANCE_V1.to_string()),
+            (PREDICATE_TYPE_ANNOTATION.to_string(), predicate_type.clone()),
         ]);
         if let Some(b) = bundle {
             annotations.insert(oci::BUNDLE_ANNOTATION.into(), b.to_string());

@@ -132,6 +132,7 @@ pub struct Observation {
     pub remote_bases: Vec<SourceRevision>,
     pub manifest_image: Option<String>,
     pub rekor: Option<RekorEntry>,
+    pub verification_summary: Option<RekorEntry>,
     pub images: Vec<ImageStatus>,
 }
 
@@ -172,6 +173,7 @@ pub fn compute(
         conflicting_profiles,
         manifest_image: obs.manifest_image.clone(),
         rekor: obs.rekor.clone(),
+        verification_summary: obs.verification_summary.clone(),
         conditions,
         history: history(previous, &sources, limit),
         verified_sources: verified_sources(obs, previous),
@@ -360,6 +362,7 @@ mod tests {
             remote_bases: Vec::new(),
             manifest_image: None,
             rekor: None,
+            verification_summary: None,
             images: Vec::new(),
         }
     }

@@ -1,5 +1,5 @@
 //! Provenance as the controller records it, against the real Rekor: the real `rekor-cli` and `cosign
-//! verify-attestation` accept what is recorded, `weft provenance verify` re-checks it and catches
+//! verify-attestation` accept what is recorded (and slsa-verifier the verification summary), `weft provenance verify` re-checks it and catches
 //! tampering, a Rekor outage in the middle of a run ends in exactly one entry, and a log that answers with
 //! the wrong key is never taken for provenance.
 
@@ -374,4 +374,178 @@ async fn a_log_answering_with_another_key_is_never_provenance() {
     assert_eq!(condition_reason(&ap, "Ready").as_deref(), Some("RekorEntryUnverified"), "{}", ap["status"]);
     assert!(ap["status"].get("rekor").is_none(), "never recorded as provenance");
     assert!(ap["status"].get("manifestImage").is_none());
+}
+
+/// A revision vouched for carries a verification summary (SLSA VSA v1) beside its provenance: logged,
+/// attached to the manifest image, accepted by cosign v2 and v3 by its predicate type (from the registry
+/// and from an OCI layout) and by slsa-verifier's `verify-vsa`, and re-checked by `weft provenance verify`. It names the profile (and the digest of its spec), the commits and
+/// the images verified. A revision not vouched for (images not verified) gets none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vouched_for_revision_has_a_verification_summary_cosign_accepts() {
+    let _shared = LOG.read().await;
+    let lab = common::images::Lab::new();
+    let web = lab.image("lab/summarized-web", "1.0");
+    lab.sign("k", &web);
+    let project = with_namespace(|ns| {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
+                "spec": {"containers": [{"name": "web", "image": web}]}}}});
+        vec![("deployment.yaml".into(), deployment.to_string())]
+    });
+    let resources = project.path("resources.yaml");
+    let both = format!(
+        "{}\n---\n{}",
+        std::fs::read_to_string(&resources).unwrap(),
+        std::fs::read_to_string(lab.path("resources.yaml")).unwrap()
+    );
+    std::fs::write(&resources, both).unwrap();
+    let repository = format!("{}/manifests/summary-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let iv = lab.image_verification(common::images::key("keys"), json!({}));
+    let app = project.application(json!({}));
+    let pinned = common::images::Lab::pinned(&web);
+
+    let verify = |cosign: &str, bin: &str, target: &[&str]| {
+        let (code, out, err) = run_cmd(
+            Command::new(bin)
+                .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+                .current_dir(project.dir.path())
+                .args(["verify-attestation", "--key", "weft.pub", "--type", weft::provenance::SLSA_VSA_V1])
+                .args(target),
+        );
+        assert_eq!(code, 0, "{cosign} verify-attestation --type VSA {target:?}: {err}");
+        let envelope = out.lines().next().unwrap().to_string();
+        let payload = serde_json::from_str::<Value>(&envelope).unwrap()["payload"].as_str().unwrap().to_string();
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::STANDARD.decode(payload).unwrap();
+        (envelope, serde_json::from_slice::<Value>(&payload).unwrap())
+    };
+
+    // To the registry.
+    let profile = project.profile(&repository, true, json!({"imageVerification": iv}));
+    let (code, out, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "weft run: {err}\n{out:#}");
+    let summary_index = out["verificationSummary"]["logIndex"].as_i64().expect("a summary is logged");
+    assert_ne!(Some(summary_index), out["provenance"]["logIndex"].as_i64());
+    let image = out["manifestImage"].as_str().unwrap().to_string();
+    let spec: weft::resources::profile::IntegrityProfile =
+        serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    let spec_digest = hex_sha256(&serde_json::to_vec(&spec.spec).unwrap());
+    for (cosign, bin) in cosigns() {
+        let (envelope, s) = verify(cosign, &bin, &[&image]);
+        assert_eq!(s["predicateType"], weft::provenance::SLSA_VSA_V1);
+        // slsa-verifier reads it as a VSA: signature, type, subject, verifier, resource and levels.
+        std::fs::write(project.path("vsa.json"), &envelope).unwrap();
+        let slsa_verifier = |resource: &str| {
+            run_cmd(Command::new("slsa-verifier").current_dir(project.dir.path()).args([
+                "verify-vsa",
+                "--attestation-path",
+                "vsa.json",
+                "--subject-digest",
+                image.split('@').nth(1).unwrap(),
+                "--verifier-id",
+                s["predicate"]["verifier"]["id"].as_str().unwrap(),
+                "--resource-uri",
+                resource,
+                "--verified-level",
+                "WEFT_SOURCE_HISTORY_SIGNED",
+                "--verified-level",
+                "WEFT_IMAGES_VERIFIED",
+                "--public-key-path",
+                "weft.pub",
+            ]))
+        };
+        let (code, out, err) = slsa_verifier(&format!("oci://{image}"));
+        assert_eq!(code, 0, "slsa-verifier verify-vsa: {out}{err}");
+        let (code, _, _) = slsa_verifier("oci://another/image");
+        assert_ne!(code, 0, "slsa-verifier checks the resource");
+        assert_eq!(
+            format!("sha256:{}", s["subject"][0]["digest"]["sha256"].as_str().unwrap()),
+            image.split('@').nth(1).unwrap()
+        );
+        let p = &s["predicate"];
+        assert_eq!(p["verificationResult"], "PASSED", "{p:#}");
+        assert_eq!(p["policy"]["digest"]["sha256"], spec_digest.as_str(), "{p:#}");
+        assert!(
+            p["policy"]["uri"].as_str().unwrap().starts_with("weft://integrityprofiles/argocd/p?generation="),
+            "{p:#}"
+        );
+        let inputs = p["inputAttestations"].as_array().unwrap();
+        assert!(inputs.iter().any(|i| i["digest"]["gitCommit"] == project.repo.head().as_str()), "{p:#}");
+        let image_digest = pinned.split('@').nth(1).unwrap().trim_start_matches("sha256:");
+        assert!(inputs.iter().any(|i| i["digest"]["sha256"] == image_digest), "{p:#}");
+        assert!(p["verifiedLevels"].as_array().unwrap().contains(&json!("WEFT_SOURCE_HISTORY_SIGNED")), "{p:#}");
+        // The provenance is still found by its own type among the image's attestations.
+        let (code, _, err) = run_cmd(
+            Command::new(&bin)
+                .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+                .current_dir(project.dir.path())
+                .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image]),
+        );
+        assert_eq!(code, 0, "{cosign} verify-attestation --type slsaprovenance1 beside a summary: {err}");
+    }
+    // Run again: the same summary is recognized, nothing is logged twice.
+    let (code, again, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "weft run again: {err}");
+    assert_eq!(again["verificationSummary"]["logIndex"].as_i64(), Some(summary_index), "{again:#}");
+
+    // To an OCI layout.
+    let (code, out, err) = project.run(&profile, &app, &["--out", "layout"]);
+    assert_eq!(code, 0, "weft run --out: {err}\n{out:#}");
+    for (cosign, bin) in cosigns() {
+        let (_, s) = verify(cosign, &bin, &["--local-image", "layout"]);
+        assert_eq!(s["predicate"]["verificationResult"], "PASSED");
+    }
+
+    // Through the controller: the record names the summary, and `weft provenance verify` re-checks it.
+    let client = client().await;
+    let ns = namespace(&client, "summary").await;
+    apply_documents(&client, &ns, &std::fs::read_to_string(&resources).unwrap()).await;
+    let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+    create(&profiles(&client, &ns), profile.clone()).await;
+    let mut application: Value = serde_json::from_str(&std::fs::read_to_string(&app).unwrap()).unwrap();
+    application["metadata"] = json!({"name": "shop-cart"});
+    create(&applications(&client, &ns), application).await;
+    let cache = project.path("controller-cache");
+    let _controller = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
+    let ap = provenance_where(&client, &ns, "shop-cart", "a verified revision with a summary", |v| {
+        v["status"]["verdict"] == "Verified" && v["status"]["verificationSummary"]["uuid"].is_string()
+    })
+    .await;
+    let reverify = |args: &[&str]| {
+        run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(project.dir.path())
+                .env("KUBECONFIG", kubeconfig_path())
+                .args(["provenance", "verify", "--cache-dir", "verify-cache"])
+                .args(args),
+        )
+    };
+    let (code, out, err) = reverify(&[&format!("{ns}/shop-cart")]);
+    assert_eq!(code, 0, "weft provenance verify:\n{out}{err}");
+    assert!(out.contains("ok   the verification summary (SLSA VSA"), "{out}");
+    let mut tampered = ap.clone();
+    tampered["status"]["verificationSummary"] = ap["status"]["rekor"].clone();
+    let file = project.path("tampered.json");
+    std::fs::write(&file, tampered.to_string()).unwrap();
+    std::fs::write(project.path("production.json"), profile.to_string()).unwrap();
+    let (code, out, _) =
+        reverify(&["--from-file", "tampered.json", "--profile", "production.json", "--resources", "resources.yaml"]);
+    assert_eq!(code, 1, "the provenance's entry is not a summary:\n{out}");
+    assert!(out.contains("FAIL the verification summary"), "{out}");
+
+    // Not vouched for (the profile does not verify images): a provenance, and no summary.
+    let repository = format!("{}/manifests/summary-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let profile = project.profile(&repository, true, json!({}));
+    let (_, out, err) = project.run(&profile, &app, &[]);
+    assert!(out["provenance"]["logIndex"].is_i64(), "{err}\n{out:#}");
+    assert!(out["verificationSummary"].is_null(), "{out:#}");
+    let image = out["manifestImage"].as_str().unwrap().to_string();
+    let (code, _, _) = run_cmd(
+        Command::new("cosign")
+            .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
+            .current_dir(project.dir.path())
+            .args(["verify-attestation", "--key", "weft.pub", "--type", weft::provenance::SLSA_VSA_V1, &image]),
+    );
+    assert_ne!(code, 0, "no summary is attached to a revision not vouched for");
 }

@@ -243,10 +243,60 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
         let found = tokio::task::block_in_place(|| verifier.repos.open(&uri, &[&commit], Some(&access), false).is_ok());
         all &= line(found, &format!("git commit {} exists in {uri}", commit.short()));
     }
+    // 5. The verification summary, where the revision was vouched for.
+    if let Some(summary_ref) = &status.verification_summary {
+        all &= check_summary(summary_ref, &att_layers, &log_key, &rekor, &public, digest, profile).await;
+    }
     let recorded: Vec<&str> = status.sources.iter().map(|s| s.revision.as_str()).collect();
     let attested: Vec<&str> =
         deps.iter().filter(|d| d["name"] == "source").filter_map(|d| d["digest"]["gitCommit"].as_str()).collect();
     all &= line(recorded == attested, "the attested source commits are the revision(s) the record shows");
     println!("{}", if all { "the evidence holds" } else { "the evidence does NOT hold" });
     all
+}
+
+/// The summary's log entry verifies, holds an envelope attached to the image, signed by the key, about
+/// this image and this profile's spec, with the result PASSED.
+async fn check_summary(
+    summary_ref: &crate::resources::provenance::RekorEntry,
+    att_layers: &[oci::Blob],
+    log_key: &LogKey,
+    rekor: &Rekor,
+    public: &str,
+    digest: &str,
+    profile: &IntegrityProfile,
+) -> bool {
+    let entry = match rekor.get(&summary_ref.uuid).await {
+        Ok(e) => e,
+        Err(e) => return line(false, &format!("verification summary entry {}: {e}", summary_ref.uuid)),
+    };
+    if let Err(e) = rekor::verify_entry(&entry, log_key, true) {
+        return line(false, &format!("verification summary entry {}: {e}", entry.uuid));
+    }
+    let logged =
+        entry.body_json().unwrap_or_default()["spec"]["envelopeHash"]["value"].as_str().unwrap_or_default().to_string();
+    let envelope = att_layers
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+        .find(|e| hex::encode(Sha256::digest(e.as_bytes())) == logged);
+    let Some(envelope) = envelope else {
+        return line(false, "no attestation attached to the image is the verification summary the log holds");
+    };
+    let statement = match crate::provenance::open(&envelope, public) {
+        Ok(s) => s,
+        Err(e) => return line(false, &format!("the verification summary: {e}")),
+    };
+    let spec = hex::encode(Sha256::digest(serde_json::to_vec(&profile.spec).unwrap_or_default()));
+    let p = &statement["predicate"];
+    line(
+        statement["predicateType"] == crate::provenance::SLSA_VSA_V1
+            && format!("sha256:{}", statement["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default()) == digest
+            && p["verificationResult"] == "PASSED"
+            && p["policy"]["digest"]["sha256"].as_str() == Some(spec.as_str()),
+        &format!(
+            "the verification summary (SLSA VSA, log index {}) says PASSED for this image under the profile's spec (sha256 {})",
+            entry.log_index,
+            &spec[..16]
+        ),
+    )
 }

@@ -256,6 +256,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                 "referrer": p.map(|p| p.referrer),
                 "transparencyLog": p.and_then(|p| p.tlog.as_ref()).map(|t| json!({"uuid": t.uuid, "logIndex": t.log_index})),
                 "provenance": outcome.rekor.as_ref().map(|r| json!({"uuid": r.uuid, "logIndex": r.log_index, "integratedTime": r.integrated_time, "logID": r.log_id})),
+                "verificationSummary": outcome.summary.as_ref().map(|r| json!({"uuid": r.uuid, "logIndex": r.log_index, "integratedTime": r.integrated_time, "logID": r.log_id})),
                 "remoteBases": outcome.remote_bases,
                 "images": outcome.images,
             });
@@ -275,6 +276,9 @@ fn execute(args: &Args) -> Result<u8, InputError> {
             }
             if let Some(r) = &outcome.rekor {
                 println!("provenance: transparency log entry {} (index {})", r.uuid, r.log_index);
+            }
+            if let Some(r) = &outcome.summary {
+                println!("verification summary (SLSA VSA): transparency log entry {} (index {})", r.uuid, r.log_index);
             }
             for i in &outcome.images {
                 let at = i.digest.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();

@@ -95,6 +95,10 @@ pub struct ApplicationProvenanceStatus {
     /// The Rekor entry holding the provenance attestation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekor: Option<RekorEntry>,
+    /// The Rekor entry holding the verification summary (an SLSA VSA, attached beside the provenance),
+    /// written only for a revision that is vouched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification_summary: Option<RekorEntry>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Earlier revisions, newest first, bounded by the profile's history limit.

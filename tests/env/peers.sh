@@ -30,6 +30,7 @@ referrers-registry|v0.22.1|github.com/google/go-containerregistry|github.com/goo
 registry|v3.1.2|github.com/distribution/distribution/v3|github.com/distribution/distribution/v3/cmd/registry|plain
 cosign|v2.6.5|github.com/sigstore/cosign/v2|github.com/sigstore/cosign/v2/cmd/cosign|plain
 cosign3|v3.1.3|github.com/sigstore/cosign/v3|github.com/sigstore/cosign/v3/cmd/cosign|plain
+slsa-verifier|v2.7.1|github.com/slsa-framework/slsa-verifier/v2|github.com/slsa-framework/slsa-verifier/v2/cli/slsa-verifier|plain
 kubectl-sigstore|v0.5.4|github.com/sigstore/k8s-manifest-sigstore|github.com/sigstore/k8s-manifest-sigstore/cmd/kubectl-sigstore|plain
 trillian|v1.7.3|github.com/google/trillian|github.com/google/trillian/cmd/trillian_log_server github.com/google/trillian/cmd/trillian_log_signer|plain
 rekor|v1.5.4|github.com/sigstore/rekor|github.com/sigstore/rekor/cmd/rekor-server github.com/sigstore/rekor/cmd/rekor-cli|plain

@@ -336,7 +336,7 @@ start() {
       *) log "unknown component $c"; return 2 ;;
     esac
   done
-  for p in kubectl kustomize helm crane cosign kubectl-sigstore rekor; do
+  for p in kubectl kustomize helm crane cosign kubectl-sigstore rekor slsa-verifier; do
     paths="$paths:$("$PEERS" path "$p")"
   done
   if want argocd; then paths="$paths:$("$PEERS" path argocd)"; fi
