@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod bundle;
 pub mod cluster;
 pub mod commands;
 pub mod controller;

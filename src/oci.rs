@@ -197,6 +197,17 @@ impl Image {
             bytes: serde_json::to_vec(&config_json).unwrap_or_default(),
             annotations: BTreeMap::new(),
         };
+        Image::with_config(config, layers, annotations, artifact_type, subject)
+    }
+
+    /// As [`Image::new`], with a given config.
+    pub fn with_config(
+        config: Blob,
+        layers: Vec<Blob>,
+        annotations: &BTreeMap<String, String>,
+        artifact_type: Option<&str>,
+        subject: Option<(&str, usize)>,
+    ) -> Image {
         let mut manifest = json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -734,10 +745,44 @@ impl Registry {
     /// Puts a manifest by digest. Done here because oci-client cannot handle a registry that omits the
     /// Location header on a push by digest.
     async fn put_manifest_by_digest(&self, image: &Image) -> Result<(), OciError> {
-        let digest = image.digest();
-        let r = self.reference(&digest)?;
+        self.put_manifest(&image.digest(), OCI_MANIFEST, image.manifest.clone()).await
+    }
+
+    /// Attaches a referrer (pushed by digest) to `subject`; on a registry without the referrers API, also
+    /// lists it in the `sha256-<hex>` fallback index, as the OCI distribution spec has clients do.
+    pub async fn attach_referrer(&self, referrer: &Image, subject: &str) -> Result<(), OciError> {
+        self.push(referrer, None).await?;
+        if self.serves_referrers(subject).await {
+            return Ok(());
+        }
+        let tag = subject.replace(':', "-");
+        let mut manifests: Vec<Value> = match self.manifest(&tag).await? {
+            Some(bytes) => serde_json::from_slice::<Value>(&bytes)
+                .ok()
+                .and_then(|v| v["manifests"].as_array().cloned())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let digest = referrer.digest();
+        if manifests.iter().any(|m| m["digest"] == digest.as_str()) {
+            return Ok(());
+        }
+        let manifest: Value = serde_json::from_slice(&referrer.manifest).unwrap_or_default();
+        let mut descriptor = json!({"mediaType": OCI_MANIFEST, "size": referrer.manifest.len(), "digest": digest});
+        if let Some(t) = manifest["artifactType"].as_str() {
+            descriptor["artifactType"] = json!(t);
+        }
+        manifests.push(descriptor);
+        manifests.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        self.put_manifest(&tag, OCI_INDEX, serde_json::to_vec(&index).unwrap_or_default()).await
+    }
+
+    async fn put_manifest(&self, tag_or_digest: &str, media_type: &str, bytes: Vec<u8>) -> Result<(), OciError> {
+        let digest = tag_or_digest;
+        let r = self.reference(digest)?;
         let url = format!("{}/v2/{}/manifests/{digest}", self.base_url(&r), r.repository());
-        let req = self.http.put(&url).header("content-type", OCI_MANIFEST).body(image.manifest.clone());
+        let req = self.http.put(&url).header("content-type", media_type).body(bytes);
         let resp = self
             .within("pushing the manifest", async {
                 let req = self.authorized(req, &r, true).await?;
@@ -830,6 +875,19 @@ pub fn add_to_layout(dir: &Path, image: &Image, kind: &str) -> Result<(), OciErr
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(err)?;
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap_or_default()).map_err(err)?;
+    Ok(())
+}
+
+/// Writes a referrer's blobs into an OCI image layout: cosign finds them by their subject, unlisted.
+pub fn add_referrer_to_layout(dir: &Path, referrer: &Image) -> Result<(), OciError> {
+    let err = |e: std::io::Error| OciError::Layout { path: dir.display().to_string(), reason: e.to_string() };
+    let blobs = dir.join("blobs").join("sha256");
+    std::fs::create_dir_all(&blobs).map_err(err)?;
+    for bytes in
+        [&referrer.manifest, &referrer.config.bytes].into_iter().chain(referrer.layers.iter().map(|l| &l.bytes))
+    {
+        std::fs::write(blobs.join(digest(bytes).trim_start_matches("sha256:")), bytes).map_err(err)?;
+    }
     Ok(())
 }
 

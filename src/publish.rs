@@ -2,6 +2,11 @@
 //! logged in Rekor when the profile names a log, its bundle kept with the signature) and pushed to the
 //! profile's repository — or written as an OCI image layout. The same digest is never pushed twice, and
 //! an existing signature by the same key is reused rather than made (and logged) again.
+//!
+//! Signatures and attestations are written twice over: in cosign's legacy layout (`.sig` and `.att`
+//! tags, which kubectl-sigstore and cosign v2 read) and as Sigstore bundles attached as OCI referrers
+//! (cosign v3's format). Bundles are deterministic (RFC 6979 signatures, the log's earlier entry for the
+//! same envelope), so attaching one again changes nothing.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -71,6 +76,8 @@ pub struct Published {
     pub digest: String,
     pub resources: usize,
     pub image: Pushed,
+    /// The size of the image's manifest (a referrer's `subject` names it).
+    pub size: usize,
     /// A new signature was made (false: an existing signature by the same key was kept).
     pub signed: bool,
     pub referrer: bool,
@@ -102,11 +109,13 @@ pub async fn publish(
             let (layer, tlog) = sign(&payload, key, log).await?;
             let signatures = Image::new(vec![layer], &BTreeMap::new(), None, None);
             oci::write_layout(dir, &image, &signatures)?;
+            sign_bundle(dest, (digest.as_str(), image.manifest.len()), key, log).await?;
             Ok(Published {
                 reference: format!("{}@{digest}", dir.display()),
                 digest,
                 resources: manifests.len(),
                 image: Pushed::New,
+                size: image.manifest.len(),
                 signed: true,
                 referrer: false,
                 tlog,
@@ -141,7 +150,8 @@ pub async fn publish(
                         (layer, true, tlog)
                     }
                 };
-            // OCI 1.1: the signature also as a referrer of the image, where the registry serves them.
+            sign_bundle(dest, (digest.as_str(), image.manifest.len()), key, log).await?;
+            // OCI 1.1: the legacy signature also as a referrer of the image, where the registry serves them.
             let referrer = registry.serves_referrers(&digest).await;
             if referrer {
                 let subject = (digest.as_str(), image.manifest.len());
@@ -150,9 +160,90 @@ pub async fn publish(
                 registry.push(&referrer_image, None).await?;
             }
             let reference = format!("{}@{digest}", registry.repository());
-            Ok(Published { reference, digest, resources: manifests.len(), image: pushed, signed, referrer, tlog })
+            let size = image.manifest.len();
+            Ok(Published { reference, digest, resources: manifests.len(), image: pushed, size, signed, referrer, tlog })
         }
     }
+}
+
+/// Logs a DSSE envelope (or finds the log's entry for it: the same bytes are answered with the earlier
+/// entry) and checks what the log returns: the entry, its inclusion proof and checkpoint, and that it
+/// holds exactly this envelope.
+async fn log_envelope(envelope: &str, key: &SigningKey, log: Log<'_>) -> Result<rekor::Entry, PublishError> {
+    let entry = log.rekor.upload(&crate::provenance::dsse_entry(envelope, &key.public_pem())).await?;
+    rekor::verify_entry(&entry, log.key, true)?;
+    if !crate::provenance::body_matches(&entry, envelope)? {
+        return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
+    }
+    Ok(entry)
+}
+
+/// cosign v3's signature: a DSSE bundle saying "this digest is signed", logged and attached as a
+/// referrer, unless it is attached already.
+async fn sign_bundle(
+    dest: &Destination,
+    subject: (&str, usize),
+    key: &SigningKey,
+    log: Option<Log<'_>>,
+) -> Result<(), PublishError> {
+    let predicate = crate::bundle::COSIGN_SIGN_PREDICATE;
+    let envelope = crate::provenance::sign(&crate::bundle::sign_statement(subject.0), key);
+    if bundle_attached(dest, subject.0, &envelope, predicate).await? {
+        return Ok(());
+    }
+    let entry = match log {
+        Some(log) => Some(log_envelope(&envelope, key, log).await?),
+        None => None,
+    };
+    attach_bundle(dest, subject, &envelope, key, entry.as_ref(), predicate).await
+}
+
+/// Is this envelope attached to the image as a bundle already? Its inclusion proof grows with the log,
+/// so the bundle made again would be another manifest: the envelope is what identifies it.
+async fn bundle_attached(
+    dest: &Destination,
+    subject: &str,
+    envelope: &str,
+    predicate_type: &str,
+) -> Result<bool, PublishError> {
+    let Destination::Registry { registry, .. } = dest else { return Ok(false) };
+    let referrers = registry.referrers(subject).await?;
+    let bundles = referrers.iter().filter(|d| d["artifactType"] == crate::bundle::MEDIA_TYPE).take(MAX_BUNDLES);
+    for descriptor in bundles {
+        let Some(digest) = descriptor["digest"].as_str() else { continue };
+        let Some(manifest) = registry.manifest(digest).await? else { continue };
+        let parsed: serde_json::Value = serde_json::from_slice(&manifest).unwrap_or_default();
+        if parsed["annotations"][crate::bundle::PREDICATE_ANNOTATION] != predicate_type {
+            continue;
+        }
+        let layers = registry.layers(&manifest).await?;
+        if layers.first().and_then(|l| crate::bundle::envelope_of(&l.bytes)).as_deref() == Some(envelope) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// At most this many bundles of an image are read when looking for one Weft attached.
+const MAX_BUNDLES: usize = 64;
+
+/// Attaches an envelope, with its log entry, as a Sigstore bundle referrer of the manifest image.
+async fn attach_bundle(
+    dest: &Destination,
+    subject: (&str, usize),
+    envelope: &str,
+    key: &SigningKey,
+    entry: Option<&rekor::Entry>,
+    predicate_type: &str,
+) -> Result<(), PublishError> {
+    let bundle = crate::bundle::dsse_bundle(envelope, &key.public_der(), entry)
+        .map_err(|e| RekorError::Malformed(e.to_string()))?;
+    let referrer = crate::bundle::referrer(bundle, predicate_type, subject);
+    match dest {
+        Destination::Registry { registry, .. } => registry.attach_referrer(&referrer, subject.0).await?,
+        Destination::Layout { dir, .. } => oci::add_referrer_to_layout(dir, &referrer)?,
+    }
+    Ok(())
 }
 
 /// The Rekor entry recorded in an existing signature's bundle annotation.
@@ -225,6 +316,7 @@ pub async fn attest(
     log: Log<'_>,
 ) -> Result<Attested, PublishError> {
     let unit = crate::provenance::unit(statement);
+    let subject = (published.digest.as_str(), published.size);
     let predicate_type = statement["predicateType"].as_str().unwrap_or_default().to_string();
     let public = key.public_pem();
     let ours = |b: &Blob| {
@@ -272,10 +364,9 @@ pub async fn attest(
         Some(existing) if existing.annotations.contains_key(oci::BUNDLE_ANNOTATION) => {
             // Complete already: check the entry it names, in the log itself.
             let envelope = String::from_utf8_lossy(&existing.bytes).into_owned();
-            let entry = log.rekor.upload(&crate::provenance::dsse_entry(&envelope, &public)).await?;
-            rekor::verify_entry(&entry, log.key, true)?;
-            if !crate::provenance::body_matches(&entry, &envelope)? {
-                return Err(RekorError::Unverified("the log's entry does not hold the attached envelope".into()).into());
+            let entry = log_envelope(&envelope, key, log).await?;
+            if !bundle_attached(dest, subject.0, &envelope, &predicate_type).await? {
+                attach_bundle(dest, subject, &envelope, key, Some(&entry), &predicate_type).await?;
             }
             return Ok(Attested { entry: entry.record(), attached, reused: true });
         }
@@ -288,11 +379,7 @@ pub async fn attest(
         }
     };
 
-    let entry = log.rekor.upload(&crate::provenance::dsse_entry(&envelope, &public)).await?;
-    rekor::verify_entry(&entry, log.key, true)?;
-    if !crate::provenance::body_matches(&entry, &envelope)? {
-        return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
-    }
+    let entry = log_envelope(&envelope, key, log).await?;
     let i = layers.iter().position(ours).unwrap_or(layers.len());
     let layer = layer_for(&envelope, Some(&entry.cosign_bundle()));
     if i < layers.len() {
@@ -301,5 +388,8 @@ pub async fn attest(
         layers.push(layer);
     }
     store(layers).await?;
+    if !bundle_attached(dest, subject.0, &envelope, &predicate_type).await? {
+        attach_bundle(dest, subject, &envelope, key, Some(&entry), &predicate_type).await?;
+    }
     Ok(Attested { entry: entry.record(), attached, reused })
 }

@@ -73,6 +73,11 @@ impl LogKey {
         Ok(LogKey { log_id: hex::encode(Sha256::digest(der.as_bytes())), key })
     }
 
+    /// The key's DER SPKI.
+    pub fn der(&self) -> Vec<u8> {
+        self.key.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default()
+    }
+
     fn verify(&self, message: &[u8], der_sig: &[u8]) -> bool {
         p256::ecdsa::Signature::from_der(der_sig).is_ok_and(|s| self.key.verify(message, &s).is_ok())
     }

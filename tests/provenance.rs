@@ -162,7 +162,8 @@ async fn recorded_provenance_is_accepted_by_rekor_cli_and_cosign_and_reverified(
             Command::new(bin)
                 .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
                 .current_dir(env.project.dir.path())
-                .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image]),
+                .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image])
+                .args(["--trusted-root", &trusted_root(env.project.dir.path())]),
         );
         assert_eq!(code, 0, "{cosign} verify-attestation: {err}");
         outputs.push(out);
@@ -244,13 +245,23 @@ async fn a_controller_killed_mid_push_mid_signing_or_mid_attesting_completes_wit
     let rekor = peer("WEFT_TEST_REKOR_URL");
     let log = proxy::Proxy::start(rekor.trim_start_matches("http://").trim_end_matches('/')).await;
     let registry = proxy::Proxy::start(&peer("WEFT_TEST_REGISTRY")).await;
-    let kill_points: [(&str, &proxy::Proxy, &[&str]); 3] = [
+    // Which statement a `dsse` upload carries: the start of its payload, base64 (keys are sorted, so the
+    // predicate comes first after `_type`).
+    let payload_start = |start: &str| {
+        use base64::Engine;
+        let bytes = format!("{{\"_type\":\"https://in-toto.io/Statement/v1\",\"predicate\":{start}");
+        base64::engine::general_purpose::STANDARD.encode(&bytes.as_bytes()[..bytes.len() / 3 * 3])
+    };
+    let (sign_statement, provenance) = (payload_start("{},\"predicateType\""), payload_start("{\"buildDefinition\""));
+    let kill_points: [(&str, &proxy::Proxy, &[&str]); 4] = [
         // The manifest image is in the registry; its signature is not made yet.
         ("pushing", &registry, &["PUT ", "/manifests/"]),
         // The signature is in the log; nothing is attached yet.
         ("signing", &log, &["\"kind\":\"hashedrekord\""]),
+        // The signature's bundle (cosign v3's format) is in the log; it is not attached yet.
+        ("bundling", &log, &["\"kind\":\"dsse\"", &sign_statement]),
         // The provenance is in the log; the entry is not attached yet.
-        ("attesting", &log, &["\"kind\":\"dsse\""]),
+        ("attesting", &log, &["\"kind\":\"dsse\"", &provenance]),
     ];
     for (point, proxy, request) in kill_points {
         let before = log_size();
@@ -273,9 +284,10 @@ async fn a_controller_killed_mid_push_mid_signing_or_mid_attesting_completes_wit
         assert_eq!(ap["status"]["verdict"], "Failed", "no imageVerification: recorded, not vouched for");
         // Let a few resyncs pass too.
         tokio::time::sleep(Duration::from_secs(8)).await;
-        // The image's signature and its provenance: two entries, whatever the crash interrupted (the
-        // log's search index is not used here: Rekor may not index an entry whose client went away).
-        assert_eq!(log_size() - before, 2, "killed {point}: one signature entry and one provenance entry");
+        // The image's signature (legacy and bundle) and its provenance: three entries, whatever the crash
+        // interrupted (the log's search index is not used here: Rekor may not index an entry whose
+        // client went away).
+        assert_eq!(log_size() - before, 3, "killed {point}: two signature entries and one provenance entry");
         let index = ap["status"]["rekor"]["logIndex"].as_i64().unwrap();
         assert!(index >= before, "killed {point}: the entry is this run's ({index}, log was {before})");
         if point == "attesting" {
@@ -320,8 +332,9 @@ async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
     let after = env.recorded().await;
     assert_eq!(after["status"]["rekor"], ap["status"]["rekor"], "the recorded entry stays the same");
 
-    // Exactly one attestation entry for the image, and one signature entry for its payload.
-    assert_eq!(rekor_search(&digest).len(), 1, "one provenance entry names the image");
+    // Exactly two DSSE entries name the image (the provenance, and the signature's bundle), and one
+    // signature entry its payload.
+    assert_eq!(rekor_search(&digest).len(), 2, "one provenance entry and one signature bundle name the image");
     assert_eq!(
         rekor_search(&format!("sha256:{}", hex_sha256(&cosign_payload(&image)))).len(),
         1,
@@ -404,12 +417,14 @@ async fn a_vouched_for_revision_has_a_verification_summary_cosign_accepts() {
     let app = project.application(json!({}));
     let pinned = common::images::Lab::pinned(&web);
 
+    let root = trusted_root(project.dir.path());
     let verify = |cosign: &str, bin: &str, target: &[&str]| {
         let (code, out, err) = run_cmd(
             Command::new(bin)
                 .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
                 .current_dir(project.dir.path())
                 .args(["verify-attestation", "--key", "weft.pub", "--type", weft::provenance::SLSA_VSA_V1])
+                .args(["--trusted-root", &root])
                 .args(target),
         );
         assert_eq!(code, 0, "{cosign} verify-attestation --type VSA {target:?}: {err}");
@@ -479,7 +494,8 @@ async fn a_vouched_for_revision_has_a_verification_summary_cosign_accepts() {
             Command::new(&bin)
                 .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
                 .current_dir(project.dir.path())
-                .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image]),
+                .args(["verify-attestation", "--key", "weft.pub", "--type", "slsaprovenance1", &image])
+                .args(["--trusted-root", &root]),
         );
         assert_eq!(code, 0, "{cosign} verify-attestation --type slsaprovenance1 beside a summary: {err}");
     }
@@ -545,7 +561,8 @@ async fn a_vouched_for_revision_has_a_verification_summary_cosign_accepts() {
         Command::new("cosign")
             .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
             .current_dir(project.dir.path())
-            .args(["verify-attestation", "--key", "weft.pub", "--type", weft::provenance::SLSA_VSA_V1, &image]),
+            .args(["verify-attestation", "--key", "weft.pub", "--type", weft::provenance::SLSA_VSA_V1, &image])
+            .args(["--trusted-root", &root]),
     );
     assert_ne!(code, 0, "no summary is attached to a revision not vouched for");
 }

@@ -211,8 +211,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         .provenance
         .as_ref()
         .and_then(|p| p.rekor.as_ref())
-        .and_then(|r| bag.texts(&r.public_key).ok())
-        .map(|pems| pems.join("\n"))
+        .and_then(|r| Some((r.url.clone(), bag.texts(&r.public_key).ok()?.join("\n"))))
         .filter(|_| logged);
     let keys_dir = match &destination {
         Some(DestinationChoice::Layout(dir)) => dir.clone(),
@@ -221,8 +220,12 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let hint = public_key.as_ref().and_then(|pem| {
         std::fs::create_dir_all(&keys_dir).ok()?;
         std::fs::write(keys_dir.join("cosign.pub"), pem).ok()?;
-        if let Some(log) = &log_key {
-            std::fs::write(keys_dir.join("rekor.pub"), log).ok()?;
+        if let Some((url, pem)) = &log_key {
+            std::fs::write(keys_dir.join("rekor.pub"), pem).ok()?;
+            // For bundles, cosign wants the log in a trusted root.
+            let key = crate::rekor::LogKey::from_pem(pem).ok()?;
+            let root = crate::bundle::trusted_root_for_log(url, &key.der());
+            std::fs::write(keys_dir.join("trusted_root.json"), root.to_string()).ok()?;
         }
         Some(VerifyHint { dir: keys_dir.clone(), logged: log_key.is_some() })
     });
@@ -325,7 +328,7 @@ pub fn is_configuration_problem(reason: &str) -> bool {
 
 /// How to verify what `weft run` published with cosign, as a command that works as printed.
 struct VerifyHint {
-    /// Where `cosign.pub` (and `rekor.pub`) were written.
+    /// Where `cosign.pub` (and `rekor.pub` and `trusted_root.json`) were written.
     dir: PathBuf,
     /// The signature is in a log whose key is `rekor.pub` (cosign knows only the public log's).
     logged: bool,
@@ -336,8 +339,8 @@ impl VerifyHint {
     fn cosign(&self, what: &str) -> String {
         let key = self.dir.join("cosign.pub");
         if self.logged {
-            let log = self.dir.join("rekor.pub");
-            format!("SIGSTORE_REKOR_PUBLIC_KEY={} cosign verify --key {} {what}", log.display(), key.display())
+            let root = self.dir.join("trusted_root.json");
+            format!("cosign verify --key {} --trusted-root {} {what}", key.display(), root.display())
         } else {
             format!("cosign verify --key {} --insecure-ignore-tlog {what}", key.display())
         }

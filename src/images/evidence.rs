@@ -18,9 +18,7 @@ use crate::oci::{BUNDLE_ANNOTATION, Blob, OciError, Registry, SIGNATURE_ANNOTATI
 
 pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
-pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
-/// The predicate cosign's `--new-bundle-format` signatures carry.
-pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+pub use crate::bundle::{COSIGN_SIGN_PREDICATE, MEDIA_TYPE as BUNDLE_V03};
 /// More than this many signatures or attestations on one image is treated as hostile.
 const MAX_CANDIDATES: usize = 64;
 

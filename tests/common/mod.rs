@@ -252,6 +252,17 @@ pub fn peer(var: &str) -> String {
 }
 
 /// The real cosign of each major version Weft's output must satisfy: v2 (`cosign` on PATH) and v3.
+/// A Sigstore trusted root naming the test environment's Rekor, written to `dir/trusted_root.json`:
+/// cosign wants it (`--trusted-root`) to verify bundles logged in a private log.
+pub fn trusted_root(dir: &std::path::Path) -> String {
+    let pem = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
+    let key = weft::rekor::LogKey::from_pem(&pem).unwrap();
+    let root = weft::bundle::trusted_root_for_log(&peer("WEFT_TEST_REKOR_URL"), &key.der());
+    let path = dir.join("trusted_root.json");
+    std::fs::write(&path, root.to_string()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 pub fn cosigns() -> [(&'static str, String); 2] {
     [("cosign v2", "cosign".into()), ("cosign v3", peer("WEFT_TEST_COSIGN3"))]
 }
