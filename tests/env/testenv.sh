@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real peers Weft's tests run against, on 127.0.0.1 (built by peers.sh):
-#   kube     etcd + kube-apiserver, with Weft's and Argo CD's CRDs installed, and a kubeconfig
+#   kube     etcd + kube-apiserver, with Weft's and Argo CD's CRDs installed, and a kubeconfig; its
+#            ServiceAccount tokens' issuer is its own URL, whose discovery document anyone may read
 #   registry distribution's registry (no OCI referrers API) and go-containerregistry's registry (with it)
 #   rekor    MariaDB + Trillian (log server and signer) + rekor-server, with a stable log key
 #   controllers  kube-controller-manager: Deployments become ReplicaSets and Pods, Services get
@@ -107,17 +108,21 @@ EOF
     --initial-cluster "weft-test=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
   wait_for 60 "etcd" curl -sf "http://127.0.0.1:$etcd_port/health"
 
+  # ServiceAccount tokens name the apiserver's own URL as their issuer, so that an OIDC relying party on
+  # this machine (Fulcio) can fetch the issuer's discovery document and keys from it; the in-cluster name
+  # stays an accepted issuer.
+  local server="https://127.0.0.1:$api_port"
   spawn "$dir" kube-apiserver "$bin_api" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --tls-cert-file "$dir/certs/apiserver.crt" --tls-private-key-file "$dir/certs/apiserver.key" \
     --client-ca-file "$dir/certs/ca.crt" --cert-dir "$dir/certs" \
-    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/certs/sa.pub" \
+    --service-account-issuer "$server" --service-account-issuer https://kubernetes.default.svc \
+    --service-account-jwks-uri "$server/openid/v1/jwks" --service-account-key-file "$dir/certs/sa.pub" \
     --service-account-signing-key-file "$dir/certs/sa.key" --service-cluster-ip-range 10.0.0.0/16 \
     --token-auth-file "$dir/certs/tokens.csv" --authorization-mode RBAC \
     "${admission[@]}" --enable-priority-and-fairness="$([ "${WEFT_TESTENV_APF:-0}" = 1 ] && echo true || echo false)" \
     --admission-control-config-file "$dir/certs/admission.yaml"
 
-  local server="https://127.0.0.1:$api_port"
   cat > "$dir/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -143,9 +148,16 @@ EOF
     crd/applications.argoproj.io crd/appprojects.argoproj.io \
     crd/integrityprofiles.weft.dev crd/applicationprovenances.weft.dev >> "$dir/logs/setup.log" 2>&1
   # Argo CD's namespace and its default AppProject, as an installation has them; Applications in any
-  # namespace may use it (the tests give each its own namespace).
+  # namespace may use it (the tests give each its own namespace). Anyone may read the ServiceAccount
+  # issuer's discovery document and keys, as a cluster whose tokens an outside party verifies allows.
   KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" apply --server-side --field-manager weft-testenv -f - \
     >> "$dir/logs/setup.log" 2>&1 <<'YAML' || { cat "$dir/logs/setup.log" >&2; return 1; }
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: service-account-issuer-discovery-unauthenticated}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:service-account-issuer-discovery"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:unauthenticated"}]
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: argocd}
