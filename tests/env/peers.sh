@@ -7,14 +7,17 @@
 #   tests/env/peers.sh argocd-crds       print the directory of Argo CD's CRDs (from its Go module)
 #   tests/env/peers.sh argocd-manifests  print the directory of Argo CD's install manifests (from its module)
 #   tests/env/peers.sh ensure-redis      install Debian's redis-server when missing (Argo CD's cache)
+#   tests/env/peers.sh ensure-socat      install Debian's socat when missing (the timestamp authority's port)
 #   tests/env/peers.sh list              the peers and their versions
 set -euo pipefail
 
 CACHE="${WEFT_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weft-testenv}"
 K8S_VERSION=v1.34.4
 ARGOCD_VERSION=v3.6.1
-# Argo CD 3.6 needs Go 1.27; the go command fetches that toolchain from the proxy for its builds only.
-ARGOCD_GOTOOLCHAIN=go1.27.3
+# Argo CD 3.6, rekor-tiles 2.4 and timestamp-authority 2.2 need Go 1.27; the go command fetches that
+# toolchain from the proxy for their builds only (flavours argocd and go1.27).
+GO127_TOOLCHAIN=go1.27.3
+ARGOCD_GOTOOLCHAIN=$GO127_TOOLCHAIN
 
 # name | version | module | packages (space separated) | flavour
 PEERS=$(cat <<EOF
@@ -34,6 +37,18 @@ slsa-verifier|v2.7.1|github.com/slsa-framework/slsa-verifier/v2|github.com/slsa-
 kubectl-sigstore|v0.5.4|github.com/sigstore/k8s-manifest-sigstore|github.com/sigstore/k8s-manifest-sigstore/cmd/kubectl-sigstore|plain
 trillian|v1.7.3|github.com/google/trillian|github.com/google/trillian/cmd/trillian_log_server github.com/google/trillian/cmd/trillian_log_signer|plain
 rekor|v1.5.4|github.com/sigstore/rekor|github.com/sigstore/rekor/cmd/rekor-server github.com/sigstore/rekor/cmd/rekor-cli|plain
+rekor2|v2.4.2|github.com/sigstore/rekor-tiles/v2|github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix|go1.27
+fulcio|v1.8.8|github.com/sigstore/fulcio|github.com/sigstore/fulcio|plain
+timestamp-authority|v2.2.1|github.com/sigstore/timestamp-authority/v2|github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server|go1.27
+EOF
+)
+
+# Dependencies pinned to other versions than a peer's go.mod asks for: name | module=module@version.
+# rekor-tiles 2.4 asks for fulcio 1.9.1 (only its identity-mode server uses fulcio's packages) and, through
+# it, goa 3.34.0, neither of which the proxy serves; it builds with fulcio 1.8.8 and the goa that one uses.
+PEER_REPLACES=$(cat <<'EOF'
+rekor2|github.com/sigstore/fulcio=github.com/sigstore/fulcio@v1.8.8
+rekor2|goa.design/goa/v3=goa.design/goa/v3@v3.27.0
 EOF
 )
 
@@ -52,6 +67,8 @@ peer_dir() { echo "$CACHE/$1-$(peer_field "$1" 2)"; }
 binary_name() {
   local p=$1 b
   [ "$p" = go.etcd.io/etcd/server/v3 ] && { echo etcd; return; }
+  # rekor-tiles has one server command per storage backend (cmd/rekor-server/posix, .../gcp, ...).
+  [[ "$p" == */rekor-tiles/v2/cmd/rekor-server/* ]] && { echo rekor-server; return; }
   b=$(basename "$p")
   if [[ "$b" =~ ^v[0-9]+$ ]]; then b=$(basename "$(dirname "$p")"); fi
   echo "$b"
@@ -71,6 +88,7 @@ build_peer() {
   (
     cd "$work"
     [ "$flavour" = argocd ] && export GOTOOLCHAIN=$ARGOCD_GOTOOLCHAIN
+    [ "$flavour" = go1.27 ] && export GOTOOLCHAIN=$GO127_TOOLCHAIN
     go mod init local/wrapper >/dev/null 2>&1
     local ldflags="-s -w"
     if [ "$flavour" = argocd ]; then
@@ -95,6 +113,9 @@ build_peer() {
       ldflags="$ldflags -X k8s.io/component-base/version.gitVersion=$version"
       ldflags="$ldflags -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
     fi
+    awk -F'|' -v n="$name" '$1 == n { print $2 }' <<<"$PEER_REPLACES" | while read -r r; do
+      go mod edit -replace="$r"
+    done
     # `go get` each package (not just the module) so go.sum covers everything they import.
     for p in $pkgs; do go get "$p@$version" 2>&1 | grep -v '^go: \(downloading\|added\|upgraded\)' >&2 || true; done
     mkdir -p "$dir/bin"
@@ -161,6 +182,7 @@ ensure_package() {
 }
 ensure_mariadb() { ensure_package mariadbd mariadb-server "Trillian's storage"; }
 ensure_redis() { ensure_package redis-server redis-server "Argo CD's cache"; }
+ensure_socat() { ensure_package socat socat "the timestamp authority's port"; }
 
 
 argocd_manifests() {
@@ -180,13 +202,15 @@ case "$cmd" in
     argocd_crds >/dev/null
     trillian_schema >/dev/null
     ensure_mariadb
-    ensure_redis ;;
+    ensure_redis
+    ensure_socat ;;
   ensure-mariadb) ensure_mariadb ;;
   ensure-redis) ensure_redis ;;
+  ensure-socat) ensure_socat ;;
   trillian-schema) trillian_schema ;;
   path) build_peer "$1"; echo "$(peer_dir "$1")/bin" ;;
   argocd-crds) argocd_crds ;;
   argocd-manifests) argocd_manifests ;;
   list) awk -F'|' '{ print $1, $2 }' <<<"$PEERS" ;;
-  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | ensure-redis | list" >&2; exit 2 ;;
+  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | ensure-redis | ensure-socat | list" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The real peers Weft's tests run against, on 127.0.0.1 (built by peers.sh):
-#   kube     etcd + kube-apiserver, with Weft's and Argo CD's CRDs installed, and a kubeconfig
+#   kube     etcd + kube-apiserver, with Weft's and Argo CD's CRDs installed, and a kubeconfig; its
+#            ServiceAccount tokens' issuer is its own URL, whose discovery document anyone may read
 #   registry distribution's registry (no OCI referrers API) and go-containerregistry's registry (with it)
 #   rekor    MariaDB + Trillian (log server and signer) + rekor-server, with a stable log key
 #   controllers  kube-controller-manager: Deployments become ReplicaSets and Pods, Services get
@@ -8,25 +9,39 @@
 #            Pods stay Pending)
 #   argocd   a real Argo CD (redis, repo-server, application-controller, API server for the argocd CLI),
 #            watching Applications in its namespace `argocd` and in namespaces named `argocd-e2e-*`
+#   rekor2   Rekor v2 (rekor-tiles) with its log on disk, a P-256 checkpoint key, origin 127.0.0.1, and a
+#            static file server for its tiles and checkpoint
+#   fulcio   Fulcio with a file CA (a root made here) and the kube-apiserver as its `kubernetes` OIDC issuer:
+#            `kubectl create token SA --audience sigstore` is a keyless identity (no CT log, so no SCTs)
+#   tsa      sigstore's timestamp authority, which cosign v3 needs to log a Fulcio certificate in Rekor v2
+#   With any of the last three, trusted_root.json and signing_config.json for cosign v3 name what started.
+#   tests/env/sigstore-smoke.sh checks them end to end.
 #
 #   tests/env/testenv.sh run -- CMD [ARG...]   start, run CMD with the environment, stop (also on failure)
 #   tests/env/testenv.sh start DIR             start in the background; DIR/env holds the environment
 #   tests/env/testenv.sh stop DIR              stop what `start DIR` started
 #
-# WEFT_TESTENV_COMPONENTS picks components (default: "kube controllers registry rekor argocd").
+# WEFT_TESTENV_COMPONENTS picks components, started in the order given (default: "kube controllers registry
+# rekor rekor2 fulcio tsa argocd"; fulcio comes after kube).
 # WEFT_TESTENV_APF=1 turns on the apiserver's priority and fairness (off otherwise, so that no test is
 # throttled by another), for the scale benchmark's throttled run.
 # The environment: KUBECONFIG and WEFT_TEST_KUBECONFIG (admin token), WEFT_TEST_RESTRICTED_TOKEN (a user
 # with no permissions, for RBAC tests), WEFT_TEST_APISERVER, WEFT_TEST_REGISTRY (no referrers),
 # WEFT_TEST_COSIGN3 (cosign v3's binary; `cosign` on PATH is v2),
 # WEFT_TEST_REGISTRY_REFERRERS, WEFT_TEST_REKOR_URL, WEFT_TEST_REKOR_PUBLIC_KEY (PEM file),
-# WEFT_TEST_ENV_DIR, and PATH with every peer's binaries.
+# WEFT_TEST_REKOR2_URL (write API), WEFT_TEST_REKOR2_READ_URL (tiles, checkpoint), WEFT_TEST_REKOR2_PUBLIC_KEY
+# (PEM file), WEFT_TEST_REKOR2_ORIGIN (the origin its checkpoints are signed with), WEFT_TEST_FULCIO_URL,
+# WEFT_TEST_FULCIO_ROOT (PEM file: the CA's root, which issues the leaves itself), WEFT_TEST_OIDC_ISSUER (the
+# issuer a certificate names: the apiserver's URL, which is its ServiceAccount tokens' issuer),
+# WEFT_TEST_TSA_URL, WEFT_TEST_TSA_CHAIN (PEM file, leaf to root), WEFT_TEST_TRUSTED_ROOT and
+# WEFT_TEST_SIGNING_CONFIG (cosign v3's --trusted-root and --signing-config), WEFT_TEST_SIGNING_CONFIG_REKOR2
+# (Rekor v2 alone, for key-based signing), WEFT_TEST_ENV_DIR, and PATH with every peer's binaries.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 PEERS="$HERE/peers.sh"
-COMPONENTS=${WEFT_TESTENV_COMPONENTS:-kube controllers registry rekor argocd}
+COMPONENTS=${WEFT_TESTENV_COMPONENTS:-kube controllers registry rekor rekor2 fulcio tsa argocd}
 
 log() { printf '[testenv] %s\n' "$*" >&2; }
 
@@ -107,17 +122,21 @@ EOF
     --initial-cluster "weft-test=http://127.0.0.1:$peer_port" --unsafe-no-fsync --log-level warn
   wait_for 60 "etcd" curl -sf "http://127.0.0.1:$etcd_port/health"
 
+  # ServiceAccount tokens name the apiserver's own URL as their issuer, so that an OIDC relying party on
+  # this machine (Fulcio) can fetch the issuer's discovery document and keys from it; the in-cluster name
+  # stays an accepted issuer.
+  local server="https://127.0.0.1:$api_port"
   spawn "$dir" kube-apiserver "$bin_api" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --tls-cert-file "$dir/certs/apiserver.crt" --tls-private-key-file "$dir/certs/apiserver.key" \
     --client-ca-file "$dir/certs/ca.crt" --cert-dir "$dir/certs" \
-    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$dir/certs/sa.pub" \
+    --service-account-issuer "$server" --service-account-issuer https://kubernetes.default.svc \
+    --service-account-jwks-uri "$server/openid/v1/jwks" --service-account-key-file "$dir/certs/sa.pub" \
     --service-account-signing-key-file "$dir/certs/sa.key" --service-cluster-ip-range 10.0.0.0/16 \
     --token-auth-file "$dir/certs/tokens.csv" --authorization-mode RBAC \
     "${admission[@]}" --enable-priority-and-fairness="$([ "${WEFT_TESTENV_APF:-0}" = 1 ] && echo true || echo false)" \
     --admission-control-config-file "$dir/certs/admission.yaml"
 
-  local server="https://127.0.0.1:$api_port"
   cat > "$dir/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -143,9 +162,16 @@ EOF
     crd/applications.argoproj.io crd/appprojects.argoproj.io \
     crd/integrityprofiles.weft.dev crd/applicationprovenances.weft.dev >> "$dir/logs/setup.log" 2>&1
   # Argo CD's namespace and its default AppProject, as an installation has them; Applications in any
-  # namespace may use it (the tests give each its own namespace).
+  # namespace may use it (the tests give each its own namespace). Anyone may read the ServiceAccount
+  # issuer's discovery document and keys, as a cluster whose tokens an outside party verifies allows.
   KUBECONFIG="$dir/kubeconfig" "$bin_kubectl" apply --server-side --field-manager weft-testenv -f - \
     >> "$dir/logs/setup.log" 2>&1 <<'YAML' || { cat "$dir/logs/setup.log" >&2; return 1; }
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: service-account-issuer-discovery-unauthenticated}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:service-account-issuer-discovery"}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:unauthenticated"}]
+---
 apiVersion: v1
 kind: Namespace
 metadata: {name: argocd}
@@ -320,6 +346,114 @@ start_rekor_server() { # DIR BIN RPC_PORT PORT DSN
   wait_for 60 "rekor-server" curl -sf "http://127.0.0.1:$port/ping"
 }
 
+# Rekor v2 (rekor-tiles) with its log on the local filesystem, signing checkpoints with a P-256 key made
+# for this environment; its origin is the host of its URL, as verifiers expect (they take the origin from
+# the log's URL in the trusted root). Tiles and checkpoints are read from a static file server over the
+# log's directory, as in a deployment.
+start_rekor2() {
+  local dir=$1 bin port grpc_port metrics_port read_port origin=127.0.0.1
+  bin=$("$PEERS" path rekor2)/rekor-server
+  port=$(free_port); grpc_port=$(free_port); metrics_port=$(free_port); read_port=$(free_port)
+  mkdir -p "$dir/rekor2/log"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$dir/rekor2/key.pem" 2>/dev/null
+  openssl pkey -in "$dir/rekor2/key.pem" -pubout -out "$dir/rekor2/pub.pem" 2>/dev/null
+  spawn "$dir" rekor2-server "$bin" serve --hostname "$origin" --storage-dir "$dir/rekor2/log" \
+    --signer-filepath "$dir/rekor2/key.pem" --http-address 127.0.0.1 --http-port "$port" \
+    --grpc-address 127.0.0.1 --grpc-port "$grpc_port" --http-metrics-port "$metrics_port" \
+    --checkpoint-interval 1s --log-level warn
+  spawn "$dir" rekor2-read python3 -m http.server --bind 127.0.0.1 --directory "$dir/rekor2/log" "$read_port"
+  wait_for 60 "rekor-tiles" curl -sf "http://127.0.0.1:$port/healthz"
+  wait_for 30 "rekor-tiles checkpoint" curl -sf "http://127.0.0.1:$read_port/checkpoint"
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_REKOR2_URL="http://127.0.0.1:$port"
+export WEFT_TEST_REKOR2_READ_URL="http://127.0.0.1:$read_port"
+export WEFT_TEST_REKOR2_PUBLIC_KEY="$dir/rekor2/pub.pem"
+export WEFT_TEST_REKOR2_ORIGIN="$origin"
+EOF
+  log "rekor v2 ready at http://127.0.0.1:$port (origin $origin; tiles at http://127.0.0.1:$read_port)"
+}
+
+# Fulcio with a file CA (a root made for this environment, which signs the leaves itself) and the test
+# kube-apiserver as its only OIDC issuer, of type kubernetes: a ServiceAccount token with audience
+# `sigstore` gets a certificate naming https://kubernetes.io/namespaces/NS/serviceaccounts/NAME. No CT log:
+# certificates carry no SCT, so verifiers need cosign's --insecure-ignore-sct. Its metrics port listens on
+# every interface (Fulcio has no flag for that address).
+start_fulcio() {
+  local dir=$1 bin port grpc_port metrics_port issuer
+  issuer=$(sed -n 's/^export WEFT_TEST_APISERVER="\(.*\)"$/\1/p' "$dir/env")
+  [ -n "$issuer" ] || { log "fulcio needs the kube component (its OIDC issuer) started before it"; return 2; }
+  bin=$("$PEERS" path fulcio)/fulcio
+  port=$(free_port); grpc_port=$(free_port); metrics_port=$(free_port)
+  mkdir -p "$dir/fulcio"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$dir/fulcio/root.key" \
+    -out "$dir/fulcio/root.pem" -days 2 -subj "/O=weft-test/CN=weft-test-fulcio-root" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  python3 - "$issuer" "$dir/certs/ca.crt" > "$dir/fulcio/config.json" <<'PY'
+import json, sys
+issuer, ca = sys.argv[1], open(sys.argv[2]).read()
+print(json.dumps({"OIDCIssuers": {issuer: {"IssuerURL": issuer, "ClientID": "sigstore", "Type": "kubernetes",
+                                             "CACert": ca}}}, indent=2))
+PY
+  spawn "$dir" fulcio "$bin" serve --ca fileca --fileca-cert "$dir/fulcio/root.pem" \
+    --fileca-key "$dir/fulcio/root.key" --fileca-key-passwd unused --fileca-watch=false \
+    --config-path "$dir/fulcio/config.json" --ct-log-url "" --host 127.0.0.1 --port "$port" \
+    --grpc-host 127.0.0.1 --grpc-port "$grpc_port" --metrics-port "$metrics_port" \
+    --legacy-unix-domain-socket "$dir/fulcio/legacy.sock" --log_type prod
+  wait_for 60 "fulcio" curl -sf "http://127.0.0.1:$port/healthz"
+  # It reads the issuer's discovery document once, at start; without it no token is accepted.
+  if grep -q 'error creating provider' "$dir/logs/fulcio.log"; then
+    log "fulcio could not use the apiserver as its OIDC issuer:"; grep 'error creating provider' "$dir/logs/fulcio.log" >&2
+    return 1
+  fi
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_FULCIO_URL="http://127.0.0.1:$port"
+export WEFT_TEST_FULCIO_ROOT="$dir/fulcio/root.pem"
+export WEFT_TEST_OIDC_ISSUER="$issuer"
+EOF
+  log "fulcio ready at http://127.0.0.1:$port (issuer $issuer)"
+}
+
+# sigstore's timestamp authority (RFC 3161), with its in-memory signer. cosign v3 asks for one to put a
+# short-lived certificate into Rekor v2, whose entries carry no time of their own. Its metrics listen on
+# a fixed port of every interface (so does rekor v1's), so it runs in a network namespace of its own,
+# serving on a unix socket that socat brings to a port on 127.0.0.1.
+start_tsa() {
+  local dir=$1 bin port
+  bin=$("$PEERS" path timestamp-authority)/timestamp-server
+  "$PEERS" ensure-socat
+  port=$(free_port)
+  mkdir -p "$dir/tsa"
+  # Root makes the namespace itself; anyone else through a user namespace of their own.
+  local netns=(unshare --net)
+  [ "$(id -u)" = 0 ] || netns+=(--map-root-user)
+  spawn "$dir" tsa "${netns[@]}" "$bin" serve --scheme unix --socket-path "$dir/tsa/tsa.sock" \
+    --timestamp-signer memory --disable-ntp-monitoring --log-type prod
+  wait_for 60 "timestamp authority" curl -sf --unix-socket "$dir/tsa/tsa.sock" http://localhost/ping
+  spawn "$dir" tsa-port socat "TCP-LISTEN:$port,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$dir/tsa/tsa.sock"
+  wait_for 30 "timestamp authority's port" curl -sf "http://127.0.0.1:$port/ping"
+  curl -sf "http://127.0.0.1:$port/api/v1/timestamp/certchain" > "$dir/tsa/chain.pem"
+  cat >> "$dir/env" <<EOF
+export WEFT_TEST_TSA_URL="http://127.0.0.1:$port/api/v1/timestamp"
+export WEFT_TEST_TSA_CHAIN="$dir/tsa/chain.pem"
+EOF
+  log "timestamp authority ready at http://127.0.0.1:$port/api/v1/timestamp"
+}
+
+# cosign v3's signing config and trusted root for the sigstore components started: Fulcio, Rekor v2, the
+# timestamp authority (signing_config.json), Rekor v2 alone (signing_config_rekor2.json, for key-based
+# signing), and every one of their keys and roots (trusted_root.json).
+write_sigstore_config() {
+  local dir=$1
+  want rekor2 || want fulcio || want tsa || return 0
+  # shellcheck disable=SC1091
+  ( source "$dir/env" && python3 "$HERE/sigstore_config.py" "$dir" )
+  {
+    echo "export WEFT_TEST_TRUSTED_ROOT=\"$dir/trusted_root.json\""
+    echo "export WEFT_TEST_SIGNING_CONFIG=\"$dir/signing_config.json\""
+    if want rekor2; then echo "export WEFT_TEST_SIGNING_CONFIG_REKOR2=\"$dir/signing_config_rekor2.json\""; fi
+  } >> "$dir/env"
+}
+
 start() {
   local dir=$1 start_s
   start_s=$(date +%s)
@@ -333,9 +467,13 @@ start() {
       rekor) start_rekor "$dir" ;;
       controllers) start_controllers "$dir" ;;
       argocd) start_argocd "$dir" ;;
+      rekor2) start_rekor2 "$dir" ;;
+      fulcio) start_fulcio "$dir" ;;
+      tsa) start_tsa "$dir" ;;
       *) log "unknown component $c"; return 2 ;;
     esac
   done
+  write_sigstore_config "$dir"
   for p in kubectl kustomize helm crane cosign kubectl-sigstore rekor slsa-verifier; do
     paths="$paths:$("$PEERS" path "$p")"
   done
@@ -363,8 +501,9 @@ stop_one() {
 
 stop() {
   local dir=$1
-  for p in argocd-server argocd-application-controller argocd-repo-server redis rekor-server trillian-log-signer \
-    trillian-log-server mariadb referrers-registry registry kube-controller-manager kube-apiserver etcd; do
+  for p in argocd-server argocd-application-controller argocd-repo-server redis tsa-port tsa fulcio rekor2-read \
+    rekor2-server rekor-server trillian-log-signer trillian-log-server mariadb referrers-registry registry \
+    kube-controller-manager kube-apiserver etcd; do
     stop_one "$dir" "$p"
   done
 }
