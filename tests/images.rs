@@ -367,3 +367,91 @@ async fn more_images_than_weft_records_is_a_failed_verdict_that_says_so() {
     assert!(ap["status"].get("images").is_none(), "nothing listed: {}", ap["status"]);
     assert!(ap["status"].get("manifestImage").is_none(), "nothing signed");
 }
+
+/// Images signed and attested with cosign v3's defaults (Sigstore bundles as referrers, a signing config
+/// naming the log) verify: logged in a Rekor v1 log, and in a Rekor v2 log (its entries proven by an
+/// inclusion proof and a signed checkpoint, no signed entry timestamp). The trusted root names both logs.
+#[test]
+fn images_signed_and_attested_with_cosign_v3_defaults_verify_in_rekor_v1_and_v2() {
+    let lab = Lab::new();
+    // A signing config naming the Rekor v1 log (cosign v3 reaches a log only through one).
+    let config = json!({"mediaType": "application/vnd.dev.sigstore.signingconfig.v0.2+json",
+        "caUrls": [], "oidcUrls": [], "tsaUrls": [],
+        "rekorTlogUrls": [{"url": peer("WEFT_TEST_REKOR_URL"), "majorApiVersion": 1,
+            "validFor": {"start": "2020-01-01T00:00:00Z"}, "operator": "weft-test"}],
+        "rekorTlogConfig": {"selector": "ANY"}, "tsaConfig": {"selector": "ANY"}});
+    std::fs::write(lab.path("signing_config_rekor1.json"), config.to_string()).unwrap();
+    let v2_config = peer("WEFT_TEST_SIGNING_CONFIG_REKOR2");
+    // One trusted root with both logs: the lab's (Rekor v1, its CA) and the environment's Rekor v2.
+    let resources = std::fs::read_to_string(lab.path("resources.yaml")).unwrap();
+    let mut docs: Vec<Value> = resources.split("\n---\n").map(|d| serde_json::from_str(d).unwrap()).collect();
+    let env_root: Value =
+        serde_json::from_str(&std::fs::read_to_string(peer("WEFT_TEST_TRUSTED_ROOT")).unwrap()).unwrap();
+    let sigstore = docs.iter_mut().find(|d| d["metadata"]["name"] == "sigstore").unwrap();
+    let mut root: Value = serde_json::from_str(sigstore["data"]["trusted_root.json"].as_str().unwrap()).unwrap();
+    root["tlogs"].as_array_mut().unwrap().extend(env_root["tlogs"].as_array().unwrap().iter().cloned());
+    std::fs::write(lab.path("trusted_root_both.json"), root.to_string()).unwrap();
+    sigstore["data"]["trusted_root.json"] = json!(root.to_string());
+    let docs: Vec<String> = docs.iter().map(Value::to_string).collect();
+    std::fs::write(lab.path("resources.yaml"), docs.join("\n---\n")).unwrap();
+    std::fs::write(lab.path("resources-rekor-v1-only.yaml"), &resources).unwrap();
+
+    let v3 = peer("WEFT_TEST_COSIGN3");
+    let cosign3 = |args: &[&str]| {
+        let (code, _, err) =
+            run_cmd(Command::new(&v3).current_dir(lab.dir.path()).env("COSIGN_PASSWORD", PASSWORD).args(args));
+        assert_eq!(code, 0, "cosign v3 {args:?}: {err}");
+    };
+    std::fs::write(
+        lab.path("provenance.json"),
+        json!({"buildDefinition": {"buildType": "https://ci.example/build/v1", "externalParameters": {}},
+            "runDetails": {"builder": {"id": BUILDER}}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut images = Vec::new();
+    for (name, config) in
+        [("rekor-v1", lab.path("signing_config_rekor1.json").display().to_string()), ("rekor-v2", v2_config)]
+    {
+        let image = lab.image(&format!("lab/cosign3-{name}"), "1");
+        let pinned = Lab::pinned(&image);
+        cosign3(&["sign", "--key", "k.key", "--signing-config", &config, "-y", &pinned]);
+        cosign3(&[
+            "attest",
+            "--key",
+            "k.key",
+            "--signing-config",
+            &config,
+            "--type",
+            "slsaprovenance1",
+            "--predicate",
+            "provenance.json",
+            "-y",
+            &pinned,
+        ]);
+        // What cosign v3 itself says of it, with the same trusted root.
+        cosign3(&["verify", "--key", "k.pub", "--trusted-root", "trusted_root_both.json", &pinned]);
+        images.push(image);
+    }
+    let profile = lab.profile(json!({
+        "trustedRoot": {"configMapRef": {"name": "sigstore", "key": "trusted_root.json"}},
+        "trustedBuilders": [{"id": BUILDER, "level": 3}],
+        "policies": [{"images": [format!("{}/**", lab.registry)], "signers": [key("keys")], "minSlsaLevel": 3}],
+    }));
+    let refs: Vec<&str> = images.iter().map(String::as_str).collect();
+    let (code, results) = lab.verify(&profile, &refs);
+    assert_eq!(code, 0, "{results:#?}");
+    for r in &results {
+        assert_eq!(outcome(r), ("Verified", "Verified"), "{results:#?}");
+        assert_eq!(r["slsaLevel"], 3, "{r}");
+    }
+    // A trusted root without the Rekor v2 log: the entry in it proves nothing, so that image fails.
+    std::fs::copy(lab.path("resources-rekor-v1-only.yaml"), lab.path("resources.yaml")).unwrap();
+    let (_, results) = lab.verify(&profile, &refs);
+    assert_eq!(outcome(&results[0]), ("Verified", "Verified"), "{results:#?}");
+    assert_eq!(outcome(&results[1]).0, "Failed", "a log the trusted root does not name: {results:#?}");
+    // Another signer's key: not verified, whichever log.
+    let other = lab.profile(lab.image_verification(key("other-keys"), json!({})));
+    let (_, results) = lab.verify(&other, &refs);
+    assert!(results.iter().all(|r| outcome(r).0 == "Failed"), "{results:#?}");
+}
