@@ -13,6 +13,7 @@ pub mod crds;
 pub mod deref;
 pub mod health;
 pub mod images;
+pub mod keyless;
 pub mod kubeclient;
 pub mod lease;
 pub mod manifest;

@@ -107,6 +107,15 @@ impl SigningKey {
         Ok(SigningKey { key })
     }
 
+    /// A new key, made for one use (keyless signing: Fulcio certifies it for minutes).
+    pub fn generate() -> Result<SigningKey, KeyError> {
+        // rcgen draws it from the system's secure random source.
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| KeyError::NotP256(format!("no key could be made: {e}")))?;
+        let key = EcdsaKey::from_pkcs8_der(&pair.serialize_der()).map_err(|e| KeyError::NotP256(e.to_string()))?;
+        Ok(SigningKey { key })
+    }
+
     /// A DER ECDSA signature over SHA-256(`data`), as cosign makes them.
     pub fn sign(&self, data: &[u8]) -> Vec<u8> {
         let sig: DerSignature = self.key.sign(data);

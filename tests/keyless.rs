@@ -1,0 +1,93 @@
+//! Keyless signing against the real Fulcio, whose OIDC issuer is the test kube-apiserver: a
+//! ServiceAccount token with audience `sigstore` buys a certificate naming the ServiceAccount, which
+//! chains to Fulcio's root, and a signature made with its key, logged in Rekor, verifies with the real
+//! cosign for exactly that identity and issuer.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use weft::keyless;
+
+/// A token for ServiceAccount `name` in `ns` (created here), for `audience`.
+fn token(ns: &str, name: &str, audience: &str) -> String {
+    let (code, _, err) = run_cmd(Command::new("kubectl").args(["create", "serviceaccount", name, "-n", ns]));
+    assert!(code == 0 || err.contains("already exists"), "kubectl create serviceaccount: {err}");
+    let (code, out, err) =
+        run_cmd(Command::new("kubectl").args(["create", "token", name, "-n", ns, "--audience", audience]));
+    assert_eq!(code, 0, "kubectl create token: {err}");
+    out.trim().to_string()
+}
+
+#[tokio::test]
+async fn a_service_account_token_buys_a_certificate_for_that_identity_and_cosign_verifies_its_signature() {
+    let client = client().await;
+    let ns = namespace(&client, "keyless").await;
+    let fulcio = peer("WEFT_TEST_FULCIO_URL");
+    let issuer = peer("WEFT_TEST_OIDC_ISSUER");
+    let certified = keyless::certify(&fulcio, &token(&ns, "weft-controller", "sigstore")).await.unwrap();
+    let identity = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller");
+    assert_eq!(certified.identity, identity);
+    assert_eq!(certified.issuer, issuer);
+
+    // The chain verifies against Fulcio's root (openssl).
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+    std::fs::write(path("leaf.pem"), &certified.chain[0]).unwrap();
+    let (code, out, err) =
+        run_cmd(Command::new("openssl").args(["verify", "-CAfile", &peer("WEFT_TEST_FULCIO_ROOT"), &path("leaf.pem")]));
+    assert_eq!(code, 0, "openssl verify: {out}{err}");
+
+    // A blob signed with the certified key and logged in Rekor (the certificate as the verifier).
+    let blob = b"keyless blob";
+    std::fs::write(path("blob"), blob).unwrap();
+    let signature = certified.key.sign_base64(blob);
+    let rekor = weft::rekor::Rekor::new(&peer("WEFT_TEST_REKOR_URL"));
+    let hash = hex::encode(Sha256::digest(blob));
+    let entry = rekor.upload(&weft::rekor::hashedrekord(&hash, &signature, &certified.chain[0])).await.unwrap();
+    let log_key =
+        weft::rekor::LogKey::from_pem(&std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap()).unwrap();
+    weft::rekor::verify_entry(&entry, &log_key, false).unwrap();
+    // cosign's blob bundle: the signature, the certificate and the log's promise, checked offline.
+    use base64::Engine;
+    let rekor_bundle: serde_json::Value = serde_json::from_str(&entry.cosign_bundle()).unwrap();
+    let bundle = serde_json::json!({"base64Signature": signature,
+        "cert": base64::engine::general_purpose::STANDARD.encode(&certified.chain[0]), "rekorBundle": rekor_bundle});
+    std::fs::write(path("blob.bundle"), bundle.to_string()).unwrap();
+
+    // The real cosign: accepted for this identity and issuer, refused for another identity.
+    let cosign = |identity: &str| {
+        run_cmd(Command::new("cosign").env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY")).args([
+            "verify-blob",
+            "--certificate-chain",
+            &peer("WEFT_TEST_FULCIO_ROOT"),
+            "--bundle",
+            &path("blob.bundle"),
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer",
+            &issuer,
+            "--insecure-ignore-sct",
+            &path("blob"),
+        ]))
+    };
+    let (code, out, err) = cosign(&identity);
+    assert_eq!(code, 0, "cosign verify-blob: {out}{err}");
+    let (code, _, _) = cosign(&format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/someone-else"));
+    assert_ne!(code, 0, "another identity is refused");
+}
+
+#[tokio::test]
+async fn a_token_for_another_audience_or_no_token_at_all_gets_no_certificate() {
+    let client = client().await;
+    let ns = namespace(&client, "keyless-refused").await;
+    let fulcio = peer("WEFT_TEST_FULCIO_URL");
+    let e = keyless::certify(&fulcio, &token(&ns, "weft-controller", "not-sigstore")).await.unwrap_err();
+    assert_eq!(e.reason(), "FulcioRefused", "{e}");
+    let e = keyless::certify(&fulcio, "not a token").await.unwrap_err();
+    assert_eq!(e.reason(), "IdentityTokenInvalid", "{e}");
+    let e = keyless::certify("http://127.0.0.1:1", &token(&ns, "weft-controller", "sigstore")).await.unwrap_err();
+    assert!(e.retryable() && e.reason() == "FulcioUnavailable", "{e}");
+}
