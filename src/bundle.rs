@@ -37,9 +37,26 @@ pub fn sign_statement(image_digest: &str) -> Value {
     })
 }
 
-/// A v0.3 bundle around a DSSE envelope (as Weft stores it: JSON), for a key (its hint: base64 SHA-256
-/// of the DER public key) and, when logged, the Rekor entry that holds it.
-pub fn dsse_bundle(envelope: &str, public_der: &[u8], entry: Option<&Entry>) -> Result<Vec<u8>, BundleError> {
+/// What a bundle tells its verifier about the signer: a key (by its hint, base64 SHA-256 of the DER
+/// public key; the verifier has the key) or, keyless, the leaf certificate itself (DER).
+pub enum Verifier {
+    Key(Vec<u8>),
+    Certificate(Vec<u8>),
+}
+
+impl Verifier {
+    pub fn of(key: &crate::signing::SigningKey) -> Verifier {
+        let leaf = key.chain().and_then(<[String]>::first).and_then(|pem| pem_rfc7468::decode_vec(pem.as_bytes()).ok());
+        match leaf {
+            Some((_, der)) => Verifier::Certificate(der),
+            None => Verifier::Key(key.public_der()),
+        }
+    }
+}
+
+/// A v0.3 bundle around a DSSE envelope (as Weft stores it: JSON), for its signer and, when logged, the
+/// Rekor entry that holds it.
+pub fn dsse_bundle(envelope: &str, verifier: &Verifier, entry: Option<&Entry>) -> Result<Vec<u8>, BundleError> {
     let env: Value = serde_json::from_str(envelope).map_err(|e| BundleError::Envelope(e.to_string()))?;
     let signatures: Vec<Value> = env["signatures"]
         .as_array()
@@ -50,7 +67,10 @@ pub fn dsse_bundle(envelope: &str, public_der: &[u8], entry: Option<&Entry>) -> 
             _ => json!({"sig": s["sig"]}),
         })
         .collect();
-    let mut material = json!({"publicKey": {"hint": B64.encode(Sha256::digest(public_der))}});
+    let mut material = match verifier {
+        Verifier::Key(der) => json!({"publicKey": {"hint": B64.encode(Sha256::digest(der))}}),
+        Verifier::Certificate(der) => json!({"certificate": {"rawBytes": B64.encode(der)}}),
+    };
     if let Some(e) = entry {
         material["tlogEntries"] = json!([tlog_entry(e)?]);
     }
@@ -161,7 +181,9 @@ mod tests {
 
     #[test]
     fn a_bundle_holds_the_envelope_the_key_hint_and_the_entry_as_protobuf_json() {
-        let b: Value = serde_json::from_slice(&dsse_bundle(ENVELOPE, b"der", Some(&entry())).unwrap()).unwrap();
+        let b: Value =
+            serde_json::from_slice(&dsse_bundle(ENVELOPE, &Verifier::Key(b"der".to_vec()), Some(&entry())).unwrap())
+                .unwrap();
         assert_eq!(b["mediaType"], MEDIA_TYPE);
         assert_eq!(b["verificationMaterial"]["publicKey"]["hint"], B64.encode(Sha256::digest(b"der")));
         let t = &b["verificationMaterial"]["tlogEntries"][0];
@@ -176,13 +198,22 @@ mod tests {
     }
 
     #[test]
+    fn a_keyless_bundle_carries_the_certificate_instead_of_a_hint() {
+        let b = dsse_bundle(ENVELOPE, &Verifier::Certificate(b"cert".to_vec()), None).unwrap();
+        let b: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(b["verificationMaterial"]["certificate"]["rawBytes"], B64.encode(b"cert"));
+        assert!(b["verificationMaterial"].get("publicKey").is_none());
+    }
+
+    #[test]
     fn without_a_log_there_is_no_entry_and_a_broken_entry_is_an_error() {
-        let b: Value = serde_json::from_slice(&dsse_bundle(ENVELOPE, b"der", None).unwrap()).unwrap();
+        let b: Value =
+            serde_json::from_slice(&dsse_bundle(ENVELOPE, &Verifier::Key(b"der".to_vec()), None).unwrap()).unwrap();
         assert!(b["verificationMaterial"].get("tlogEntries").is_none());
         let mut e = entry();
         e.proof = None;
-        assert!(dsse_bundle(ENVELOPE, b"der", Some(&e)).is_err());
-        assert!(dsse_bundle("not json", b"der", None).is_err());
+        assert!(dsse_bundle(ENVELOPE, &Verifier::Key(b"der".to_vec()), Some(&e)).is_err());
+        assert!(dsse_bundle("not json", &Verifier::Key(b"der".to_vec()), None).is_err());
     }
 
     #[test]

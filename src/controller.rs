@@ -882,6 +882,7 @@ async fn reconcile_application(
                                     bag: &bag,
                                     project: Some(rules),
                                     destination: None,
+                                    identity_token: None,
                                 };
                                 // The same unit of work recorded: nothing to redo, whatever woke us. (A record
                                 // someone else rewrote is not Weft's any more: written again by a full run.)

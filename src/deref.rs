@@ -325,7 +325,9 @@ pub fn wanted(spec: &IntegrityProfileSpec) -> BTreeSet<(Kind, String)> {
         }
     }
     if let Some(ms) = &spec.manifest_signing {
-        secrets.push(ms.key.secret_ref.name.clone());
+        if let Some(key) = &ms.key {
+            secrets.push(key.secret_ref.name.clone());
+        }
         if let Some(c) = ms.image.as_ref().and_then(|i| i.credentials.as_ref()) {
             secrets.push(c.secret_ref.name.clone());
         }

@@ -30,6 +30,8 @@ pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+js
 pub const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 pub const SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 
 /// The largest manifest (or image index, the referrers list included) Weft reads: 4 MiB, the limit
 /// containerd and distribution's registry put on manifests. A larger one is refused, unread.

@@ -133,6 +133,8 @@ pub struct Job<'a> {
     pub project: Option<&'a ProjectRules>,
     /// Replaces the profile's `manifestSigning.image` (the CLI's `--registry` / `--out`).
     pub destination: Option<DestinationChoice>,
+    /// Replaces `manifestSigning.keyless.tokenPath` (the CLI's `--identity-token`).
+    pub identity_token: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -220,6 +222,35 @@ impl Engine {
         let key = SigningKey::from_pem(pem, password)?;
         self.keys.insert(id, key.clone());
         Ok(key)
+    }
+
+    /// Keyless signing: a key made for this run, certified by Fulcio for the identity of the token.
+    async fn keyless_key(
+        &self,
+        keyless: &crate::resources::profile::KeylessSigning,
+        token: Option<&std::path::Path>,
+        progress: &dyn Progress,
+    ) -> Result<SigningKey, StepReport> {
+        let path = token.map(std::path::Path::to_path_buf).unwrap_or_else(|| {
+            PathBuf::from(keyless.token_path.as_deref().unwrap_or(crate::resources::profile::DEFAULT_TOKEN_PATH))
+        });
+        let token = read_token(&path).map_err(|e| {
+            StepReport::new(
+                StepState::Failed,
+                "IdentityTokenMissing",
+                format!(
+                    "the identity token for keyless signing cannot be read from {}: {e}; mount a projected ServiceAccount token with audience sigstore there (the chart's keyless.enabled does)",
+                    path.display()
+                ),
+            )
+        })?;
+        progress.note(&format!("asking Fulcio at {} for a certificate", keyless.fulcio_url));
+        let certified = crate::keyless::certify(&keyless.fulcio_url, &token).await.map_err(|e| {
+            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
+            StepReport::new(state, e.reason(), format!("keyless signing: {e}"))
+        })?;
+        progress.note(&format!("certified for {} (issuer {})", certified.identity, certified.issuer));
+        Ok(certified.key.with_chain(certified.chain))
     }
 
     /// A slot for CPU-heavy work; the wait is its own metric, so step durations measure the work.
@@ -587,20 +618,32 @@ impl Engine {
             ));
         };
         // The key first: a missing or wrong key fails before anything is published.
-        let key_ref = &signing.key.secret_ref;
-        let key_name = key_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-        let key_pem =
-            job.bag.text(Kind::Secret, &key_ref.name, &key_name).map_err(|e| failed(e.reason(), e.to_string()))?;
-        let password = match &signing.key.password_key {
-            Some(k) => {
-                Some(job.bag.text(Kind::Secret, &key_ref.name, k).map_err(|e| failed(e.reason(), e.to_string()))?)
+        let key = match (&signing.key, &signing.keyless) {
+            (Some(key), _) => {
+                let key_ref = &key.secret_ref;
+                let key_name = key_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
+                let key_pem = job
+                    .bag
+                    .text(Kind::Secret, &key_ref.name, &key_name)
+                    .map_err(|e| failed(e.reason(), e.to_string()))?;
+                let password = match &key.password_key {
+                    Some(k) => Some(
+                        job.bag.text(Kind::Secret, &key_ref.name, k).map_err(|e| failed(e.reason(), e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                self.signing_key(&key_pem, password.as_deref().map(str::trim_end))
+                    .await
+                    .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?
             }
-            None => None,
+            (None, Some(keyless)) => self.keyless_key(keyless, job.identity_token.as_deref(), progress).await?,
+            (None, None) => {
+                return Err(failed(
+                    "SigningKeyMissing",
+                    "manifestSigning names neither a key nor keyless signing; set one of them".into(),
+                ));
+            }
         };
-        let key = self
-            .signing_key(&key_pem, password.as_deref().map(str::trim_end))
-            .await
-            .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?;
 
         let rules = signing.r#match.clone().unwrap_or_default();
         // Scopes from every rendered CRD, signed or not.
@@ -825,6 +868,19 @@ fn summary(
         levels,
         dependency_levels,
     }
+}
+
+/// An identity token file: a JWT, small (a larger file is not one).
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read;
+    const MAX_TOKEN_BYTES: u64 = 64 << 10;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_TOKEN_BYTES + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_TOKEN_BYTES {
+        return Err(format!("larger than {} KiB, not a token", MAX_TOKEN_BYTES >> 10));
+    }
+    Ok(text.trim().to_string())
 }
 
 #[cfg(test)]

@@ -170,7 +170,7 @@ pub async fn publish(
 /// entry) and checks what the log returns: the entry, its inclusion proof and checkpoint, and that it
 /// holds exactly this envelope.
 async fn log_envelope(envelope: &str, key: &SigningKey, log: Log<'_>) -> Result<rekor::Entry, PublishError> {
-    let entry = log.rekor.upload(&crate::provenance::dsse_entry(envelope, &key.public_pem())).await?;
+    let entry = log.rekor.upload(&crate::provenance::dsse_entry(envelope, &key.verifier_pem())).await?;
     rekor::verify_entry(&entry, log.key, true)?;
     if !crate::provenance::body_matches(&entry, envelope)? {
         return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
@@ -236,7 +236,7 @@ async fn attach_bundle(
     entry: Option<&rekor::Entry>,
     predicate_type: &str,
 ) -> Result<(), PublishError> {
-    let bundle = crate::bundle::dsse_bundle(envelope, &key.public_der(), entry)
+    let bundle = crate::bundle::dsse_bundle(envelope, &crate::bundle::Verifier::of(key), entry)
         .map_err(|e| RekorError::Malformed(e.to_string()))?;
     let referrer = crate::bundle::referrer(bundle, predicate_type, subject);
     match dest {
@@ -266,9 +266,9 @@ async fn sign(
     log: Option<Log<'_>>,
 ) -> Result<(Blob, Option<RekorEntry>), PublishError> {
     let signature = key.sign_base64(payload);
-    let Some(log) = log else { return Ok((oci::signature_layer(payload.to_vec(), &signature, None), None)) };
+    let Some(log) = log else { return Ok((layer(payload, &signature, key, None), None)) };
     let hash = hex::encode(Sha256::digest(payload));
-    let entry = log.rekor.upload(&rekor::hashedrekord(&hash, &signature, &key.public_pem())).await?;
+    let entry = log.rekor.upload(&rekor::hashedrekord(&hash, &signature, &key.verifier_pem())).await?;
     rekor::verify_entry(&entry, log.key, false)?;
     if !rekor::body_matches_hashedrekord(&entry, &hash, &signature)? {
         // A 409 can return an entry for the same payload signed earlier (ECDSA signatures differ each
@@ -281,12 +281,19 @@ async fn sign(
         {
             return Err(RekorError::Unverified("the log returned an entry for other content".into()).into());
         }
-        return Ok((
-            oci::signature_layer(payload.to_vec(), &logged, Some(&entry.cosign_bundle())),
-            Some(entry.record()),
-        ));
+        return Ok((layer(payload, &logged, key, Some(&entry.cosign_bundle())), Some(entry.record())));
     }
-    Ok((oci::signature_layer(payload.to_vec(), &signature, Some(&entry.cosign_bundle())), Some(entry.record())))
+    Ok((layer(payload, &signature, key, Some(&entry.cosign_bundle())), Some(entry.record())))
+}
+
+/// A legacy signature layer; a keyless key's certificate and chain go with it, as cosign writes them.
+fn layer(payload: &[u8], signature: &str, key: &SigningKey, bundle: Option<&str>) -> Blob {
+    let mut layer = oci::signature_layer(payload.to_vec(), signature, bundle);
+    if let Some((leaf, chain)) = key.chain().and_then(<[String]>::split_first) {
+        layer.annotations.insert(oci::CERTIFICATE_ANNOTATION.into(), leaf.clone());
+        layer.annotations.insert(oci::CHAIN_ANNOTATION.into(), chain.concat());
+    }
+    layer
 }
 
 /// An attestation (provenance or verification summary), logged and attached.

@@ -45,10 +45,12 @@ impl KeyError {
     }
 }
 
-/// A loaded signing key.
+/// A loaded signing key; a keyless one carries the certificate Fulcio issued for it.
 #[derive(Clone)]
 pub struct SigningKey {
     key: EcdsaKey,
+    /// PEM, the leaf first.
+    chain: Option<std::sync::Arc<Vec<String>>>,
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -104,7 +106,7 @@ impl SigningKey {
             }
             other => return Err(KeyError::UnsupportedPem(other.to_string())),
         };
-        Ok(SigningKey { key })
+        Ok(SigningKey { key, chain: None })
     }
 
     /// A new key, made for one use (keyless signing: Fulcio certifies it for minutes).
@@ -113,7 +115,26 @@ impl SigningKey {
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| KeyError::NotP256(format!("no key could be made: {e}")))?;
         let key = EcdsaKey::from_pkcs8_der(&pair.serialize_der()).map_err(|e| KeyError::NotP256(e.to_string()))?;
-        Ok(SigningKey { key })
+        Ok(SigningKey { key, chain: None })
+    }
+
+    /// The key with the certificate chain (PEM, leaf first) that certifies it.
+    pub fn with_chain(mut self, chain: Vec<String>) -> SigningKey {
+        self.chain = Some(std::sync::Arc::new(chain));
+        self
+    }
+
+    /// The certificate chain of a keyless key.
+    pub fn chain(&self) -> Option<&[String]> {
+        self.chain.as_deref().map(Vec::as_slice)
+    }
+
+    /// What a verifier is given: the leaf certificate of a keyless key, else the public key (PEM).
+    pub fn verifier_pem(&self) -> String {
+        match self.chain().and_then(<[String]>::first) {
+            Some(leaf) => leaf.clone(),
+            None => self.public_pem(),
+        }
     }
 
     /// A DER ECDSA signature over SHA-256(`data`), as cosign makes them.

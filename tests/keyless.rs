@@ -91,3 +91,70 @@ async fn a_token_for_another_audience_or_no_token_at_all_gets_no_certificate() {
     let e = keyless::certify("http://127.0.0.1:1", &token(&ns, "weft-controller", "sigstore")).await.unwrap_err();
     assert!(e.retryable() && e.reason() == "FulcioUnavailable", "{e}");
 }
+
+/// `weft run` with `manifestSigning.keyless`: no key anywhere. The manifests are signed with a key made
+/// for the run and certified by Fulcio for the ServiceAccount; signature and provenance are logged with
+/// the certificate, and cosign v2 and v3 accept both for exactly that identity and issuer.
+#[tokio::test]
+async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity() {
+    use common::project::*;
+    use serde_json::json;
+    let client = client().await;
+    let ns = namespace(&client, "keyless-run").await;
+    let project = with_namespace(shop_files);
+    std::fs::write(project.path("token"), token(&ns, "weft-controller", "sigstore")).unwrap();
+    let repository = format!("{}/manifests/keyless-{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), rand_suffix());
+    let profile = project.profile(&repository, true, json!({}));
+    let mut p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    let signing = p["spec"]["manifestSigning"].as_object_mut().unwrap();
+    signing.remove("key");
+    signing.insert("keyless".into(), json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL")}));
+    std::fs::write(&profile, p.to_string()).unwrap();
+    let app = project.application(json!({}));
+
+    // Without a token: a specific failure, nothing published.
+    let (code, out, err) = project.run(&profile, &app, &["--identity-token", "no-such-token"]);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(out["steps"][2]["reason"], "IdentityTokenMissing", "{out:#}\n{err}");
+
+    let (code, out, err) = project.run(&profile, &app, &["--identity-token", "token"]);
+    assert_eq!(code, 0, "weft run keyless: {err}\n{out:#}");
+    let image = out["manifestImage"].as_str().unwrap().to_string();
+    assert!(out["provenance"]["logIndex"].is_i64(), "{out:#}");
+
+    // A trusted root with the log and Fulcio's root.
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let pem = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
+    let log_key = weft::rekor::LogKey::from_pem(&pem).unwrap();
+    let mut root = weft::bundle::trusted_root_for_log(&peer("WEFT_TEST_REKOR_URL"), &log_key.der());
+    let fulcio_root = std::fs::read_to_string(peer("WEFT_TEST_FULCIO_ROOT")).unwrap();
+    let (_, fulcio_der) = pem_rfc7468::decode_vec(fulcio_root.as_bytes()).unwrap();
+    root["certificateAuthorities"] = json!([{"subject": {"organization": "weft-test", "commonName": "weft-test-fulcio-root"},
+        "uri": peer("WEFT_TEST_FULCIO_URL"), "certChain": {"certificates": [{"rawBytes": b64(&fulcio_der)}]},
+        "validFor": {"start": "2020-01-01T00:00:00Z"}}]);
+    std::fs::write(project.path("trusted_root.json"), root.to_string()).unwrap();
+
+    let identity = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller");
+    let issuer = peer("WEFT_TEST_OIDC_ISSUER");
+    for (name, bin) in cosigns() {
+        let cosign = |args: &[&str], identity: &str| {
+            run_cmd(Command::new(&bin).current_dir(project.dir.path()).args(args).args([
+                "--certificate-identity",
+                identity,
+                "--certificate-oidc-issuer",
+                &issuer,
+                "--trusted-root",
+                "trusted_root.json",
+                "--insecure-ignore-sct",
+                &image,
+            ]))
+        };
+        let (code, _, err) = cosign(&["verify"], &identity);
+        assert_eq!(code, 0, "{name} verify keyless: {err}");
+        let (code, _, err) = cosign(&["verify-attestation", "--type", "slsaprovenance1"], &identity);
+        assert_eq!(code, 0, "{name} verify-attestation keyless: {err}");
+        let (code, _, _) = cosign(&["verify"], &format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/other"));
+        assert_ne!(code, 0, "{name}: another identity is refused");
+    }
+}

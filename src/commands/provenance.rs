@@ -143,13 +143,16 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
         Ok(k) => k,
         Err(e) => return line(false, &format!("the log's public key: {e}")),
     };
-    let key_name = signing.key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-    let key = bag.text(Kind::Secret, &signing.key.secret_ref.name, &key_name).ok().and_then(|pem| {
-        let password = signing
-            .key
-            .password_key
-            .as_ref()
-            .and_then(|k| bag.text(Kind::Secret, &signing.key.secret_ref.name, k).ok());
+    let Some(key_ref) = &signing.key else {
+        return line(
+            false,
+            "keyless signing: re-checking certificate-signed evidence is not implemented in this version",
+        );
+    };
+    let key_name = key_ref.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
+    let key = bag.text(Kind::Secret, &key_ref.secret_ref.name, &key_name).ok().and_then(|pem| {
+        let password =
+            key_ref.password_key.as_ref().and_then(|k| bag.text(Kind::Secret, &key_ref.secret_ref.name, k).ok());
         SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok()
     });
     let Some(key) = key else { return line(false, "the profile's signing key cannot be read") };

@@ -35,6 +35,10 @@ pub struct Args {
     /// branch, resolved as Argo CD would.
     #[arg(long)]
     pub revision: Option<String>,
+    /// Keyless signing: the OIDC identity token to show Fulcio (a file), instead of the profile's
+    /// `manifestSigning.keyless.tokenPath`.
+    #[arg(long)]
+    pub identity_token: Option<PathBuf>,
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
     #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
@@ -194,6 +198,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         bag: &bag,
         project,
         destination: destination.clone(),
+        identity_token: args.identity_token.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
     let printer = Printer::new();
@@ -353,10 +358,10 @@ async fn public_key(
     profile: &crate::resources::profile::IntegrityProfile,
     bag: &crate::deref::Bag,
 ) -> Option<String> {
-    let s = profile.spec.manifest_signing.as_ref()?;
-    let name = s.key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-    let pem = bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, &name).ok()?;
+    let key = profile.spec.manifest_signing.as_ref()?.key.as_ref()?;
+    let name = key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
+    let pem = bag.text(crate::deref::Kind::Secret, &key.secret_ref.name, &name).ok()?;
     let password =
-        s.key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &s.key.secret_ref.name, k).ok());
+        key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &key.secret_ref.name, k).ok());
     engine.signing_key(&pem, password.as_deref().map(str::trim_end)).await.ok().map(|k| k.public_pem())
 }

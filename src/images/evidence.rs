@@ -16,7 +16,7 @@ use sigstore_verify::types::{Bundle, SignatureContent};
 use super::reference::Digest;
 use crate::oci::{BUNDLE_ANNOTATION, Blob, OciError, Registry, SIGNATURE_ANNOTATION};
 
-pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
+pub use crate::oci::CERTIFICATE_ANNOTATION;
 pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
 pub use crate::bundle::{COSIGN_SIGN_PREDICATE, MEDIA_TYPE as BUNDLE_V03};
 /// More than this many signatures or attestations on one image is treated as hostile.

@@ -279,9 +279,15 @@ pub struct NameRef {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.key) != has(self.keyless)").message("manifestSigning needs exactly one of key (a long-lived cosign key) and keyless (a Fulcio certificate for the controller's identity)"))]
 pub struct ManifestSigning {
     /// The cosign-format ECDSA P-256 private key (encrypted, with its password, or PKCS#8 PEM).
-    pub key: SigningKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SigningKey>,
+    /// Keyless: no long-lived key. Each run signs with a key made for it, certified by Fulcio for the
+    /// identity of the token at `tokenPath` (the controller's projected ServiceAccount token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessSigning>,
     /// Which rendered resources are signed; every resource when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
@@ -306,6 +312,23 @@ pub enum SecretValues {
     /// As they are: published in the manifest image, readable by whoever can pull it.
     Include,
 }
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeylessSigning {
+    /// Fulcio's URL (e.g. `https://fulcio.sigstore.dev`, or your own).
+    #[serde(rename = "fulcioURL")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("fulcioURL must be an http(s) URL"))]
+    pub fulcio_url: String,
+    /// The OIDC identity token Fulcio is shown: a file the controller reads at each signing (a projected
+    /// ServiceAccount token, audience `sigstore`, which the kubelet renews). Default:
+    /// `/var/run/secrets/weft/sigstore/token`, where the chart mounts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_path: Option<String>,
+}
+
+/// Where the chart mounts the controller's projected ServiceAccount token for Fulcio.
+pub const DEFAULT_TOKEN_PATH: &str = "/var/run/secrets/weft/sigstore/token";
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
