@@ -104,12 +104,7 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     let project = with_namespace(shop_files);
     std::fs::write(project.path("token"), token(&ns, "weft-controller", "sigstore")).unwrap();
     let repository = format!("{}/manifests/keyless-{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), rand_suffix());
-    let profile = project.profile(&repository, true, json!({}));
-    let mut p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
-    let signing = p["spec"]["manifestSigning"].as_object_mut().unwrap();
-    signing.remove("key");
-    signing.insert("keyless".into(), json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL")}));
-    std::fs::write(&profile, p.to_string()).unwrap();
+    let profile = keyless_profile(&project, &repository, json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL")}));
     let app = project.application(json!({}));
 
     // Without a token: a specific failure, nothing published.
@@ -157,4 +152,69 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
         let (code, _, _) = cosign(&["verify"], &format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/other"));
         assert_ne!(code, 0, "{name}: another identity is refused");
     }
+}
+
+/// The project's profile, signing keylessly as `keyless` says.
+fn keyless_profile(
+    project: &common::project::Project,
+    repository: &str,
+    keyless: serde_json::Value,
+) -> std::path::PathBuf {
+    let profile = project.profile(repository, true, serde_json::json!({}));
+    let mut p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    let signing = p["spec"]["manifestSigning"].as_object_mut().unwrap();
+    signing.remove("key");
+    signing.insert("keyless".into(), keyless);
+    std::fs::write(&profile, p.to_string()).unwrap();
+    profile
+}
+
+/// The controller signs keylessly with the token at the profile's `tokenPath` (where the chart mounts
+/// the projected ServiceAccount token); the apiserver refuses a profile with both a key and keyless.
+#[tokio::test]
+async fn the_controller_signs_keylessly_with_the_token_the_profile_names() {
+    use common::project::*;
+    use serde_json::{Value, json};
+    let client = client().await;
+    let ns = namespace(&client, "keyless-controller").await;
+    let project = with_namespace(shop_files);
+    project.apply_resources(&client, &ns).await;
+    let token_path = project.path("token");
+    std::fs::write(&token_path, token(&ns, "weft-controller", "sigstore")).unwrap();
+    let repository = format!("{}/manifests/keyless-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let keyless = json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "tokenPath": token_path});
+    let path = keyless_profile(&project, &repository, keyless.clone());
+    let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+
+    let mut both = profile.clone();
+    both["metadata"]["name"] = json!("both");
+    both["spec"]["manifestSigning"]["key"] = json!({"secretRef": {"name": "signing"}});
+    let obj: kube::api::DynamicObject = serde_json::from_value(both).unwrap();
+    let refused = profiles(&client, &ns).create(&Default::default(), &obj).await.unwrap_err();
+    assert!(refused.to_string().contains("exactly one of key"), "{refused}");
+
+    create(&profiles(&client, &ns), profile).await;
+    let mut app: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();
+    app["metadata"] = json!({"name": "shop-cart"});
+    create(&applications(&client, &ns), app).await;
+    let cache = project.path("controller-cache");
+    let _controller = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
+    let ap = provenance_where(&client, &ns, "shop-cart", "keyless provenance", |v| {
+        condition(v, "ProvenanceRecorded").is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    let signed = condition(&ap, "ManifestsSigned").unwrap();
+    assert_eq!(signed["status"], "True", "{signed}");
+    let image = ap["status"]["manifestImage"].as_str().unwrap();
+    // The legacy signature carries the certificate, which names the ServiceAccount.
+    let sig_tag = format!("{repository}:{}.sig", image.split('@').nth(1).unwrap().replace(':', "-"));
+    let (code, manifest, err) = run_cmd(Command::new("crane").args(["manifest", &sig_tag]));
+    assert_eq!(code, 0, "{err}");
+    let manifest: Value = serde_json::from_str(&manifest).unwrap();
+    let leaf = manifest["layers"][0]["annotations"]["dev.sigstore.cosign/certificate"].as_str().unwrap();
+    let (identity, issuer, _) = keyless::read_leaf(leaf).unwrap();
+    assert_eq!(identity, format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller"));
+    assert_eq!(issuer, peer("WEFT_TEST_OIDC_ISSUER"));
 }
