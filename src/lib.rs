@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod provenance;
 pub mod publish;
 pub mod rekor;
+pub mod rekor2;
 pub mod render;
 pub mod resources;
 pub mod selection;
