@@ -249,6 +249,18 @@ impl Engine {
             let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
             StepReport::new(state, e.reason(), format!("keyless signing: {e}"))
         })?;
+        if let Some(expected) = &keyless.identity
+            && (expected.subject != certified.identity || expected.issuer != certified.issuer)
+        {
+            return Err(StepReport::new(
+                StepState::Failed,
+                "KeylessIdentityMismatch",
+                format!(
+                    "Fulcio certified {} (issuer {}), but the profile's manifestSigning.keyless.identity is {} (issuer {}): nothing is signed; mount the token of the expected ServiceAccount, or correct the identity",
+                    certified.identity, certified.issuer, expected.subject, expected.issuer
+                ),
+            ));
+        }
         progress.note(&format!("certified for {} (issuer {})", certified.identity, certified.issuer));
         Ok(certified.key.with_chain(certified.chain))
     }

@@ -112,6 +112,22 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     assert_ne!(code, 0, "{out}");
     assert_eq!(out["steps"][2]["reason"], "IdentityTokenMissing", "{out:#}\n{err}");
 
+    // A token for another identity than the profile expects: refused before anything is signed.
+    let identity = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller");
+    let issuer = peer("WEFT_TEST_OIDC_ISSUER");
+    let expecting = |subject: &str| {
+        keyless_profile(
+            &project,
+            &repository,
+            json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "identity": {"issuer": issuer, "subject": subject}}),
+        )
+    };
+    let other = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/someone-else");
+    let (code, out, err) = project.run(&expecting(&other), &app, &["--identity-token", "token"]);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(out["steps"][2]["reason"], "KeylessIdentityMismatch", "{out:#}\n{err}");
+
+    let profile = expecting(&identity);
     let (code, out, err) = project.run(&profile, &app, &["--identity-token", "token"]);
     assert_eq!(code, 0, "weft run keyless: {err}\n{out:#}");
     let image = out["manifestImage"].as_str().unwrap().to_string();
@@ -130,8 +146,6 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
         "validFor": {"start": "2020-01-01T00:00:00Z"}}]);
     std::fs::write(project.path("trusted_root.json"), root.to_string()).unwrap();
 
-    let identity = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller");
-    let issuer = peer("WEFT_TEST_OIDC_ISSUER");
     for (name, bin) in cosigns() {
         let cosign = |args: &[&str], identity: &str| {
             run_cmd(Command::new(&bin).current_dir(project.dir.path()).args(args).args([

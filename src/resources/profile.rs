@@ -325,6 +325,20 @@ pub struct KeylessSigning {
     /// `/var/run/secrets/weft/sigstore/token`, where the chart mounts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_path: Option<String>,
+    /// The identity the certificate must name (what verifiers are told to expect): a certificate for
+    /// any other identity is refused before anything is signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<SigningIdentity>,
+}
+
+/// Exactly who signs: a certificate names this subject and issuer, or it is not Weft's.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningIdentity {
+    /// The OIDC issuer (the cluster's ServiceAccount token issuer).
+    pub issuer: String,
+    /// The certificate's subject, e.g. `https://kubernetes.io/namespaces/weft-system/serviceaccounts/weft-controller`.
+    pub subject: String,
 }
 
 /// Where the chart mounts the controller's projected ServiceAccount token for Fulcio.
