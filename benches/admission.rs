@@ -81,6 +81,7 @@ fn main() {
         weft::webhook::Watched { provenances, profiles, applications: reflector::store().0 },
         weft::webhook::Trust {
             manifest_keys: vec![key.public_pem()],
+            manifest_root: None,
             tag_ttl: std::time::Duration::from_secs(60),
             client_ca: false,
         },

@@ -242,7 +242,12 @@ async fn webhook(client: &kube::Client, t: &Tenant) -> (reqwest::Client, String,
     let checker = weft::webhook::checker(
         client.clone(),
         weft::webhook::Watched { provenances, profiles, applications: apps },
-        weft::webhook::Trust { manifest_keys: vec![key], tag_ttl: Duration::from_secs(60), client_ca: false },
+        weft::webhook::Trust {
+            manifest_keys: vec![key],
+            manifest_root: None,
+            tag_ttl: Duration::from_secs(60),
+            client_ca: false,
+        },
         Default::default(),
         weft::manifest::TrackingMethod::Annotation,
         "argocd",

@@ -469,3 +469,153 @@ impl Injector {
         api.delete(&self.name, &Default::default()).await.unwrap();
     }
 }
+
+/// Keyless: the controller signs with a Fulcio certificate for its ServiceAccount, and the webhook
+/// (given `--manifest-trusted-root`, and manifest keys too) admits the signed manifests because their
+/// image carries a signature by the identity the profile states. When the profile states another
+/// identity (the controller stopped, so the record stays as it was), the same manifests are refused.
+#[tokio::test]
+async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_states() {
+    let lab = Lab::new();
+    let web = lab.image("lab/keyless-web", "1.0");
+    lab.sign("k", &web);
+    let project = with_namespace(|ns| {
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cart-config", "namespace": ns},
+            "data": {"CURRENCY": "EUR"}});
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
+                "spec": {"containers": [{"name": "web", "image": web}]}}}});
+        vec![("configmap.yaml".into(), config.to_string()), ("deployment.yaml".into(), deployment.to_string())]
+    });
+    let client = client().await;
+    let ns = namespace(&client, "admission-keyless").await;
+    let dest = project.namespace.clone();
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": dest}})).unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
+    project.apply_resources(&client, &ns).await;
+    apply_documents(&client, &ns, &std::fs::read_to_string(lab.path("resources.yaml")).unwrap()).await;
+
+    // The controller's identity: a ServiceAccount token for Fulcio.
+    let (code, _, err) =
+        run_cmd(std::process::Command::new("kubectl").args(["create", "sa", "weft-controller", "-n", &ns]));
+    assert_eq!(code, 0, "{err}");
+    let (code, token, err) = run_cmd(std::process::Command::new("kubectl").args([
+        "create",
+        "token",
+        "weft-controller",
+        "-n",
+        &ns,
+        "--audience",
+        "sigstore",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let token_path = project.path("token");
+    std::fs::write(&token_path, token.trim()).unwrap();
+    let identity = json!({"issuer": peer("WEFT_TEST_OIDC_ISSUER"),
+        "subject": format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller")});
+
+    let repository = format!("{}/manifests/admission-keyless-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
+    let iv = lab.image_verification(key("keys"), json!({}));
+    let path = project.profile(&repository, true, json!({"imageVerification": iv}));
+    let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    profile["metadata"] = json!({"name": "production"});
+    let signing = profile["spec"]["manifestSigning"].as_object_mut().unwrap();
+    signing.remove("key");
+    signing.insert(
+        "keyless".into(),
+        json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "tokenPath": token_path, "identity": identity}),
+    );
+    create(&profiles(&client, &ns), profile).await;
+    let mut app: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();
+    app["metadata"] = json!({"name": "shop-cart"});
+    create(&applications(&client, &ns), app).await;
+    let cache = project.path("controller-cache");
+    let controller = WeftProcess::start(&["controller", "--namespace", &ns, "--cache-dir", cache.to_str().unwrap()]);
+    let verified =
+        provenance_where(&client, &ns, "shop-cart", "a verified revision", |v| v["status"]["verdict"] == "Verified")
+            .await;
+    let manifests = signed_manifests(verified["status"]["manifestImage"].as_str().unwrap()).await;
+
+    // The trusted root the webhook checks keyless signatures against: the log and Fulcio's root.
+    use base64::Engine;
+    let pem = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
+    let log_key = weft::rekor::LogKey::from_pem(&pem).unwrap();
+    let mut root = weft::bundle::trusted_root_for_log(&peer("WEFT_TEST_REKOR_URL"), &log_key.der());
+    let fulcio_root = std::fs::read_to_string(peer("WEFT_TEST_FULCIO_ROOT")).unwrap();
+    let (_, fulcio_der) = pem_rfc7468::decode_vec(fulcio_root.as_bytes()).unwrap();
+    root["certificateAuthorities"] = json!([{"subject": {"organization": "weft-test", "commonName": "weft-test-fulcio-root"},
+        "uri": peer("WEFT_TEST_FULCIO_URL"),
+        "certChain": {"certificates": [{"rawBytes": base64::engine::general_purpose::STANDARD.encode(&fulcio_der)}]},
+        "validFor": {"start": "2020-01-01T00:00:00Z"}}]);
+    let root_path = project.path("trusted_root.json");
+    std::fs::write(&root_path, root.to_string()).unwrap();
+
+    let configuration = format!("weft-{ns}");
+    let port = free_port();
+    let vwc = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": configuration},
+        "webhooks": [{"name": "validate.weft.dev", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "timeoutSeconds": 10,
+            "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate")},
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": dest}},
+            "rules": [{"apiGroups": ["", "apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                "resources": ["configmaps", "deployments"]}]}]});
+    let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    webhooks.create(&PostParams::default(), &serde_json::from_value(vwc).unwrap()).await.unwrap();
+    let client_ca = format!("{}/certs/ca.crt", peer("WEFT_TEST_ENV_DIR"));
+    let listen = format!("127.0.0.1:{port}");
+    let weft_pub = project.path("weft.pub").to_str().unwrap().to_string();
+    let _webhook = WeftProcess::start(&[
+        "webhook",
+        "--listen",
+        &listen,
+        "--cert-host",
+        "127.0.0.1",
+        "--cert-namespace",
+        &ns,
+        "--cert-secret",
+        "weft-webhook-tls",
+        "--webhook-configuration",
+        &configuration,
+        "--manifest-key",
+        &weft_pub,
+        "--manifest-trusted-root",
+        root_path.to_str().unwrap(),
+        "--image-tag-ttl-seconds",
+        "0",
+        "--client-ca-file",
+        &client_ca,
+    ]);
+    common::chart::webhook_serving(&client, &configuration, &listen).await;
+    // With manifest keys given, a keyless profile's image is checked by its certificate (a key check
+    // would refuse it: it carries no key signature).
+    let deployment = manifests.iter().find(|m| m["kind"] == "Deployment").unwrap().clone();
+    let (c, d) = (&client, &deployment);
+    eventually(
+        "the keylessly signed Deployment to apply",
+        Duration::from_secs(30),
+        || async move { apply(c, d).await },
+    )
+    .await;
+
+    // The profile now expects another identity: the same manifest image is not signed by it, so its
+    // ConfigMap (not applied yet) is refused.
+    drop(controller);
+    let other = json!({"spec": {"manifestSigning": {"keyless": {"identity": {"subject":
+        format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/someone-else")}}}}});
+    profiles(&client, &ns).patch("production", &PatchParams::default(), &Patch::Merge(&other)).await.unwrap();
+    let config = manifests.iter().find(|m| m["kind"] == "ConfigMap").unwrap().clone();
+    let (c, o) = (&client, &config);
+    let err = eventually("the other identity seen, and the image refused", Duration::from_secs(30), || async move {
+        match apply(c, o).await {
+            Ok(()) => Ok(Err("admitted".to_string())),
+            Err(e) if e.contains("carries no signature by") => Ok(Ok(e)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .expect("refused for another identity");
+    assert!(err.contains("someone-else"), "{err}");
+    webhooks.delete(&configuration, &Default::default()).await.unwrap();
+}

@@ -48,6 +48,8 @@ pub enum WebhookError {
     Certificates(#[from] certs::CertError),
     #[error("manifest key {0}: {1}")]
     ManifestKey(std::path::PathBuf, String),
+    #[error("--manifest-trusted-root {0}: {1}")]
+    ManifestTrustedRoot(std::path::PathBuf, std::io::Error),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -87,6 +89,11 @@ pub struct Options {
     /// any, the webhook trusts the manifest image the ApplicationProvenance names.
     #[arg(long = "manifest-key", env = "WEFT_MANIFEST_KEYS", value_delimiter = ',')]
     pub manifest_keys: Vec<std::path::PathBuf>,
+    /// A Sigstore `trusted_root.json` naming the Fulcio and the transparency log of keyless profiles
+    /// (`manifestSigning.keyless`): their manifest images must then carry a signature whose certificate
+    /// names the profile's `keyless.identity`, chains to that Fulcio and was logged while valid.
+    #[arg(long = "manifest-trusted-root", env = "WEFT_MANIFEST_TRUSTED_ROOT")]
+    pub manifest_trusted_root: Option<std::path::PathBuf>,
     /// Seconds an image tag's resolution is believed: an image written by tag must still resolve to the
     /// digest Weft verified, checked with its registry at most this often per tag.
     #[arg(long, env = "WEFT_IMAGE_TAG_TTL", default_value_t = 60)]
@@ -161,6 +168,8 @@ pub struct Checker {
     /// Signed manifests as the apiserver defaults them, per manifest image and object.
     defaults: Mutex<HashMap<String, Arc<Value>>>,
     recorder: Recorder,
+    /// Checks keyless manifest signatures as image signatures are checked.
+    manifest_signatures: crate::images::ImageVerifier,
 }
 
 impl Checker {
@@ -614,7 +623,13 @@ impl Checker {
         profile: Option<&IntegrityProfile>,
         ns: &str,
     ) -> Result<Arc<Vec<Manifest>>, String> {
-        if let Some(set) = self.sets.lock().unwrap_or_else(|p| p.into_inner()).get(image) {
+        // Keyless: which identity signed is part of the answer, so part of the key.
+        let set_key = match profile.and_then(|p| p.spec.manifest_signing.as_ref()?.keyless.as_ref()?.identity.as_ref())
+        {
+            Some(id) => format!("{image}\n{}\n{}", id.issuer, id.subject),
+            None => image.to_string(),
+        };
+        if let Some(set) = self.sets.lock().unwrap_or_else(|p| p.into_inner()).get(&set_key) {
             return Ok(set.clone());
         }
         let (repository, digest) = image.split_once('@').ok_or_else(|| format!("{image} is not pinned by digest"))?;
@@ -629,8 +644,11 @@ impl Checker {
             None => None,
         };
         let registry = Registry::new(repository, creds.as_deref()).map_err(|e| e.to_string())?;
-        if !self.trust.manifest_keys.is_empty() {
-            self.signed(&registry, digest).await?;
+        let keyless = profile.and_then(|p| p.spec.manifest_signing.as_ref()?.keyless.as_ref());
+        match keyless {
+            Some(k) => self.signed_keylessly(k, image, creds).await?,
+            None if !self.trust.manifest_keys.is_empty() => self.signed(&registry, digest).await?,
+            None => {}
         }
         let bytes = registry.manifest(digest).await.map_err(|e| e.to_string())?.ok_or("not in the registry")?;
         if crate::oci::digest(&bytes) != digest {
@@ -640,8 +658,71 @@ impl Checker {
         let layer = layers.iter().find(|l| l.media_type == crate::oci::MANIFEST_LAYER).ok_or("no manifest layer")?;
         let text = std::str::from_utf8(&layer.bytes).map_err(|_| "the manifest layer is not text")?;
         let set = Arc::new(manifest::parse(image, text, manifest::Limits::default()).map_err(|e| e.to_string())?);
-        cache(&self.sets, MAX_CACHED_SETS, image.to_string(), set.clone());
+        cache(&self.sets, MAX_CACHED_SETS, set_key.clone(), set.clone());
         Ok(set)
+    }
+
+    /// Whether the manifest image `image` (`repository@digest`) carries a signature by the keyless
+    /// profile's identity: a certificate naming it, chaining to a Fulcio of `--manifest-trusted-root`, the
+    /// signature logged while the certificate was valid (checked as image signatures are). Without a
+    /// trusted root or manifest keys, nothing is checked (as without `--manifest-key`); with keys but no
+    /// root, or without an identity to expect, the image is refused.
+    async fn signed_keylessly(
+        &self,
+        keyless: &crate::resources::profile::KeylessSigning,
+        image: &str,
+        credentials: Option<String>,
+    ) -> Result<(), String> {
+        let Some(root) = &self.trust.manifest_root else {
+            if self.trust.manifest_keys.is_empty() {
+                return Ok(());
+            }
+            return Err(format!(
+                "the manifest image {image} is signed keylessly, and the webhook has manifest keys but no --manifest-trusted-root to check a certificate against"
+            ));
+        };
+        let Some(identity) = &keyless.identity else {
+            return Err(format!(
+                "the profile signs keylessly but names no manifestSigning.keyless.identity, so the signature of {image} cannot be attributed"
+            ));
+        };
+        let verification = crate::resources::profile::ImageVerification {
+            policies: vec![crate::resources::profile::ImagePolicy {
+                images: vec!["**".into()],
+                signers: vec![crate::resources::profile::ImageSigner {
+                    keyless: Some(crate::resources::profile::KeylessIdentity {
+                        issuer: Some(identity.issuer.clone()),
+                        subject: Some(identity.subject.clone()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            trusted_root: Some(crate::resources::profile::ObjectRef {
+                config_map_ref: Some(crate::resources::profile::KeyRef {
+                    name: "manifest-trusted-root".into(),
+                    key: Some("trusted_root.json".into()),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let document = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "manifest-trusted-root"}, "data": {"trusted_root.json": root}});
+        let bag = crate::deref::Bag::from_yaml(&document.to_string()).map_err(|e| e.to_string())?;
+        let mut policies = crate::images::policy::ImagePolicies::compile(&verification, &bag)
+            .map_err(|e| format!("--manifest-trusted-root: {e}"))?;
+        policies.credentials = credentials.into_iter().collect();
+        let status = self.manifest_signatures.verify(&policies, &[(image.to_string(), Vec::new())]).await;
+        match status.first() {
+            Some(s) if s.outcome == crate::resources::provenance::ImageOutcome::Verified => Ok(()),
+            Some(s) => Err(format!(
+                "the manifest image {image} carries no signature by {} (issuer {}): {}",
+                identity.subject, identity.issuer, s.message
+            )),
+            None => Err(format!("the manifest image {image} was not checked")),
+        }
     }
 
     async fn audit_event(&self, ns: &str, app: &str, decision: &Decision) {
@@ -693,6 +774,8 @@ fn rbac_defaults(mut object: Value) -> Value {
 pub struct Trust {
     /// PEM public keys a manifest image must be signed by (none: not checked).
     pub manifest_keys: Vec<String>,
+    /// The trusted root (JSON) keyless profiles' manifest images are checked against.
+    pub manifest_root: Option<String>,
     /// How long an image tag's resolution is believed (see `Checker::moved_tag`).
     pub tag_ttl: Duration,
     /// `/validate` answers only clients with a certificate from the client CA (`--client-ca-file`).
@@ -781,8 +864,15 @@ pub async fn run(opts: Options) -> Result<(), WebhookError> {
     };
     let watched =
         Watched { provenances: provenances.clone(), profiles: profiles.clone(), applications: applications.clone() };
+    let manifest_root = match &opts.manifest_trusted_root {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).map_err(|e| WebhookError::ManifestTrustedRoot(path.clone(), e))?)
+        }
+        None => None,
+    };
     let trust = Trust {
         manifest_keys,
+        manifest_root,
         tag_ttl: Duration::from_secs(opts.image_tag_ttl_seconds),
         client_ca: opts.certs.client_ca_file.is_some(),
     };
@@ -939,5 +1029,6 @@ pub fn checker(
         argocd_namespace: argocd_namespace.to_string(),
         sets: Mutex::new(HashMap::new()),
         defaults: Mutex::new(HashMap::new()),
+        manifest_signatures: crate::images::ImageVerifier::default(),
     })
 }
