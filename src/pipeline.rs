@@ -171,14 +171,12 @@ impl PipelineOutcome {
     /// The first step stopped before anything ran (for example, its Secrets could not be read).
     pub fn stopped(first: StepReport) -> PipelineOutcome {
         let blocked = StepReport::blocked(Step::SourceVerified);
-        PipelineOutcome {
-            steps: [first, blocked.clone(), blocked.clone(), blocked],
-            remote_bases: Vec::new(),
-            published: None,
-            rekor: None,
-            summary: None,
-            images: Vec::new(),
-        }
+        PipelineOutcome::ended([first, blocked.clone(), blocked.clone(), blocked], Vec::new(), Vec::new())
+    }
+
+    /// A run that ended before anything was published.
+    fn ended(steps: [StepReport; 4], remote_bases: Vec<SourceRevision>, images: Vec<ImageStatus>) -> PipelineOutcome {
+        PipelineOutcome { steps, remote_bases, published: None, rekor: None, summary: None, images }
     }
 }
 
@@ -297,14 +295,7 @@ impl Engine {
             steps[1] = StepReport::blocked(Step::SourceVerified);
             steps[2] = StepReport::blocked(Step::SourceVerified);
             steps[3] = StepReport::blocked(Step::SourceVerified);
-            return PipelineOutcome {
-                steps,
-                remote_bases,
-                published: None,
-                rekor: None,
-                summary: None,
-                images: Vec::new(),
-            };
+            return PipelineOutcome::ended(steps, remote_bases, Vec::new());
         }
         let started_on = k8s_openapi::jiff::Timestamp::now();
         let spec = &job.profile.spec;
@@ -326,14 +317,7 @@ impl Engine {
                 progress.step(Step::ManifestsSigned, &report);
                 steps[2] = report;
                 steps[3] = StepReport::blocked(Step::ManifestsSigned);
-                return PipelineOutcome {
-                    steps,
-                    remote_bases,
-                    published: None,
-                    rekor: None,
-                    summary: None,
-                    images: Vec::new(),
-                };
+                return PipelineOutcome::ended(steps, remote_bases, Vec::new());
             }
         };
         let timer = std::time::Instant::now();
@@ -348,7 +332,7 @@ impl Engine {
         if gate {
             steps[2] = StepReport::blocked(Step::ImagesVerified);
             steps[3] = StepReport::blocked(Step::ImagesVerified);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, summary: None, images };
+            return PipelineOutcome::ended(steps, remote_bases, images);
         }
         let timer = std::time::Instant::now();
         let signed_step = self.sign_step(&job, manifests, progress).await;
@@ -376,7 +360,7 @@ impl Engine {
         steps[2] = signed;
         let Some(done) = done else {
             steps[3] = StepReport::blocked(Step::ManifestsSigned);
-            return PipelineOutcome { steps, remote_bases, published: None, rekor: None, summary: None, images };
+            return PipelineOutcome::ended(steps, remote_bases, images);
         };
         let timer = std::time::Instant::now();
         // Vouched for: every image verified (or none run), so the summary can say PASSED.

@@ -496,21 +496,8 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
     apply_documents(&client, &ns, &std::fs::read_to_string(lab.path("resources.yaml")).unwrap()).await;
 
     // The controller's identity: a ServiceAccount token for Fulcio.
-    let (code, _, err) =
-        run_cmd(std::process::Command::new("kubectl").args(["create", "sa", "weft-controller", "-n", &ns]));
-    assert_eq!(code, 0, "{err}");
-    let (code, token, err) = run_cmd(std::process::Command::new("kubectl").args([
-        "create",
-        "token",
-        "weft-controller",
-        "-n",
-        &ns,
-        "--audience",
-        "sigstore",
-    ]));
-    assert_eq!(code, 0, "{err}");
     let token_path = project.path("token");
-    std::fs::write(&token_path, token.trim()).unwrap();
+    std::fs::write(&token_path, service_account_token(&ns, "weft-controller", "sigstore")).unwrap();
     let identity = json!({"issuer": peer("WEFT_TEST_OIDC_ISSUER"),
         "subject": format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller")});
 
@@ -538,18 +525,7 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
     let manifests = signed_manifests(verified["status"]["manifestImage"].as_str().unwrap()).await;
 
     // The trusted root the webhook checks keyless signatures against: the log and Fulcio's root.
-    use base64::Engine;
-    let pem = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
-    let log_key = weft::rekor::LogKey::from_pem(&pem).unwrap();
-    let mut root = weft::bundle::trusted_root_for_log(&peer("WEFT_TEST_REKOR_URL"), &log_key.der());
-    let fulcio_root = std::fs::read_to_string(peer("WEFT_TEST_FULCIO_ROOT")).unwrap();
-    let (_, fulcio_der) = pem_rfc7468::decode_vec(fulcio_root.as_bytes()).unwrap();
-    root["certificateAuthorities"] = json!([{"subject": {"organization": "weft-test", "commonName": "weft-test-fulcio-root"},
-        "uri": peer("WEFT_TEST_FULCIO_URL"),
-        "certChain": {"certificates": [{"rawBytes": base64::engine::general_purpose::STANDARD.encode(&fulcio_der)}]},
-        "validFor": {"start": "2020-01-01T00:00:00Z"}}]);
-    let root_path = project.path("trusted_root.json");
-    std::fs::write(&root_path, root.to_string()).unwrap();
+    let root_path = keyless_trusted_root(project.dir.path());
 
     let configuration = format!("weft-{ns}");
     let port = free_port();
@@ -581,7 +557,7 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
         "--manifest-key",
         &weft_pub,
         "--manifest-trusted-root",
-        root_path.to_str().unwrap(),
+        &root_path,
         "--image-tag-ttl-seconds",
         "0",
         "--client-ca-file",

@@ -11,15 +11,7 @@ use common::*;
 use sha2::{Digest, Sha256};
 use weft::keyless;
 
-/// A token for ServiceAccount `name` in `ns` (created here), for `audience`.
-fn token(ns: &str, name: &str, audience: &str) -> String {
-    let (code, _, err) = run_cmd(Command::new("kubectl").args(["create", "serviceaccount", name, "-n", ns]));
-    assert!(code == 0 || err.contains("already exists"), "kubectl create serviceaccount: {err}");
-    let (code, out, err) =
-        run_cmd(Command::new("kubectl").args(["create", "token", name, "-n", ns, "--audience", audience]));
-    assert_eq!(code, 0, "kubectl create token: {err}");
-    out.trim().to_string()
-}
+use common::service_account_token as token;
 
 #[tokio::test]
 async fn a_service_account_token_buys_a_certificate_for_that_identity_and_cosign_verifies_its_signature() {
@@ -134,17 +126,7 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     assert!(out["provenance"]["logIndex"].is_i64(), "{out:#}");
 
     // A trusted root with the log and Fulcio's root.
-    use base64::Engine;
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let pem = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
-    let log_key = weft::rekor::LogKey::from_pem(&pem).unwrap();
-    let mut root = weft::bundle::trusted_root_for_log(&peer("WEFT_TEST_REKOR_URL"), &log_key.der());
-    let fulcio_root = std::fs::read_to_string(peer("WEFT_TEST_FULCIO_ROOT")).unwrap();
-    let (_, fulcio_der) = pem_rfc7468::decode_vec(fulcio_root.as_bytes()).unwrap();
-    root["certificateAuthorities"] = json!([{"subject": {"organization": "weft-test", "commonName": "weft-test-fulcio-root"},
-        "uri": peer("WEFT_TEST_FULCIO_URL"), "certChain": {"certificates": [{"rawBytes": b64(&fulcio_der)}]},
-        "validFor": {"start": "2020-01-01T00:00:00Z"}}]);
-    std::fs::write(project.path("trusted_root.json"), root.to_string()).unwrap();
+    keyless_trusted_root(project.dir.path());
 
     for (name, bin) in cosigns() {
         let cosign = |args: &[&str], identity: &str| {

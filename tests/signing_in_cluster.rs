@@ -57,11 +57,12 @@ async fn the_controller_records_the_signed_manifest_image_which_cosign_verifies(
     assert_eq!(images["reason"], "ImageVerificationNotConfigured", "{images}");
     assert_eq!(ap["status"]["verdict"], "Failed", "a profile that does not verify images vouches for nothing");
 
+    let root = trusted_root(project.dir.path());
     let (code, _, err) = run_cmd(
         Command::new("cosign")
-            .env("SIGSTORE_REKOR_PUBLIC_KEY", peer("WEFT_TEST_REKOR_PUBLIC_KEY"))
             .current_dir(project.dir.path())
-            .args(["verify", "--key", "weft.pub", image]),
+            .args(["verify", "--key", "weft.pub", image])
+            .args(["--trusted-root", &root]),
     );
     assert_eq!(code, 0, "cosign verify: {err}");
 }

@@ -263,6 +263,33 @@ pub fn trusted_root(dir: &std::path::Path) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A trusted root naming the test environment's Rekor (v1) and Fulcio's root, written to
+/// `dir/trusted_root.json`: what verifies keyless signatures.
+pub fn keyless_trusted_root(dir: &std::path::Path) -> String {
+    use base64::Engine;
+    let path = trusted_root(dir);
+    let mut root: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fulcio_root = std::fs::read_to_string(peer("WEFT_TEST_FULCIO_ROOT")).unwrap();
+    let (_, der) = pem_rfc7468::decode_vec(fulcio_root.as_bytes()).unwrap();
+    root["certificateAuthorities"] = serde_json::json!([{
+        "subject": {"organization": "weft-test", "commonName": "weft-test-fulcio-root"},
+        "uri": peer("WEFT_TEST_FULCIO_URL"),
+        "certChain": {"certificates": [{"rawBytes": base64::engine::general_purpose::STANDARD.encode(&der)}]},
+        "validFor": {"start": "2020-01-01T00:00:00Z"}}]);
+    std::fs::write(&path, root.to_string()).unwrap();
+    path
+}
+
+/// A token for ServiceAccount `name` in `ns` (created when missing), for `audience`.
+pub fn service_account_token(ns: &str, name: &str, audience: &str) -> String {
+    let (code, _, err) = run_cmd(Command::new("kubectl").args(["create", "serviceaccount", name, "-n", ns]));
+    assert!(code == 0 || err.contains("already exists"), "kubectl create serviceaccount: {err}");
+    let (code, out, err) =
+        run_cmd(Command::new("kubectl").args(["create", "token", name, "-n", ns, "--audience", audience]));
+    assert_eq!(code, 0, "kubectl create token: {err}");
+    out.trim().to_string()
+}
+
 pub fn cosigns() -> [(&'static str, String); 2] {
     [("cosign v2", "cosign".into()), ("cosign v3", peer("WEFT_TEST_COSIGN3"))]
 }
