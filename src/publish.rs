@@ -4,9 +4,10 @@
 //! an existing signature by the same key is reused rather than made (and logged) again.
 //!
 //! Signatures and attestations are written twice over: in cosign's legacy layout (`.sig` and `.att`
-//! tags, which kubectl-sigstore and cosign v2 read) and as Sigstore bundles attached as OCI referrers
-//! (cosign v3's format). Bundles are deterministic (RFC 6979 signatures, the log's earlier entry for the
-//! same envelope), so attaching one again changes nothing.
+//! tags, which kubectl-sigstore and cosign before 2.6 read) and as Sigstore bundles attached as OCI
+//! referrers (cosign v3's format, which cosign 2.6 reads too). With a key, bundles are deterministic
+//! (RFC 6979 signatures, the log's earlier entry for the same envelope), so attaching one again changes
+//! nothing; a keyless run's key is new each time, and so is its signature.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
