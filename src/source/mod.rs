@@ -284,6 +284,10 @@ impl Trust {
                 Some(pgp) => pgp.check(payload, signature, now),
                 None => SignatureCheck::UnknownKey { key: openpgp::key_of(signature) },
             }
+        } else if signature.contains("-----BEGIN SIGNED MESSAGE-----") {
+            SignatureCheck::Malformed(
+                "an X.509 (CMS) signature, as gitsign and gpgsm make them: verifying those is not implemented in this version of Weft, so it does not count (only OpenPGP and SSH signatures are verified)".into(),
+            )
         } else {
             SignatureCheck::Malformed(
                 "unsupported signature format (only OpenPGP and SSH signatures are verified)".into(),
@@ -294,5 +298,21 @@ impl Trust {
     /// The earliest moment a cached "good" verdict may stop holding because a key expires.
     pub fn valid_until(&self) -> Option<i64> {
         self.pgp.as_ref().and_then(|p| p.earliest_expiry()).map(i64::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_x509_signature_does_not_count_and_says_that_it_is_not_verified_yet() {
+        let trust = Trust::new(None, None);
+        let cms = "-----BEGIN SIGNED MESSAGE-----\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\n-----END SIGNED MESSAGE-----\n";
+        let check = trust.check(b"payload", cms, 0, 0);
+        assert!(!check.is_good());
+        assert!(check.to_string().contains("X.509 (CMS)") && check.to_string().contains("not implemented"), "{check}");
+        let other = trust.check(b"payload", "garbage", 0, 0);
+        assert!(!other.is_good() && other.to_string().contains("unsupported signature format"));
     }
 }
