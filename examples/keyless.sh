@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keyless, end to end, with no long-lived key anywhere: a ServiceAccount's token (audience sigstore) buys
-# a Fulcio certificate, `weft run` signs and attests the example Application with it, and cosign accepts
-# the result for exactly that identity.
+# a Fulcio certificate, `weft run` signs and attests the example Application with it, cosign accepts
+# the result for exactly that identity, and kubectl-sigstore checks the applied objects against it.
 #
 # Run it in the test environment (a kube-apiserver, which is Fulcio's OIDC issuer, Fulcio, a registry
 # and Rekor):
@@ -101,4 +101,18 @@ if cosign verify --certificate-identity "https://kubernetes.io/namespaces/$ns/se
   exit 1
 fi
 echo "   another identity: refused"
-kubectl delete namespace "$ns" --wait=false >/dev/null
+
+echo "==> kubectl sigstore verify-resource, keyless (no -k): the objects as applied, against the signed image"
+# kubectl-sigstore 0.5 names a signer by its certificate's email only, so it cannot match a
+# ServiceAccount's URI identity: it checks that the signature chains to this Fulcio and is logged, and
+# cosign (above) and Weft's webhook check whose it is.
+kubectl create namespace shop >/dev/null 2>&1 || true
+layer=$(crane manifest "$image" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0]["digest"])')
+crane blob "${image%@*}@$layer" > "$work/signed.yaml"
+kubectl apply -f "$work/signed.yaml" >/dev/null
+SIGSTORE_ROOT_FILE=$WEFT_TEST_FULCIO_ROOT SIGSTORE_REKOR_PUBLIC_KEY=$WEFT_TEST_REKOR_PUBLIC_KEY \
+  kubectl sigstore verify-resource -f "$work/signed.yaml" -i "$image" --rekor-url "$WEFT_TEST_REKOR_URL" \
+  --oidc-issuer "$issuer" --certificate-chain "$WEFT_TEST_FULCIO_ROOT" -o json > "$work/verify-resource.json"
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["summary"]; assert s["valid"] == s["total"] == 3, s; print("   kubectl-sigstore:", s)' \
+  "$work/verify-resource.json"
+kubectl delete namespace "$ns" shop --wait=false >/dev/null
