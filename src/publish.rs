@@ -208,7 +208,12 @@ async fn bundle_attached(
 ) -> Result<bool, PublishError> {
     let Destination::Registry { registry, .. } = dest else { return Ok(false) };
     let referrers = registry.referrers(subject).await?;
-    let bundles = referrers.iter().filter(|d| d["artifactType"] == crate::bundle::MEDIA_TYPE).take(MAX_BUNDLES);
+    // Some registries list a referrer under its config's media type rather than its artifact type; what
+    // the manifest says is checked below either way.
+    let bundles = referrers
+        .iter()
+        .filter(|d| d["artifactType"] == crate::bundle::MEDIA_TYPE || d["artifactType"] == crate::bundle::EMPTY_CONFIG)
+        .take(MAX_BUNDLES);
     for descriptor in bundles {
         let Some(digest) = descriptor["digest"].as_str() else { continue };
         let Some(manifest) = registry.manifest(digest).await? else { continue };
