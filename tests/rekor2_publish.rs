@@ -12,6 +12,9 @@ use common::project::*;
 use common::*;
 use serde_json::{Value, json};
 
+/// The tests count the log's entries: one at a time.
+static LOG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The log's size, from the checkpoint on its read side.
 fn log_size() -> u64 {
     let url = format!("{}/checkpoint", peer("WEFT_TEST_REKOR2_READ_URL").trim_end_matches('/'));
@@ -61,28 +64,41 @@ fn legacy_annotations(image: &str, suffix: &str) -> Vec<Value> {
     m["layers"].as_array().unwrap().iter().map(|l| l["annotations"].clone()).collect()
 }
 
-#[test]
-fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
-    let project = with_namespace(shop_files);
-    // The log's checkpoint key, as a ConfigMap beside the others.
+/// A profile logging in the Rekor v2 log (its checkpoint key a ConfigMap beside the other resources),
+/// publishing to `repository`.
+fn rekor2_profile(project: &Project, repository: &str, mut extra: Value) -> std::path::PathBuf {
     let key = std::fs::read_to_string(peer("WEFT_TEST_REKOR2_PUBLIC_KEY")).unwrap();
     let resources = std::fs::read_to_string(project.path("resources.yaml")).unwrap();
     let cm =
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rekor2"}, "data": {"rekor.pub": key}});
     std::fs::write(project.path("resources.yaml"), format!("{resources}\n---\n{cm}")).unwrap();
+    extra["provenance"] = json!({"rekor": {
+        "url": peer("WEFT_TEST_REKOR2_URL"),
+        "version": 2,
+        "readURL": peer("WEFT_TEST_REKOR2_READ_URL"),
+        "origin": peer("WEFT_TEST_REKOR2_ORIGIN"),
+        "publicKey": {"configMapRef": {"name": "rekor2", "key": "rekor.pub"}}
+    }});
+    project.profile(repository, false, extra)
+}
 
+/// cosign v3 with the signing key and the trusted root naming the Rekor v2 log.
+fn cosign3(project: &Project, args: &[&str], image: &str) -> (i32, String, String) {
+    run_cmd(Command::new(peer("WEFT_TEST_COSIGN3")).current_dir(project.dir.path()).args(args).args([
+        "--key",
+        "weft.pub",
+        "--trusted-root",
+        &peer("WEFT_TEST_TRUSTED_ROOT"),
+        image,
+    ]))
+}
+
+#[test]
+fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
+    let _log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let project = with_namespace(shop_files);
     let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), project.namespace);
-    let profile = project.profile(
-        &repository,
-        false,
-        json!({"provenance": {"rekor": {
-            "url": peer("WEFT_TEST_REKOR2_URL"),
-            "version": 2,
-            "readURL": peer("WEFT_TEST_REKOR2_READ_URL"),
-            "origin": peer("WEFT_TEST_REKOR2_ORIGIN"),
-            "publicKey": {"configMapRef": {"name": "rekor2", "key": "rekor.pub"}}
-        }}}),
-    );
+    let profile = rekor2_profile(&project, &repository, json!({}));
     let app = project.application(json!({}));
 
     let before = log_size();
@@ -127,18 +143,9 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
     }
 
     // cosign v3 accepts the image and its provenance with the key and the trusted root naming the log.
-    let cosign3 = |args: &[&str]| {
-        run_cmd(Command::new(peer("WEFT_TEST_COSIGN3")).current_dir(project.dir.path()).args(args).args([
-            "--key",
-            "weft.pub",
-            "--trusted-root",
-            &peer("WEFT_TEST_TRUSTED_ROOT"),
-            &image,
-        ]))
-    };
-    let (code, _, err) = cosign3(&["verify"]);
+    let (code, _, err) = cosign3(&project, &["verify"], &image);
     assert_eq!(code, 0, "cosign v3 verify: {err}");
-    let (code, _, err) = cosign3(&["verify-attestation", "--type", "slsaprovenance1"]);
+    let (code, _, err) = cosign3(&project, &["verify-attestation", "--type", "slsaprovenance1"], &image);
     assert_eq!(code, 0, "cosign v3 verify-attestation: {err}");
 
     // `weft provenance verify` does not re-check Rekor v2 entries yet: it says so, as a failure.
@@ -172,4 +179,53 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
     for suffix in [".sig", ".att"] {
         assert_eq!(legacy_annotations(&image, suffix).len(), 1, "{suffix}: one layer");
     }
+}
+
+/// A revision vouched for: its verification summary is logged in the Rekor v2 log too, and cosign v3
+/// accepts it.
+#[test]
+fn a_verification_summary_is_logged_in_rekor_v2_and_cosign_v3_verifies_it() {
+    let _log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = common::images::Lab::new();
+    let web = lab.image("lab/rekor2-web", "1.0");
+    lab.sign("k", &web);
+    let project = with_namespace(|ns| {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
+                "spec": {"containers": [{"name": "web", "image": web}]}}}});
+        vec![("deployment.yaml".into(), deployment.to_string())]
+    });
+    let resources = project.path("resources.yaml");
+    let both = format!(
+        "{}\n---\n{}",
+        std::fs::read_to_string(&resources).unwrap(),
+        std::fs::read_to_string(lab.path("resources.yaml")).unwrap()
+    );
+    std::fs::write(&resources, both).unwrap();
+    let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), project.namespace);
+    let iv = lab.image_verification(common::images::key("keys"), json!({}));
+    let profile = rekor2_profile(&project, &repository, json!({"imageVerification": iv}));
+    let app = project.application(json!({}));
+
+    let before = log_size();
+    let (code, out, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "weft run: {err}\n{out:#}");
+    assert_eq!(log_size() - before, 3, "signature, provenance and summary bundles: {out}");
+    let summary = &out["verificationSummary"];
+    assert_eq!(summary["integratedTime"], 0, "{out}");
+    assert!(summary["logIndex"].as_i64().is_some_and(|i| i >= before as i64), "{out}");
+    let image = out["manifestImage"].as_str().unwrap().to_string();
+    let found = bundles(&image);
+    let (_, vsa) = found.iter().find(|(p, _)| p == weft::provenance::SLSA_VSA_V1).expect("a summary bundle");
+    let entry = &vsa["verificationMaterial"]["tlogEntries"][0];
+    assert_eq!(entry["kindVersion"], json!({"kind": "hashedrekord", "version": "0.0.2"}), "{vsa}");
+    assert_eq!(entry["logIndex"], summary["logIndex"].to_string());
+    let (code, _, err) = cosign3(&project, &["verify-attestation", "--type", weft::provenance::SLSA_VSA_V1], &image);
+    assert_eq!(code, 0, "cosign v3 verify-attestation --type VSA: {err}");
+
+    let before = log_size();
+    let (code, again, err) = project.run(&profile, &app, &[]);
+    assert_eq!(code, 0, "weft run again: {err}\n{again:#}");
+    assert_eq!(again["verificationSummary"], out["verificationSummary"], "the same entry");
+    assert_eq!(log_size(), before, "nothing new is logged");
 }
