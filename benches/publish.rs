@@ -160,8 +160,9 @@ fn main() {
             registry: Registry::new(&format!("{registry}/bench/weft"), None).unwrap(),
             tag: format!("r{round}"),
         };
-        let published =
-            runtime.block_on(publish::publish(&dest, &all, &key, Some(Log { rekor: &rekor, key: &log_key }))).unwrap();
+        let published = runtime
+            .block_on(publish::publish(&dest, &all, &key, Some(Log::V1 { rekor: &rekor, key: &log_key })))
+            .unwrap();
         weft.push(t.elapsed());
         assert!(published.signed && published.tlog.is_some() && published.resources == RESOURCES, "{published:?}");
 

@@ -57,6 +57,12 @@ impl Verifier {
 /// A v0.3 bundle around a DSSE envelope (as Weft stores it: JSON), for its signer and, when logged, the
 /// Rekor entry that holds it.
 pub fn dsse_bundle(envelope: &str, verifier: &Verifier, entry: Option<&Entry>) -> Result<Vec<u8>, BundleError> {
+    dsse_bundle_with(envelope, verifier, entry.map(tlog_entry).transpose()?)
+}
+
+/// A v0.3 bundle around a DSSE envelope, with a `TransparencyLogEntry` already made (a Rekor v2 entry's:
+/// [`crate::rekor2::Entry2::tlog_entry`]).
+pub fn dsse_bundle_with(envelope: &str, verifier: &Verifier, tlog: Option<Value>) -> Result<Vec<u8>, BundleError> {
     let env: Value = serde_json::from_str(envelope).map_err(|e| BundleError::Envelope(e.to_string()))?;
     let signatures: Vec<Value> = env["signatures"]
         .as_array()
@@ -71,8 +77,8 @@ pub fn dsse_bundle(envelope: &str, verifier: &Verifier, entry: Option<&Entry>) -
         Verifier::Key(der) => json!({"publicKey": {"hint": B64.encode(Sha256::digest(der))}}),
         Verifier::Certificate(der) => json!({"certificate": {"rawBytes": B64.encode(der)}}),
     };
-    if let Some(e) = entry {
-        material["tlogEntries"] = json!([tlog_entry(e)?]);
+    if let Some(t) = tlog {
+        material["tlogEntries"] = json!([t]);
     }
     let bundle = json!({
         "mediaType": MEDIA_TYPE,

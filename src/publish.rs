@@ -5,9 +5,11 @@
 //!
 //! Signatures and attestations are written twice over: in cosign's legacy layout (`.sig` and `.att`
 //! tags, which kubectl-sigstore and cosign before 2.6 read) and as Sigstore bundles attached as OCI
-//! referrers (cosign v3's format, which cosign 2.6 reads too). With a key, bundles are deterministic
-//! (RFC 6979 signatures, the log's earlier entry for the same envelope), so attaching one again changes
-//! nothing; a keyless run's key is new each time, and so is its signature.
+//! referrers (cosign v3's format, which cosign 2.6 reads too). With a Rekor v2 log ([`Log::V2`]) only the
+//! bundles carry log entries: the legacy layers have room only for an entry with a signed timestamp,
+//! which Rekor v2 does not make. With a key, bundles are deterministic (RFC 6979 signatures, the log's
+//! earlier entry for the same envelope), so attaching one again changes nothing; a keyless run's key is
+//! new each time, and so is its signature.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use thiserror::Error;
 use crate::manifest::{self, Manifest};
 use crate::oci::{self, Blob, Image, OciError, Pushed, Registry};
 use crate::rekor::{self, LogKey, Rekor, RekorError};
+use crate::rekor2::{self, CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error};
 use crate::resources::provenance::RekorEntry;
 use crate::signing::SigningKey;
 
@@ -27,6 +30,10 @@ pub enum PublishError {
     Oci(#[from] OciError),
     #[error(transparent)]
     Rekor(#[from] RekorError),
+    #[error(transparent)]
+    Rekor2(#[from] Rekor2Error),
+    #[error("the DSSE envelope cannot be logged: {0}")]
+    Envelope(String),
     #[error("nothing to sign: the render produced no resource the profile's match rules select")]
     Empty,
 }
@@ -36,6 +43,8 @@ impl PublishError {
         match self {
             PublishError::Oci(e) => e.reason(),
             PublishError::Rekor(e) => e.reason(),
+            PublishError::Rekor2(e) => e.reason(),
+            PublishError::Envelope(_) => "EnvelopeInvalid",
             PublishError::Empty => "NothingToSign",
         }
     }
@@ -44,6 +53,8 @@ impl PublishError {
         match self {
             PublishError::Oci(e) => e.retryable(),
             PublishError::Rekor(e) => e.retryable(),
+            PublishError::Rekor2(e) => e.retryable(),
+            PublishError::Envelope(_) => false,
             PublishError::Empty => false,
         }
     }
@@ -62,11 +73,62 @@ pub enum Destination {
     },
 }
 
-/// A transparency log to record the image signature in.
+/// A transparency log to record signatures in.
 #[derive(Clone, Copy)]
-pub struct Log<'a> {
-    pub rekor: &'a Rekor,
-    pub key: &'a LogKey,
+pub enum Log<'a> {
+    /// Rekor v1: the legacy signature as `hashedrekord` v0.0.1, envelopes as `dsse` v0.0.1, each with a
+    /// signed entry timestamp that the legacy layers carry as cosign's bundle annotation.
+    V1 { rekor: &'a Rekor, key: &'a LogKey },
+    /// Rekor v2: only `hashedrekord` v0.0.2 and no signed entry timestamp. Envelopes are logged as cosign
+    /// v3 logs them (the digest of their PAE, their signature); the legacy layers carry no log bundle,
+    /// and the legacy signature is not logged.
+    V2 { rekor: &'a Rekor2, key: &'a CheckpointKey, origin: &'a str },
+}
+
+/// A transparency log, owned: what a profile's `provenance.rekor` names.
+pub enum LogClient {
+    V1(Rekor, LogKey),
+    V2 { rekor: Box<Rekor2>, key: CheckpointKey, origin: String },
+}
+
+impl LogClient {
+    pub fn log(&self) -> Log<'_> {
+        match self {
+            LogClient::V1(rekor, key) => Log::V1 { rekor, key },
+            LogClient::V2 { rekor, key, origin } => Log::V2 { rekor, key, origin },
+        }
+    }
+}
+
+/// A verified entry of either log.
+#[derive(Clone, Debug)]
+pub enum Logged {
+    V1(rekor::Entry),
+    V2(Entry2),
+}
+
+impl Logged {
+    /// What the status records: for Rekor v2 the hex leaf hash stands for the UUID, and the integrated
+    /// time is 0 (the log records none).
+    pub fn record(&self) -> RekorEntry {
+        match self {
+            Logged::V1(e) => e.record(),
+            Logged::V2(e) => RekorEntry {
+                uuid: hex::encode(rekor::leaf_hash(&e.body)),
+                log_index: i64::try_from(e.log_index).unwrap_or(i64::MAX),
+                integrated_time: 0,
+                log_id: hex::encode(&e.log_id),
+            },
+        }
+    }
+
+    /// cosign's legacy bundle annotation: Rekor v1 only (it needs a signed entry timestamp).
+    fn cosign_bundle(&self) -> Option<String> {
+        match self {
+            Logged::V1(e) => Some(e.cosign_bundle()),
+            Logged::V2(_) => None,
+        }
+    }
 }
 
 /// What was published.
@@ -135,11 +197,13 @@ pub async fn publish(
                     Some(existing) => {
                         // The entry its bundle names, fetched from the log and verified (a bundle could lie).
                         let tlog = match (log, bundle_entry(existing)) {
-                            (Some(log), Some(e)) => {
-                                let entry = log.rekor.get(&e.uuid).await?;
-                                rekor::verify_entry(&entry, log.key, false)?;
+                            (Some(Log::V1 { rekor, key }), Some(e)) => {
+                                let entry = rekor.get(&e.uuid).await?;
+                                rekor::verify_entry(&entry, key, false)?;
                                 Some(entry.record())
                             }
+                            // Logged in a Rekor v1 log the profile no longer names.
+                            (Some(Log::V2 { .. }), Some(_)) => None,
                             (_, e) => e,
                         };
                         (existing.clone(), false, tlog)
@@ -170,13 +234,47 @@ pub async fn publish(
 /// Logs a DSSE envelope (or finds the log's entry for it: the same bytes are answered with the earlier
 /// entry) and checks what the log returns: the entry, its inclusion proof and checkpoint, and that it
 /// holds exactly this envelope.
-async fn log_envelope(envelope: &str, key: &SigningKey, log: Log<'_>) -> Result<rekor::Entry, PublishError> {
-    let entry = log.rekor.upload(&crate::provenance::dsse_entry(envelope, &key.verifier_pem())).await?;
-    rekor::verify_entry(&entry, log.key, true)?;
-    if !crate::provenance::body_matches(&entry, envelope)? {
-        return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
+///
+/// In Rekor v2 the envelope is a `hashedrekord` v0.0.2 whose digest is the SHA-256 of its PAE and whose
+/// signature is the envelope's (as cosign v3 logs DSSE there); the same envelope again is answered with
+/// the log's earlier entry, rebuilt from its tiles.
+async fn log_envelope(envelope: &str, key: &SigningKey, log: Log<'_>) -> Result<Logged, PublishError> {
+    match log {
+        Log::V1 { rekor, key: log_key } => {
+            let entry = rekor.upload(&crate::provenance::dsse_entry(envelope, &key.verifier_pem())).await?;
+            rekor::verify_entry(&entry, log_key, true)?;
+            if !crate::provenance::body_matches(&entry, envelope)? {
+                return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
+            }
+            Ok(Logged::V1(entry))
+        }
+        Log::V2 { rekor, key: log_key, origin } => {
+            let rekord = dsse_rekord(envelope, key)?;
+            let entry = rekor.add_hashedrekord(&rekord.digest, &rekord.signature, rekord.verifier.clone()).await?;
+            rekor2::verify_entry2(&entry, log_key, origin, &rekord)?;
+            Ok(Logged::V2(entry))
+        }
     }
-    Ok(entry)
+}
+
+/// The `hashedrekord` v0.0.2 for a DSSE envelope: SHA-256 of its PAE, its one signature, and the signer
+/// (the public key, or the certificate when keyless).
+pub fn dsse_rekord(envelope: &str, key: &SigningKey) -> Result<HashedRekord2, PublishError> {
+    use base64::Engine;
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let bad = |m: String| PublishError::Envelope(m);
+    let env: crate::provenance::Envelope = serde_json::from_str(envelope).map_err(|e| bad(e.to_string()))?;
+    let payload = b64.decode(&env.payload).map_err(|e| bad(format!("payload: {e}")))?;
+    let [signature] = env.signatures.as_slice() else {
+        return Err(bad(format!("{} signatures, not one", env.signatures.len())));
+    };
+    let signature = b64.decode(&signature.sig).map_err(|e| bad(format!("signature: {e}")))?;
+    let verifier = match crate::bundle::Verifier::of(key) {
+        crate::bundle::Verifier::Key(der) => rekor2::Verifier::PublicKey(der),
+        crate::bundle::Verifier::Certificate(der) => rekor2::Verifier::Certificate(der),
+    };
+    let digest = Sha256::digest(crate::provenance::pae(&env.payload_type, &payload)).into();
+    Ok(HashedRekord2 { digest, signature, verifier })
 }
 
 /// cosign v3's signature: a DSSE bundle saying "this digest is signed", logged and attached as a
@@ -209,7 +307,12 @@ async fn bundle_attached(
 ) -> Result<bool, PublishError> {
     let Destination::Registry { registry, .. } = dest else { return Ok(false) };
     let referrers = registry.referrers(subject).await?;
-    let bundles = referrers.iter().filter(|d| d["artifactType"] == crate::bundle::MEDIA_TYPE).take(MAX_BUNDLES);
+    // Some registries list a referrer under its config's media type rather than its artifact type; what
+    // the manifest says is checked below either way.
+    let bundles = referrers
+        .iter()
+        .filter(|d| d["artifactType"] == crate::bundle::MEDIA_TYPE || d["artifactType"] == crate::bundle::EMPTY_CONFIG)
+        .take(MAX_BUNDLES);
     for descriptor in bundles {
         let Some(digest) = descriptor["digest"].as_str() else { continue };
         let Some(manifest) = registry.manifest(digest).await? else { continue };
@@ -234,11 +337,16 @@ async fn attach_bundle(
     subject: (&str, usize),
     envelope: &str,
     key: &SigningKey,
-    entry: Option<&rekor::Entry>,
+    entry: Option<&Logged>,
     predicate_type: &str,
 ) -> Result<(), PublishError> {
-    let bundle = crate::bundle::dsse_bundle(envelope, &crate::bundle::Verifier::of(key), entry)
-        .map_err(|e| RekorError::Malformed(e.to_string()))?;
+    let verifier = crate::bundle::Verifier::of(key);
+    let bundle = match entry {
+        Some(Logged::V2(e)) => crate::bundle::dsse_bundle_with(envelope, &verifier, Some(e.tlog_entry())),
+        Some(Logged::V1(e)) => crate::bundle::dsse_bundle(envelope, &verifier, Some(e)),
+        None => crate::bundle::dsse_bundle(envelope, &verifier, None),
+    }
+    .map_err(|e| RekorError::Malformed(e.to_string()))?;
     let referrer = crate::bundle::referrer(bundle, predicate_type, subject);
     match dest {
         Destination::Registry { registry, .. } => registry.attach_referrer(&referrer, subject.0).await?,
@@ -267,10 +375,14 @@ async fn sign(
     log: Option<Log<'_>>,
 ) -> Result<(Blob, Option<RekorEntry>), PublishError> {
     let signature = key.sign_base64(payload);
-    let Some(log) = log else { return Ok((layer(payload, &signature, key, None), None)) };
+    // Rekor v2: cosign's legacy signature has room only for an entry with a signed timestamp, so it is
+    // not logged; the signature bundle (a DSSE envelope, logged) is the logged signature.
+    let Some(Log::V1 { rekor: log_rekor, key: log_key }) = log else {
+        return Ok((layer(payload, &signature, key, None), None));
+    };
     let hash = hex::encode(Sha256::digest(payload));
-    let entry = log.rekor.upload(&rekor::hashedrekord(&hash, &signature, &key.verifier_pem())).await?;
-    rekor::verify_entry(&entry, log.key, false)?;
+    let entry = log_rekor.upload(&rekor::hashedrekord(&hash, &signature, &key.verifier_pem())).await?;
+    rekor::verify_entry(&entry, log_key, false)?;
     if !rekor::body_matches_hashedrekord(&entry, &hash, &signature)? {
         // A 409 can return an entry for the same payload signed earlier (ECDSA signatures differ each
         // time): sign with that entry's signature instead, so signature and log agree.
@@ -389,7 +501,7 @@ pub async fn attest(
 
     let entry = log_envelope(&envelope, key, log).await?;
     let i = layers.iter().position(ours).unwrap_or(layers.len());
-    let layer = layer_for(&envelope, Some(&entry.cosign_bundle()));
+    let layer = layer_for(&envelope, entry.cosign_bundle().as_deref());
     if i < layers.len() {
         layers[i] = layer;
     } else {
@@ -400,4 +512,49 @@ pub async fn attest(
         attach_bundle(dest, subject, &envelope, key, Some(&entry), &predicate_type).await?;
     }
     Ok(Attested { entry: entry.record(), attached, reused })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_envelope_is_logged_in_rekor_v2_as_the_digest_of_its_pae_and_its_signature() {
+        let key = SigningKey::generate().unwrap();
+        let statement = serde_json::json!({"_type": "https://in-toto.io/Statement/v1", "subject": [], "predicate": {}});
+        let envelope = crate::provenance::sign(&statement, &key);
+        let rekord = dsse_rekord(&envelope, &key).unwrap();
+        let payload = serde_json::to_vec(&statement).unwrap();
+        let pae = crate::provenance::pae(crate::provenance::PAYLOAD_TYPE, &payload);
+        assert_eq!(rekord.digest, <[u8; 32]>::from(Sha256::digest(&pae)));
+        assert!(crate::signing::verify(&key.public_pem(), &pae, &rekord.signature), "the envelope's signature");
+        assert_eq!(rekord.verifier, rekor2::Verifier::PublicKey(key.public_der()));
+        assert!(dsse_rekord("{}", &key).is_err());
+        let two = envelope.replace(r#""signatures":["#, r#""signatures":[{"keyid":"","sig":"c2ln"},"#);
+        assert!(dsse_rekord(&two, &key).is_err(), "one signature only");
+    }
+
+    #[test]
+    fn a_rekor_v2_entry_is_recorded_by_its_leaf_hash_without_a_time() {
+        let entry = Entry2 {
+            log_index: 7,
+            log_id: vec![0xab; 32],
+            kind: rekor2::KIND.into(),
+            version: rekor2::VERSION.into(),
+            proof: rekor2::Proof2 {
+                log_index: 7,
+                root_hash: [0; 32],
+                tree_size: 8,
+                hashes: vec![],
+                checkpoint: String::new(),
+            },
+            body: b"body".to_vec(),
+        };
+        let logged = Logged::V2(entry);
+        let r = logged.record();
+        assert_eq!(r.uuid, hex::encode(rekor::leaf_hash(b"body")));
+        assert_eq!((r.log_index, r.integrated_time), (7, 0));
+        assert_eq!(r.log_id, "ab".repeat(32));
+        assert!(logged.cosign_bundle().is_none(), "no SET, no legacy bundle");
+    }
 }

@@ -119,6 +119,16 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     assert_ne!(code, 0, "{out}");
     assert_eq!(out["steps"][2]["reason"], "KeylessIdentityMismatch", "{out:#}\n{err}");
 
+    // Keyless with a Rekor v2 log needs timestamps Weft does not ask for yet: refused, nothing signed.
+    let mut v2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(expecting(&identity)).unwrap()).unwrap();
+    v2["spec"]["provenance"]["rekor"]["version"] = json!(2);
+    let v2_profile = project.path("profile-rekor-v2.json");
+    std::fs::write(&v2_profile, v2.to_string()).unwrap();
+    let (code, out, err) = project.run(&v2_profile, &app, &["--identity-token", "token"]);
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(out["steps"][2]["reason"], "KeylessNeedsTimestamps", "{out:#}\n{err}");
+
     let profile = expecting(&identity);
     let (code, out, err) = project.run(&profile, &app, &["--identity-token", "token"]);
     assert_eq!(code, 0, "weft run keyless: {err}\n{out:#}");

@@ -209,15 +209,12 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         None => None,
     };
     // What verifying needs, beside the output (or in weft-out for a registry): the signing key's public
-    // half, and the log's key when the signature was logged (a private log is not in cosign's roots).
-    let logged = outcome.published.as_ref().is_some_and(|p| p.tlog.is_some());
-    let log_key = profile
-        .spec
-        .provenance
-        .as_ref()
-        .and_then(|p| p.rekor.as_ref())
-        .and_then(|r| Some((r.url.clone(), bag.texts(&r.public_key).ok()?.join("\n"))))
-        .filter(|_| logged);
+    // half, and the log's key when the signature was logged (a private log is not in cosign's roots). In
+    // a Rekor v2 log only the bundle's signature is logged.
+    let rekor = profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
+    let logged = outcome.published.as_ref().is_some_and(|p| p.tlog.is_some() || rekor.is_some_and(|r| r.is_v2()));
+    let log_key =
+        rekor.and_then(|r| Some((r.url.clone(), bag.texts(&r.public_key).ok()?.join("\n")))).filter(|_| logged);
     let keys_dir = match &destination {
         Some(DestinationChoice::Layout(dir)) => dir.clone(),
         _ => PathBuf::from("weft-out"),

@@ -396,8 +396,45 @@ pub struct RekorSettings {
     #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("rekor url must be an http(s) URL"))]
     #[schemars(length(max = 2048))]
     pub url: String,
-    /// The log's public key (PEM), to verify what the log returns.
+    /// The log's public key (PEM), to verify what the log returns (for a Rekor v2 log: the key that signs
+    /// its checkpoints).
     pub public_key: ObjectRef,
+    /// The log's API: 1 (Rekor v1, the default) or 2 (Rekor v2, rekor-tiles). A Rekor v2 log holds
+    /// `hashedrekord` v0.0.2 entries and signs no entry timestamps: the Sigstore bundles carry its entries,
+    /// and the legacy `.sig` and `.att` layers carry no log bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 1 || self == 2").message("rekor version must be 1 or 2"))]
+    pub version: Option<i32>,
+    /// Rekor v2 only: where the log's checkpoint and tiles are read (to rebuild an entry the log already
+    /// holds, so that a retry makes no second entry). Default: `url`.
+    #[serde(default, rename = "readURL", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("rekor readURL must be an http(s) URL"))]
+    #[schemars(length(max = 2048))]
+    pub read_url: Option<String>,
+    /// Rekor v2 only: the origin (first line) of the log's signed checkpoints. Default: the host of `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub origin: Option<String>,
+}
+
+impl RekorSettings {
+    /// Is this a Rekor v2 log?
+    pub fn is_v2(&self) -> bool {
+        self.version == Some(2)
+    }
+
+    /// Where a Rekor v2 log's checkpoint and tiles are read.
+    pub fn read_url(&self) -> &str {
+        self.read_url.as_deref().unwrap_or(&self.url)
+    }
+
+    /// The origin a Rekor v2 log signs its checkpoints under: as configured, else the host of its URL.
+    pub fn origin(&self) -> String {
+        if let Some(o) = &self.origin {
+            return o.clone();
+        }
+        reqwest::Url::parse(&self.url).ok().and_then(|u| u.host_str().map(str::to_string)).unwrap_or_default()
+    }
 }
 
 /// Which container images the rendered manifests may run. Every image must be covered by at least one
@@ -644,5 +681,34 @@ impl EnforcementMode {
             EnforcementMode::Enforce => "enforce",
             EnforcementMode::Audit => "audit",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rekor_v2_log_reads_from_its_url_and_is_named_by_its_host_unless_told_otherwise() {
+        let r: RekorSettings = serde_json::from_value(serde_json::json!({
+            "url": "https://log.example.com:8443/", "version": 2,
+            "publicKey": {"configMapRef": {"name": "k", "key": "k"}}
+        }))
+        .unwrap();
+        assert!(r.is_v2());
+        assert_eq!(r.read_url(), "https://log.example.com:8443/");
+        assert_eq!(r.origin(), "log.example.com");
+        let r: RekorSettings = serde_json::from_value(serde_json::json!({
+            "url": "http://127.0.0.1:3003", "version": 2, "readURL": "http://127.0.0.1:3004", "origin": "o",
+            "publicKey": {"configMapRef": {"name": "k", "key": "k"}}
+        }))
+        .unwrap();
+        assert_eq!((r.read_url(), r.origin().as_str()), ("http://127.0.0.1:3004", "o"));
+        let v1: RekorSettings = serde_json::from_value(serde_json::json!({
+            "url": "https://rekor.example.com", "publicKey": {"configMapRef": {"name": "k", "key": "k"}}
+        }))
+        .unwrap();
+        assert!(!v1.is_v2());
+        assert_eq!(serde_json::to_value(&v1).unwrap().as_object().unwrap().len(), 2, "v1 serializes as before");
     }
 }

@@ -191,12 +191,17 @@ pub struct ProfileRef {
     pub generation: i64,
 }
 
+/// A transparency log entry. For a Rekor v2 log, which has no entry UUIDs and no integrated times,
+/// `uuid` is the hex RFC 6962 leaf hash of the entry and `integratedTime` is 0.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RekorEntry {
+    /// Rekor v1: the entry's UUID. Rekor v2: the hex leaf hash of the entry (SHA-256 of 0x00 and its body).
     pub uuid: String,
     pub log_index: i64,
+    /// Rekor v1: when the log integrated the entry (Unix seconds). Rekor v2: 0 (the log records no time).
     pub integrated_time: i64,
+    /// The log's ID: hex SHA-256 of its public key (Rekor v2: the checkpoint key's ID).
     #[serde(rename = "logID")]
     pub log_id: String,
 }
