@@ -37,19 +37,16 @@ pub fn sign_statement(image_digest: &str) -> Value {
     })
 }
 
-/// What a bundle tells its verifier about the signer: a key (by its hint, base64 SHA-256 of the DER
-/// public key; the verifier has the key) or, keyless, the leaf certificate itself (DER).
-pub enum Verifier {
-    Key(Vec<u8>),
-    Certificate(Vec<u8>),
-}
+/// Who signed: a public key or, keyless, the leaf certificate (DER). A bundle names a key by its hint
+/// (base64 SHA-256 of the DER key: the verifier has the key) and carries a certificate whole.
+pub use crate::rekor2::Verifier;
 
 impl Verifier {
     pub fn of(key: &crate::signing::SigningKey) -> Verifier {
         let leaf = key.chain().and_then(<[String]>::first).and_then(|pem| pem_rfc7468::decode_vec(pem.as_bytes()).ok());
         match leaf {
             Some((_, der)) => Verifier::Certificate(der),
-            None => Verifier::Key(key.public_der()),
+            None => Verifier::PublicKey(key.public_der()),
         }
     }
 }
@@ -74,7 +71,7 @@ pub fn dsse_bundle_with(envelope: &str, verifier: &Verifier, tlog: Option<Value>
         })
         .collect();
     let mut material = match verifier {
-        Verifier::Key(der) => json!({"publicKey": {"hint": B64.encode(Sha256::digest(der))}}),
+        Verifier::PublicKey(der) => json!({"publicKey": {"hint": B64.encode(Sha256::digest(der))}}),
         Verifier::Certificate(der) => json!({"certificate": {"rawBytes": B64.encode(der)}}),
     };
     if let Some(t) = tlog {
@@ -187,9 +184,10 @@ mod tests {
 
     #[test]
     fn a_bundle_holds_the_envelope_the_key_hint_and_the_entry_as_protobuf_json() {
-        let b: Value =
-            serde_json::from_slice(&dsse_bundle(ENVELOPE, &Verifier::Key(b"der".to_vec()), Some(&entry())).unwrap())
-                .unwrap();
+        let b: Value = serde_json::from_slice(
+            &dsse_bundle(ENVELOPE, &Verifier::PublicKey(b"der".to_vec()), Some(&entry())).unwrap(),
+        )
+        .unwrap();
         assert_eq!(b["mediaType"], MEDIA_TYPE);
         assert_eq!(b["verificationMaterial"]["publicKey"]["hint"], B64.encode(Sha256::digest(b"der")));
         let t = &b["verificationMaterial"]["tlogEntries"][0];
@@ -214,12 +212,13 @@ mod tests {
     #[test]
     fn without_a_log_there_is_no_entry_and_a_broken_entry_is_an_error() {
         let b: Value =
-            serde_json::from_slice(&dsse_bundle(ENVELOPE, &Verifier::Key(b"der".to_vec()), None).unwrap()).unwrap();
+            serde_json::from_slice(&dsse_bundle(ENVELOPE, &Verifier::PublicKey(b"der".to_vec()), None).unwrap())
+                .unwrap();
         assert!(b["verificationMaterial"].get("tlogEntries").is_none());
         let mut e = entry();
         e.proof = None;
-        assert!(dsse_bundle(ENVELOPE, &Verifier::Key(b"der".to_vec()), Some(&e)).is_err());
-        assert!(dsse_bundle("not json", &Verifier::Key(b"der".to_vec()), None).is_err());
+        assert!(dsse_bundle(ENVELOPE, &Verifier::PublicKey(b"der".to_vec()), Some(&e)).is_err());
+        assert!(dsse_bundle("not json", &Verifier::PublicKey(b"der".to_vec()), None).is_err());
     }
 
     #[test]

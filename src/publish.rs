@@ -269,10 +269,7 @@ pub fn dsse_rekord(envelope: &str, key: &SigningKey) -> Result<HashedRekord2, Pu
         return Err(bad(format!("{} signatures, not one", env.signatures.len())));
     };
     let signature = b64.decode(&signature.sig).map_err(|e| bad(format!("signature: {e}")))?;
-    let verifier = match crate::bundle::Verifier::of(key) {
-        crate::bundle::Verifier::Key(der) => rekor2::Verifier::PublicKey(der),
-        crate::bundle::Verifier::Certificate(der) => rekor2::Verifier::Certificate(der),
-    };
+    let verifier = crate::bundle::Verifier::of(key);
     let digest = Sha256::digest(crate::provenance::pae(&env.payload_type, &payload)).into();
     Ok(HashedRekord2 { digest, signature, verifier })
 }
