@@ -51,6 +51,33 @@ async fn signed_manifests(image: &str) -> Vec<Value> {
     parsed.into_iter().map(|m| Value::Object(m.object)).collect()
 }
 
+/// `weft webhook` on `listen`, keeping its certificate in `ns` and the caBundle of `configuration`
+/// current, with what it trusts (`trust`: manifest keys, a trusted root).
+fn start_webhook(listen: &str, ns: &str, configuration: &str, trust: &[&str]) -> WeftProcess {
+    let client_ca = format!("{}/certs/ca.crt", peer("WEFT_TEST_ENV_DIR"));
+    let mut args = vec![
+        "webhook",
+        "--listen",
+        listen,
+        "--cert-host",
+        "127.0.0.1",
+        "--cert-namespace",
+        ns,
+        "--cert-secret",
+        "weft-webhook-tls",
+        "--webhook-configuration",
+        configuration,
+        "--image-tag-ttl-seconds",
+        "0",
+        // The apiserver presents the test environment's webhook client certificate (its admission
+        // configuration); nobody else may ask the webhook anything.
+        "--client-ca-file",
+        &client_ca,
+    ];
+    args.extend_from_slice(trust);
+    WeftProcess::start(&args)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -118,32 +145,9 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
                     "resources": ["configmaps", "deployments"]}]}]})
     };
     webhooks.create(&PostParams::default(), &serde_json::from_value(vwc("Fail")).unwrap()).await.unwrap();
-    let client_ca = format!("{}/certs/ca.crt", peer("WEFT_TEST_ENV_DIR"));
     let weft_pub = project.path("weft.pub").to_str().unwrap().to_string();
     let listen = format!("127.0.0.1:{port}");
-    let start_webhook = || {
-        WeftProcess::start(&[
-            "webhook",
-            "--listen",
-            &listen,
-            "--cert-host",
-            "127.0.0.1",
-            "--cert-namespace",
-            &ns,
-            "--cert-secret",
-            "weft-webhook-tls",
-            "--webhook-configuration",
-            &configuration,
-            "--manifest-key",
-            &weft_pub,
-            "--image-tag-ttl-seconds",
-            "0",
-            // The apiserver presents the test environment's webhook client certificate (its admission
-            // configuration); nobody else may ask the webhook anything.
-            "--client-ca-file",
-            &client_ca,
-        ])
-    };
+    let start_webhook = || start_webhook(&listen, &ns, &configuration, &["--manifest-key", &weft_pub]);
     let mut webhook = start_webhook();
     common::chart::webhook_serving(&client, &configuration, &format!("127.0.0.1:{port}")).await;
 
@@ -539,30 +543,10 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
                 "resources": ["configmaps", "deployments"]}]}]});
     let webhooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     webhooks.create(&PostParams::default(), &serde_json::from_value(vwc).unwrap()).await.unwrap();
-    let client_ca = format!("{}/certs/ca.crt", peer("WEFT_TEST_ENV_DIR"));
     let listen = format!("127.0.0.1:{port}");
     let weft_pub = project.path("weft.pub").to_str().unwrap().to_string();
-    let _webhook = WeftProcess::start(&[
-        "webhook",
-        "--listen",
-        &listen,
-        "--cert-host",
-        "127.0.0.1",
-        "--cert-namespace",
-        &ns,
-        "--cert-secret",
-        "weft-webhook-tls",
-        "--webhook-configuration",
-        &configuration,
-        "--manifest-key",
-        &weft_pub,
-        "--manifest-trusted-root",
-        &root_path,
-        "--image-tag-ttl-seconds",
-        "0",
-        "--client-ca-file",
-        &client_ca,
-    ]);
+    let trust = ["--manifest-key", &weft_pub, "--manifest-trusted-root", &root_path];
+    let _webhook = start_webhook(&listen, &ns, &configuration, &trust);
     common::chart::webhook_serving(&client, &configuration, &listen).await;
     // With manifest keys given, a keyless profile's image is checked by its certificate (a key check
     // would refuse it: it carries no key signature).

@@ -397,21 +397,8 @@ async fn a_log_answering_with_another_key_is_never_provenance() {
 async fn a_vouched_for_revision_has_a_verification_summary_cosign_accepts() {
     let _shared = LOG.read().await;
     let lab = common::images::Lab::new();
-    let web = lab.image("lab/summarized-web", "1.0");
-    lab.sign("k", &web);
-    let project = with_namespace(|ns| {
-        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
-            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
-                "spec": {"containers": [{"name": "web", "image": web}]}}}});
-        vec![("deployment.yaml".into(), deployment.to_string())]
-    });
+    let (project, web) = common::images::signed_image_project(&lab, "lab/summarized-web");
     let resources = project.path("resources.yaml");
-    let both = format!(
-        "{}\n---\n{}",
-        std::fs::read_to_string(&resources).unwrap(),
-        std::fs::read_to_string(lab.path("resources.yaml")).unwrap()
-    );
-    std::fs::write(&resources, both).unwrap();
     let repository = format!("{}/manifests/summary-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
     let iv = lab.image_verification(common::images::key("keys"), json!({}));
     let app = project.application(json!({}));

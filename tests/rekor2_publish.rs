@@ -197,21 +197,7 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
 fn a_verification_summary_is_logged_in_rekor_v2_and_cosign_v3_verifies_it() {
     let _log = LOG.lock().unwrap_or_else(|e| e.into_inner());
     let lab = common::images::Lab::new();
-    let web = lab.image("lab/rekor2-web", "1.0");
-    lab.sign("k", &web);
-    let project = with_namespace(|ns| {
-        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
-            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
-                "spec": {"containers": [{"name": "web", "image": web}]}}}});
-        vec![("deployment.yaml".into(), deployment.to_string())]
-    });
-    let resources = project.path("resources.yaml");
-    let both = format!(
-        "{}\n---\n{}",
-        std::fs::read_to_string(&resources).unwrap(),
-        std::fs::read_to_string(lab.path("resources.yaml")).unwrap()
-    );
-    std::fs::write(&resources, both).unwrap();
+    let (project, _) = common::images::signed_image_project(&lab, "lab/rekor2-web");
     let repository = format!("{}/manifests/{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), project.namespace);
     let iv = lab.image_verification(common::images::key("keys"), json!({}));
     let profile = rekor2_profile(&project, &repository, json!({"imageVerification": iv}));

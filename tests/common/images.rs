@@ -200,6 +200,27 @@ openssl x509 -in ca.pem -outform DER -out ca.der
     }
 }
 
+/// A project whose one Deployment runs a new image of the lab, signed with key `k`; the project's
+/// resources hold the lab's (keys, trusted root) too. Returns the project and the image.
+pub fn signed_image_project(lab: &Lab, repo: &str) -> (super::project::Project, String) {
+    let web = lab.image(repo, "1.0");
+    lab.sign("k", &web);
+    let project = super::project::with_namespace(|ns| {
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cart", "namespace": ns},
+            "spec": {"selector": {"matchLabels": {"app": "cart"}}, "template": {"metadata": {"labels": {"app": "cart"}},
+                "spec": {"containers": [{"name": "web", "image": web}]}}}});
+        vec![("deployment.yaml".into(), deployment.to_string())]
+    });
+    let resources = project.path("resources.yaml");
+    let both = format!(
+        "{}\n---\n{}",
+        std::fs::read_to_string(&resources).unwrap(),
+        std::fs::read_to_string(lab.path("resources.yaml")).unwrap()
+    );
+    std::fs::write(&resources, both).unwrap();
+    (project, web)
+}
+
 pub fn key(configmap: &str) -> Value {
     json!({"key": {"configMapRef": {"name": configmap, "key": "cosign.pub"}}})
 }
