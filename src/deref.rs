@@ -8,7 +8,7 @@ use base64::Engine;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::resources::profile::{IntegrityProfileSpec, KeyRef, ObjectRef};
+use crate::resources::profile::{IntegrityProfileSpec, KeyRef, ObjectRef, SigningKey};
 use crate::source::access::ProjectRules;
 use crate::source::fetch::{RepoCredentials, RepoSecret};
 
@@ -204,6 +204,14 @@ impl Bag {
     pub fn text(&self, kind: Kind, name: &str, key: &str) -> Result<String, DerefError> {
         let r = KeyRef { name: name.to_string(), key: Some(key.to_string()) };
         Ok(self.texts_of(kind, &r)?.remove(0))
+    }
+
+    /// A signing key's PEM and, when it names one, its password, from its Secret.
+    pub fn signing_key(&self, key: &SigningKey) -> Result<(String, Option<String>), DerefError> {
+        let name = &key.secret_ref.name;
+        let pem = self.text(Kind::Secret, name, &key.key_name())?;
+        let password = key.password_key.as_ref().map(|k| self.text(Kind::Secret, name, k)).transpose()?;
+        Ok((pem, password))
     }
 
     /// A digest of what the bag holds for an Application whose sources are `repos` (of AppProject

@@ -627,21 +627,10 @@ impl Engine {
         // The key first: a missing or wrong key fails before anything is published.
         let key = match (&signing.key, &signing.keyless) {
             (Some(key), _) => {
-                let key_ref = &key.secret_ref;
-                let key_name = key_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-                let key_pem = job
-                    .bag
-                    .text(Kind::Secret, &key_ref.name, &key_name)
-                    .map_err(|e| failed(e.reason(), e.to_string()))?;
-                let password = match &key.password_key {
-                    Some(k) => Some(
-                        job.bag.text(Kind::Secret, &key_ref.name, k).map_err(|e| failed(e.reason(), e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                self.signing_key(&key_pem, password.as_deref().map(str::trim_end))
-                    .await
-                    .map_err(|e| failed(e.reason(), format!("Secret {} key {key_name}: {e}", key_ref.name)))?
+                let (pem, password) = job.bag.signing_key(key).map_err(|e| failed(e.reason(), e.to_string()))?;
+                self.signing_key(&pem, password.as_deref().map(str::trim_end)).await.map_err(|e| {
+                    failed(e.reason(), format!("Secret {} key {}: {e}", key.secret_ref.name, key.key_name()))
+                })?
             }
             (None, Some(keyless)) => self.keyless_key(keyless, job.identity_token.as_deref(), progress).await?,
             (None, None) => {
@@ -875,9 +864,7 @@ fn summary(
             profile.metadata.name.as_deref().unwrap_or_default(),
             profile.metadata.generation.unwrap_or_default(),
         ),
-        policy_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
-            serde_json::to_vec(&profile.spec).unwrap_or_default(),
-        )),
+        policy_sha256: crate::provenance::policy_sha256(&profile.spec),
         commits: facts.commits.iter().map(|(uri, commit, _)| (uri.clone(), commit.clone())).collect(),
         images: images.iter().filter_map(|i| Some((i.image.clone(), i.digest.clone()?))).collect(),
         levels,

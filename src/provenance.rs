@@ -112,6 +112,11 @@ pub fn policy_uri(namespace: Option<&str>, name: &str, generation: i64) -> Strin
     }
 }
 
+/// The `policy.digest` of a VSA: SHA-256 (hex) of the profile's spec as Weft serializes it.
+pub fn policy_sha256(spec: &crate::resources::profile::IntegrityProfileSpec) -> String {
+    hex::encode(Sha256::digest(serde_json::to_vec(spec).unwrap_or_default()))
+}
+
 /// An in-toto Statement v1 with a `verification_summary/v1` predicate. The inputs are the commits and
 /// images: the signatures Weft checked are in the commit objects and attached to the image digests.
 pub fn summary_statement(s: &Summary) -> Value {

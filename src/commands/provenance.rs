@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
-use crate::deref::{Bag, Kind};
+use crate::deref::Bag;
 use crate::oci::{self, Registry};
 use crate::rekor::{self, LogKey, Rekor};
 use crate::resources::profile::IntegrityProfile;
@@ -158,12 +158,10 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
             "keyless signing: re-checking certificate-signed evidence is not implemented in this version",
         );
     };
-    let key_name = key_ref.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-    let key = bag.text(Kind::Secret, &key_ref.secret_ref.name, &key_name).ok().and_then(|pem| {
-        let password =
-            key_ref.password_key.as_ref().and_then(|k| bag.text(Kind::Secret, &key_ref.secret_ref.name, k).ok());
-        SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok()
-    });
+    let key = bag
+        .signing_key(key_ref)
+        .ok()
+        .and_then(|(pem, password)| SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok());
     let Some(key) = key else { return line(false, "the profile's signing key cannot be read") };
     let public = key.public_pem();
 
@@ -204,13 +202,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
         Ok(None) => Vec::new(),
         Err(e) => return line(false, &format!("the attestations of {image}: {e}")),
     };
-    let body = entry.body_json().unwrap_or_default();
-    let logged_hash = body["spec"]["envelopeHash"]["value"].as_str().unwrap_or_default().to_string();
-    let envelope = att_layers
-        .iter()
-        .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
-        .find(|e| hex::encode(Sha256::digest(e.as_bytes())) == logged_hash);
-    let Some(envelope) = envelope else {
+    let Some((envelope, logged_hash)) = attached_envelope(&entry, &att_layers) else {
         return line(false, &format!("no attestation attached to {image} is the envelope the log entry holds"));
     };
     all &= line(
@@ -267,6 +259,17 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     all
 }
 
+/// The attached envelope a `dsse` entry holds (by its hash), and that hash.
+fn attached_envelope(entry: &rekor::Entry, att_layers: &[oci::Blob]) -> Option<(String, String)> {
+    let body = entry.body_json().ok()?;
+    let logged = body["spec"]["envelopeHash"]["value"].as_str()?.to_string();
+    att_layers
+        .iter()
+        .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
+        .find(|e| hex::encode(Sha256::digest(e.as_bytes())) == logged)
+        .map(|e| (e, logged))
+}
+
 /// The summary's log entry verifies, holds an envelope attached to the image, signed by the key, about
 /// this image and this profile's spec, with the result PASSED.
 async fn check_summary(
@@ -285,20 +288,14 @@ async fn check_summary(
     if let Err(e) = rekor::verify_entry(&entry, log_key, true) {
         return line(false, &format!("verification summary entry {}: {e}", entry.uuid));
     }
-    let logged =
-        entry.body_json().unwrap_or_default()["spec"]["envelopeHash"]["value"].as_str().unwrap_or_default().to_string();
-    let envelope = att_layers
-        .iter()
-        .map(|l| String::from_utf8_lossy(&l.bytes).into_owned())
-        .find(|e| hex::encode(Sha256::digest(e.as_bytes())) == logged);
-    let Some(envelope) = envelope else {
+    let Some((envelope, _)) = attached_envelope(&entry, att_layers) else {
         return line(false, "no attestation attached to the image is the verification summary the log holds");
     };
     let statement = match crate::provenance::open(&envelope, public) {
         Ok(s) => s,
         Err(e) => return line(false, &format!("the verification summary: {e}")),
     };
-    let spec = hex::encode(Sha256::digest(serde_json::to_vec(&profile.spec).unwrap_or_default()));
+    let spec = crate::provenance::policy_sha256(&profile.spec);
     let p = &statement["predicate"];
     line(
         statement["predicateType"] == crate::provenance::SLSA_VSA_V1

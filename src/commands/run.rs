@@ -356,9 +356,6 @@ async fn public_key(
     bag: &crate::deref::Bag,
 ) -> Option<String> {
     let key = profile.spec.manifest_signing.as_ref()?.key.as_ref()?;
-    let name = key.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into());
-    let pem = bag.text(crate::deref::Kind::Secret, &key.secret_ref.name, &name).ok()?;
-    let password =
-        key.password_key.as_ref().and_then(|k| bag.text(crate::deref::Kind::Secret, &key.secret_ref.name, k).ok());
+    let (pem, password) = bag.signing_key(key).ok()?;
     engine.signing_key(&pem, password.as_deref().map(str::trim_end)).await.ok().map(|k| k.public_pem())
 }

@@ -353,6 +353,13 @@ pub struct SigningKey {
     pub password_key: Option<String>,
 }
 
+impl SigningKey {
+    /// The Secret's key that holds the private key: `cosign.key` unless the reference names one.
+    pub fn key_name(&self) -> String {
+        self.secret_ref.key.clone().unwrap_or_else(|| "cosign.key".into())
+    }
+}
+
 /// Globs on a resource's group, kind, name and namespace; unset fields match anything.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
