@@ -62,17 +62,6 @@ pub struct Certified {
     pub issuer: String,
 }
 
-impl Certified {
-    /// The leaf certificate, DER.
-    pub fn leaf_der(&self) -> Vec<u8> {
-        self.chain
-            .first()
-            .and_then(|pem| pem_rfc7468::decode_vec(pem.as_bytes()).ok())
-            .map(|(_, d)| d)
-            .unwrap_or_default()
-    }
-}
-
 /// The `sub` claim of a JWT (not verified here: Fulcio verifies the token against its issuer).
 pub fn subject_of(token: &str) -> Result<String, KeylessError> {
     let payload = token.trim().split('.').nth(1).ok_or_else(|| KeylessError::Token("not a JWT".into()))?;

@@ -856,17 +856,7 @@ pub fn write_layout(dir: &Path, image: &Image, signatures: &Image) -> Result<(),
 /// Adds (or replaces) the image of one `kind` in an OCI image layout.
 pub fn add_to_layout(dir: &Path, image: &Image, kind: &str) -> Result<(), OciError> {
     let err = |e: std::io::Error| OciError::Layout { path: dir.display().to_string(), reason: e.to_string() };
-    let blobs = dir.join("blobs").join("sha256");
-    std::fs::create_dir_all(&blobs).map_err(err)?;
-    let write_blob = |bytes: &[u8]| -> Result<(), OciError> {
-        let d = digest(bytes);
-        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), bytes).map_err(err)
-    };
-    write_blob(&image.manifest)?;
-    write_blob(&image.config.bytes)?;
-    for l in &image.layers {
-        write_blob(&l.bytes)?;
-    }
+    write_blobs(dir, image)?;
     let mut manifests: Vec<Value> = std::fs::read(dir.join("index.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -882,12 +872,15 @@ pub fn add_to_layout(dir: &Path, image: &Image, kind: &str) -> Result<(), OciErr
 
 /// Writes a referrer's blobs into an OCI image layout: cosign finds them by their subject, unlisted.
 pub fn add_referrer_to_layout(dir: &Path, referrer: &Image) -> Result<(), OciError> {
+    write_blobs(dir, referrer)
+}
+
+/// An image's manifest, config and layers, as blobs of a layout.
+fn write_blobs(dir: &Path, image: &Image) -> Result<(), OciError> {
     let err = |e: std::io::Error| OciError::Layout { path: dir.display().to_string(), reason: e.to_string() };
     let blobs = dir.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).map_err(err)?;
-    for bytes in
-        [&referrer.manifest, &referrer.config.bytes].into_iter().chain(referrer.layers.iter().map(|l| &l.bytes))
-    {
+    for bytes in [&image.manifest, &image.config.bytes].into_iter().chain(image.layers.iter().map(|l| &l.bytes)) {
         std::fs::write(blobs.join(digest(bytes).trim_start_matches("sha256:")), bytes).map_err(err)?;
     }
     Ok(())

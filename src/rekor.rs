@@ -83,7 +83,7 @@ impl LogKey {
     }
 
     fn key_hint(&self) -> Vec<u8> {
-        Sha256::digest(self.key.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default())[..4].to_vec()
+        Sha256::digest(self.der())[..4].to_vec()
     }
 }
 
