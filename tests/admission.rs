@@ -507,15 +507,10 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
 
     let repository = format!("{}/manifests/admission-keyless-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
     let iv = lab.image_verification(key("keys"), json!({}));
-    let path = project.profile(&repository, true, json!({"imageVerification": iv}));
+    let keyless = json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "tokenPath": token_path, "identity": identity});
+    let path = project.keyless_profile(&repository, json!({"imageVerification": iv}), keyless);
     let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     profile["metadata"] = json!({"name": "production"});
-    let signing = profile["spec"]["manifestSigning"].as_object_mut().unwrap();
-    signing.remove("key");
-    signing.insert(
-        "keyless".into(),
-        json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "tokenPath": token_path, "identity": identity}),
-    );
     create(&profiles(&client, &ns), profile).await;
     let mut app: Value =
         serde_json::from_str(&std::fs::read_to_string(project.application(json!({}))).unwrap()).unwrap();

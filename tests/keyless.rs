@@ -96,7 +96,7 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     let project = with_namespace(shop_files);
     std::fs::write(project.path("token"), token(&ns, "weft-controller", "sigstore")).unwrap();
     let repository = format!("{}/manifests/keyless-{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), rand_suffix());
-    let profile = keyless_profile(&project, &repository, json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL")}));
+    let profile = project.keyless_profile(&repository, json!({}), json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL")}));
     let app = project.application(json!({}));
 
     // Without a token: a specific failure, nothing published.
@@ -108,9 +108,9 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     let identity = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller");
     let issuer = peer("WEFT_TEST_OIDC_ISSUER");
     let expecting = |subject: &str| {
-        keyless_profile(
-            &project,
+        project.keyless_profile(
             &repository,
+            json!({}),
             json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "identity": {"issuer": issuer, "subject": subject}}),
         )
     };
@@ -160,21 +160,6 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
     }
 }
 
-/// The project's profile, signing keylessly as `keyless` says.
-fn keyless_profile(
-    project: &common::project::Project,
-    repository: &str,
-    keyless: serde_json::Value,
-) -> std::path::PathBuf {
-    let profile = project.profile(repository, true, serde_json::json!({}));
-    let mut p: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
-    let signing = p["spec"]["manifestSigning"].as_object_mut().unwrap();
-    signing.remove("key");
-    signing.insert("keyless".into(), keyless);
-    std::fs::write(&profile, p.to_string()).unwrap();
-    profile
-}
-
 /// The controller signs keylessly with the token at the profile's `tokenPath` (where the chart mounts
 /// the projected ServiceAccount token); the apiserver refuses a profile with both a key and keyless.
 #[tokio::test]
@@ -189,7 +174,7 @@ async fn the_controller_signs_keylessly_with_the_token_the_profile_names() {
     std::fs::write(&token_path, token(&ns, "weft-controller", "sigstore")).unwrap();
     let repository = format!("{}/manifests/keyless-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix());
     let keyless = json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "tokenPath": token_path});
-    let path = keyless_profile(&project, &repository, keyless.clone());
+    let path = project.keyless_profile(&repository, json!({}), keyless.clone());
     let mut profile: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     profile["metadata"] = json!({"name": "production"});
 

@@ -89,6 +89,17 @@ impl Project {
         path
     }
 
+    /// As `profile` (logging in Rekor), signing keylessly as `keyless` says instead of with the key.
+    pub fn keyless_profile(&self, repository: &str, extra: Value, keyless: Value) -> PathBuf {
+        let path = self.profile(repository, true, extra);
+        let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let signing = p["spec"]["manifestSigning"].as_object_mut().unwrap();
+        signing.remove("key");
+        signing.insert("keyless".into(), keyless);
+        std::fs::write(&path, p.to_string()).unwrap();
+        path
+    }
+
     /// The Application, synced to the repository's head.
     pub fn application(&self, source_extra: Value) -> PathBuf {
         let mut source = json!({"repoURL": self.repo.url(), "path": ".", "targetRevision": "main"});
