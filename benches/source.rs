@@ -144,8 +144,11 @@ fn bench(variant: &'static str, n: usize, dir: &Path) -> Row {
             let public = gpg(&["--armor", "--export", &fpr]);
             let secret = gpg(&["--armor", "--pinentry-mode", "loopback", "--export-secret-keys", &fpr]);
             let (key, _) = SignedSecretKey::from_string(&secret).expect("secret key");
-            let trust =
-                Trust::new(Some(AllowedPgpKeys::new(&[public.as_str()], std::slice::from_ref(&fpr)).unwrap()), None);
+            let trust = Trust::new(
+                Some(AllowedPgpKeys::new(&[public.as_str()], std::slice::from_ref(&fpr)).unwrap()),
+                None,
+                None,
+            );
             let resources = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "keys"}, "data": {"key.asc": public}});
             let policy =
                 serde_json::json!({"mode": "strict", "keys": [fpr], "keyring": {"configMapRef": {"name": "keys"}}});
@@ -165,7 +168,7 @@ fn bench(variant: &'static str, n: usize, dir: &Path) -> Row {
                 .current_dir(&repo_dir)
                 .args(["config", "gpg.ssh.allowedSignersFile"])
                 .arg(&signers_file));
-            let trust = Trust::new(None, Some(AllowedSigners::parse(&line).unwrap()));
+            let trust = Trust::new(None, Some(AllowedSigners::parse(&line).unwrap()), None);
             let resources = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "signers"}, "data": {"allowed_signers": line}});
             (Signer::Ssh(Box::new(key)), trust, resources, serde_json::json!({"mode": "strict"}))
         }

@@ -86,7 +86,7 @@ pub fn dsse_bundle_with(envelope: &str, verifier: &Verifier, tlog: Option<Value>
 }
 
 /// A Rekor v1 entry as a bundle's `TransparencyLogEntry` (int64 as strings, bytes as base64).
-fn tlog_entry(e: &Entry) -> Result<Value, BundleError> {
+pub(crate) fn tlog_entry(e: &Entry) -> Result<Value, BundleError> {
     let bad = |what: &str| BundleError::Entry(what.to_string());
     let hex64 = |h: &str| hex::decode(h).map(|b| B64.encode(b)).map_err(|_| bad("a hash is not hex"));
     let body = e.body_json().map_err(|err| BundleError::Entry(err.to_string()))?;

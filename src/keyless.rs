@@ -117,10 +117,16 @@ pub async fn certify(url: &str, token: &str) -> Result<Certified, KeylessError> 
 
 /// The identity, the issuer and the DER public key a Fulcio certificate names.
 pub fn read_leaf(pem: &str) -> Result<(String, String, Vec<u8>), KeylessError> {
-    use x509_parser::prelude::*;
     let bad = |what: String| KeylessError::Malformed(what);
     let (_, der) = pem_rfc7468::decode_vec(pem.as_bytes()).map_err(|e| bad(format!("not PEM: {e}")))?;
-    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| bad(format!("not X.509: {e}")))?;
+    identity_of(&der)
+}
+
+/// The identity, the issuer and the DER public key a Fulcio certificate (DER) names; not verified.
+pub fn identity_of(der: &[u8]) -> Result<(String, String, Vec<u8>), KeylessError> {
+    use x509_parser::prelude::*;
+    let bad = |what: String| KeylessError::Malformed(what);
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| bad(format!("not X.509: {e}")))?;
     let identity = cert
         .subject_alternative_name()
         .ok()

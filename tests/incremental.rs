@@ -10,7 +10,11 @@ use weft::source::{CommitId, Trust};
 
 fn trust(gpg: &Gpg, key: &GpgKey) -> Trust {
     let armored = gpg.export(key);
-    Trust::new(Some(AllowedPgpKeys::new(&[armored.as_str()], std::slice::from_ref(&key.fingerprint)).unwrap()), None)
+    Trust::new(
+        Some(AllowedPgpKeys::new(&[armored.as_str()], std::slice::from_ref(&key.fingerprint)).unwrap()),
+        None,
+        None,
+    )
 }
 
 #[test]

@@ -15,7 +15,7 @@ use sigstore_verify::types::DerPublicKey;
 use thiserror::Error;
 
 use crate::deref::{Bag, DerefError};
-use crate::resources::profile::{ImageEnforcement, ImageVerification, ObjectRef};
+use crate::resources::profile::{ImageEnforcement, ImageVerification, KeylessIdentity, ObjectRef};
 
 /// The annotation on an Application that tightens image verification for it.
 pub const OVERRIDE_ANNOTATION: &str = "weft.dev/image-verification";
@@ -98,6 +98,17 @@ impl Signer {
         }
     }
 
+    /// A keyless signer from a profile's identity. `Err(Some((pattern, reason)))` for an invalid regular
+    /// expression, `Err(None)` when the issuer or the subject is missing.
+    pub fn keyless(k: &KeylessIdentity) -> Result<Signer, Option<(String, String)>> {
+        let m = |exact: &Option<String>, pattern: &Option<String>| match (exact, pattern) {
+            (Some(e), _) => Ok(Matcher::Exact(e.clone())),
+            (None, Some(p)) => regex::Regex::new(p).map(Matcher::Pattern).map_err(|e| Some((p.clone(), e.to_string()))),
+            (None, None) => Err(None),
+        };
+        Ok(Signer::Keyless { issuer: m(&k.issuer, &k.issuer_reg_exp)?, subject: m(&k.subject, &k.subject_reg_exp)? })
+    }
+
     /// Does a verified certificate's identity satisfy this keyless signer?
     pub fn accepts_identity(&self, san: Option<&SubjectAltName>, issuer: Option<&str>) -> bool {
         match self {
@@ -163,19 +174,10 @@ impl ImagePolicies {
             for s in &p.signers {
                 match (&s.key, &s.keyless) {
                     (Some(r), None) => signers.extend(keys(n, r, bag)?),
-                    (None, Some(k)) => {
-                        let m = |exact: &Option<String>, pattern: &Option<String>| match (exact, pattern) {
-                            (Some(e), _) => Ok(Matcher::Exact(e.clone())),
-                            (None, Some(p)) => regex::Regex::new(p).map(Matcher::Pattern).map_err(|e| {
-                                PolicyError::Regex { policy: n, pattern: p.clone(), reason: e.to_string() }
-                            }),
-                            (None, None) => Err(PolicyError::Signer { policy: n }),
-                        };
-                        signers.push(Signer::Keyless {
-                            issuer: m(&k.issuer, &k.issuer_reg_exp)?,
-                            subject: m(&k.subject, &k.subject_reg_exp)?,
-                        });
-                    }
+                    (None, Some(k)) => signers.push(Signer::keyless(k).map_err(|e| match e {
+                        Some((pattern, reason)) => PolicyError::Regex { policy: n, pattern, reason },
+                        None => PolicyError::Signer { policy: n },
+                    })?),
                     _ => return Err(PolicyError::Signer { policy: n }),
                 }
             }
@@ -198,18 +200,9 @@ impl ImagePolicies {
         for (id, level) in &builders {
             fp.update(format!("builder {id} {level}\n"));
         }
-        let (root_json, what) = match &iv.trusted_root {
-            Some(r) => (bag.texts(r)?.join(""), describe(r)),
-            None => (SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string(), "built in".to_string()),
-        };
-        let trusted_root = TrustedRoot::from_json(&root_json)
-            .map_err(|e| PolicyError::TrustedRoot { what: what.clone(), reason: e.to_string() })?;
-        // The verifier rejects malformed or unusable trust material up front.
-        let verifier =
-            Verifier::new(&trusted_root).map_err(|e| PolicyError::TrustedRoot { what, reason: e.to_string() })?;
-        fp.update(Sha256::digest(root_json.as_bytes()));
+        let root = Root::load(iv.trusted_root.as_ref(), bag)?;
+        fp.update(root.digest);
         fp.update(iv.enforcement.as_str());
-        let has_ct_logs = !trusted_root.ctlogs.is_empty();
         let credentials = iv
             .credentials
             .iter()
@@ -220,8 +213,8 @@ impl ImagePolicies {
             enforcement: iv.enforcement,
             policies,
             builders,
-            verifier: Arc::new(verifier),
-            has_ct_logs,
+            verifier: root.verifier,
+            has_ct_logs: root.has_ct_logs,
             credentials,
             fingerprint: hex::encode(fp.finalize()),
         })
@@ -282,6 +275,39 @@ impl Override {
     }
 }
 
+/// A Sigstore trust root, read and checked once.
+#[derive(Clone)]
+pub struct Root {
+    pub verifier: Arc<Verifier>,
+    /// The transparency logs it names (their base URLs).
+    pub logs: Vec<String>,
+    /// Whether it names certificate transparency logs (private roots often do not; then certificates
+    /// carry no SCT to check).
+    pub has_ct_logs: bool,
+    /// sha256 of the root's JSON.
+    pub digest: [u8; 32],
+}
+
+impl Root {
+    /// The root an `ObjectRef` points at; Sigstore's public-good root when `None`.
+    pub fn load(r: Option<&ObjectRef>, bag: &Bag) -> Result<Root, PolicyError> {
+        let (json, what) = match r {
+            Some(r) => (bag.texts(r)?.join(""), describe(r)),
+            None => (SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string(), "built in".to_string()),
+        };
+        let root = TrustedRoot::from_json(&json)
+            .map_err(|e| PolicyError::TrustedRoot { what: what.clone(), reason: e.to_string() })?;
+        // The verifier rejects malformed or unusable trust material up front.
+        let verifier = Verifier::new(&root).map_err(|e| PolicyError::TrustedRoot { what, reason: e.to_string() })?;
+        Ok(Root {
+            verifier: Arc::new(verifier),
+            logs: root.tlogs.iter().map(|t| t.base_url.clone()).collect(),
+            has_ct_logs: !root.ctlogs.is_empty(),
+            digest: Sha256::digest(json.as_bytes()).into(),
+        })
+    }
+}
+
 fn describe(r: &ObjectRef) -> String {
     let (kind, k) = crate::deref::split(r);
     match &k.key {
@@ -313,7 +339,7 @@ fn keys(policy: usize, r: &ObjectRef, bag: &Bag) -> Result<Vec<Signer>, PolicyEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::profile::{ImagePolicy, ImageSigner, KeylessIdentity};
+    use crate::resources::profile::{ImagePolicy, ImageSigner};
 
     fn profile(images: &[&str], min: Option<i32>) -> ImageVerification {
         ImageVerification {

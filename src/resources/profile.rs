@@ -144,7 +144,7 @@ pub struct GitIntegrity {
 /// How the commits of the repositories matching `repos` must be signed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.gpg) || self.gpg.mode == 'none' || (has(self.gpg.keys) && size(self.gpg.keys) > 0) || has(self.ssh)").message("gpg.mode head or strict needs allowed signers: gpg.keys, or ssh.allowedSigners"))]
+#[x_kube(validation = Rule::new("!has(self.gpg) || self.gpg.mode == 'none' || (has(self.gpg.keys) && size(self.gpg.keys) > 0) || has(self.ssh) || has(self.keyless)").message("gpg.mode head or strict needs allowed signers: gpg.keys, ssh.allowedSigners, or keyless.identities"))]
 #[x_kube(validation = Rule::new("!(has(self.requireSignedTag) && self.requireSignedTag) || (has(self.gpg) && self.gpg.mode != 'none')").message("requireSignedTag needs gpg.mode head or strict"))]
 pub struct GitPolicy {
     /// Repository URL globs (`*` crosses `/`); a leading `!` excludes.
@@ -158,6 +158,10 @@ pub struct GitPolicy {
     /// SSH signature verification against git's `allowed_signers` format.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshPolicy>,
+    /// Keyless (gitsign-style) X.509 signatures: a certificate from the Fulcio of `trustedRoot`, for one
+    /// of these identities, with the signature in a transparency log that root names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessCommits>,
     /// The synced revision must be the commit of an annotated tag signed by an allowed key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_signed_tag: Option<bool>,
@@ -214,6 +218,21 @@ pub enum SignatureMode {
 pub struct SshPolicy {
     /// A file in git's `allowed_signers` format; the `git` namespace and validity options apply.
     pub allowed_signers: ObjectRef,
+}
+
+/// Who may sign commits keylessly, and the Sigstore trust root their certificates and log entries are
+/// checked against.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeylessCommits {
+    /// Any one of these certificate identities is enough.
+    #[x_kube(validation = Rule::new("size(self) > 0").message("keyless needs at least one identity"))]
+    #[schemars(length(max = 32))]
+    pub identities: Vec<KeylessIdentity>,
+    /// A `trusted_root.json` (Sigstore's format): the certificate authorities, and the transparency logs
+    /// that are searched for each signature (Rekor v1). Sigstore's public-good root when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_root: Option<ObjectRef>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

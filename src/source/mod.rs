@@ -2,6 +2,7 @@
 //!
 //! - `policy`: which `sourceIntegrity.git.policies[]` entry governs a repository (pure).
 //! - `openpgp`, `sshsig`: which signatures count (pure, given key material).
+//! - `x509`: keyless (gitsign-model) signatures: CMS, a Fulcio certificate and a transparency log entry.
 //! - `history`: the commits and tags in a git repository: head, strict walk with seals, signed tags,
 //!   downgrades; signature checks run in parallel and verified results are cached.
 //! - `materials`: Interlace-style signed `source-materials` hash lists.
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod sshsig;
 pub mod url;
 pub mod verify;
+pub mod x509;
 
 use std::fmt;
 
@@ -86,6 +88,9 @@ pub enum Signer {
     Pgp { fingerprint: KeyFingerprint, primary: KeyFingerprint, user_id: String },
     #[serde(rename_all = "camelCase")]
     Ssh { fingerprint: String, principals: String },
+    /// A keyless signature: the certificate's verified identity, and the log entry that dates it.
+    #[serde(rename_all = "camelCase")]
+    Keyless { subject: String, issuer: String, log_index: i64, integrated_time: i64 },
 }
 
 impl fmt::Display for Signer {
@@ -98,6 +103,11 @@ impl fmt::Display for Signer {
                 write!(f, "GPG subkey {fingerprint} of {primary} ({user_id})")
             }
             Signer::Ssh { fingerprint, principals } => write!(f, "SSH key {fingerprint} ({principals})"),
+            Signer::Keyless { subject, issuer, log_index, integrated_time } => write!(
+                f,
+                "keyless certificate for {subject} (issuer {issuer}), logged at {} (log index {log_index})",
+                rfc3339(*integrated_time)
+            ),
         }
     }
 }
@@ -106,16 +116,16 @@ impl fmt::Display for Signer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
-    /// `gpg` or `ssh`.
+    /// `gpg`, `ssh` or `x509`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// The full fingerprint (upper-case hex for GPG, `SHA256:…` for SSH); a 16-hex key ID when the
-    /// signature names only that and the key is not in the keyring.
+    /// signature names only that and the key is not in the keyring; for X.509, the certificate's identity.
     pub fingerprint: String,
     /// The primary key's fingerprint, for a GPG subkey.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_fingerprint: Option<String>,
-    /// The GPG user ID.
+    /// The GPG user ID; for X.509, the certificate's OIDC issuer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// The SSH principals of the allowed_signers entry.
@@ -144,13 +154,31 @@ impl KeyInfo {
                 principals: Some(principals.clone()),
                 known: true,
             },
+            Signer::Keyless { subject, issuer, .. } => KeyInfo {
+                kind: "x509",
+                fingerprint: subject.clone(),
+                primary_fingerprint: None,
+                user_id: Some(issuer.clone()),
+                principals: None,
+                known: true,
+            },
         }
     }
 }
 
 impl fmt::Display for KeyInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = if self.kind == "ssh" { "SSH key" } else { "GPG key" };
+        let kind = match self.kind {
+            "ssh" => "SSH key",
+            "x509" => "a certificate for",
+            _ => "GPG key",
+        };
+        if self.kind == "x509" {
+            return match &self.user_id {
+                Some(issuer) => write!(f, "{kind} {} (issuer {issuer})", self.fingerprint),
+                None => write!(f, "{kind} {}", self.fingerprint),
+            };
+        }
         match &self.primary_fingerprint {
             Some(primary) => write!(f, "GPG subkey {} of {primary}", self.fingerprint)?,
             None => write!(f, "{kind} {}", self.fingerprint)?,
@@ -187,6 +215,18 @@ pub enum SignatureCheck {
         at: i64,
     },
     Malformed(String),
+    /// A keyless signature that no entry of the transparency log records.
+    NotLogged {
+        key: Box<KeyInfo>,
+        log: String,
+    },
+    /// A keyless signature whose certificate, log entry or cryptography does not verify.
+    Unverified {
+        key: Box<KeyInfo>,
+        reason: String,
+    },
+    /// Cannot be decided now (the transparency log is unreachable); nothing counts until it can.
+    Undecided(String),
 }
 
 impl SignatureCheck {
@@ -204,6 +244,9 @@ impl SignatureCheck {
             SignatureCheck::KeyUnusable { .. } => "KeyNotValid",
             SignatureCheck::Expired { .. } => "SignatureExpired",
             SignatureCheck::Malformed(_) => "MalformedSignature",
+            SignatureCheck::NotLogged { .. } => "SignatureNotLogged",
+            SignatureCheck::Unverified { .. } => "KeylessSignatureNotVerified",
+            SignatureCheck::Undecided(_) => "TransparencyLogUnavailable",
         }
     }
 
@@ -214,7 +257,8 @@ impl SignatureCheck {
             | SignatureCheck::KeyUnusable { signer: s, .. }
             | SignatureCheck::Expired { signer: s, .. } => Some(KeyInfo::of(s)),
             SignatureCheck::Bad { key } | SignatureCheck::UnknownKey { key } => Some(key.clone()),
-            SignatureCheck::Unsigned | SignatureCheck::Malformed(_) => None,
+            SignatureCheck::NotLogged { key, .. } | SignatureCheck::Unverified { key, .. } => Some((**key).clone()),
+            SignatureCheck::Unsigned | SignatureCheck::Malformed(_) | SignatureCheck::Undecided(_) => None,
         }
     }
 }
@@ -226,6 +270,9 @@ impl fmt::Display for SignatureCheck {
             SignatureCheck::Unsigned => f.write_str("not signed"),
             SignatureCheck::Bad { key } => {
                 write!(f, "signed by {key}, but the signature does not match the signed content")
+            }
+            SignatureCheck::UnknownKey { key } if key.kind == "x509" => {
+                write!(f, "signed with {key}, which is not an identity the policy allows (keyless.identities)")
             }
             SignatureCheck::UnknownKey { key } if key.known => {
                 write!(f, "signed by {key}, which is not an allowed key")
@@ -240,6 +287,14 @@ impl fmt::Display for SignatureCheck {
                 write!(f, "signed by {signer}, but the signature expired at {}", rfc3339(*at))
             }
             SignatureCheck::Malformed(m) => f.write_str(m),
+            SignatureCheck::NotLogged { key, log } => write!(
+                f,
+                "signed keylessly with {key}, but the transparency log ({log}) holds no entry for this signature, so nothing dates it within the certificate's lifetime"
+            ),
+            SignatureCheck::Unverified { key, reason } => {
+                write!(f, "signed keylessly with {key}, which does not verify: {reason}")
+            }
+            SignatureCheck::Undecided(why) => f.write_str(why),
         }
     }
 }
@@ -249,21 +304,28 @@ pub(crate) fn rfc3339(secs: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(secs).map(|t| t.to_string()).unwrap_or_else(|_| secs.to_string())
 }
 
-/// The signers a policy allows: OpenPGP keys, SSH allowed signers, or both.
+/// The signers a policy allows: OpenPGP keys, SSH allowed signers, keyless identities, or any mix.
 #[derive(Clone, Debug, Default)]
 pub struct Trust {
     pub pgp: Option<openpgp::AllowedPgpKeys>,
     pub ssh: Option<sshsig::AllowedSigners>,
+    pub keyless: Option<std::sync::Arc<x509::KeylessSigners>>,
     id: String,
 }
 
 impl Trust {
-    pub fn new(pgp: Option<openpgp::AllowedPgpKeys>, ssh: Option<sshsig::AllowedSigners>) -> Trust {
+    pub fn new(
+        pgp: Option<openpgp::AllowedPgpKeys>,
+        ssh: Option<sshsig::AllowedSigners>,
+        keyless: Option<x509::KeylessSigners>,
+    ) -> Trust {
         let mut h = Sha256::new();
         h.update(pgp.as_ref().map(|p| p.identity()).unwrap_or_default());
         h.update(b"|");
         h.update(ssh.as_ref().map(|s| s.identity()).unwrap_or_default());
-        Trust { pgp, ssh, id: hex::encode(h.finalize()) }
+        h.update(b"|");
+        h.update(keyless.as_ref().map(|k| k.identity()).unwrap_or_default());
+        Trust { pgp, ssh, keyless: keyless.map(std::sync::Arc::new), id: hex::encode(h.finalize()) }
     }
 
     /// Identifies the allowed keys and their state, so cached verdicts never outlive a change.
@@ -285,12 +347,15 @@ impl Trust {
                 None => SignatureCheck::UnknownKey { key: openpgp::key_of(signature) },
             }
         } else if signature.contains("-----BEGIN SIGNED MESSAGE-----") {
-            SignatureCheck::Malformed(
-                "an X.509 (CMS) signature, as gitsign and gpgsm make them: verifying those is not implemented in this version of Weft, so it does not count (only OpenPGP and SSH signatures are verified)".into(),
-            )
+            match &self.keyless {
+                Some(keyless) => keyless.check(payload, signature),
+                None => SignatureCheck::Malformed(
+                    "an X.509 (CMS) signature, as gitsign and gpgsm make them; the policy allows no keyless signers (keyless.identities), so it does not count".into(),
+                ),
+            }
         } else {
             SignatureCheck::Malformed(
-                "unsupported signature format (only OpenPGP and SSH signatures are verified)".into(),
+                "unsupported signature format (only OpenPGP, SSH and keyless X.509 signatures are verified)".into(),
             )
         }
     }
@@ -306,12 +371,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_x509_signature_does_not_count_and_says_that_it_is_not_verified_yet() {
-        let trust = Trust::new(None, None);
+    fn an_x509_signature_does_not_count_without_keyless_signers() {
+        let trust = Trust::new(None, None, None);
         let cms = "-----BEGIN SIGNED MESSAGE-----\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\n-----END SIGNED MESSAGE-----\n";
         let check = trust.check(b"payload", cms, 0, 0);
         assert!(!check.is_good());
-        assert!(check.to_string().contains("X.509 (CMS)") && check.to_string().contains("not implemented"), "{check}");
+        assert!(
+            check.to_string().contains("X.509 (CMS)") && check.to_string().contains("keyless.identities"),
+            "{check}"
+        );
         let other = trust.check(b"payload", "garbage", 0, 0);
         assert!(!other.is_good() && other.to_string().contains("unsupported signature format"));
     }

@@ -14,8 +14,10 @@ use super::kustomize::{self, RemoteBase};
 use super::materials::{self, MaterialsSpec, MaterialsVerdict};
 use super::openpgp::AllowedPgpKeys;
 use super::sshsig::AllowedSigners;
+use super::x509::{KeylessSigners, RekorSearch};
 use super::{CommitId, SignatureCheck, Trust, policy};
 use crate::deref::{self, Bag, Kind};
+use crate::images::policy::{Root, Signer as Identity};
 use crate::resources::profile::{GitPolicy, SignatureMode};
 
 /// What to verify: one source of an Application at the exact revision Argo CD resolved.
@@ -101,6 +103,10 @@ struct Stop {
 
 fn failed(reason: impl Into<String>, message: impl Into<String>) -> Stop {
     Stop { outcome: Outcome::Failed, reason: reason.into(), message: message.into() }
+}
+
+fn retry(reason: impl Into<String>, message: impl Into<String>) -> Stop {
+    Stop { outcome: Outcome::Retry, reason: reason.into(), message: message.into() }
 }
 
 fn misconfigured(reason: impl Into<String>, message: impl Into<String>) -> Stop {
@@ -443,7 +449,8 @@ fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Stop {
     };
     let more =
         if outcome.failures > 1 { format!(" ({} commits fail in all)", outcome.failures) } else { String::new() };
-    failed(
+    let decide = if f.reason == "TransparencyLogUnavailable" { retry } else { failed };
+    decide(
         f.reason,
         format!(
             "{mode}: commit {} by {} ({:?}) is {}{more}. {}",
@@ -463,8 +470,15 @@ fn hint(reason: &str) -> &'static str {
             "Sign it (git commit -S), or, in strict mode, add a seal commit (trailer \"Weft-Seal: <why>\") signed by an allowed key on top of the reviewed history."
         }
         "KeyNotAllowed" => {
-            "Add the signer's key to the policy (gpg.keys and the keyring, or ssh.allowedSigners), or re-sign with an allowed key."
+            "Add the signer's key to the policy (gpg.keys and the keyring, ssh.allowedSigners, or keyless.identities), or re-sign with an allowed key."
         }
+        "SignatureNotLogged" => {
+            "Log the signature (gitsign does; for gpgsm, upload a hashedrekord entry over the SHA-256 of the signed attributes with rekor-cli), in a log the trusted root names, or re-sign with gitsign."
+        }
+        "KeylessSignatureNotVerified" => {
+            "The certificate does not chain to the trusted root, was not valid when the log recorded the signature, or the signature does not match its entry: re-sign, and check keyless.trustedRoot."
+        }
+        "TransparencyLogUnavailable" => "Weft retries; nothing from this revision counts until the log answers.",
         "BadSignature" => {
             "The content does not match its signature: it was changed after signing, or signed by another key. Do not deploy it; investigate."
         }
@@ -544,5 +558,33 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
         }
         None => None,
     };
-    Ok(Trust::new(pgp, ssh))
+    let keyless = match &policy.keyless {
+        Some(k) => {
+            let root = Root::load(k.trusted_root.as_ref(), bag).map_err(|e| Stop {
+                outcome: if e.retryable() { Outcome::Retry } else { Outcome::Misconfigured },
+                reason: e.reason().into(),
+                message: format!("keyless.trustedRoot: {e}"),
+            })?;
+            let identities = k
+                .identities
+                .iter()
+                .map(|i| {
+                    Identity::keyless(i).map_err(|e| match e {
+                        Some((pattern, reason)) => misconfigured(
+                            "InvalidSourcePolicy",
+                            format!("keyless.identities: regular expression {pattern:?} is invalid: {reason}"),
+                        ),
+                        None => misconfigured(
+                            "InvalidSourcePolicy",
+                            "keyless.identities: each identity needs an issuer (or issuerRegExp) and a subject (or subjectRegExp)",
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let search = Box::new(RekorSearch::new(root.logs.clone()));
+            Some(KeylessSigners::new(root, identities, search))
+        }
+        None => None,
+    };
+    Ok(Trust::new(pgp, ssh, keyless))
 }

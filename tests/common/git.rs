@@ -162,6 +162,107 @@ impl Drop for Gpg {
 }
 
 /// An SSH key made by ssh-keygen.
+/// An isolated gpgsm home (its own agent, stopped on drop) holding keys whose certificates a CA issued
+/// (see `x509_signer`). gpgsm includes the signer's certificate in each signature, as gitsign does.
+pub struct Gpgsm {
+    home: TempDir,
+}
+
+/// A gpgsm key with its certificate, and the program git runs to sign with it.
+pub struct X509Signer {
+    pub fingerprint: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+    pub program: PathBuf,
+}
+
+impl Gpgsm {
+    /// `gpgsm` is the program to run (a gpgsm that reads Fulcio's certificates); `root` the CA's PEM,
+    /// which gpgsm must trust to sign.
+    pub fn new(gpgsm: &str, root: &str) -> Gpgsm {
+        let home = tempfile::Builder::new().prefix("gpgsm").tempdir_in("/tmp").expect("gpgsm home");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        std::fs::write(home.path().join("gpgsm.conf"), "disable-crl-checks\ninclude-certs 1\n").unwrap();
+        std::fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
+        let program = home.path().join("gpgsm");
+        std::fs::write(&program, format!("#!/bin/sh\nGNUPGHOME={} exec {gpgsm} \"$@\"\n", home.path().display()))
+            .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let g = Gpgsm { home };
+        let root_path = g.home.path().join("root.pem");
+        std::fs::write(&root_path, root).unwrap();
+        run(g.cmd().args(["--batch", "--import"]).arg(&root_path));
+        let fpr = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha1", "-in"]).arg(&root_path));
+        let fpr = fpr.rsplit('=').next().unwrap().to_string();
+        std::fs::write(g.home.path().join("trustlist.txt"), format!("{fpr} S relax\n")).unwrap();
+        g
+    }
+
+    pub fn cmd(&self) -> Command {
+        Command::new(self.home.path().join("gpgsm"))
+    }
+
+    /// A new RSA key (gpgsm makes only RSA keys) and its certificate request, PEM.
+    pub fn request(&self) -> String {
+        let parms = self.home.path().join("parms");
+        std::fs::write(&parms, "Key-Type: RSA\nKey-Length: 2048\nKey-Usage: sign\nName-DN: CN=weft-test\n").unwrap();
+        run(self
+            .cmd()
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--armor", "--gen-key"])
+            .arg(&parms))
+    }
+
+    /// Like `signer`, but gpgsm signs as if the time were `epoch` (`--faked-system-time`): to sign within
+    /// a certificate's validity that has passed.
+    pub fn signer_at(&self, certificate: &str, epoch: i64) -> X509Signer {
+        let mut signer = self.signer(certificate);
+        let program = self.home.path().join(format!("gpgsm-at-{epoch}"));
+        std::fs::write(
+            &program,
+            format!("#!/bin/sh\nexec {} --faked-system-time {epoch}! \"$@\"\n", signer.program.display()),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        signer.program = program;
+        signer
+    }
+
+    /// Imports the certificate issued for the last request's key: the key can then sign.
+    pub fn signer(&self, certificate: &str) -> X509Signer {
+        let path = self.home.path().join("leaf.pem");
+        std::fs::write(&path, certificate).unwrap();
+        // gpgsm logs "no subject found in certificate" for Fulcio's empty subject, and so exits 2, but
+        // imports it.
+        let out = self.cmd().args(["--batch", "--import"]).arg(&path).output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(log.contains("imported: 1"), "gpgsm --import {}: {log}", path.display());
+        let fpr = run(Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha1", "-in"]).arg(&path));
+        X509Signer {
+            fingerprint: fpr.rsplit('=').next().unwrap().replace(':', ""),
+            certificate: certificate.to_string(),
+            program: self.home.path().join("gpgsm"),
+        }
+    }
+}
+
+impl Drop for Gpgsm {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf").env("GNUPGHOME", self.home.path()).args(["--kill", "gpg-agent"]).output();
+    }
+}
+
 pub struct SshKey {
     pub private: PathBuf,
     pub public: String,
@@ -182,6 +283,8 @@ pub enum Sign<'a> {
     /// By a gpg key, through another gpg program (see `Gpg::program_at`).
     GpgVia(&'a GpgKey, &'a Path),
     Ssh(&'a SshKey),
+    /// By gpgsm, with a certificate (`git -c gpg.format=x509`).
+    X509(&'a X509Signer),
 }
 
 /// A git work tree whose objects the tests sign.
@@ -242,6 +345,14 @@ impl Repo {
                 "gpg.format=ssh".into(),
                 "-c".into(),
                 format!("user.signingkey={}", k.private.display()),
+            ],
+            Sign::X509(k) => vec![
+                "-c".into(),
+                "gpg.format=x509".into(),
+                "-c".into(),
+                format!("gpg.x509.program={}", k.program.display()),
+                "-c".into(),
+                format!("user.signingkey=0x{}", k.fingerprint),
             ],
         }
     }

@@ -8,6 +8,7 @@
 #   tests/env/peers.sh argocd-manifests  print the directory of Argo CD's install manifests (from its module)
 #   tests/env/peers.sh ensure-redis      install Debian's redis-server when missing (Argo CD's cache)
 #   tests/env/peers.sh ensure-socat      install Debian's socat when missing (the timestamp authority's port)
+#   tests/env/peers.sh gpgsm             print a gpgsm that reads Fulcio certificates (see gpgsm_for_fulcio)
 #   tests/env/peers.sh list              the peers and their versions
 set -euo pipefail
 
@@ -184,6 +185,32 @@ ensure_mariadb() { ensure_package mariadbd mariadb-server "Trillian's storage"; 
 ensure_redis() { ensure_package redis-server redis-server "Argo CD's cache"; }
 ensure_socat() { ensure_package socat socat "the timestamp authority's port"; }
 
+# Fulcio's certificates have an empty subject, which libksba reads from 1.6.7 on ("Allow for an empty
+# Subject in certs", T7171); Debian 12's gpgsm links 1.6.3, which refuses them ("no issuer found in
+# certificate"). Builds libksba 1.6.7 from Debian's source archive (checked by its sha256) and prints a
+# wrapper that runs the system's gpgsm with it.
+LIBKSBA_VERSION=1.6.7
+LIBKSBA_SHA256=cf72510b8ebb4eb6693eef765749d83677a03c79291a311040a5bfd79baab763
+gpgsm_for_fulcio() {
+  local dir="$CACHE/libksba-$LIBKSBA_VERSION" tmp
+  if [ ! -f "$dir/.complete" ]; then
+    ensure_package gpgsm gpgsm "X.509 commit signatures"
+    ensure_package gpgrt-config libgpg-error-dev "building libksba"
+    log "libksba $LIBKSBA_VERSION: building from Debian's source archive"
+    tmp=$(mktemp -d); rm -rf "$dir"; mkdir -p "$dir/bin"
+    curl -sSfL -o "$tmp/libksba.tar.bz2" \
+      "https://deb.debian.org/debian/pool/main/libk/libksba/libksba_$LIBKSBA_VERSION.orig.tar.bz2"
+    echo "$LIBKSBA_SHA256  $tmp/libksba.tar.bz2" | sha256sum -c --quiet >&2
+    mkdir "$tmp/src" && tar -xjf "$tmp/libksba.tar.bz2" -C "$tmp/src" --strip-components=1
+    (cd "$tmp/src" && ./configure -q --prefix="$dir" --disable-static && make -s -j2 && make -s install) > "$tmp/build.log" 2>&1 \
+      || { tail -20 "$tmp/build.log" >&2; log "libksba $LIBKSBA_VERSION did not build"; return 1; }
+    printf '#!/bin/sh\nLD_LIBRARY_PATH="%s/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec gpgsm "$@"\n' "$dir" > "$dir/bin/gpgsm"
+    chmod +x "$dir/bin/gpgsm"
+    rm -rf "$tmp"
+    touch "$dir/.complete"
+  fi
+  echo "$dir/bin/gpgsm"
+}
 
 argocd_manifests() {
   local d
@@ -203,14 +230,16 @@ case "$cmd" in
     trillian_schema >/dev/null
     ensure_mariadb
     ensure_redis
-    ensure_socat ;;
+    ensure_socat
+    gpgsm_for_fulcio >/dev/null ;;
   ensure-mariadb) ensure_mariadb ;;
   ensure-redis) ensure_redis ;;
   ensure-socat) ensure_socat ;;
+  gpgsm) gpgsm_for_fulcio ;;
   trillian-schema) trillian_schema ;;
   path) build_peer "$1"; echo "$(peer_dir "$1")/bin" ;;
   argocd-crds) argocd_crds ;;
   argocd-manifests) argocd_manifests ;;
   list) awk -F'|' '{ print $1, $2 }' <<<"$PEERS" ;;
-  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | ensure-redis | ensure-socat | list" >&2; exit 2 ;;
+  *) echo "usage: $0 build [PEER...] | path PEER | argocd-crds | trillian-schema | ensure-mariadb | ensure-redis | ensure-socat | gpgsm | list" >&2; exit 2 ;;
 esac

@@ -31,6 +31,7 @@
 # WEFT_TEST_REGISTRY_REFERRERS, WEFT_TEST_REKOR_URL, WEFT_TEST_REKOR_PUBLIC_KEY (PEM file),
 # WEFT_TEST_REKOR2_URL (write API), WEFT_TEST_REKOR2_READ_URL (tiles, checkpoint), WEFT_TEST_REKOR2_PUBLIC_KEY
 # (PEM file), WEFT_TEST_REKOR2_ORIGIN (the origin its checkpoints are signed with), WEFT_TEST_FULCIO_URL,
+# WEFT_TEST_GPGSM (a gpgsm that reads Fulcio's certificates, for keyless commits),
 # WEFT_TEST_FULCIO_ROOT (PEM file: the CA's root, which issues the leaves itself), WEFT_TEST_OIDC_ISSUER (the
 # issuer a certificate names: the apiserver's URL, which is its ServiceAccount tokens' issuer),
 # WEFT_TEST_TSA_URL, WEFT_TEST_TSA_CHAIN (PEM file, leaf to root), WEFT_TEST_TRUSTED_ROOT and
@@ -406,6 +407,7 @@ PY
     return 1
   fi
   cat >> "$dir/env" <<EOF
+export WEFT_TEST_GPGSM="$("$PEERS" gpgsm)"
 export WEFT_TEST_FULCIO_URL="http://127.0.0.1:$port"
 export WEFT_TEST_FULCIO_ROOT="$dir/fulcio/root.pem"
 export WEFT_TEST_OIDC_ISSUER="$issuer"
