@@ -83,6 +83,36 @@ fn log_signature(dir: &Path, signer: &X509Signer, armored: &str) {
     assert_eq!(code, 0, "rekor-cli upload: {out}{err}");
 }
 
+/// Logs what gitsign logs in its default ("online") mode: a hashedrekord entry over the object's hex ID,
+/// signed by the same key, with the certificate.
+fn log_object_id(dir: &Path, gpgsm: &Gpgsm, signer: &X509Signer, object: &str) {
+    std::fs::write(dir.join("key.der"), gpgsm.secret_key(signer)).unwrap();
+    std::fs::write(dir.join("id.txt"), object).unwrap();
+    std::fs::write(dir.join("cert.pem"), &signer.certificate).unwrap();
+    let (code, out, err) = run_cmd(
+        Command::new("sh")
+            .current_dir(dir)
+            .args(["-c", "openssl dgst -sha256 -keyform DER -sign key.der -out id.sig id.txt"]),
+    );
+    assert_eq!(code, 0, "openssl dgst: {out}{err}");
+    let (code, out, err) = run_cmd(
+        Command::new("rekor-cli")
+            .current_dir(dir)
+            .args(["upload", "--rekor_server", &peer("WEFT_TEST_REKOR_URL"), "--type", "hashedrekord"])
+            .args([
+                "--pki-format",
+                "x509",
+                "--artifact",
+                "id.txt",
+                "--signature",
+                "id.sig",
+                "--public-key",
+                "cert.pem",
+            ]),
+    );
+    assert_eq!(code, 0, "rekor-cli upload: {out}{err}");
+}
+
 fn log_commit(dir: &Path, repo: &Repo, signer: &X509Signer, object: &str) {
     log_signature(dir, signer, &signature_of(repo, object));
 }
@@ -366,4 +396,22 @@ fn a_signature_logged_after_its_certificate_expired_does_not_count() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_verdict(&run(&s, keyless_policy("head", &[&subject]), &commit), 0, "Verified");
+}
+
+#[test]
+fn gitsign_online_entries_over_the_object_id_count_for_that_object_only() {
+    let s = setup();
+    let signer = fulcio_signer(&s.gpgsm, "committer");
+    let (_, subject) = identity("committer");
+    let first = s.repo.commit("c1", Sign::X509(&signer));
+    let second = s.repo.commit("c2", Sign::X509(&signer));
+    log_object_id(s.dir.path(), &s.gpgsm, &signer, &first);
+
+    let good = run(&s, keyless_policy("head", &[&subject]), &first);
+    assert_verdict(&good, 0, "Verified");
+    assert_eq!(good.verdict["history"]["headSigner"]["subject"], subject);
+    // The certificate's entry names the first commit: the second, signed by the same key, is not logged.
+    assert_verdict(&run(&s, keyless_policy("head", &[&subject]), &second), 1, "SignatureNotLogged");
+    // A copy of the first commit changed after signing has another ID, and its digest does not match.
+    assert_verdict(&run(&s, keyless_policy("head", &[&subject]), &s.repo.tampered_copy(&first)), 1, "BadSignature");
 }

@@ -100,6 +100,8 @@ pub struct CommitRecord {
 #[derive(Clone, Debug)]
 pub struct TagRecord {
     pub name: String,
+    /// The tag object's own ID (hex).
+    pub id: String,
     pub target: CommitId,
     pub signature: Option<String>,
     pub payload: Vec<u8>,
@@ -230,6 +232,7 @@ impl Repo {
                 }
                 Ok(TagLookup::Annotated(TagRecord {
                     name: name.to_string(),
+                    id: target_id.to_hex().to_string(),
                     target: CommitId::from_gix(&oid),
                     signature,
                     payload,
@@ -516,7 +519,7 @@ impl VerifiedCommits {
 fn check(trust: &Trust, rec: &CommitRecord, now: i64) -> SignatureCheck {
     match &rec.signature {
         None => SignatureCheck::Unsigned,
-        Some(sig) => trust.check(&rec.payload, sig, rec.committer_time, now),
+        Some(sig) => trust.check(rec.id.as_str(), &rec.payload, sig, rec.committer_time, now),
     }
 }
 
@@ -789,7 +792,7 @@ pub fn verify_signed_tag(
         (TagLookup::Annotated(tag), false) => {
             let result = match &tag.signature {
                 None => SignatureCheck::Unsigned,
-                Some(sig) => trust.check(&tag.payload, sig, tag.tagger_time, now),
+                Some(sig) => trust.check(&tag.id, &tag.payload, sig, tag.tagger_time, now),
             };
             match result {
                 SignatureCheck::Good(s) => Ok(TagVerdict { tag: Some(tag_name), signer: Some(s), failure: None }),

@@ -333,9 +333,9 @@ impl Trust {
         &self.id
     }
 
-    /// Checks an armored signature; `signed_at` is the time git records for the object, `now` the
-    /// verification time.
-    pub fn check(&self, payload: &[u8], signature: &str, signed_at: i64, now: i64) -> SignatureCheck {
+    /// Checks an armored signature; `object` is the signed object's ID (hex), `signed_at` the time git
+    /// records for it, `now` the verification time.
+    pub fn check(&self, object: &str, payload: &[u8], signature: &str, signed_at: i64, now: i64) -> SignatureCheck {
         if signature.contains("-----BEGIN SSH SIGNATURE-----") {
             match &self.ssh {
                 Some(ssh) => ssh.check(payload, signature, signed_at),
@@ -348,7 +348,7 @@ impl Trust {
             }
         } else if signature.contains("-----BEGIN SIGNED MESSAGE-----") {
             match &self.keyless {
-                Some(keyless) => keyless.check(payload, signature),
+                Some(keyless) => keyless.check(object, payload, signature),
                 None => SignatureCheck::Malformed(
                     "an X.509 (CMS) signature, as gitsign and gpgsm make them; the policy allows no keyless signers (keyless.identities), so it does not count".into(),
                 ),
@@ -374,13 +374,13 @@ mod tests {
     fn an_x509_signature_does_not_count_without_keyless_signers() {
         let trust = Trust::new(None, None, None);
         let cms = "-----BEGIN SIGNED MESSAGE-----\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\n-----END SIGNED MESSAGE-----\n";
-        let check = trust.check(b"payload", cms, 0, 0);
+        let check = trust.check("", b"payload", cms, 0, 0);
         assert!(!check.is_good());
         assert!(
             check.to_string().contains("X.509 (CMS)") && check.to_string().contains("keyless.identities"),
             "{check}"
         );
-        let other = trust.check(b"payload", "garbage", 0, 0);
+        let other = trust.check("", b"payload", "garbage", 0, 0);
         assert!(!other.is_good() && other.to_string().contains("unsupported signature format"));
     }
 }

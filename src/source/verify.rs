@@ -405,7 +405,11 @@ impl SourceVerifier {
                     && let Ok(TagLookup::Annotated(tag)) = repo.tag(name)
                     && tag.target == *req.revision
                 {
-                    match tag.signature.as_ref().map(|sig| trust.check(&tag.payload, sig, tag.tagger_time, now)) {
+                    match tag
+                        .signature
+                        .as_ref()
+                        .map(|sig| trust.check(&tag.id, &tag.payload, sig, tag.tagger_time, now))
+                    {
                         Some(SignatureCheck::Good(signer)) => {
                             return Ok(format!("commit {short} is named by tag {name}, signed by {signer}"));
                         }

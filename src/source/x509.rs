@@ -5,13 +5,12 @@
 //! signed.
 //!
 //! A signature counts when: its `messageDigest` attribute is the SHA-256 of the commit (or tag) object;
-//! the log holds a `hashedrekord` entry for it (the SHA-256 of the DER signed attributes, the signature and
-//! the certificate: what gitsign logs, and what `rekor-cli upload` logs for a gpgsm signature); that entry
-//! verifies against the trust root (signed entry timestamp and inclusion proof); the certificate chains to
-//! a certificate authority of the trust root and was valid when the log integrated the entry (not now:
-//! Fulcio certificates live ten minutes); and its identity (SAN and OIDC issuer) is one the policy names.
-//! The cryptography and the chain are sigstore-verify's, over a Sigstore bundle made from these parts, as
-//! gitsign itself verifies since it moved to sigstore-go.
+//! the log holds an entry of the certificate's that is about this signature (see `logged_for`: gitsign's
+//! two forms); that entry verifies against the trust root (signed entry timestamp and inclusion proof);
+//! the certificate chains to a certificate authority of the trust root and was valid when the log
+//! integrated the entry (not now: Fulcio certificates live ten minutes); and its identity (SAN and OIDC
+//! issuer) is one the policy names. The cryptography and the chain are sigstore-verify's, over a Sigstore
+//! bundle made from these parts, as gitsign itself verifies since it moved to sigstore-go.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -31,8 +30,7 @@ use super::{KeyInfo, SignatureCheck, Signer};
 use crate::images::policy::{Root, Signer as Identity};
 use crate::rekor::Entry;
 
-/// Log entries read for one signature at most; more can only be someone else's entries over the same
-/// signed attributes (each with its own key), which cannot make this signature count.
+/// Log entries read for one certificate at most (a Fulcio certificate lives ten minutes: a handful).
 const MAX_ENTRIES: usize = 16;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -235,12 +233,13 @@ fn key_info(der: &[u8], known: bool) -> KeyInfo {
     KeyInfo { kind: "x509", fingerprint: subject, primary_fingerprint: None, user_id: issuer, principals: None, known }
 }
 
-/// Finds the log entries for a signature: those whose artifact hash is `sha256_hex`.
+/// Finds the log entries a certificate made (Rekor v1's search index by public key, as gitsign searches).
+/// Only the holder of the certificate's key can log an entry under it, so a tenant cannot bury them.
 pub trait LogSearch: Send + Sync {
     /// The log's URL (for messages).
     fn describe(&self) -> String;
     /// `Err` when no log could be asked (unreachable, refusing): the verdict is then undecided.
-    fn entries(&self, sha256_hex: &str) -> Result<Vec<Entry>, String>;
+    fn entries(&self, certificate_pem: &str) -> Result<Vec<Entry>, String>;
 }
 
 /// Rekor v1's search index, over HTTP (blocking: signatures are checked on worker threads).
@@ -266,14 +265,12 @@ impl RekorSearch {
             .map_err(Clone::clone)
     }
 
-    fn search(&self, url: &str, sha256_hex: &str) -> Result<Option<Vec<Entry>>, String> {
+    fn search(&self, url: &str, certificate_pem: &str) -> Result<Option<Vec<Entry>>, String> {
         let http = self.http()?;
         let url = url.trim_end_matches('/');
-        let response = http
-            .post(format!("{url}/api/v1/index/retrieve"))
-            .json(&json!({"hash": format!("sha256:{sha256_hex}")}))
-            .send()
-            .map_err(|e| format!("{url}: {e}"))?;
+        let query = json!({"publicKey": {"format": "x509", "content": B64.encode(certificate_pem)}});
+        let response =
+            http.post(format!("{url}/api/v1/index/retrieve")).json(&query).send().map_err(|e| format!("{url}: {e}"))?;
         // A log without a search index (Rekor v2) cannot be asked; another log of the root may answer.
         if matches!(response.status().as_u16(), 404 | 405 | 501) {
             return Ok(None);
@@ -284,7 +281,7 @@ impl RekorSearch {
         let uuids: Vec<String> = response.json().map_err(|e| format!("{url}: search answer: {e}"))?;
         let mut entries = Vec::new();
         for uuid in uuids.iter().take(MAX_ENTRIES) {
-            if !uuid.chars().all(|c| c.is_ascii_hexdigit()) {
+            if uuid.is_empty() || !uuid.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(format!("{url}: search answered a malformed entry id {uuid:?}"));
             }
             let v: Value = http
@@ -304,11 +301,11 @@ impl LogSearch for RekorSearch {
         self.urls.join(", ")
     }
 
-    fn entries(&self, sha256_hex: &str) -> Result<Vec<Entry>, String> {
+    fn entries(&self, certificate_pem: &str) -> Result<Vec<Entry>, String> {
         let mut found = Vec::new();
         let mut searchable = false;
         for url in &self.urls {
-            if let Some(entries) = self.search(url, sha256_hex)? {
+            if let Some(entries) = self.search(url, certificate_pem)? {
                 searchable = true;
                 found.extend(entries);
             }
@@ -350,7 +347,8 @@ impl KeylessSigners {
         &self.id
     }
 
-    pub fn check(&self, payload: &[u8], armored: &str) -> SignatureCheck {
+    /// Checks a CMS signature over `payload`, the object `object` (hex ID) without its signature.
+    pub fn check(&self, object: &str, payload: &[u8], armored: &str) -> SignatureCheck {
         let cms = match parse(armored) {
             Ok(c) => c,
             Err(e) => return SignatureCheck::Malformed(format!("unreadable X.509 (CMS) signature: {e}")),
@@ -359,36 +357,26 @@ impl KeylessSigners {
         if Sha256::digest(payload).as_slice() != cms.message_digest.as_slice() {
             return SignatureCheck::Bad { key: key_info(leaf, false) };
         }
-        let hash = hex::encode(Sha256::digest(&cms.signed_attributes));
-        let entries = match self.log.entries(&hash) {
-            Ok(e) => e,
-            Err(why) => return SignatureCheck::Undecided(format!("the transparency log cannot be read: {why}")),
-        };
-        // Others may log their own signatures over the same signed attributes (same object, same second);
-        // only entries of this signature can make it count.
-        let signature = B64.encode(&cms.signature);
-        let entries: Vec<&Entry> = entries
-            .iter()
-            .filter(|e| crate::rekor::body_matches_hashedrekord(e, &hash, &signature).unwrap_or(false))
-            .collect();
-        if entries.is_empty() {
-            return SignatureCheck::NotLogged { key: Box::new(key_info(leaf, false)), log: self.log.describe() };
-        }
         let mut policy = VerificationPolicy::any_identity();
         if !self.root.has_ct_logs {
             policy = policy.skip_sct();
         }
         let mut why = Vec::new();
-        for entry in entries {
-            for cert in &cms.certificates {
-                let bundle = match message_bundle(&cms, cert, entry) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        why.push(format!("entry {}: {e}", entry.log_index));
-                        continue;
-                    }
-                };
-                match self.root.verifier.verify(Artifact::from_blob(&cms.signed_attributes), &bundle, &policy) {
+        for cert in cms.certificates.iter().take(4) {
+            let pem = pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, cert).unwrap_or_default();
+            let entries = match self.log.entries(&pem) {
+                Ok(e) => e,
+                Err(why) => return SignatureCheck::Undecided(format!("the transparency log cannot be read: {why}")),
+            };
+            for entry in &entries {
+                let Some((artifact, signature)) = logged_for(entry, &cms, object) else { continue };
+                let verified = message_bundle(&signature, cert, entry).and_then(|bundle| {
+                    self.root
+                        .verifier
+                        .verify(Artifact::from_blob(&artifact), &bundle, &policy)
+                        .map_err(|e| e.to_string())
+                });
+                match verified {
                     Ok(result) => {
                         let (subject, issuer) = (result.identity(), result.issuer());
                         if self.identities.iter().any(|i| i.accepts_identity(subject, issuer)) {
@@ -405,21 +393,46 @@ impl KeylessSigners {
                 }
             }
         }
+        if why.is_empty() {
+            return SignatureCheck::NotLogged { key: Box::new(key_info(leaf, false)), log: self.log.describe() };
+        }
         why.truncate(3);
         SignatureCheck::Unverified { key: Box::new(key_info(leaf, false)), reason: why.join("; ") }
     }
 }
 
+/// What a log entry of the signer's certificate vouches for, when it is about this signature: the
+/// artifact and the signature over it. gitsign logs one of two: a `hashedrekord` over the DER signed
+/// attributes with the CMS signature itself (offline mode; also what gpgsm users log), or one over the
+/// object's hex ID, signed by the same key (its default, "online" mode: the ID covers the CMS signature).
+fn logged_for(entry: &Entry, cms: &CmsSignature, object: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let body = entry.body_json().ok()?;
+    if body["kind"] != "hashedrekord" || body["spec"]["data"]["hash"]["algorithm"] != "sha256" {
+        return None;
+    }
+    let hash = body["spec"]["data"]["hash"]["value"].as_str()?;
+    let signature = B64.decode(body["spec"]["signature"]["content"].as_str()?).ok()?;
+    if hash == hex::encode(Sha256::digest(&cms.signed_attributes)) && signature == cms.signature {
+        return Some((cms.signed_attributes.clone(), signature));
+    }
+    if !object.is_empty() && hash == hex::encode(Sha256::digest(object.as_bytes())) {
+        return Some((object.as_bytes().to_vec(), signature));
+    }
+    None
+}
+
 /// The Sigstore bundle that says what the CMS signature and its log entry say: a message signature over
 /// the DER signed attributes, with the signer's certificate and the entry.
-fn message_bundle(cms: &CmsSignature, cert: &[u8], entry: &Entry) -> Result<Bundle, String> {
+fn message_bundle(signature: &[u8], cert: &[u8], entry: &Entry) -> Result<Bundle, String> {
     let tlog = crate::bundle::tlog_entry(entry).map_err(|e| e.to_string())?;
+    let body = entry.body_json().map_err(|e| e.to_string())?;
+    let digest = body["spec"]["data"]["hash"]["value"].as_str().and_then(|h| hex::decode(h).ok()).unwrap_or_default();
     let bundle = json!({
         "mediaType": crate::bundle::MEDIA_TYPE,
         "verificationMaterial": {"certificate": {"rawBytes": B64.encode(cert)}, "tlogEntries": [tlog]},
         "messageSignature": {
-            "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(Sha256::digest(&cms.signed_attributes))},
-            "signature": B64.encode(&cms.signature)
+            "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(digest)},
+            "signature": B64.encode(signature)
         }
     });
     Bundle::from_json(&bundle.to_string()).map_err(|e| e.to_string())

@@ -239,6 +239,18 @@ impl Gpgsm {
         signer
     }
 
+    /// The signer's private key (PKCS #1 DER), to sign what gpgsm does not (gitsign's commit-ID entries).
+    pub fn secret_key(&self, signer: &X509Signer) -> Vec<u8> {
+        let out = self
+            .cmd()
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", "", "--export-secret-key-raw"])
+            .arg(format!("0x{}", signer.fingerprint))
+            .output()
+            .unwrap();
+        assert!(!out.stdout.is_empty(), "gpgsm --export-secret-key-raw: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
     /// Imports the certificate issued for the last request's key: the key can then sign.
     pub fn signer(&self, certificate: &str) -> X509Signer {
         let path = self.home.path().join("leaf.pem");
