@@ -158,6 +158,37 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
         let (code, _, _) = cosign(&["verify"], &format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/other"));
         assert_ne!(code, 0, "{name}: another identity is refused");
     }
+
+    // `weft provenance verify` re-checks the keyless evidence against the trusted root and the profile's
+    // identity; without a trusted root it cannot, and says so; another identity in the profile fails.
+    let record = json!({
+        "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
+        "metadata": {"name": "shop-cart", "namespace": "argocd"},
+        "spec": {"application": {"name": "shop-cart"}},
+        "status": {"verdict": "Verified", "manifestImage": image, "rekor": out["provenance"],
+                   "sources": [{"repoURL": project.repo.url(), "revision": project.repo.head()}]}
+    });
+    std::fs::write(project.path("appprov.json"), record.to_string()).unwrap();
+    let reverify = |profile: &std::path::Path, extra: &[&str]| {
+        run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(project.dir.path())
+                .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
+                .arg("--profile")
+                .arg(profile)
+                .args(["--resources", "resources.yaml"])
+                .args(extra),
+        )
+    };
+    let (code, text, err) = reverify(&profile, &["--trusted-root", "trusted_root.json"]);
+    assert_eq!(code, 0, "weft provenance verify: {text}{err}");
+    assert!(text.contains(&format!("keyless subject {identity}")) && !text.contains("FAIL"), "{text}");
+    let (code, text, _) = reverify(&profile, &[]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("needs --trusted-root"), "{text}");
+    let (code, text, _) = reverify(&expecting(&other), &["--trusted-root", "trusted_root.json"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FAIL the manifest image carries a signature"), "{text}");
 }
 
 /// The controller signs keylessly with the token at the profile's `tokenPath` (where the chart mounts

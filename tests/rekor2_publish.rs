@@ -158,7 +158,8 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
     ]));
     assert_eq!(code, 0, "cosign v3 verify with weft run's trusted root: {err}");
 
-    // `weft provenance verify` does not re-check Rekor v2 entries yet: it says so, as a failure.
+    // `weft provenance verify` re-checks the bundles against the profile's v2 log: the signature and the
+    // provenance, each signed by the key and logged.
     let record = json!({
         "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
         "metadata": {"name": "shop-cart", "namespace": "argocd"},
@@ -167,15 +168,35 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
                    "sources": [{"repoURL": project.repo.url(), "revision": project.repo.head()}]}
     });
     std::fs::write(project.path("appprov.json"), record.to_string()).unwrap();
-    let (code, out, err) = run_cmd(
-        Command::new(env!("CARGO_BIN_EXE_weft"))
-            .current_dir(project.dir.path())
-            .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
-            .args(["--profile", "profile.yaml", "--resources", "resources.yaml"]),
-    );
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(out.contains("FAIL") && out.contains("Rekor v2") && out.contains("not implemented"), "{out}");
-    assert!(!out.contains("ok  "), "nothing is reported as checked: {out}");
+    let reverify = |extra: &[&str]| {
+        run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(project.dir.path())
+                .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
+                .args(["--profile", "profile.yaml", "--resources", "resources.yaml"])
+                .args(extra),
+        )
+    };
+    let (code, out, err) = reverify(&[]);
+    assert_eq!(code, 0, "weft provenance verify: {out}{err}");
+    assert!(out.contains("ok   the manifest image carries a signature that verifies (sigstore-verify"), "{out}");
+    assert!(out.contains("ok   a SLSA provenance bundle for the image verifies"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    // A trusted root that names another log: nothing verifies.
+    std::fs::write(
+        project.path("other-root.json"),
+        weft::bundle::trusted_root_for_log(
+            "http://127.0.0.1:9",
+            &weft::rekor::LogKey::from_pem(&std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap())
+                .unwrap()
+                .der(),
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, _) = reverify(&["--trusted-root", "other-root.json"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAIL the manifest image carries a signature") && out.contains("does NOT hold"), "{out}");
 
     // Again: the same image, the same entries, and nothing new in the log.
     let before = log_size();

@@ -1,7 +1,9 @@
 //! `weft provenance verify`: re-checks the evidence an ApplicationProvenance records, end to end, and says
-//! line by line what holds — the log entry (its signed timestamp, inclusion proof and checkpoint), the
-//! attestation's DSSE signature and that the log holds exactly it, its subject against the manifest image
-//! in the registry, the image's own signature, and every git commit the statement names.
+//! line by line what holds. Key-signed evidence in a Rekor v1 log: the log entry (its signed timestamp,
+//! inclusion proof and checkpoint), the attestation's DSSE signature and that the log holds exactly it, the
+//! image's own signature. Keyless evidence, or evidence in a Rekor v2 log: the Sigstore bundles attached to
+//! the image, through sigstore-verify and a trusted root. Either way: the statement's subject against the
+//! manifest image in the registry, and every git commit the statement names.
 
 use std::path::PathBuf;
 
@@ -43,6 +45,10 @@ pub struct VerifyArgs {
     pub objects: super::Referenced,
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A Sigstore trusted_root.json naming the log and, for keyless evidence, the Fulcio that certified the
+    /// controller (default for key-signed evidence: the profile's log alone).
+    #[arg(long)]
+    pub trusted_root: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> u8 {
@@ -122,54 +128,101 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
         record.metadata.name.as_deref().unwrap_or_default()
     );
     let Some(status) = &record.status else { return line(false, &format!("{name} has no status")) };
-    let mut all = true;
     let revisions: Vec<String> = status.sources.iter().map(|s| format!("{}@{}", s.repo_url, s.revision)).collect();
     println!("ApplicationProvenance {name}: verdict {}, revision(s) {}", status.verdict.as_str(), revisions.join(", "));
     let (Some(image), Some(entry_ref)) = (&status.manifest_image, &status.rekor) else {
         return line(false, "no manifest image and provenance entry are recorded, so there is nothing to re-check");
     };
-
-    // Keys: the log's, and the signing key's public half.
     let (Some(signing), Some(rekor_settings)) =
         (profile.spec.manifest_signing.as_ref(), profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()))
     else {
         return line(false, "the profile names no signing key or no transparency log");
     };
-    if rekor_settings.is_v2() {
-        return line(
-            false,
-            &format!(
-                "the profile's log is Rekor v2 ({}): re-checking a Rekor v2 entry (index {}, leaf hash {}) is not implemented in this version, so nothing was checked",
-                rekor_settings.url, entry_ref.log_index, entry_ref.uuid
-            ),
-        );
+    let (repository, digest) = image.split_once('@').unwrap_or((image.as_str(), ""));
+    let registry = match Registry::new(repository, None) {
+        Ok(r) => r,
+        Err(e) => return line(false, &format!("the manifest image {image}: {e}")),
+    };
+    // A key and a Rekor v1 log: the legacy layout and the log entries themselves. Otherwise (keyless, Rekor
+    // v2) the Sigstore bundles, through sigstore-verify and a trusted root.
+    let checked = if signing.key.is_some() && !rekor_settings.is_v2() {
+        legacy(status, entry_ref, profile, bag, &registry, image).await
+    } else {
+        bundles(status, profile, bag, args, &registry, image).await
+    };
+    let (mut all, Some(statement)) = checked else {
+        println!("the evidence does NOT hold");
+        return false;
+    };
+
+    // The statement's subject is the manifest image, which the registry still serves.
+    let subject = statement["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default();
+    all &=
+        line(format!("sha256:{subject}") == digest, &format!("the statement's subject is the manifest image {digest}"));
+    let served = registry.manifest(digest).await.ok().flatten();
+    all &= line(served.as_ref().is_some_and(|m| oci::digest(m) == digest), &format!("the registry serves {digest}"));
+
+    // Every git commit the statement names exists where it says.
+    let verifier =
+        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
+    let deps =
+        statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
+    for dep in &deps {
+        let uri = dep["uri"].as_str().unwrap_or_default().trim_start_matches("git+").to_string();
+        let commit = dep["digest"]["gitCommit"].as_str().and_then(CommitId::parse);
+        let Some(commit) = commit else {
+            all &= line(false, &format!("dependency {uri} names no git commit"));
+            continue;
+        };
+        let access = crate::source::verify::access(bag, &uri, None);
+        let found = tokio::task::block_in_place(|| verifier.repos.open(&uri, &[&commit], Some(&access), false).is_ok());
+        all &= line(found, &format!("git commit {} exists in {uri}", commit.short()));
     }
+    let recorded: Vec<&str> = status.sources.iter().map(|s| s.revision.as_str()).collect();
+    let attested: Vec<&str> =
+        deps.iter().filter(|d| d["name"] == "source").filter_map(|d| d["digest"]["gitCommit"].as_str()).collect();
+    all &= line(recorded == attested, "the attested source commits are the revision(s) the record shows");
+    println!("{}", if all { "the evidence holds" } else { "the evidence does NOT hold" });
+    all
+}
+
+/// Key-signed evidence in a Rekor v1 log: the entry (signed timestamp, inclusion proof, checkpoint), the
+/// attestation in cosign's legacy layout that the log holds exactly, its DSSE signature, the image's
+/// signature, and the verification summary. Returns whether all held, and the provenance statement.
+async fn legacy(
+    status: &crate::resources::provenance::ApplicationProvenanceStatus,
+    entry_ref: &crate::resources::provenance::RekorEntry,
+    profile: &IntegrityProfile,
+    bag: &Bag,
+    registry: &Registry,
+    image: &str,
+) -> (bool, Option<serde_json::Value>) {
+    let (signing, rekor_settings) = match (&profile.spec.manifest_signing, &profile.spec.provenance) {
+        (Some(s), Some(p)) if p.rekor.is_some() => (s, p.rekor.as_ref().expect("checked")),
+        _ => return (line(false, "the profile names no signing key or no transparency log"), None),
+    };
+    let mut all = true;
     let log_key = match bag
         .texts(&rekor_settings.public_key)
         .map_err(|e| e.to_string())
         .and_then(|t| LogKey::from_pem(&t.join("\n")).map_err(|e| e.to_string()))
     {
         Ok(k) => k,
-        Err(e) => return line(false, &format!("the log's public key: {e}")),
+        Err(e) => return (line(false, &format!("the log's public key: {e}")), None),
     };
-    let Some(key_ref) = &signing.key else {
-        return line(
-            false,
-            "keyless signing: re-checking certificate-signed evidence is not implemented in this version",
-        );
-    };
-    let key = bag
-        .signing_key(key_ref)
-        .ok()
+    let key = signing
+        .key
+        .as_ref()
+        .and_then(|r| bag.signing_key(r).ok())
         .and_then(|(pem, password)| SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok());
-    let Some(key) = key else { return line(false, "the profile's signing key cannot be read") };
+    let Some(key) = key else { return (line(false, "the profile's signing key cannot be read"), None) };
     let public = key.public_pem();
 
     // 1. The log entry.
     let rekor = Rekor::new(&rekor_settings.url);
     let entry = match rekor.get(&entry_ref.uuid).await {
         Ok(e) => e,
-        Err(e) => return line(false, &format!("Rekor entry {}: {e}", entry_ref.uuid)),
+        Err(e) => return (line(false, &format!("Rekor entry {}: {e}", entry_ref.uuid)), None),
     };
     let verified = rekor::verify_entry(&entry, &log_key, true);
     all &= line(
@@ -192,18 +245,14 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     }
 
     // 2. The attestation attached to the image, and that the log holds exactly it.
-    let (repository, digest) = image.split_once('@').unwrap_or((image.as_str(), ""));
-    let registry = match Registry::new(repository, None) {
-        Ok(r) => r,
-        Err(e) => return line(false, &format!("the manifest image {image}: {e}")),
-    };
+    let digest = image.split_once('@').map(|(_, d)| d).unwrap_or_default();
     let att_layers = match registry.manifest(&oci::attestation_tag(digest)).await {
         Ok(Some(m)) => registry.layers(&m).await.unwrap_or_default(),
         Ok(None) => Vec::new(),
-        Err(e) => return line(false, &format!("the attestations of {image}: {e}")),
+        Err(e) => return (line(false, &format!("the attestations of {image}: {e}")), None),
     };
     let Some((envelope, logged_hash)) = attached_envelope(&entry, &att_layers) else {
-        return line(false, &format!("no attestation attached to {image} is the envelope the log entry holds"));
+        return (line(false, &format!("no attestation attached to {image} is the envelope the log entry holds")), None);
     };
     all &= line(
         true,
@@ -214,15 +263,11 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
             all &= line(true, &format!("its DSSE signature verifies with the signing key {}", &key.key_id()[..16]));
             s
         }
-        Err(e) => return line(false, &format!("the attestation: {e}")),
+        Err(e) => return (line(false, &format!("the attestation: {e}")), None),
     };
 
-    // 3. Its subject is the manifest image, which the registry still serves, signed by the key.
-    let subject = statement["subject"][0]["digest"]["sha256"].as_str().unwrap_or_default();
-    all &=
-        line(format!("sha256:{subject}") == digest, &format!("the statement's subject is the manifest image {digest}"));
-    let served = registry.manifest(digest).await.ok().flatten();
-    all &= line(served.as_ref().is_some_and(|m| oci::digest(m) == digest), &format!("the registry serves {digest}"));
+    // 3. The manifest image is signed by the key.
+    let repository = image.split_once('@').map(|(r, _)| r).unwrap_or(image);
     let payload = oci::simple_signing_payload(repository, digest, &Default::default());
     let sig_layers = match registry.manifest(&oci::signature_tag(digest)).await {
         Ok(Some(m)) => registry.layers(&m).await.unwrap_or_default(),
@@ -231,32 +276,154 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     let signed = sig_layers.iter().any(|l| l.bytes == payload && oci::signature_verifies(l, &public));
     all &= line(signed, "the manifest image carries a signature by the signing key");
 
-    // 4. Every git commit the statement names exists where it says.
-    let verifier =
-        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
-    let deps =
-        statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
-    for dep in &deps {
-        let uri = dep["uri"].as_str().unwrap_or_default().trim_start_matches("git+").to_string();
-        let commit = dep["digest"]["gitCommit"].as_str().and_then(CommitId::parse);
-        let Some(commit) = commit else {
-            all &= line(false, &format!("dependency {uri} names no git commit"));
-            continue;
-        };
-        let access = crate::source::verify::access(bag, &uri, None);
-        let found = tokio::task::block_in_place(|| verifier.repos.open(&uri, &[&commit], Some(&access), false).is_ok());
-        all &= line(found, &format!("git commit {} exists in {uri}", commit.short()));
-    }
-    // 5. The verification summary, where the revision was vouched for.
+    // 4. The verification summary, where the revision was vouched for.
     if let Some(summary_ref) = &status.verification_summary {
         all &= check_summary(summary_ref, &att_layers, &log_key, &rekor, &public, digest, profile).await;
     }
-    let recorded: Vec<&str> = status.sources.iter().map(|s| s.revision.as_str()).collect();
-    let attested: Vec<&str> =
-        deps.iter().filter(|d| d["name"] == "source").filter_map(|d| d["digest"]["gitCommit"].as_str()).collect();
-    all &= line(recorded == attested, "the attested source commits are the revision(s) the record shows");
-    println!("{}", if all { "the evidence holds" } else { "the evidence does NOT hold" });
-    all
+    (all, Some(statement))
+}
+
+/// Evidence in Sigstore bundles (keyless, or a Rekor v2 log): the image's signature, its provenance and
+/// its verification summary, each checked by sigstore-verify against a trusted root (the log's entry and
+/// inclusion, the signer: the profile's key, or a certificate for its keyless identity from a certificate
+/// authority of the root, valid when it signed). Returns whether all held, and the provenance statement.
+async fn bundles(
+    status: &crate::resources::provenance::ApplicationProvenanceStatus,
+    profile: &IntegrityProfile,
+    bag: &Bag,
+    args: &VerifyArgs,
+    registry: &Registry,
+    image: &str,
+) -> (bool, Option<serde_json::Value>) {
+    use crate::images::verify::{SLSA_V1, check};
+    let (Some(signing), Some(rekor_settings)) =
+        (profile.spec.manifest_signing.as_ref(), profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()))
+    else {
+        return (line(false, "the profile names no signing key or no transparency log"), None);
+    };
+    use crate::resources::profile::{ImagePolicy, ImageSigner, ImageVerification, KeylessIdentity};
+    let (signer, public) = match (&signing.key, &signing.keyless) {
+        (Some(key_ref), _) => {
+            let key = bag
+                .signing_key(key_ref)
+                .ok()
+                .and_then(|(pem, password)| SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok());
+            let Some(key) = key else { return (line(false, "the profile's signing key cannot be read"), None) };
+            (ImageSigner { key: Some(config_map("signing-key", "cosign.pub")), keyless: None }, Some(key.public_pem()))
+        }
+        (None, Some(keyless)) => {
+            let Some(identity) = &keyless.identity else {
+                return (
+                    line(false, "the profile signs keylessly but names no manifestSigning.keyless.identity to expect"),
+                    None,
+                );
+            };
+            let keyless = KeylessIdentity {
+                issuer: Some(identity.issuer.clone()),
+                subject: Some(identity.subject.clone()),
+                ..Default::default()
+            };
+            (ImageSigner { key: None, keyless: Some(keyless) }, None)
+        }
+        (None, None) => return (line(false, "the profile names no signing key and no keyless identity"), None),
+    };
+    let root = match (&args.trusted_root, &signing.keyless) {
+        (Some(path), _) => match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => return (line(false, &format!("--trusted-root {}: {e}", path.display())), None),
+        },
+        (None, Some(_)) => {
+            return (
+                line(
+                    false,
+                    "keyless evidence needs --trusted-root: a trusted_root.json naming the Fulcio that certified the controller and the log",
+                ),
+                None,
+            );
+        }
+        (None, None) => {
+            let key = bag
+                .texts(&rekor_settings.public_key)
+                .map_err(|e| e.to_string())
+                .and_then(|t| LogKey::from_pem(&t.join("\n")).map_err(|e| e.to_string()));
+            match key {
+                Ok(k) => crate::bundle::trusted_root_for_log(&rekor_settings.url, &k.der()).to_string(),
+                Err(e) => return (line(false, &format!("the log's public key: {e}")), None),
+            }
+        }
+    };
+    let mut documents = vec![serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "trusted-root"}, "data": {"trusted_root.json": root}})];
+    if let Some(public) = &public {
+        documents.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "signing-key"}, "data": {"cosign.pub": public}}));
+    }
+    let text = documents.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n---\n");
+    let verification = ImageVerification {
+        policies: vec![ImagePolicy { images: vec!["**".into()], signers: vec![signer], ..Default::default() }],
+        trusted_root: Some(config_map("trusted-root", "trusted_root.json")),
+        ..Default::default()
+    };
+    let policies = match crate::deref::Bag::from_yaml(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|b| crate::images::policy::ImagePolicies::compile(&verification, &b).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => return (line(false, &format!("the trusted root or the signer: {e}")), None),
+    };
+    let Some(expected) = policies.policies.first().and_then(|p| p.signers.first()).cloned() else {
+        return (line(false, "no signer to expect"), None);
+    };
+    let digest_text = image.split_once('@').map(|(_, d)| d).unwrap_or_default();
+    let Some(digest) = crate::images::reference::Digest::parse(digest_text) else {
+        return (line(false, &format!("{image} names no digest")), None);
+    };
+    let evidence = match crate::images::evidence::fetch(registry, &digest).await {
+        Ok(e) => e,
+        Err(e) => return (line(false, &format!("the signatures and attestations of {image}: {e}")), None),
+    };
+    let who = expected.describe();
+    let mut all = line(
+        evidence.signatures.iter().any(|c| check(&policies, &expected, &digest, c).is_ok()),
+        &format!(
+            "the manifest image carries a signature that verifies (sigstore-verify: by {who}, logged in a log of the trusted root)"
+        ),
+    );
+    let verified: Vec<serde_json::Value> = evidence
+        .attestations
+        .iter()
+        .filter(|c| check(&policies, &expected, &digest, c).is_ok())
+        .filter_map(|c| c.statement())
+        .collect();
+    let provenance = verified.iter().find(|s| s["predicateType"] == SLSA_V1).cloned();
+    all &= line(
+        provenance.is_some(),
+        &format!("a SLSA provenance bundle for the image verifies (sigstore-verify: signed by {who}, logged)"),
+    );
+    if status.verification_summary.is_some() {
+        let spec = crate::provenance::policy_sha256(&profile.spec);
+        let vsa = verified.iter().find(|s| s["predicateType"] == crate::provenance::SLSA_VSA_V1);
+        all &= line(
+            vsa.is_some_and(|s| {
+                s["subject"][0]["digest"]["sha256"].as_str().map(|d| format!("sha256:{d}")).as_deref()
+                    == Some(digest_text)
+                    && s["predicate"]["verificationResult"] == "PASSED"
+                    && s["predicate"]["policy"]["digest"]["sha256"].as_str() == Some(spec.as_str())
+            }),
+            &format!(
+                "a verification summary (SLSA VSA) for this image verifies and says PASSED under the profile's spec (sha256 {}; by {who}, logged)",
+                &spec[..16]
+            ),
+        );
+    }
+    (all, provenance)
+}
+
+fn config_map(name: &str, key: &str) -> crate::resources::profile::ObjectRef {
+    crate::resources::profile::ObjectRef {
+        config_map_ref: Some(crate::resources::profile::KeyRef { name: name.into(), key: Some(key.into()) }),
+        ..Default::default()
+    }
 }
 
 /// The attached envelope a `dsse` entry holds (by its hash), and that hash.
