@@ -54,12 +54,18 @@ impl Verifier {
 /// A v0.3 bundle around a DSSE envelope (as Weft stores it: JSON), for its signer and, when logged, the
 /// Rekor entry that holds it.
 pub fn dsse_bundle(envelope: &str, verifier: &Verifier, entry: Option<&Entry>) -> Result<Vec<u8>, BundleError> {
-    dsse_bundle_with(envelope, verifier, entry.map(tlog_entry).transpose()?)
+    dsse_bundle_with(envelope, verifier, entry.map(tlog_entry).transpose()?, None)
 }
 
 /// A v0.3 bundle around a DSSE envelope, with a `TransparencyLogEntry` already made (a Rekor v2 entry's:
 /// [`crate::rekor2::Entry2::tlog_entry`]).
-pub fn dsse_bundle_with(envelope: &str, verifier: &Verifier, tlog: Option<Value>) -> Result<Vec<u8>, BundleError> {
+/// `timestamp`: a timestamp authority's response (DER) over the signature.
+pub fn dsse_bundle_with(
+    envelope: &str,
+    verifier: &Verifier,
+    tlog: Option<Value>,
+    timestamp: Option<&[u8]>,
+) -> Result<Vec<u8>, BundleError> {
     let env: Value = serde_json::from_str(envelope).map_err(|e| BundleError::Envelope(e.to_string()))?;
     let signatures: Vec<Value> = env["signatures"]
         .as_array()
@@ -76,6 +82,9 @@ pub fn dsse_bundle_with(envelope: &str, verifier: &Verifier, tlog: Option<Value>
     };
     if let Some(t) = tlog {
         material["tlogEntries"] = json!([t]);
+    }
+    if let Some(t) = timestamp {
+        material["timestampVerificationData"] = json!({"rfc3161Timestamps": [{"signedTimestamp": B64.encode(t)}]});
     }
     let bundle = json!({
         "mediaType": MEDIA_TYPE,

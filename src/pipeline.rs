@@ -615,13 +615,13 @@ impl Engine {
             ));
         };
         // A keyless signature in Rekor v2 needs a timestamp from a timestamp authority (v2 entries carry
-        // no time of their own to hold the short-lived certificate against); Weft asks for none yet.
+        // no time of their own to hold the short-lived certificate against).
         let rekor_v2 = job.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()).is_some_and(|r| r.is_v2());
-        if signing.key.is_none() && signing.keyless.is_some() && rekor_v2 {
-            return Err(StepReport::new(
-                StepState::NotImplemented,
+        let timestamp_url = signing.keyless.as_ref().and_then(|k| k.timestamp_url.as_deref()).filter(|_| rekor_v2);
+        if signing.key.is_none() && signing.keyless.is_some() && rekor_v2 && timestamp_url.is_none() {
+            return Err(failed(
                 "KeylessNeedsTimestamps",
-                "keyless signing with a Rekor v2 log needs signed timestamps (RFC 3161), which this version of Weft does not request, so nothing is signed; use a Rekor v1 log or a key",
+                "keyless signing with a Rekor v2 log needs signed timestamps (RFC 3161) to show the short-lived certificate was valid, and manifestSigning.keyless.timestampURL is not set, so nothing is signed; name a timestamp authority (e.g. https://timestamp.sigstore.dev/api/v1/timestamp)".into(),
             ));
         }
         // The key first: a missing or wrong key fails before anything is published.
@@ -687,7 +687,14 @@ impl Engine {
                 let key = CheckpointKey::from_pem(&pem).map_err(|e| failed(e.reason(), e.to_string()))?;
                 let origin = r.origin();
                 let rekor = Rekor2::new(&r.url).with_reads(r.read_url(), key.clone(), &origin);
-                Some(LogClient::V2 { rekor: Box::new(rekor), key, origin })
+                let timestamps = match timestamp_url {
+                    Some(url) => Some(
+                        sigstore_tsa::TimestampClient::new(url)
+                            .map_err(|e| failed("TimestampAuthorityInvalid", format!("timestampURL {url}: {e}")))?,
+                    ),
+                    None => None,
+                };
+                Some(LogClient::V2 { rekor: Box::new(rekor), key, origin, timestamps })
             }
             Some(r) => {
                 let pem = job.bag.texts(&r.public_key).map_err(|e| failed(e.reason(), e.to_string()))?.join("\n");

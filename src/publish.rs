@@ -23,6 +23,7 @@ use crate::rekor::{self, LogKey, Rekor, RekorError};
 use crate::rekor2::{self, CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error};
 use crate::resources::provenance::RekorEntry;
 use crate::signing::SigningKey;
+use sigstore_tsa::TimestampClient;
 
 #[derive(Debug, Error)]
 pub enum PublishError {
@@ -36,6 +37,8 @@ pub enum PublishError {
     Envelope(String),
     #[error("nothing to sign: the render produced no resource the profile's match rules select")]
     Empty,
+    #[error("the timestamp authority: {0}")]
+    Timestamp(String),
 }
 
 impl PublishError {
@@ -46,6 +49,7 @@ impl PublishError {
             PublishError::Rekor2(e) => e.reason(),
             PublishError::Envelope(_) => "EnvelopeInvalid",
             PublishError::Empty => "NothingToSign",
+            PublishError::Timestamp(_) => "TimestampAuthorityUnavailable",
         }
     }
 
@@ -56,6 +60,8 @@ impl PublishError {
             PublishError::Rekor2(e) => e.retryable(),
             PublishError::Envelope(_) => false,
             PublishError::Empty => false,
+            // Unreachable, refusing, or answering for another request: asked again later.
+            PublishError::Timestamp(_) => true,
         }
     }
 }
@@ -82,20 +88,22 @@ pub enum Log<'a> {
     /// Rekor v2: only `hashedrekord` v0.0.2 and no signed entry timestamp. Envelopes are logged as cosign
     /// v3 logs them (the digest of their PAE, their signature); the legacy layers carry no log bundle,
     /// and the legacy signature is not logged.
-    V2 { rekor: &'a Rekor2, key: &'a CheckpointKey, origin: &'a str },
+    V2 { rekor: &'a Rekor2, key: &'a CheckpointKey, origin: &'a str, timestamps: Option<&'a TimestampClient> },
 }
 
 /// A transparency log, owned: what a profile's `provenance.rekor` names.
 pub enum LogClient {
     V1(Rekor, LogKey),
-    V2 { rekor: Box<Rekor2>, key: CheckpointKey, origin: String },
+    V2 { rekor: Box<Rekor2>, key: CheckpointKey, origin: String, timestamps: Option<TimestampClient> },
 }
 
 impl LogClient {
     pub fn log(&self) -> Log<'_> {
         match self {
             LogClient::V1(rekor, key) => Log::V1 { rekor, key },
-            LogClient::V2 { rekor, key, origin } => Log::V2 { rekor, key, origin },
+            LogClient::V2 { rekor, key, origin, timestamps } => {
+                Log::V2 { rekor, key, origin, timestamps: timestamps.as_ref() }
+            }
         }
     }
 }
@@ -104,7 +112,8 @@ impl LogClient {
 #[derive(Clone, Debug)]
 pub enum Logged {
     V1(rekor::Entry),
-    V2(Entry2),
+    /// With the timestamp authority's response (DER) over the signature, when one was asked.
+    V2(Entry2, Option<Vec<u8>>),
 }
 
 impl Logged {
@@ -113,7 +122,7 @@ impl Logged {
     pub fn record(&self) -> RekorEntry {
         match self {
             Logged::V1(e) => e.record(),
-            Logged::V2(e) => RekorEntry {
+            Logged::V2(e, _) => RekorEntry {
                 uuid: hex::encode(rekor::leaf_hash(&e.body)),
                 log_index: i64::try_from(e.log_index).unwrap_or(i64::MAX),
                 integrated_time: 0,
@@ -126,7 +135,7 @@ impl Logged {
     fn cosign_bundle(&self) -> Option<String> {
         match self {
             Logged::V1(e) => Some(e.cosign_bundle()),
-            Logged::V2(_) => None,
+            Logged::V2(..) => None,
         }
     }
 }
@@ -248,13 +257,27 @@ async fn log_envelope(envelope: &str, key: &SigningKey, log: Log<'_>) -> Result<
             }
             Ok(Logged::V1(entry))
         }
-        Log::V2 { rekor, key: log_key, origin } => {
+        Log::V2 { rekor, key: log_key, origin, timestamps } => {
             let rekord = dsse_rekord(envelope, key)?;
             let entry = rekor.add_hashedrekord(&rekord.digest, &rekord.signature, rekord.verifier.clone()).await?;
             rekor2::verify_entry2(&entry, log_key, origin, &rekord)?;
-            Ok(Logged::V2(entry))
+            let timestamp = match timestamps {
+                Some(tsa) => Some(timestamp(tsa, &rekord.signature).await?),
+                None => None,
+            };
+            Ok(Logged::V2(entry, timestamp))
         }
     }
+}
+
+/// The timestamp authority's signed response (DER) over a signature (the SHA-256 of its bytes, as
+/// Sigstore bundles carry it); its message imprint and nonce are checked against the request.
+async fn timestamp(tsa: &TimestampClient, signature: &[u8]) -> Result<Vec<u8>, PublishError> {
+    let token = tsa
+        .timestamp_signature(&sigstore_verify::types::SignatureBytes::new(signature.to_vec()))
+        .await
+        .map_err(|e| PublishError::Timestamp(e.to_string()))?;
+    Ok(token.as_bytes().to_vec())
 }
 
 /// The `hashedrekord` v0.0.2 for a DSSE envelope: SHA-256 of its PAE, its one signature, and the signer
@@ -339,7 +362,9 @@ async fn attach_bundle(
 ) -> Result<(), PublishError> {
     let verifier = crate::bundle::Verifier::of(key);
     let bundle = match entry {
-        Some(Logged::V2(e)) => crate::bundle::dsse_bundle_with(envelope, &verifier, Some(e.tlog_entry())),
+        Some(Logged::V2(e, timestamp)) => {
+            crate::bundle::dsse_bundle_with(envelope, &verifier, Some(e.tlog_entry()), timestamp.as_deref())
+        }
         Some(Logged::V1(e)) => crate::bundle::dsse_bundle(envelope, &verifier, Some(e)),
         None => crate::bundle::dsse_bundle(envelope, &verifier, None),
     }
@@ -547,7 +572,7 @@ mod tests {
             },
             body: b"body".to_vec(),
         };
-        let logged = Logged::V2(entry);
+        let logged = Logged::V2(entry, None);
         let r = logged.record();
         assert_eq!(r.uuid, hex::encode(rekor::leaf_hash(b"body")));
         assert_eq!((r.log_index, r.integrated_time), (7, 0));

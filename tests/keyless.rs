@@ -240,3 +240,87 @@ async fn the_controller_signs_keylessly_with_the_token_the_profile_names() {
     assert_eq!(identity, format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller"));
     assert_eq!(issuer, peer("WEFT_TEST_OIDC_ISSUER"));
 }
+
+/// Keyless signing into a Rekor v2 log: each signature is timestamped by the timestamp authority (the
+/// v2 entry has no time of its own), and cosign v3 verifies the identity with a trusted root naming
+/// Fulcio, the v2 log and the authority; so does `weft provenance verify`.
+#[tokio::test]
+async fn keyless_signing_into_rekor_v2_is_timestamped_and_cosign_v3_verifies_it() {
+    use common::project::*;
+    use serde_json::json;
+    let client = client().await;
+    let ns = namespace(&client, "keyless-v2").await;
+    let project = with_namespace(shop_files);
+    std::fs::write(project.path("token"), token(&ns, "weft-controller", "sigstore")).unwrap();
+    let repository = format!("{}/manifests/keyless-v2-{}", peer("WEFT_TEST_REGISTRY_REFERRERS"), rand_suffix());
+    let identity = format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/weft-controller");
+    let issuer = peer("WEFT_TEST_OIDC_ISSUER");
+    let keyless = json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "identity": {"issuer": issuer, "subject": identity},
+                         "timestampURL": peer("WEFT_TEST_TSA_URL")});
+    let profile = project.keyless_profile(&repository, json!({}), keyless);
+    project.use_rekor2(&profile);
+    let app = project.application(json!({}));
+    let (code, out, err) = project.run(&profile, &app, &["--identity-token", "token"]);
+    assert_eq!(code, 0, "weft run keyless into Rekor v2: {err}\n{out:#}");
+    let image = out["manifestImage"].as_str().unwrap().to_string();
+
+    let root = peer("WEFT_TEST_TRUSTED_ROOT");
+    let cosign = |args: &[&str], identity: &str| {
+        run_cmd(Command::new(peer("WEFT_TEST_COSIGN3")).current_dir(project.dir.path()).args(args).args([
+            "--certificate-identity",
+            identity,
+            "--certificate-oidc-issuer",
+            &issuer,
+            "--trusted-root",
+            &root,
+            "--insecure-ignore-sct",
+            &image,
+        ]))
+    };
+    let (code, _, err) = cosign(&["verify"], &identity);
+    assert_eq!(code, 0, "cosign v3 verify keyless, Rekor v2: {err}");
+    let (code, _, err) = cosign(&["verify-attestation", "--type", "slsaprovenance1"], &identity);
+    assert_eq!(code, 0, "cosign v3 verify-attestation keyless, Rekor v2: {err}");
+    let (code, _, _) = cosign(&["verify"], &format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/other"));
+    assert_ne!(code, 0, "another identity is refused");
+
+    // Without the timestamp authority in the trusted root, nothing shows the certificate was valid.
+    let mut untimed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&root).unwrap()).unwrap();
+    untimed["timestampAuthorities"] = json!([]);
+    std::fs::write(project.path("untimed_root.json"), untimed.to_string()).unwrap();
+    let (code, _, _) = run_cmd(Command::new(peer("WEFT_TEST_COSIGN3")).current_dir(project.dir.path()).args([
+        "verify",
+        "--certificate-identity",
+        &identity,
+        "--certificate-oidc-issuer",
+        &issuer,
+        "--trusted-root",
+        "untimed_root.json",
+        "--insecure-ignore-sct",
+        &image,
+    ]));
+    assert_ne!(code, 0, "a root without the timestamp authority does not verify it");
+
+    let record = json!({
+        "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
+        "metadata": {"name": "shop-cart", "namespace": "argocd"},
+        "spec": {"application": {"name": "shop-cart"}},
+        "status": {"verdict": "Verified", "manifestImage": image, "rekor": out["provenance"],
+                   "sources": [{"repoURL": project.repo.url(), "revision": project.repo.head()}]}
+    });
+    std::fs::write(project.path("appprov.json"), record.to_string()).unwrap();
+    let reverify = |root: &str| {
+        run_cmd(
+            Command::new(env!("CARGO_BIN_EXE_weft"))
+                .current_dir(project.dir.path())
+                .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
+                .arg("--profile")
+                .arg(&profile)
+                .args(["--resources", "resources.yaml", "--trusted-root", root]),
+        )
+    };
+    let (code, text, err) = reverify(&root);
+    assert_eq!(code, 0, "weft provenance verify: {text}{err}");
+    let (code, text, _) = reverify("untimed_root.json");
+    assert_eq!(code, 1, "{text}");
+}

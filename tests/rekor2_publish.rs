@@ -66,20 +66,10 @@ fn legacy_annotations(image: &str, suffix: &str) -> Vec<Value> {
 
 /// A profile logging in the Rekor v2 log (its checkpoint key a ConfigMap beside the other resources),
 /// publishing to `repository`.
-fn rekor2_profile(project: &Project, repository: &str, mut extra: Value) -> std::path::PathBuf {
-    let key = std::fs::read_to_string(peer("WEFT_TEST_REKOR2_PUBLIC_KEY")).unwrap();
-    let resources = std::fs::read_to_string(project.path("resources.yaml")).unwrap();
-    let cm =
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rekor2"}, "data": {"rekor.pub": key}});
-    std::fs::write(project.path("resources.yaml"), format!("{resources}\n---\n{cm}")).unwrap();
-    extra["provenance"] = json!({"rekor": {
-        "url": peer("WEFT_TEST_REKOR2_URL"),
-        "version": 2,
-        "readURL": peer("WEFT_TEST_REKOR2_READ_URL"),
-        "origin": peer("WEFT_TEST_REKOR2_ORIGIN"),
-        "publicKey": {"configMapRef": {"name": "rekor2", "key": "rekor.pub"}}
-    }});
-    project.profile(repository, false, extra)
+fn rekor2_profile(project: &Project, repository: &str, extra: Value) -> std::path::PathBuf {
+    let path = project.profile(repository, false, extra);
+    project.use_rekor2(&path);
+    path
 }
 
 /// cosign v3 with the signing key and the trusted root naming the Rekor v2 log.

@@ -348,6 +348,12 @@ pub struct KeylessSigning {
     /// any other identity is refused before anything is signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<SigningIdentity>,
+    /// A timestamp authority (RFC 3161) that timestamps each signature, e.g.
+    /// `https://timestamp.sigstore.dev/api/v1/timestamp`. A Rekor v2 log records no time of its own, so
+    /// keyless signing with one needs it: the timestamp is what shows the certificate was valid.
+    #[serde(rename = "timestampURL", default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('https://') || self.startsWith('http://')").message("timestampURL must be an http(s) URL"))]
+    pub timestamp_url: Option<String>,
 }
 
 /// Exactly who signs: a certificate names this subject and issuer, or it is not Weft's.

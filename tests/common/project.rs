@@ -100,6 +100,24 @@ impl Project {
         path
     }
 
+    /// Makes the profile at `path` log in the Rekor v2 log (its checkpoint key a ConfigMap beside the
+    /// other resources).
+    pub fn use_rekor2(&self, path: &std::path::Path) {
+        let key = std::fs::read_to_string(super::peer("WEFT_TEST_REKOR2_PUBLIC_KEY")).unwrap();
+        let resources = std::fs::read_to_string(self.path("resources.yaml")).unwrap();
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "rekor2"}, "data": {"rekor.pub": key}});
+        std::fs::write(self.path("resources.yaml"), format!("{resources}\n---\n{cm}")).unwrap();
+        let mut p: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        p["spec"]["provenance"] = json!({"rekor": {
+            "url": super::peer("WEFT_TEST_REKOR2_URL"),
+            "version": 2,
+            "readURL": super::peer("WEFT_TEST_REKOR2_READ_URL"),
+            "origin": super::peer("WEFT_TEST_REKOR2_ORIGIN"),
+            "publicKey": {"configMapRef": {"name": "rekor2", "key": "rekor.pub"}}
+        }});
+        std::fs::write(path, p.to_string()).unwrap();
+    }
+
     /// The Application, synced to the repository's head.
     pub fn application(&self, source_extra: Value) -> PathBuf {
         let mut source = json!({"repoURL": self.repo.url(), "path": ".", "targetRevision": "main"});
