@@ -476,8 +476,9 @@ impl Injector {
 
 /// Keyless: the controller signs with a Fulcio certificate for its ServiceAccount, and the webhook
 /// (given `--manifest-trusted-root`, and manifest keys too) admits the signed manifests because their
-/// image carries a signature by the identity the profile states. When the profile states another
-/// identity (the controller stopped, so the record stays as it was), the same manifests are refused.
+/// image carries a signature by the identity the profile states. A tenant's own keyless signature on
+/// its own manifest image, named by a forged record, is refused; so are the same manifests when the
+/// profile states another identity (the controller stopped, so the record stays as it was), or none.
 #[tokio::test]
 async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_states() {
     let lab = Lab::new();
@@ -554,9 +555,47 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
     )
     .await;
 
+    // A tenant with a Fulcio identity of its own (a ServiceAccount in the namespace) signs manifests of
+    // its own keylessly, and makes the record name that image (as one who may write its status could).
+    // The image is signed, but not by the identity the profile states: refused.
+    drop(controller);
+    let evil = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cart-config", "namespace": dest},
+        "data": {"PAYMENT_URL": "https://attacker.example"}});
+    let tenant = with_namespace(|_| vec![("evil.yaml".into(), evil.to_string())]);
+    // What it applies carries the Application's tracking, as Argo CD would apply it.
+    let mut evil = manifests.iter().find(|m| m["kind"] == "ConfigMap").unwrap().clone();
+    evil["data"] = json!({"PAYMENT_URL": "https://attacker.example"});
+    std::fs::write(tenant.path("token"), service_account_token(&ns, "tenant", "sigstore")).unwrap();
+    let tenant_identity = json!({"issuer": peer("WEFT_TEST_OIDC_ISSUER"),
+        "subject": format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/tenant")});
+    let tenant_profile = tenant.keyless_profile(
+        &format!("{}/manifests/tenant-{}", peer("WEFT_TEST_REGISTRY"), rand_suffix()),
+        json!({}),
+        json!({"fulcioURL": peer("WEFT_TEST_FULCIO_URL"), "identity": tenant_identity}),
+    );
+    let (code, out, err) = tenant.run(&tenant_profile, &tenant.application(json!({})), &["--identity-token", "token"]);
+    assert_eq!(code, 0, "the tenant signs its own manifests: {err}\n{out:#}");
+    let forged = out["manifestImage"].as_str().unwrap().to_string();
+    let legit = verified["status"]["manifestImage"].clone();
+    let point = |image: Value| json!({"status": {"manifestImage": image}});
+    let records = provenances(&client, &ns);
+    records.patch_status("shop-cart", &PatchParams::default(), &Patch::Merge(point(json!(forged)))).await.unwrap();
+    let e = &evil;
+    let err =
+        eventually("the forged record seen, and the tenant's image refused", Duration::from_secs(30), || async move {
+            match apply(c, e).await {
+                Ok(()) => Ok(Err("admitted".to_string())),
+                Err(e) if e.contains("carries no signature by") => Ok(Ok(e)),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .expect("the tenant's image is refused");
+    assert!(err.contains("serviceaccounts/weft-controller") && err.contains(&forged), "{err}");
+    records.patch_status("shop-cart", &PatchParams::default(), &Patch::Merge(point(legit))).await.unwrap();
+
     // The profile now expects another identity: the same manifest image is not signed by it, so its
     // ConfigMap (not applied yet) is refused.
-    drop(controller);
     let other = json!({"spec": {"manifestSigning": {"keyless": {"identity": {"subject":
         format!("https://kubernetes.io/namespaces/{ns}/serviceaccounts/someone-else")}}}}});
     profiles(&client, &ns).patch("production", &PatchParams::default(), &Patch::Merge(&other)).await.unwrap();
@@ -572,5 +611,19 @@ async fn a_keyless_profiles_manifests_are_admitted_only_for_the_identity_it_stat
     .await
     .expect("refused for another identity");
     assert!(err.contains("someone-else"), "{err}");
+
+    // A keyless profile that states no identity: no signature can be attributed, so nothing is admitted.
+    let none = json!({"spec": {"manifestSigning": {"keyless": {"identity": null}}}});
+    profiles(&client, &ns).patch("production", &PatchParams::default(), &Patch::Merge(&none)).await.unwrap();
+    let err = eventually("the missing identity seen, and the image refused", Duration::from_secs(30), || async move {
+        match apply(c, o).await {
+            Ok(()) => Ok(Err("admitted".to_string())),
+            Err(e) if e.contains("names no manifestSigning.keyless.identity") => Ok(Ok(e)),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .expect("refused without an identity");
+    assert!(err.contains("cannot be attributed"), "{err}");
     webhooks.delete(&configuration, &Default::default()).await.unwrap();
 }
