@@ -182,9 +182,12 @@ async fn an_unreachable_repository_is_pending_and_retried_until_it_verifies() {
     assert!(message.contains("retrying"), "{message}");
     assert!(ap["status"].get("verifiedSources").is_none(), "nothing recorded as verified");
 
-    // The repository appears; the retries pick it up.
-    let out = Command::new("git").args(["clone", "-q", "--bare"]).arg(repo.path()).arg(&missing).output().unwrap();
+    // The repository appears, whole (cloned beside it, then renamed into place: a fetch in the middle of
+    // a clone would find a repository without the commit yet); the retries pick it up.
+    let staging = later.path().join("staging.git");
+    let out = Command::new("git").args(["clone", "-q", "--bare"]).arg(repo.path()).arg(&staging).output().unwrap();
     assert!(out.status.success());
+    std::fs::rename(&staging, &missing).unwrap();
     let ap = eventually("verification after the repository appears", Duration::from_secs(60), || {
         let api = provenances(&client, &ns);
         async move {
