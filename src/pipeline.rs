@@ -91,10 +91,6 @@ impl SigningKeys {
     }
 }
 
-/// The `ImagesVerified` reason for a profile without `imageVerification`: the verdict fails, but the
-/// manifests are still signed (the profile did not ask for images to gate them).
-pub const IMAGES_NOT_CONFIGURED: &str = "ImageVerificationNotConfigured";
-
 /// The Secrets among the signed manifests.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SecretsSigned {
@@ -327,8 +323,7 @@ impl Engine {
         progress.step(Step::ImagesVerified, &images_report);
         // Strict failures and images not checked yet stop signing; a profile without image verification
         // does not (its verdict says so), nor does permissive enforcement.
-        let gate = images_report.state == StepState::Pending
-            || (images_report.state == StepState::Failed && images_report.reason != IMAGES_NOT_CONFIGURED);
+        let gate = matches!(images_report.state, StepState::Pending | StepState::Failed);
         steps[1] = images_report;
         if gate {
             steps[2] = StepReport::blocked(Step::ImagesVerified);
@@ -400,7 +395,7 @@ impl Engine {
     ) -> (StepReport, Vec<ImageStatus>) {
         let Some(iv) = &job.profile.spec.image_verification else {
             let msg = "the profile has no imageVerification, so the images the manifests run are not verified and this revision is not vouched for; add imageVerification to the profile";
-            return (StepReport::new(StepState::Failed, IMAGES_NOT_CONFIGURED, msg), Vec::new());
+            return (StepReport::new(StepState::NotConfigured, "ImageVerificationNotConfigured", msg), Vec::new());
         };
         let policies = ImagePolicies::compile(iv, job.bag).and_then(|mut p| {
             let annotations = job.app.metadata.annotations.as_ref();
@@ -445,7 +440,7 @@ impl Engine {
     ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
         let Some(log_client) = &done.log else {
             return Err(StepReport::new(
-                StepState::Failed,
+                StepState::NotConfigured,
                 "ProvenanceNotConfigured",
                 "the profile names no transparency log (provenance.rekor), so no provenance is recorded and nothing is vouched for".to_string(),
             ));
@@ -609,9 +604,10 @@ impl Engine {
     ) -> Result<Signed, StepReport> {
         let failed = |reason: &str, message: String| StepReport::new(StepState::Failed, reason, message);
         let Some(signing) = &job.profile.spec.manifest_signing else {
-            return Err(failed(
+            return Err(StepReport::new(
+                StepState::NotConfigured,
                 "SigningNotConfigured",
-                "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key".into(),
+                "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key",
             ));
         };
         // A keyless signature in Rekor v2 needs a timestamp from a timestamp authority (v2 entries carry

@@ -59,6 +59,8 @@ pub enum StepState {
     Blocked,
     /// Did not pass, but the profile lets the pipeline go on (permissive image verification).
     Permitted,
+    /// The profile does not configure the step: nothing failed, but nothing is vouched for either.
+    NotConfigured,
 }
 
 /// What one step reported: a state, a CamelCase reason and a message a person can act on.
@@ -242,7 +244,11 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             let status = match r.state {
                 StepState::Passed => "True",
                 StepState::Pending => "Unknown",
-                StepState::Failed | StepState::NotImplemented | StepState::Blocked | StepState::Permitted => "False",
+                StepState::Failed
+                | StepState::NotImplemented
+                | StepState::Blocked
+                | StepState::Permitted
+                | StepState::NotConfigured => "False",
             };
             condition(step.condition_type(), status, &r.reason, &r.message, obs.generation, now)
         })
@@ -251,9 +257,7 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
     let first = |state: StepState| Step::ALL.iter().zip(&obs.steps).find(|(_, r)| r.state == state);
     // A step the profile does not configure fails the verdict, but a real failure, or a wait, is what
     // a person needs to see first.
-    let unconfigured = |r: &StepReport| r.reason.ends_with("NotConfigured");
-    let failed = Step::ALL.iter().zip(&obs.steps).filter(|(_, r)| r.state == StepState::Failed);
-    if let Some((step, r)) = failed.clone().find(|(_, r)| !unconfigured(r)) {
+    if let Some((step, r)) = first(StepState::Failed) {
         let msg = format!("{} failed: {}", step.condition_type(), r.message);
         return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
     }
@@ -261,7 +265,7 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
         let msg = format!("{} pending: {}", step.condition_type(), r.message);
         return (Verdict::Pending, "Unknown", r.reason.clone(), msg, conditions);
     }
-    if let Some((step, r)) = failed.clone().next() {
+    if let Some((step, r)) = first(StepState::NotConfigured) {
         let msg = format!("{} is not configured: {}", step.condition_type(), r.message);
         return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
     }

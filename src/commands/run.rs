@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
-use crate::pipeline::{DestinationChoice, Engine, IMAGES_NOT_CONFIGURED, Job, Progress};
+use crate::pipeline::{DestinationChoice, Engine, Job, Progress};
 use crate::resources::argocd::Application;
 use crate::resources::provenance::{RevisionOrigin, SourceRevision};
 use crate::source::CommitId;
@@ -77,7 +77,7 @@ impl Progress for Printer {
         let mark = match r.state {
             StepState::Passed => "ok  ",
             // Not asked for by the profile (the verdict says so; the run goes on).
-            StepState::Failed if r.reason == IMAGES_NOT_CONFIGURED || r.reason == "ProvenanceNotConfigured" => "n/a ",
+            StepState::NotConfigured => "n/a ",
             StepState::Failed => "FAIL",
             StepState::Permitted => "warn",
             StepState::Pending => "WAIT",
@@ -98,7 +98,7 @@ pub fn run(args: Args) -> u8 {
         Err(e) => {
             eprintln!("error: {e}");
             if let super::verify_source::Output::Json = args.output {
-                println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
             }
             EXIT_BAD_INPUT
         }
@@ -234,12 +234,13 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let [source, images, signed, provenance] = &outcome.steps;
     // Provenance and images count when the profile configures them; without that the run does what is
     // configured (and says what it did not do).
-    let provenance_ok = provenance.state == StepState::Passed || provenance.reason == "ProvenanceNotConfigured";
-    let images_ok =
-        matches!(images.state, StepState::Passed | StepState::Permitted) || images.reason == IMAGES_NOT_CONFIGURED;
+    let provenance_ok = matches!(provenance.state, StepState::Passed | StepState::NotConfigured);
+    let images_ok = matches!(images.state, StepState::Passed | StepState::Permitted | StepState::NotConfigured);
     let code = if source.state == StepState::Passed && images_ok && signed.state == StepState::Passed && provenance_ok {
         EXIT_VERIFIED
-    } else if [source, images, signed, provenance].iter().any(|s| is_configuration_problem(&s.reason)) {
+    } else if signed.state == StepState::NotConfigured
+        || [source, images, signed, provenance].iter().any(|s| is_configuration_problem(&s.reason))
+    {
         EXIT_BAD_INPUT
     } else {
         EXIT_FAILED
@@ -265,32 +266,32 @@ fn execute(args: &Args) -> Result<u8, InputError> {
                 "remoteBases": outcome.remote_bases,
                 "images": outcome.images,
             });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         super::verify_source::Output::Text => {
             if let Some(p) = &outcome.published {
-                println!("manifest image: {}", p.reference);
+                say!("manifest image: {}", p.reference);
                 if let Some(h) = &hint {
                     match &destination {
                         Some(DestinationChoice::Layout(dir)) => {
-                            println!("verify it with: {}", h.cosign(&format!("--local-image {}", dir.display())));
+                            say!("verify it with: {}", h.cosign(&format!("--local-image {}", dir.display())));
                         }
-                        _ => println!("verify it with: {}", h.cosign(&p.reference)),
+                        _ => say!("verify it with: {}", h.cosign(&p.reference)),
                     }
                 }
             }
             if let Some(r) = &outcome.rekor {
-                println!("provenance: transparency log entry {} (index {})", r.uuid, r.log_index);
+                say!("provenance: transparency log entry {} (index {})", r.uuid, r.log_index);
             }
             if let Some(r) = &outcome.summary {
-                println!("verification summary (SLSA VSA): transparency log entry {} (index {})", r.uuid, r.log_index);
+                say!("verification summary (SLSA VSA): transparency log entry {} (index {})", r.uuid, r.log_index);
             }
             for i in &outcome.images {
                 let at = i.digest.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
-                println!("image {}{at}: {:?} {}: {}", i.image, i.outcome, i.reason, i.message);
+                say!("image {}{at}: {:?} {}: {}", i.image, i.outcome, i.reason, i.message);
             }
-            if images.reason == IMAGES_NOT_CONFIGURED {
-                println!(
+            if images.state == StepState::NotConfigured {
+                say!(
                     "note: the profile does not verify images (no imageVerification); the revision is not fully vouched for"
                 );
             }
@@ -309,7 +310,6 @@ pub fn is_configuration_problem(reason: &str) -> bool {
             | "SigningKeyInvalid"
             | "SigningKeyPasswordMissing"
             | "SigningKeyWrongPassword"
-            | "SigningNotConfigured"
             | "NoDestination"
             | "InvalidKeyring"
             | "InvalidAllowedSigners"
