@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crds => match weft::crds::stream() {
             Ok(yaml) => {
-                print!("{yaml}");
+                weft::commands::print_out(format_args!("{yaml}"));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -515,3 +515,34 @@ fn https_fetches_use_the_credentials_of_argo_cds_repository_secrets() {
     let run = verify(fresh.path(), gpg_policy("*", "strict", &[&alice]), &resources, &url, &head, &[]);
     assert_verdict(&run, 1, "RepositoryAccessDenied");
 }
+
+/// `weft verify-source … | head`: when the reader goes away, the command stops quietly with 141 (as a
+/// command a closed pipe stops), not with a panic, and never with success.
+#[test]
+fn a_reader_that_goes_away_stops_the_command_quietly_and_not_as_success() {
+    let gpg = Gpg::new();
+    let alice = gpg.key("Alice");
+    let repo = Repo::new(&gpg);
+    repo.commit("c1", Sign::Gpg(&alice));
+    let dir = tempfile::tempdir().unwrap();
+    let profile = write_json(dir.path(), "profile.yaml", &[profile(gpg_policy("*", "head", &[&alice]))]);
+    let resources = write_json(dir.path(), "resources.yaml", &[keyring(&gpg, &[&alice])]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["verify-source", "--output", "json", "--repo", &repo.path().display().to_string(), "--revision", "main"])
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--resources")
+        .arg(&resources)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader closes before anything is written (the verdict takes a repository read first).
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}

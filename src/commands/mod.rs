@@ -1,7 +1,15 @@
 //! The one-shot commands (`weft verify-source`, …): they read an IntegrityProfile as users apply it,
 //! and the objects it refers to from the cluster or from a YAML file, and print a verdict.
 //!
-//! Exit codes: 0 verified, 1 verification failed, 2 bad input or configuration.
+//! Exit codes: 0 verified, 1 verification failed, 2 bad input or configuration, 141 when the reader of
+//! the output went away (`weft … | head`).
+
+/// `println!` for the commands' output: see [`print_out`]. (Defined before the command modules, so in
+/// scope in each.)
+macro_rules! say {
+    () => { $crate::commands::print_out(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::commands::print_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 pub mod provenance;
 pub mod run;
@@ -19,6 +27,22 @@ use crate::resources::profile::IntegrityProfile;
 pub const EXIT_VERIFIED: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_BAD_INPUT: u8 = 2;
+/// 128 + SIGPIPE: what a shell reports for a command stopped by a closed pipe.
+pub const EXIT_OUTPUT_CLOSED: i32 = 141;
+
+/// Writes to stdout. When the reader has gone away (`weft verify-source … | head`), the command stops at
+/// once, quietly, with [`EXIT_OUTPUT_CLOSED`] (never as success: under `pipefail` a verdict that was cut
+/// short is not taken for a pass), where `println!` would panic.
+pub fn print_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write the output: {e}");
+        }
+        std::process::exit(EXIT_OUTPUT_CLOSED);
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum InputError {

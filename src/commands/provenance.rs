@@ -65,7 +65,7 @@ pub fn run(args: Args) -> u8 {
 
 /// Prints one check; returns whether it holds.
 fn line(ok: bool, what: &str) -> bool {
-    println!("{} {what}", if ok { "ok  " } else { "FAIL" });
+    say!("{} {what}", if ok { "ok  " } else { "FAIL" });
     ok
 }
 
@@ -129,7 +129,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     );
     let Some(status) = &record.status else { return line(false, &format!("{name} has no status")) };
     let revisions: Vec<String> = status.sources.iter().map(|s| format!("{}@{}", s.repo_url, s.revision)).collect();
-    println!("ApplicationProvenance {name}: verdict {}, revision(s) {}", status.verdict.as_str(), revisions.join(", "));
+    say!("ApplicationProvenance {name}: verdict {}, revision(s) {}", status.verdict.as_str(), revisions.join(", "));
     let (Some(image), Some(entry_ref)) = (&status.manifest_image, &status.rekor) else {
         return line(false, "no manifest image and provenance entry are recorded, so there is nothing to re-check");
     };
@@ -151,7 +151,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
         bundles(status, profile, bag, args, &registry, image).await
     };
     let (mut all, Some(statement)) = checked else {
-        println!("the evidence does NOT hold");
+        say!("the evidence does NOT hold");
         return false;
     };
 
@@ -182,7 +182,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     let attested: Vec<&str> =
         deps.iter().filter(|d| d["name"] == "source").filter_map(|d| d["digest"]["gitCommit"].as_str()).collect();
     all &= line(recorded == attested, "the attested source commits are the revision(s) the record shows");
-    println!("{}", if all { "the evidence holds" } else { "the evidence does NOT hold" });
+    say!("{}", if all { "the evidence holds" } else { "the evidence does NOT hold" });
     all
 }
 

@@ -35,7 +35,7 @@ pub fn run(args: Args) -> u8 {
         Err(e) => {
             eprintln!("error: {e}");
             if let super::verify_source::Output::Json = args.output {
-                println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
             }
             EXIT_BAD_INPUT
         }
@@ -66,13 +66,13 @@ fn verify(args: &Args) -> Result<u8, InputError> {
                 "state": format!("{:?}", report.state), "reason": report.reason, "message": report.message,
                 "enforcement": policies.enforcement.as_str(), "images": statuses,
             });
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            say!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         super::verify_source::Output::Text => {
             for s in &statuses {
                 let at = s.digest.as_deref().map(|d| format!(" @ {d}")).unwrap_or_default();
-                println!("{:?} {}{at}", s.outcome, s.image);
-                println!("  {}: {}", s.reason, s.message);
+                say!("{:?} {}{at}", s.outcome, s.image);
+                say!("  {}: {}", s.reason, s.message);
             }
             let mark = match report.state {
                 StepState::Passed => "VERIFIED",
@@ -80,7 +80,7 @@ fn verify(args: &Args) -> Result<u8, InputError> {
                 StepState::Pending => "UNAVAILABLE",
                 _ => "FAILED",
             };
-            println!("{mark} ({} enforcement): {}", policies.enforcement.as_str(), report.reason);
+            say!("{mark} ({} enforcement): {}", policies.enforcement.as_str(), report.reason);
         }
     }
     Ok(if report.state == StepState::Passed { EXIT_VERIFIED } else { EXIT_FAILED })

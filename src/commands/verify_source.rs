@@ -65,7 +65,7 @@ pub fn run(args: Args) -> u8 {
         Err(e) => {
             eprintln!("error: {e}");
             if let Output::Json = args.output {
-                println!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
+                say!("{}", serde_json::to_string_pretty(&e.to_json()).unwrap_or_default());
             }
             EXIT_BAD_INPUT
         }
@@ -120,7 +120,7 @@ fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
 fn print_verdict(v: &SourceVerdict, output: Output) {
     match output {
         Output::Json => match serde_json::to_string_pretty(v) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => say!("{s}"),
             Err(e) => eprintln!("error: cannot render the verdict as JSON: {e}"),
         },
         Output::Text => {
@@ -134,15 +134,15 @@ fn print_verdict(v: &SourceVerdict, output: Output) {
                 (Some(i), Some(m)) => format!(" (policy #{i}, gpg.mode {m})"),
                 _ => String::new(),
             };
-            println!("{mark} {} @ {}{policy}", v.repo_url, v.commit);
-            println!("  reason:  {}", v.reason);
-            println!("  {}", v.message);
+            say!("{mark} {} @ {}{policy}", v.repo_url, v.commit);
+            say!("  reason:  {}", v.reason);
+            say!("  {}", v.message);
             if let Some(h) = &v.history
                 && !h.signers.is_empty()
             {
-                println!("  signers: {}", h.signers.iter().cloned().collect::<Vec<_>>().join("; "));
+                say!("  signers: {}", h.signers.iter().cloned().collect::<Vec<_>>().join("; "));
             }
-            println!("  took {} ms", v.millis);
+            say!("  took {} ms", v.millis);
         }
     }
 }
