@@ -406,8 +406,9 @@ async fn sign(
     let entry = log_rekor.upload(&rekor::hashedrekord(&hash, &signature, &key.verifier_pem())).await?;
     rekor::verify_entry(&entry, log_key, false)?;
     if !rekor::body_matches_hashedrekord(&entry, &hash, &signature)? {
-        // A 409 can return an entry for the same payload signed earlier (ECDSA signatures differ each
-        // time): sign with that entry's signature instead, so signature and log agree.
+        // A 409 can return an entry for the same payload with another signature by this key (made by a
+        // signer that randomizes ECDSA, as cosign does; Weft's are deterministic): use that entry's
+        // signature instead, so signature and log agree.
         let body = entry.body_json()?;
         let logged = body["spec"]["signature"]["content"].as_str().unwrap_or_default().to_string();
         let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &logged).unwrap_or_default();
