@@ -3,7 +3,13 @@
 //! for its duration. Every write uses the Lease's resourceVersion, so two candidates never both win.
 //! A leader that cannot renew in time stops working (the process exits and is restarted) rather than
 //! risk two leaders.
+//!
+//! Expiry is measured as client-go measures it: from the moment this candidate saw the Lease's record
+//! last change, by its own monotonic clock, never by comparing the holder's `renewTime` with the local
+//! clock (two machines' clocks can disagree by more than the Lease's duration: a fast clock would take
+//! over a live leader, a slow one would wait for ever).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -11,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, Error};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// Who holds a Lease.
@@ -30,17 +37,59 @@ pub struct Elector {
     name: String,
     pub identity: String,
     duration: Duration,
+    observed: Mutex<Observation>,
+}
+
+/// The Lease's record as this candidate last saw it change, and when (by its own clock).
+#[derive(Default)]
+struct Observation {
+    record: String,
+    at: Option<Instant>,
+}
+
+impl Observation {
+    /// Has `record` stayed the same for longer than `held_for`, as of `now`? A record seen for the first
+    /// time, or changed, starts the count again.
+    fn expired(&mut self, record: String, held_for: Duration, now: Instant) -> bool {
+        match self.at {
+            Some(at) if self.record == record => now.duration_since(at) > held_for,
+            _ => {
+                self.record = record;
+                self.at = Some(now);
+                false
+            }
+        }
+    }
+}
+
+/// What changes at every write of the Lease: its resourceVersion (and the holder, for a Lease read
+/// without one).
+fn record_of(lease: &Lease) -> String {
+    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()).unwrap_or_default();
+    format!("{}|{holder}", lease.metadata.resource_version.as_deref().unwrap_or_default())
 }
 
 impl Elector {
     pub fn new(client: Client, namespace: &str, name: &str, identity: String, duration: Duration) -> Elector {
-        Elector { api: Api::namespaced(client, namespace), name: name.to_string(), identity, duration }
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity,
+            duration,
+            observed: Mutex::new(Observation::default()),
+        }
+    }
+
+    /// Whether another holder's Lease has gone unrenewed for its duration, by this candidate's clock.
+    fn expired(&self, lease: &Lease, held_for: Duration) -> bool {
+        let mut observed = self.observed.lock().unwrap_or_else(|p| p.into_inner());
+        observed.expired(record_of(lease), held_for, Instant::now())
     }
 
     /// Who holds the Lease now, without taking it.
     pub async fn state(&self) -> Result<Holder, Error> {
         let Some(lease) = self.api.get_opt(&self.name).await? else { return Ok(Holder::Nobody) };
-        let spec = lease.spec.unwrap_or_default();
+        let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.unwrap_or_default();
         if holder.is_empty() {
             return Ok(Holder::Nobody);
@@ -48,10 +97,8 @@ impl Elector {
         if holder == self.identity {
             return Ok(Holder::Me);
         }
-        let renewed = spec.renew_time.map(|t| t.0).unwrap_or_default();
-        let held_for = spec.lease_duration_seconds.unwrap_or(1).max(1) as f64;
-        let expired = Timestamp::now().duration_since(renewed).as_secs_f64() > held_for;
-        Ok(Holder::Other { expired })
+        let held_for = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(1).max(1) as u64);
+        Ok(Holder::Other { expired: self.expired(&lease, held_for) })
     }
 
     /// One attempt to take or keep the Lease; `true` when this candidate holds it afterwards.
@@ -72,11 +119,12 @@ impl Elector {
             };
             return conflict_is_false(self.api.create(&PostParams::default(), &lease).await.map(|_| true));
         };
+        let held_for = Duration::from_secs(
+            lease.spec.as_ref().and_then(|s| s.lease_duration_seconds).unwrap_or(secs).max(1) as u64,
+        );
+        let expired = self.expired(&lease, held_for);
         let spec = lease.spec.get_or_insert_with(Default::default);
         let holder = spec.holder_identity.clone().unwrap_or_default();
-        let renewed = spec.renew_time.as_ref().map(|t| t.0).unwrap_or_default();
-        let held_for = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(secs).max(1) as u64);
-        let expired = now.duration_since(renewed).as_secs_f64() > held_for.as_secs_f64();
         if holder != self.identity {
             if !holder.is_empty() && !expired {
                 return Ok(false);
@@ -152,5 +200,26 @@ fn conflict_is_false(r: Result<bool, Error>) -> Result<bool, Error> {
     match r {
         Err(Error::Api(s)) if s.code == 409 => Ok(false),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_runs_from_when_the_record_was_seen_to_change_not_from_its_renew_time() {
+        let start = Instant::now();
+        let held_for = Duration::from_secs(15);
+        let mut seen = Observation::default();
+        // First sight: whatever renewTime says (a holder whose clock runs an hour slow), not expired.
+        assert!(!seen.expired("7|leader".into(), held_for, start));
+        assert!(!seen.expired("7|leader".into(), held_for, start + Duration::from_secs(15)));
+        // Unchanged for longer than its duration, by this candidate's clock: expired.
+        assert!(seen.expired("7|leader".into(), held_for, start + Duration::from_secs(16)));
+        // Renewed (a new resourceVersion): the count starts again.
+        assert!(!seen.expired("8|leader".into(), held_for, start + Duration::from_secs(17)));
+        assert!(!seen.expired("8|leader".into(), held_for, start + Duration::from_secs(31)));
+        assert!(seen.expired("8|leader".into(), held_for, start + Duration::from_secs(33)));
     }
 }
