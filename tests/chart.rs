@@ -209,7 +209,23 @@ async fn the_controller_works_with_only_the_charts_rbac() {
     })
     .await;
     assert_eq!(condition_reason(&prof, "Ready").as_deref(), Some("Active"));
-    assert!(!second.logs().contains("became leader"), "only one leads");
+    // Exactly one leads: the Lease names the first replica (the identity it logged on becoming leader),
+    // the second logged its own identity as waiting, and never became leader.
+    let identity_in = |logs: &str, line: &str| -> String {
+        let plain = regex::Regex::new("\u{1b}\\[[0-9;]*m").unwrap().replace_all(logs, "").into_owned();
+        let found = plain.lines().find(|l| l.contains(line)).unwrap_or_else(|| panic!("no {line:?} in {plain}"));
+        let id = found.split("identity=").nth(1).unwrap_or_default();
+        id.split_whitespace().next().unwrap_or_default().to_string()
+    };
+    let leader = identity_in(&first.logs(), "became leader");
+    let standby = identity_in(&second.logs(), "another replica leads; waiting");
+    let lease: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = lease.get("weft-controller").await.unwrap().spec.unwrap().holder_identity.unwrap_or_default();
+    assert!(
+        !leader.is_empty() && holder == leader && holder != standby,
+        "lease {holder}, leader {leader}, standby {standby}"
+    );
+    assert!(!second.logs().contains("became leader"), "the standby never led");
     let metrics = reqwest::get(format!("http://{health_addr}/metrics")).await.unwrap().text().await.unwrap();
     for series in [
         "weft_reconciles_total{outcome=\"ok\"}",
