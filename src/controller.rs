@@ -32,7 +32,7 @@ use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, Profil
 use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef, WorkUnit};
 use crate::selection::{self, AppFacts, Selection};
 use crate::source::verify::SourceVerifier;
-use crate::status::{self, Governance, Observation, Step, StepReport, StepState, Subject};
+use crate::status::{self, Governance, Observation, Step, StepError, StepReport, StepState, Subject};
 use crate::target;
 
 pub const FIELD_MANAGER: &str = "weft-controller";
@@ -943,10 +943,7 @@ async fn reconcile_application(
                             }
                             Err(report) => PipelineOutcome::stopped(report),
                         },
-                        Err(e) => {
-                            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-                            PipelineOutcome::stopped(StepReport::new(state, e.reason(), e.to_string()))
-                        }
+                        Err(e) => PipelineOutcome::stopped(e.report()),
                     })
                 }
                 None => None,

@@ -24,7 +24,7 @@ use crate::signing::SigningKey;
 use crate::source::CommitId;
 use crate::source::access::ProjectRules;
 use crate::source::verify::{Outcome, PinnedBase, SourceRequest, SourceVerdict, SourceVerifier};
-use crate::status::{Step, StepReport, StepState};
+use crate::status::{Step, StepError, StepReport, StepState};
 use crate::target::SyncTarget;
 
 /// The most distinct images one Application's manifests may run: each is listed in the record
@@ -240,10 +240,9 @@ impl Engine {
             )
         })?;
         progress.note(&format!("asking Fulcio at {} for a certificate", keyless.fulcio_url));
-        let certified = crate::keyless::certify(&keyless.fulcio_url, &token).await.map_err(|e| {
-            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-            StepReport::new(state, e.reason(), format!("keyless signing: {e}"))
-        })?;
+        let certified = crate::keyless::certify(&keyless.fulcio_url, &token)
+            .await
+            .map_err(|e| e.report_with(format!("keyless signing: {e}")))?;
         if let Some(expected) = &keyless.identity
             && (expected.subject != certified.identity || expected.issuer != certified.issuer)
         {
@@ -406,10 +405,7 @@ impl Engine {
         });
         let policies = match policies {
             Ok(p) => p,
-            Err(e) => {
-                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-                return (StepReport::new(state, e.reason(), e.to_string()), Vec::new());
-            }
+            Err(e) => return (e.report(), Vec::new()),
         };
         let found = images::collect::distinct(images::collect::uses(manifests));
         if found.len() > MAX_IMAGES {
@@ -480,10 +476,7 @@ impl Engine {
         };
         let statement = crate::provenance::statement(&facts);
         let log = || log_client.log();
-        let failed = |e: publish::PublishError, what: &str| {
-            let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-            StepReport::new(state, e.reason(), format!("{e}; {what}"))
-        };
+        let failed = |e: publish::PublishError, what: &str| e.report_with(format!("{e}; {what}"));
         let provenance = publish::attest(&done.destination, &done.published, &statement, &done.key, log())
             .await
             .map_err(|e| failed(e, "no provenance is recorded for this revision"))?;
@@ -623,7 +616,7 @@ impl Engine {
         // The key first: a missing or wrong key fails before anything is published.
         let key = match (&signing.key, &signing.keyless) {
             (Some(key), _) => {
-                let (pem, password) = job.bag.signing_key(key).map_err(|e| failed(e.reason(), e.to_string()))?;
+                let (pem, password) = job.bag.signing_key(key).map_err(|e| e.report())?;
                 self.signing_key(&pem, password.as_deref().map(str::trim_end)).await.map_err(|e| {
                     failed(e.reason(), format!("Secret {} key {}: {e}", key.secret_ref.name, key.key_name()))
                 })?
@@ -679,8 +672,8 @@ impl Engine {
         let rekor = job.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
         let log = match rekor {
             Some(r) if r.is_v2() => {
-                let pem = job.bag.texts(&r.public_key).map_err(|e| failed(e.reason(), e.to_string()))?.join("\n");
-                let key = CheckpointKey::from_pem(&pem).map_err(|e| failed(e.reason(), e.to_string()))?;
+                let pem = job.bag.texts(&r.public_key).map_err(|e| e.report())?.join("\n");
+                let key = CheckpointKey::from_pem(&pem).map_err(|e| e.report())?;
                 let origin = r.origin();
                 let rekor = Rekor2::new(&r.url).with_reads(r.read_url(), key.clone(), &origin);
                 let timestamps = match timestamp_url {
@@ -693,11 +686,8 @@ impl Engine {
                 Some(LogClient::V2 { rekor: Box::new(rekor), key, origin, timestamps })
             }
             Some(r) => {
-                let pem = job.bag.texts(&r.public_key).map_err(|e| failed(e.reason(), e.to_string()))?.join("\n");
-                Some(LogClient::V1(
-                    Rekor::new(&r.url),
-                    LogKey::from_pem(&pem).map_err(|e| failed(e.reason(), e.to_string()))?,
-                ))
+                let pem = job.bag.texts(&r.public_key).map_err(|e| e.report())?.join("\n");
+                Some(LogClient::V1(Rekor::new(&r.url), LogKey::from_pem(&pem).map_err(|e| e.report())?))
             }
             None => None,
         };
@@ -706,11 +696,9 @@ impl Engine {
             Destination::Layout { dir, .. } => dir.display().to_string(),
         };
         progress.note(&format!("publishing to {where_to}"));
-        let published =
-            publish::publish(&destination, &selected, &key, log.as_ref().map(LogClient::log)).await.map_err(|e| {
-                let state = if e.retryable() { StepState::Pending } else { StepState::Failed };
-                StepReport::new(state, e.reason(), format!("{e}; nothing was recorded as signed"))
-            })?;
+        let published = publish::publish(&destination, &selected, &key, log.as_ref().map(LogClient::log))
+            .await
+            .map_err(|e| e.report_with(format!("{e}; nothing was recorded as signed")))?;
         Ok(Signed { published, secrets, destination, key, log })
     }
 
@@ -723,15 +711,12 @@ impl Engine {
             .and_then(|s| s.image.as_ref())
             .and_then(|i| i.credentials.as_ref())
         {
-            Some(c) => Some(
-                job.bag
-                    .text(Kind::Secret, &c.secret_ref.name, ".dockerconfigjson")
-                    .map_err(|e| StepReport::new(StepState::Failed, e.reason(), e.to_string()))?,
-            ),
+            Some(c) => {
+                Some(job.bag.text(Kind::Secret, &c.secret_ref.name, ".dockerconfigjson").map_err(|e| e.report())?)
+            }
             None => None,
         };
-        let registry = Registry::new(repository, creds.as_deref())
-            .map_err(|e| StepReport::new(StepState::Failed, e.reason(), e.to_string()))?;
+        let registry = Registry::new(repository, creds.as_deref()).map_err(|e| e.report())?;
         let revision: String =
             job.target.sources.first().map(|s| s.revision.chars().take(12).collect()).unwrap_or_default();
         Ok(Destination::Registry { registry, tag: tag_for(app, &revision) })
@@ -758,7 +743,7 @@ impl Engine {
         let project = job.project.cloned();
         let app = job.app.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Vec<manifest::Manifest>, StepReport> {
-            let failed = |e: render::RenderError| StepReport::new(StepState::Failed, e.reason(), e.to_string());
+            let failed = |e: render::RenderError| e.report();
             let work = tempfile::tempdir()
                 .map_err(|e| StepReport::new(StepState::Pending, "WorkDirUnavailable", e.to_string()))?;
             let mut checkouts = Vec::new();
@@ -766,14 +751,10 @@ impl Engine {
                 let verdict = verdicts.iter().find(|v| v.repo_url == rev.repo_url && v.commit.as_str() == rev.revision);
                 let Some(verdict) = verdict else { continue };
                 let access = crate::source::verify::access(&bag, &rev.repo_url, project.as_ref());
-                let repo =
-                    verifier.repos.open(&rev.repo_url, &[&verdict.commit], Some(&access), false).map_err(|e| {
-                        StepReport::new(
-                            if e.retryable() { StepState::Pending } else { StepState::Failed },
-                            e.reason(),
-                            e.to_string(),
-                        )
-                    })?;
+                let repo = verifier
+                    .repos
+                    .open(&rev.repo_url, &[&verdict.commit], Some(&access), false)
+                    .map_err(|e| e.report())?;
                 let dir = work.path().join(format!("source-{i}"));
                 render::export(&repo, &verdict.commit, &dir).map_err(failed)?;
                 checkouts.push(Checkout { source: declared.clone(), dir });
@@ -781,13 +762,7 @@ impl Engine {
             let mut pinned = Vec::new();
             for (url, commit) in remotes {
                 let access = crate::source::verify::base_access(&bag, &url, project.as_ref());
-                let repo = verifier.repos.open(&url, &[&commit], Some(&access), false).map_err(|e| {
-                    StepReport::new(
-                        if e.retryable() { StepState::Pending } else { StepState::Failed },
-                        e.reason(),
-                        e.to_string(),
-                    )
-                })?;
+                let repo = verifier.repos.open(&url, &[&commit], Some(&access), false).map_err(|e| e.report())?;
                 let mirror =
                     std::fs::canonicalize(repo.inner().path()).unwrap_or_else(|_| repo.inner().path().to_path_buf());
                 pinned.push(PinnedRemote { repo_url: url, mirror, commit });

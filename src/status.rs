@@ -89,6 +89,44 @@ impl StepReport {
     }
 }
 
+/// An error a step can end with: the one way from errors to step reports. Pending (retried with
+/// backoff) when waiting can change it — a dependency that may come back — and Failed otherwise.
+pub trait StepError: std::fmt::Display {
+    fn step_reason(&self) -> &'static str;
+    fn step_retryable(&self) -> bool;
+
+    /// The report, with `message` (the error, with what it means for the step).
+    fn report_with(&self, message: String) -> StepReport {
+        let state = if self.step_retryable() { StepState::Pending } else { StepState::Failed };
+        StepReport::new(state, self.step_reason(), message)
+    }
+
+    /// The report, with the error as its message.
+    fn report(&self) -> StepReport {
+        self.report_with(self.to_string())
+    }
+}
+
+/// `StepError` for error types with their own `reason()` and `retryable()` (or none: never retryable).
+macro_rules! step_errors {
+    ($($t:ty),* ; never retryable: $($n:ty),*) => {
+        $(impl StepError for $t {
+            fn step_reason(&self) -> &'static str { <$t>::reason(self) }
+            fn step_retryable(&self) -> bool { <$t>::retryable(self) }
+        })*
+        $(impl StepError for $n {
+            fn step_reason(&self) -> &'static str { <$n>::reason(self) }
+            fn step_retryable(&self) -> bool { false }
+        })*
+    };
+}
+step_errors!(
+    crate::keyless::KeylessError, crate::images::policy::PolicyError, crate::publish::PublishError,
+    crate::source::fetch::FetchError, crate::deref::DerefError, crate::oci::OciError, crate::rekor::RekorError,
+    crate::rekor2::Rekor2Error;
+    never retryable: crate::render::RenderError
+);
+
 /// Which profile governs the Application, as far as status is concerned.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Governance {
