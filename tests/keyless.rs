@@ -140,16 +140,7 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
 
     for (name, bin) in cosigns() {
         let cosign = |args: &[&str], identity: &str| {
-            run_cmd(Command::new(&bin).current_dir(project.dir.path()).args(args).args([
-                "--certificate-identity",
-                identity,
-                "--certificate-oidc-issuer",
-                &issuer,
-                "--trusted-root",
-                "trusted_root.json",
-                "--insecure-ignore-sct",
-                &image,
-            ]))
+            cosign_keyless(&bin, project.dir.path(), args, identity, &issuer, "trusted_root.json", &image)
         };
         let (code, _, err) = cosign(&["verify"], &identity);
         assert_eq!(code, 0, "{name} verify keyless: {err}");
@@ -161,32 +152,15 @@ async fn weft_run_signs_and_attests_keylessly_and_cosign_verifies_the_identity()
 
     // `weft provenance verify` re-checks the keyless evidence against the trusted root and the profile's
     // identity; without a trusted root it cannot, and says so; another identity in the profile fails.
-    let record = json!({
-        "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
-        "metadata": {"name": "shop-cart", "namespace": "argocd"},
-        "spec": {"application": {"name": "shop-cart"}},
-        "status": {"verdict": "Verified", "manifestImage": image, "rekor": out["provenance"],
-                   "sources": [{"repoURL": project.repo.url(), "revision": project.repo.head()}]}
-    });
-    std::fs::write(project.path("appprov.json"), record.to_string()).unwrap();
-    let reverify = |profile: &std::path::Path, extra: &[&str]| {
-        run_cmd(
-            Command::new(env!("CARGO_BIN_EXE_weft"))
-                .current_dir(project.dir.path())
-                .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
-                .arg("--profile")
-                .arg(profile)
-                .args(["--resources", "resources.yaml"])
-                .args(extra),
-        )
-    };
-    let (code, text, err) = reverify(&profile, &["--trusted-root", "trusted_root.json"]);
+    let dir = project.dir.path();
+    write_provenance_record(dir, &image, &out["provenance"], &project.repo.url(), &project.repo.head());
+    let (code, text, err) = reverify(dir, &profile, &["--trusted-root", "trusted_root.json"]);
     assert_eq!(code, 0, "weft provenance verify: {text}{err}");
     assert!(text.contains(&format!("keyless subject {identity}")) && !text.contains("FAIL"), "{text}");
-    let (code, text, _) = reverify(&profile, &[]);
+    let (code, text, _) = reverify(dir, &profile, &[]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("needs --trusted-root"), "{text}");
-    let (code, text, _) = reverify(&expecting(&other), &["--trusted-root", "trusted_root.json"]);
+    let (code, text, _) = reverify(dir, &expecting(&other), &["--trusted-root", "trusted_root.json"]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("FAIL the manifest image carries a signature"), "{text}");
 }
@@ -265,18 +239,9 @@ async fn keyless_signing_into_rekor_v2_is_timestamped_and_cosign_v3_verifies_it(
     let image = out["manifestImage"].as_str().unwrap().to_string();
 
     let root = peer("WEFT_TEST_TRUSTED_ROOT");
-    let cosign = |args: &[&str], identity: &str| {
-        run_cmd(Command::new(peer("WEFT_TEST_COSIGN3")).current_dir(project.dir.path()).args(args).args([
-            "--certificate-identity",
-            identity,
-            "--certificate-oidc-issuer",
-            &issuer,
-            "--trusted-root",
-            &root,
-            "--insecure-ignore-sct",
-            &image,
-        ]))
-    };
+    let cosign3 = peer("WEFT_TEST_COSIGN3");
+    let dir = project.dir.path();
+    let cosign = |args: &[&str], identity: &str| cosign_keyless(&cosign3, dir, args, identity, &issuer, &root, &image);
     let (code, _, err) = cosign(&["verify"], &identity);
     assert_eq!(code, 0, "cosign v3 verify keyless, Rekor v2: {err}");
     let (code, _, err) = cosign(&["verify-attestation", "--type", "slsaprovenance1"], &identity);
@@ -288,39 +253,12 @@ async fn keyless_signing_into_rekor_v2_is_timestamped_and_cosign_v3_verifies_it(
     let mut untimed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&root).unwrap()).unwrap();
     untimed["timestampAuthorities"] = json!([]);
     std::fs::write(project.path("untimed_root.json"), untimed.to_string()).unwrap();
-    let (code, _, _) = run_cmd(Command::new(peer("WEFT_TEST_COSIGN3")).current_dir(project.dir.path()).args([
-        "verify",
-        "--certificate-identity",
-        &identity,
-        "--certificate-oidc-issuer",
-        &issuer,
-        "--trusted-root",
-        "untimed_root.json",
-        "--insecure-ignore-sct",
-        &image,
-    ]));
+    let (code, _, _) = cosign_keyless(&cosign3, dir, &["verify"], &identity, &issuer, "untimed_root.json", &image);
     assert_ne!(code, 0, "a root without the timestamp authority does not verify it");
 
-    let record = json!({
-        "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
-        "metadata": {"name": "shop-cart", "namespace": "argocd"},
-        "spec": {"application": {"name": "shop-cart"}},
-        "status": {"verdict": "Verified", "manifestImage": image, "rekor": out["provenance"],
-                   "sources": [{"repoURL": project.repo.url(), "revision": project.repo.head()}]}
-    });
-    std::fs::write(project.path("appprov.json"), record.to_string()).unwrap();
-    let reverify = |root: &str| {
-        run_cmd(
-            Command::new(env!("CARGO_BIN_EXE_weft"))
-                .current_dir(project.dir.path())
-                .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
-                .arg("--profile")
-                .arg(&profile)
-                .args(["--resources", "resources.yaml", "--trusted-root", root]),
-        )
-    };
-    let (code, text, err) = reverify(&root);
+    write_provenance_record(dir, &image, &out["provenance"], &project.repo.url(), &project.repo.head());
+    let (code, text, err) = reverify(dir, &profile, &["--trusted-root", &root]);
     assert_eq!(code, 0, "weft provenance verify: {text}{err}");
-    let (code, text, _) = reverify("untimed_root.json");
+    let (code, text, _) = reverify(dir, &profile, &["--trusted-root", "untimed_root.json"]);
     assert_eq!(code, 1, "{text}");
 }

@@ -150,24 +150,9 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
 
     // `weft provenance verify` re-checks the bundles against the profile's v2 log: the signature and the
     // provenance, each signed by the key and logged.
-    let record = json!({
-        "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
-        "metadata": {"name": "shop-cart", "namespace": "argocd"},
-        "spec": {"application": {"name": "shop-cart"}},
-        "status": {"verdict": "Verified", "manifestImage": image, "rekor": provenance,
-                   "sources": [{"repoURL": project.repo.url(), "revision": project.repo.head()}]}
-    });
-    std::fs::write(project.path("appprov.json"), record.to_string()).unwrap();
-    let reverify = |extra: &[&str]| {
-        run_cmd(
-            Command::new(env!("CARGO_BIN_EXE_weft"))
-                .current_dir(project.dir.path())
-                .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
-                .args(["--profile", "profile.yaml", "--resources", "resources.yaml"])
-                .args(extra),
-        )
-    };
-    let (code, out, err) = reverify(&[]);
+    let dir = project.dir.path();
+    write_provenance_record(dir, &image, provenance, &project.repo.url(), &project.repo.head());
+    let (code, out, err) = reverify(dir, &profile, &[]);
     assert_eq!(code, 0, "weft provenance verify: {out}{err}");
     assert!(out.contains("ok   the manifest image carries a signature that verifies (sigstore-verify"), "{out}");
     assert!(out.contains("ok   a SLSA provenance bundle for the image verifies"), "{out}");
@@ -184,7 +169,7 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
         .to_string(),
     )
     .unwrap();
-    let (code, out, _) = reverify(&["--trusted-root", "other-root.json"]);
+    let (code, out, _) = reverify(dir, &profile, &["--trusted-root", "other-root.json"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAIL the manifest image carries a signature") && out.contains("does NOT hold"), "{out}");
 

@@ -303,3 +303,53 @@ pub fn run_cmd(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Writes `dir/appprov.json`: an ApplicationProvenance naming `image`, its log entry `rekor` (as `weft run`
+/// prints it) and the source revision, for `weft provenance verify --from-file`.
+pub fn write_provenance_record(dir: &std::path::Path, image: &str, rekor: &Value, repo_url: &str, revision: &str) {
+    let record = serde_json::json!({
+        "apiVersion": "weft.dev/v1alpha1", "kind": "ApplicationProvenance",
+        "metadata": {"name": "shop-cart", "namespace": "argocd"},
+        "spec": {"application": {"name": "shop-cart"}},
+        "status": {"verdict": "Verified", "manifestImage": image, "rekor": rekor,
+                   "sources": [{"repoURL": repo_url, "revision": revision}]}
+    });
+    std::fs::write(dir.join("appprov.json"), record.to_string()).unwrap();
+}
+
+/// `weft provenance verify` of `dir/appprov.json` under `profile`, with `dir/resources.yaml`; `extra`
+/// appended. Returns (exit code, stdout, stderr).
+pub fn reverify(dir: &std::path::Path, profile: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
+    run_cmd(
+        Command::new(env!("CARGO_BIN_EXE_weft"))
+            .current_dir(dir)
+            .args(["provenance", "verify", "--cache-dir", "verify-cache", "--from-file", "appprov.json"])
+            .arg("--profile")
+            .arg(profile)
+            .args(["--resources", "resources.yaml"])
+            .args(extra),
+    )
+}
+
+/// cosign (`bin`, v2 or v3) checking `image` keylessly: `args` (`verify`, …), then the identity, the
+/// issuer and the trusted root `root` (no CT log in the test environment).
+pub fn cosign_keyless(
+    bin: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+    identity: &str,
+    issuer: &str,
+    root: &str,
+    image: &str,
+) -> (i32, String, String) {
+    run_cmd(Command::new(bin).current_dir(dir).args(args).args([
+        "--certificate-identity",
+        identity,
+        "--certificate-oidc-issuer",
+        issuer,
+        "--trusted-root",
+        root,
+        "--insecure-ignore-sct",
+        image,
+    ]))
+}
