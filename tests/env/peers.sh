@@ -189,6 +189,14 @@ ensure_socat() { ensure_package socat socat "the timestamp authority's port"; }
 # Subject in certs", T7171); Debian 12's gpgsm links 1.6.3, which refuses them ("no issuer found in
 # certificate"). Builds libksba 1.6.7 from Debian's source archive (checked by its sha256) and prints a
 # wrapper that runs the system's gpgsm with it.
+# The Debian archive this machine's apt uses (its first URI).
+debian_mirror() {
+  local uri
+  uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || { log "no Debian archive in apt's sources"; return 1; }
+  echo "${uri%/}"
+}
 LIBKSBA_VERSION=1.6.7
 LIBKSBA_SHA256=cf72510b8ebb4eb6693eef765749d83677a03c79291a311040a5bfd79baab763
 gpgsm_for_fulcio() {
@@ -199,7 +207,7 @@ gpgsm_for_fulcio() {
     log "libksba $LIBKSBA_VERSION: building from Debian's source archive"
     tmp=$(mktemp -d); rm -rf "$dir"; mkdir -p "$dir/bin"
     curl -sSfL -o "$tmp/libksba.tar.bz2" \
-      "https://deb.debian.org/debian/pool/main/libk/libksba/libksba_$LIBKSBA_VERSION.orig.tar.bz2"
+      "$(debian_mirror)/pool/main/libk/libksba/libksba_$LIBKSBA_VERSION.orig.tar.bz2"
     echo "$LIBKSBA_SHA256  $tmp/libksba.tar.bz2" | sha256sum -c --quiet >&2
     mkdir "$tmp/src" && tar -xjf "$tmp/libksba.tar.bz2" -C "$tmp/src" --strip-components=1
     (cd "$tmp/src" && ./configure -q --prefix="$dir" --disable-static && make -s -j2 && make -s install) > "$tmp/build.log" 2>&1 \
