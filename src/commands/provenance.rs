@@ -146,9 +146,9 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     // A key and a Rekor v1 log: the legacy layout and the log entries themselves. Otherwise (keyless, Rekor
     // v2) the Sigstore bundles, through sigstore-verify and a trusted root.
     let checked = if signing.key.is_some() && !rekor_settings.is_v2() {
-        legacy(status, entry_ref, profile, bag, &registry, image).await
+        legacy(status, entry_ref, profile, (signing, rekor_settings), bag, &registry, image).await
     } else {
-        bundles(status, profile, bag, args, &registry, image).await
+        bundles(status, profile, (signing, rekor_settings), bag, args, &registry, image).await
     };
     let (mut all, Some(statement)) = checked else {
         say!("the evidence does NOT hold");
@@ -186,6 +186,9 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     all
 }
 
+/// The profile's manifest signing and its transparency log.
+type Settings<'a> = (&'a crate::resources::profile::ManifestSigning, &'a crate::resources::profile::RekorSettings);
+
 /// Key-signed evidence in a Rekor v1 log: the entry (signed timestamp, inclusion proof, checkpoint), the
 /// attestation in cosign's legacy layout that the log holds exactly, its DSSE signature, the image's
 /// signature, and the verification summary. Returns whether all held, and the provenance statement.
@@ -193,14 +196,11 @@ async fn legacy(
     status: &crate::resources::provenance::ApplicationProvenanceStatus,
     entry_ref: &crate::resources::provenance::RekorEntry,
     profile: &IntegrityProfile,
+    (signing, rekor_settings): Settings<'_>,
     bag: &Bag,
     registry: &Registry,
     image: &str,
 ) -> (bool, Option<serde_json::Value>) {
-    let (signing, rekor_settings) = match (&profile.spec.manifest_signing, &profile.spec.provenance) {
-        (Some(s), Some(p)) if p.rekor.is_some() => (s, p.rekor.as_ref().expect("checked")),
-        _ => return (line(false, "the profile names no signing key or no transparency log"), None),
-    };
     let mut all = true;
     let log_key = match bag
         .texts(&rekor_settings.public_key)
@@ -290,26 +290,24 @@ async fn legacy(
 async fn bundles(
     status: &crate::resources::provenance::ApplicationProvenanceStatus,
     profile: &IntegrityProfile,
+    (signing, rekor_settings): Settings<'_>,
     bag: &Bag,
     args: &VerifyArgs,
     registry: &Registry,
     image: &str,
 ) -> (bool, Option<serde_json::Value>) {
+    use crate::images::policy::{ImagePolicies, OneSigner};
     use crate::images::verify::{SLSA_V1, check};
-    let (Some(signing), Some(rekor_settings)) =
-        (profile.spec.manifest_signing.as_ref(), profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()))
-    else {
-        return (line(false, "the profile names no signing key or no transparency log"), None);
-    };
-    use crate::resources::profile::{ImagePolicy, ImageSigner, ImageVerification, KeylessIdentity};
-    let (signer, public) = match (&signing.key, &signing.keyless) {
+    let public;
+    let signer = match (&signing.key, &signing.keyless) {
         (Some(key_ref), _) => {
             let key = bag
                 .signing_key(key_ref)
                 .ok()
                 .and_then(|(pem, password)| SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok());
             let Some(key) = key else { return (line(false, "the profile's signing key cannot be read"), None) };
-            (ImageSigner { key: Some(config_map("signing-key", "cosign.pub")), keyless: None }, Some(key.public_pem()))
+            public = key.public_pem();
+            OneSigner::Key(&public)
         }
         (None, Some(keyless)) => {
             let Some(identity) = &keyless.identity else {
@@ -318,12 +316,11 @@ async fn bundles(
                     None,
                 );
             };
-            let keyless = KeylessIdentity {
+            OneSigner::Keyless(crate::resources::profile::KeylessIdentity {
                 issuer: Some(identity.issuer.clone()),
                 subject: Some(identity.subject.clone()),
                 ..Default::default()
-            };
-            (ImageSigner { key: None, keyless: Some(keyless) }, None)
+            })
         }
         (None, None) => return (line(false, "the profile names no signing key and no keyless identity"), None),
     };
@@ -352,22 +349,7 @@ async fn bundles(
             }
         }
     };
-    let mut documents = vec![serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "trusted-root"}, "data": {"trusted_root.json": root}})];
-    if let Some(public) = &public {
-        documents.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "signing-key"}, "data": {"cosign.pub": public}}));
-    }
-    let text = documents.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n---\n");
-    let verification = ImageVerification {
-        policies: vec![ImagePolicy { images: vec!["**".into()], signers: vec![signer], ..Default::default() }],
-        trusted_root: Some(config_map("trusted-root", "trusted_root.json")),
-        ..Default::default()
-    };
-    let policies = match crate::deref::Bag::from_yaml(&text)
-        .map_err(|e| e.to_string())
-        .and_then(|b| crate::images::policy::ImagePolicies::compile(&verification, &b).map_err(|e| e.to_string()))
-    {
+    let policies = match ImagePolicies::one_signer(signer, &root) {
         Ok(p) => p,
         Err(e) => return (line(false, &format!("the trusted root or the signer: {e}")), None),
     };
@@ -417,13 +399,6 @@ async fn bundles(
         );
     }
     (all, provenance)
-}
-
-fn config_map(name: &str, key: &str) -> crate::resources::profile::ObjectRef {
-    crate::resources::profile::ObjectRef {
-        config_map_ref: Some(crate::resources::profile::KeyRef { name: name.into(), key: Some(key.into()) }),
-        ..Default::default()
-    }
 }
 
 /// The attached envelope a `dsse` entry holds (by its hash), and that hash.

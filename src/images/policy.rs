@@ -15,7 +15,9 @@ use sigstore_verify::types::DerPublicKey;
 use thiserror::Error;
 
 use crate::deref::{Bag, DerefError};
-use crate::resources::profile::{ImageEnforcement, ImageVerification, KeylessIdentity, ObjectRef};
+use crate::resources::profile::{
+    ImageEnforcement, ImagePolicy, ImageSigner, ImageVerification, KeylessIdentity, ObjectRef,
+};
 
 /// The annotation on an Application that tightens image verification for it.
 pub const OVERRIDE_ANNOTATION: &str = "weft.dev/image-verification";
@@ -220,6 +222,35 @@ impl ImagePolicies {
         })
     }
 
+    /// Policies with one signer for every image, against the trusted root `root_json`: how Weft checks
+    /// its own manifest images (the webhook, `weft provenance verify`). The signer is a public key (PEM)
+    /// or a keyless identity.
+    pub fn one_signer(signer: OneSigner, root_json: &str) -> Result<ImagePolicies, PolicyError> {
+        let config_map = |name: &str, key: &str, value: &str| {
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: value}})
+                .to_string()
+        };
+        let reference = |name: &str, key: &str| ObjectRef {
+            config_map_ref: Some(crate::resources::profile::KeyRef { name: name.into(), key: Some(key.into()) }),
+            ..Default::default()
+        };
+        let mut documents = vec![config_map("trusted-root", "trusted_root.json", root_json)];
+        let signer = match signer {
+            OneSigner::Key(pem) => {
+                documents.push(config_map("signing-key", "cosign.pub", pem));
+                ImageSigner { key: Some(reference("signing-key", "cosign.pub")), keyless: None }
+            }
+            OneSigner::Keyless(identity) => ImageSigner { key: None, keyless: Some(identity) },
+        };
+        let verification = ImageVerification {
+            policies: vec![ImagePolicy { images: vec!["**".into()], signers: vec![signer], ..Default::default() }],
+            trusted_root: Some(reference("trusted-root", "trusted_root.json")),
+            ..Default::default()
+        };
+        let bag = Bag::from_yaml(&documents.join("\n---\n"))?;
+        ImagePolicies::compile(&verification, &bag)
+    }
+
     /// The policies that cover an image name (`registry/repository`).
     pub fn covering(&self, image_name: &str) -> Vec<&Policy> {
         self.policies.iter().filter(|p| p.covers(image_name)).collect()
@@ -273,6 +304,13 @@ impl Override {
     pub fn parse(text: &str) -> Result<Override, PolicyError> {
         serde_saphyr::from_str(text).map_err(|e| PolicyError::Override(e.to_string()))
     }
+}
+
+/// The one signer of [`ImagePolicies::one_signer`].
+pub enum OneSigner<'a> {
+    /// A public key, PEM.
+    Key(&'a str),
+    Keyless(KeylessIdentity),
 }
 
 /// A Sigstore trust root, read and checked once.
@@ -339,7 +377,6 @@ fn keys(policy: usize, r: &ObjectRef, bag: &Bag) -> Result<Vec<Signer>, PolicyEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::profile::{ImagePolicy, ImageSigner};
 
     fn profile(images: &[&str], min: Option<i32>) -> ImageVerification {
         ImageVerification {

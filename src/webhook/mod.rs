@@ -686,32 +686,13 @@ impl Checker {
                 "the profile signs keylessly but names no manifestSigning.keyless.identity, so the signature of {image} cannot be attributed"
             ));
         };
-        let verification = crate::resources::profile::ImageVerification {
-            policies: vec![crate::resources::profile::ImagePolicy {
-                images: vec!["**".into()],
-                signers: vec![crate::resources::profile::ImageSigner {
-                    keyless: Some(crate::resources::profile::KeylessIdentity {
-                        issuer: Some(identity.issuer.clone()),
-                        subject: Some(identity.subject.clone()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            trusted_root: Some(crate::resources::profile::ObjectRef {
-                config_map_ref: Some(crate::resources::profile::KeyRef {
-                    name: "manifest-trusted-root".into(),
-                    key: Some("trusted_root.json".into()),
-                }),
-                ..Default::default()
-            }),
+        let expected = crate::resources::profile::KeylessIdentity {
+            issuer: Some(identity.issuer.clone()),
+            subject: Some(identity.subject.clone()),
             ..Default::default()
         };
-        let document = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "manifest-trusted-root"}, "data": {"trusted_root.json": root}});
-        let bag = crate::deref::Bag::from_yaml(&document.to_string()).map_err(|e| e.to_string())?;
-        let mut policies = crate::images::policy::ImagePolicies::compile(&verification, &bag)
+        use crate::images::policy::{ImagePolicies, OneSigner};
+        let mut policies = ImagePolicies::one_signer(OneSigner::Keyless(expected), root)
             .map_err(|e| format!("--manifest-trusted-root: {e}"))?;
         policies.credentials = credentials.into_iter().collect();
         let status = self.manifest_signatures.verify(&policies, &[(image.to_string(), Vec::new())]).await;
