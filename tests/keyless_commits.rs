@@ -61,26 +61,28 @@ fn signature_of(repo: &Repo, object: &str) -> String {
     armored
 }
 
+/// `rekor-cli upload` of a hashedrekord entry: the files `artifact`, `signature` and `certificate` (PEM)
+/// in `dir`.
+fn rekor_upload(dir: &Path, artifact: &str, signature: &str, certificate: &str) {
+    let (code, out, err) = run_cmd(
+        Command::new("rekor-cli")
+            .current_dir(dir)
+            .args(["upload", "--rekor_server", &peer("WEFT_TEST_REKOR_URL"), "--type", "hashedrekord"])
+            .args(["--pki-format", "x509", "--artifact", artifact, "--signature", signature])
+            .args(["--public-key", certificate]),
+    );
+    assert_eq!(code, 0, "rekor-cli upload: {out}{err}");
+}
+
 /// Logs a gpgsm signature in the real Rekor as gitsign logs its own: a hashedrekord entry over the DER
 /// signed attributes, with the signature and the certificate, uploaded by rekor-cli. (Weft's reader
 /// only picks the parts out; the entry is what gpgsm's signature says, or Rekor refuses it.)
 fn log_signature(dir: &Path, signer: &X509Signer, armored: &str) {
     let cms = weft::source::x509::parse(armored).expect("a CMS signature");
-    let (attrs, sig, cert) = (dir.join("attrs.der"), dir.join("sig.bin"), dir.join("cert.pem"));
-    std::fs::write(&attrs, &cms.signed_attributes).unwrap();
-    std::fs::write(&sig, &cms.signature).unwrap();
-    std::fs::write(&cert, &signer.certificate).unwrap();
-    let (code, out, err) = run_cmd(
-        Command::new("rekor-cli")
-            .args(["upload", "--rekor_server", &peer("WEFT_TEST_REKOR_URL"), "--type", "hashedrekord"])
-            .args(["--pki-format", "x509", "--artifact"])
-            .arg(&attrs)
-            .arg("--signature")
-            .arg(&sig)
-            .arg("--public-key")
-            .arg(&cert),
-    );
-    assert_eq!(code, 0, "rekor-cli upload: {out}{err}");
+    std::fs::write(dir.join("attrs.der"), &cms.signed_attributes).unwrap();
+    std::fs::write(dir.join("sig.bin"), &cms.signature).unwrap();
+    std::fs::write(dir.join("cert.pem"), &signer.certificate).unwrap();
+    rekor_upload(dir, "attrs.der", "sig.bin", "cert.pem");
 }
 
 /// Logs what gitsign logs in its default ("online") mode: a hashedrekord entry over the object's hex ID,
@@ -95,22 +97,7 @@ fn log_object_id(dir: &Path, gpgsm: &Gpgsm, signer: &X509Signer, object: &str) {
             .args(["-c", "openssl dgst -sha256 -keyform DER -sign key.der -out id.sig id.txt"]),
     );
     assert_eq!(code, 0, "openssl dgst: {out}{err}");
-    let (code, out, err) = run_cmd(
-        Command::new("rekor-cli")
-            .current_dir(dir)
-            .args(["upload", "--rekor_server", &peer("WEFT_TEST_REKOR_URL"), "--type", "hashedrekord"])
-            .args([
-                "--pki-format",
-                "x509",
-                "--artifact",
-                "id.txt",
-                "--signature",
-                "id.sig",
-                "--public-key",
-                "cert.pem",
-            ]),
-    );
-    assert_eq!(code, 0, "rekor-cli upload: {out}{err}");
+    rekor_upload(dir, "id.txt", "id.sig", "cert.pem");
 }
 
 fn log_commit(dir: &Path, repo: &Repo, signer: &X509Signer, object: &str) {
@@ -192,22 +179,7 @@ fn a_gpgsm_commit_with_a_fulcio_certificate_counts_once_logged_for_the_allowed_i
          && openssl dgst -sha256 -sign k.pem -out sig.bin attrs.der",
     ]));
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run_cmd(
-        Command::new("rekor-cli")
-            .current_dir(decoy.path())
-            .args(["upload", "--rekor_server", &peer("WEFT_TEST_REKOR_URL"), "--type", "hashedrekord"])
-            .args([
-                "--pki-format",
-                "x509",
-                "--artifact",
-                "attrs.der",
-                "--signature",
-                "sig.bin",
-                "--public-key",
-                "c.pem",
-            ]),
-    );
-    assert_eq!(code, 0, "rekor-cli upload: {out}{err}");
+    rekor_upload(decoy.path(), "attrs.der", "sig.bin", "c.pem");
     assert_verdict(&run(&s, keyless_policy("head", &[&subject]), &commit), 1, "SignatureNotLogged");
 
     log_commit(s.dir.path(), &s.repo, &signer, &commit);
