@@ -18,6 +18,27 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Writes a wrapper script git runs as its signing program (`gpg.program`, `gpg.x509.program`), and
+/// returns once it can be executed. Another test thread that forks while the script is still open for
+/// writing holds that descriptor until it execs, and executing the script meanwhile fails with "Text
+/// file busy": so run it (`--version`, which gpg and gpgsm both answer) until the kernel lets us.
+fn write_program(path: &Path, script: &str) {
+    std::fs::write(path, script).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for _ in 0..200 {
+        match Command::new(path).arg("--version").output() {
+            Err(e) if e.raw_os_error() == Some(26) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => panic!("cannot run {}: {e}", path.display()),
+            Ok(_) => return,
+        }
+    }
+    panic!("{} stayed busy", path.display());
+}
+
 /// An isolated gpg home with its own agent (stopped on drop).
 pub struct Gpg {
     home: TempDir,
@@ -109,12 +130,7 @@ impl Gpg {
         let path = self.home.path().join(format!("gpg-at-{time}-{sig_expire}"));
         let script =
             format!("#!/bin/sh\nexec gpg --faked-system-time {time}! --default-sig-expire {sig_expire} \"$@\"\n");
-        std::fs::write(&path, script).unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        write_program(&path, &script);
         path
     }
 
@@ -189,13 +205,7 @@ impl Gpgsm {
         std::fs::write(home.path().join("gpgsm.conf"), "disable-crl-checks\ninclude-certs 1\n").unwrap();
         std::fs::write(home.path().join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
         let program = home.path().join("gpgsm");
-        std::fs::write(&program, format!("#!/bin/sh\nGNUPGHOME={} exec {gpgsm} \"$@\"\n", home.path().display()))
-            .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        write_program(&program, &format!("#!/bin/sh\nGNUPGHOME={} exec {gpgsm} \"$@\"\n", home.path().display()));
         let g = Gpgsm { home };
         let root_path = g.home.path().join("root.pem");
         std::fs::write(&root_path, root).unwrap();
@@ -225,16 +235,10 @@ impl Gpgsm {
     pub fn signer_at(&self, certificate: &str, epoch: i64) -> X509Signer {
         let mut signer = self.signer(certificate);
         let program = self.home.path().join(format!("gpgsm-at-{epoch}"));
-        std::fs::write(
+        write_program(
             &program,
-            format!("#!/bin/sh\nexec {} --faked-system-time {epoch}! \"$@\"\n", signer.program.display()),
-        )
-        .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+            &format!("#!/bin/sh\nexec {} --faked-system-time {epoch}! \"$@\"\n", signer.program.display()),
+        );
         signer.program = program;
         signer
     }
