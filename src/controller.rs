@@ -5,6 +5,7 @@
 //! Namespaces are independent (a profile selects Applications in its own namespace), so each watched
 //! namespace, or the whole cluster, runs its own pair of controllers and needs only namespaced access.
 
+use crate::reason::{Category, Dependency, Reason};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -643,11 +644,6 @@ fn work_unit(
     hex::encode(Sha256::digest(facts.to_string().as_bytes()))
 }
 
-/// Reasons of verdicts a dependency's refusal gave (credentials refused, a request rejected). A person
-/// may fix such a thing where the unit of work cannot see it (a permission in the registry), so these
-/// records are run again after the resync period; every other record stands until its unit changes.
-const REFUSALS: [&str; 4] = ["RegistryRefused", "RegistryUnauthorized", "RekorRejected", "RepositoryAccessDenied"];
-
 /// The record, and when it was made, when it records this unit with a settled verdict (one a refusal
 /// gave only until the resync period has passed).
 fn recorded<'s>(
@@ -656,7 +652,12 @@ fn recorded<'s>(
     resync: Duration,
 ) -> Option<(&'s ApplicationProvenanceStatus, Timestamp)> {
     let at = status.work_unit.as_ref().filter(|w| w.digest == unit)?.recorded_at.0;
-    let refused = status.conditions.iter().any(|c| c.status == "False" && REFUSALS.contains(&c.reason.as_str()));
+    // A dependency's refusal (credentials refused, a request rejected) may be fixed where the unit of
+    // work cannot see it (a permission in the registry), so such a record is run again after the resync
+    // period; every other record stands until its unit changes.
+    let refused = status.conditions.iter().any(|c| {
+        c.status == "False" && c.reason.parse::<Reason>().is_ok_and(|r| matches!(r.category(), Category::Refused(_)))
+    });
     (!refused || age(at) < resync).then_some((status, at))
 }
 
@@ -795,7 +796,7 @@ fn project_scope<'b>(
     let Some(rules) = bag.projects.get(project) else {
         return Err(StepReport::new(
             StepState::Failed,
-            "ProjectNotFound",
+            Reason::ProjectNotFound,
             format!(
                 "AppProject {project} does not exist in {argocd_namespace}; Argo CD does not sync an Application whose project is missing, and Weft fetches nothing for it"
             ),
@@ -804,7 +805,7 @@ fn project_scope<'b>(
     if !rules.permits_namespace(app_namespace, argocd_namespace) {
         return Err(StepReport::new(
             StepState::Failed,
-            "ApplicationNamespaceNotPermitted",
+            Reason::ApplicationNamespaceNotPermitted,
             format!(
                 "AppProject {project} does not list namespace {app_namespace} in spec.sourceNamespaces; Argo CD ignores Applications there, and Weft fetches nothing for them"
             ),
@@ -841,14 +842,14 @@ async fn reconcile_application(
     let (governance, subject) = match &guard.0 {
         Err(invalid) => (
             Governance::Unprotected { namespace: ns.clone() },
-            Subject::Invalid { reason: "UnreadableApplication".into(), message: invalid.error.clone() },
+            Subject::Invalid { reason: Reason::UnreadableApplication, message: invalid.error.clone() },
         ),
         Ok(app) => {
             let governance = governance(selection::select(profiles.iter().map(|p| p.as_ref()), &facts_of(app)), &ns);
             let subject = match target::sync_target(app) {
                 Ok(Some(t)) => Subject::Target(t),
                 Ok(None) => Subject::AwaitingRevision,
-                Err(e) => Subject::Invalid { reason: e.reason().into(), message: e.to_string() },
+                Err(e) => Subject::Invalid { reason: e.reason(), message: e.to_string() },
             };
             (governance, subject)
         }
@@ -1016,8 +1017,8 @@ async fn reconcile_application(
     {
         new_status.application_generation = p.application_generation;
     }
-    for s in steps_pending(&new_status) {
-        crate::metrics::dependency_error(crate::metrics::dependency_of(&s));
+    for dependency in dependencies_pending(&new_status) {
+        crate::metrics::dependency_error(dependency);
     }
     let events = [verdict_event(previous, &new_status), image_event(previous, &new_status)];
     for event in events.into_iter().flatten() {
@@ -1086,12 +1087,12 @@ fn verdict_event(previous: Option<&ApplicationProvenanceStatus>, new: &Applicati
     })
 }
 
-/// The reasons of the steps left pending (each waited on a dependency).
-fn steps_pending(s: &ApplicationProvenanceStatus) -> Vec<String> {
+/// The dependencies the steps left pending waited on.
+fn dependencies_pending(s: &ApplicationProvenanceStatus) -> Vec<Dependency> {
     s.conditions
         .iter()
         .filter(|c| c.status == "Unknown" && c.type_ != status::READY)
-        .map(|c| c.reason.clone())
+        .filter_map(|c| c.reason.parse::<Reason>().ok()?.category().dependency())
         .collect()
 }
 
@@ -1108,7 +1109,7 @@ fn image_event(previous: Option<&ApplicationProvenanceStatus>, new: &Application
     if !failed || previous.and_then(cond) == Some((reason.clone(), message.clone())) {
         return None;
     }
-    let action = if reason == "UnverifiedImagesPermitted" { "SignedAnyway" } else { "RefusedToSign" };
+    let action = if reason == Reason::UnverifiedImagesPermitted.as_str() { "SignedAnyway" } else { "RefusedToSign" };
     Some(Event {
         type_: EventType::Warning,
         reason,
@@ -1134,7 +1135,7 @@ fn governance(sel: Selection<'_>, ns: &str) -> Governance {
         Selection::Conflict(ps) => {
             let names: Vec<String> = ps.iter().map(|p| p.name_any()).collect();
             Governance::ConfigError {
-                reason: "ProfileConflict",
+                reason: Reason::ProfileConflict,
                 message: format!(
                     "{} IntegrityProfiles select this Application ({}); exactly one may, so nothing is vouched for until their applicationSelectors are narrowed",
                     names.len(),
@@ -1144,7 +1145,7 @@ fn governance(sel: Selection<'_>, ns: &str) -> Governance {
             }
         }
         Selection::Invalid { profile, error } => Governance::ConfigError {
-            reason: "InvalidProfileSelector",
+            reason: Reason::InvalidProfileSelector,
             message: format!(
                 "IntegrityProfile {} has an applicationSelector Weft cannot evaluate ({error}), so whether it selects this Application is unknown; fix the profile",
                 profile.name_any()
@@ -1184,20 +1185,24 @@ async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) ->
 
     let facts_check = AppFacts { name: "", project: "", labels: &Default::default() };
     let (ready, reason, message) = if let Err(e) = selection::selects(&profile, &facts_check) {
-        ("False", "InvalidSelector", format!("{e}; no Application is protected by this profile until it is fixed"))
+        (
+            "False",
+            Reason::InvalidSelector,
+            format!("{e}; no Application is protected by this profile until it is fixed"),
+        )
     } else if conflicting > 0 {
         let list: Vec<String> =
             conflicts.iter().map(|c| format!("{} (also {})", c.application, c.profiles.join(", "))).collect();
         (
             "False",
-            "ProfileConflict",
+            Reason::ProfileConflict,
             format!(
                 "{conflicting} Application(s) are selected by other profiles too, and nothing is vouched for them: {}. Narrow the applicationSelectors so each Application has one profile",
                 list.join("; ")
             ),
         )
     } else {
-        ("True", "Active", format!("selects {selected} Application(s)"))
+        ("True", Reason::Active, format!("selects {selected} Application(s)"))
     };
 
     let generation = profile.metadata.generation;
@@ -1231,7 +1236,7 @@ async fn reconcile_profile(profile: Arc<IntegrityProfile>, ctx: Arc<Context>) ->
         });
         let api: Api<IntegrityProfile> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
-        info!(profile = %name, namespace = %ns, selected, conflicting, reason, "recorded profile status");
+        info!(profile = %name, namespace = %ns, selected, conflicting, reason = %reason, "recorded profile status");
     }
     ctx.failures.reset(&key("IntegrityProfile", &ns, &name));
     Ok(Action::requeue(ctx.resync))

@@ -2,6 +2,7 @@
 //! cluster, or from YAML documents for the CLI), so the verification itself is synchronous and has one
 //! clear error for a missing object or key.
 
+use crate::reason::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
@@ -47,19 +48,14 @@ pub enum DerefError {
 }
 
 impl DerefError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            DerefError::Missing { .. } => "ReferencedObjectMissing",
-            DerefError::MissingKey { .. } => "ReferencedKeyMissing",
-            DerefError::NotText { .. } => "ReferencedKeyInvalid",
-            DerefError::Parse(_) => "ResourcesUnreadable",
-            DerefError::Fetch { .. } => "ReferencedObjectUnavailable",
+            DerefError::Missing { .. } => Reason::ReferencedObjectMissing,
+            DerefError::MissingKey { .. } => Reason::ReferencedKeyMissing,
+            DerefError::NotText { .. } => Reason::ReferencedKeyInvalid,
+            DerefError::Parse(_) => Reason::ResourcesUnreadable,
+            DerefError::Fetch { .. } => Reason::ReferencedObjectUnavailable,
         }
-    }
-
-    /// Reading from the apiserver can fail for a while; a missing object is a configuration error.
-    pub fn retryable(&self) -> bool {
-        matches!(self, DerefError::Fetch { .. })
     }
 }
 

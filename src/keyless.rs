@@ -5,6 +5,7 @@
 //! long-lived is kept. Fulcio's API: `POST /api/v2/signingCert`, the key's proof of possession being its
 //! signature over the token's `sub` claim.
 
+use crate::reason::Reason;
 use std::time::Duration;
 
 use base64::Engine;
@@ -35,18 +36,14 @@ pub enum KeylessError {
 }
 
 impl KeylessError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            KeylessError::Token(_) => "IdentityTokenInvalid",
-            KeylessError::Refused { .. } => "FulcioRefused",
-            KeylessError::Unavailable { .. } => "FulcioUnavailable",
-            KeylessError::Malformed(_) => "FulcioResponseMalformed",
-            KeylessError::Key(_) => "SigningKeyInvalid",
+            KeylessError::Token(_) => Reason::IdentityTokenInvalid,
+            KeylessError::Refused { .. } => Reason::FulcioRefused,
+            KeylessError::Unavailable { .. } => Reason::FulcioUnavailable,
+            KeylessError::Malformed(_) => Reason::FulcioResponseMalformed,
+            KeylessError::Key(_) => Reason::SigningKeyInvalid,
         }
-    }
-
-    pub fn retryable(&self) -> bool {
-        matches!(self, KeylessError::Unavailable { .. })
     }
 }
 
@@ -187,7 +184,7 @@ mod tests {
         for (token, why) in [("abc", "not a JWT"), ("a.!!.c", "base64url"), (&jwt(json!({"aud": "x"})), "no sub")] {
             let e = subject_of(token).unwrap_err();
             assert!(e.to_string().contains(why), "{token}: {e}");
-            assert_eq!(e.reason(), "IdentityTokenInvalid");
+            assert_eq!(e.reason(), Reason::IdentityTokenInvalid);
         }
     }
 

@@ -22,6 +22,7 @@ pub mod oci;
 pub mod pipeline;
 pub mod provenance;
 pub mod publish;
+pub mod reason;
 pub mod rekor;
 pub mod rekor2;
 pub mod render;

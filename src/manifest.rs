@@ -4,6 +4,7 @@
 //!
 //! Pure functions: no I/O.
 
+use crate::reason::Reason;
 use std::collections::BTreeMap;
 
 use globset::Glob;
@@ -37,12 +38,12 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ManifestError::Unparseable { .. } => "ManifestUnparseable",
-            ManifestError::NotAnObject { .. } | ManifestError::MissingField { .. } => "ManifestNotAnObject",
-            ManifestError::TooLarge { .. } | ManifestError::TooMany { .. } => "ManifestTooLarge",
-            ManifestError::BadMatch { .. } => "InvalidMatchRule",
+            ManifestError::Unparseable { .. } => Reason::ManifestUnparseable,
+            ManifestError::NotAnObject { .. } | ManifestError::MissingField { .. } => Reason::ManifestNotAnObject,
+            ManifestError::TooLarge { .. } | ManifestError::TooMany { .. } => Reason::ManifestTooLarge,
+            ManifestError::BadMatch { .. } => Reason::InvalidMatchRule,
         }
     }
 }

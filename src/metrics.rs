@@ -2,6 +2,7 @@
 //! verdicts, dependencies): never per-object, so cardinality stays bounded however many Applications
 //! there are.
 
+use crate::reason::Dependency;
 use std::sync::LazyLock;
 
 use prometheus_client::encoding::text::encode;
@@ -62,7 +63,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     registry.register("verdicts", "Verdicts recorded, by verdict", m.verdicts.clone());
     registry.register(
         "dependency_errors",
-        "Steps left pending by an unavailable dependency (git, registry, rekor, kubernetes)",
+        "Steps left pending by an unavailable dependency (git, registry, rekor, timestamp-authority, fulcio, kubernetes, local)",
         m.dependency_errors.clone(),
     );
     registry.register("admission_reviews", "Admission reviews, by decision", m.admissions.clone());
@@ -143,8 +144,8 @@ pub fn verdict(verdict: &str) {
     METRICS.verdicts.get_or_create(&vec![("verdict", verdict.to_string())]).inc();
 }
 
-pub fn dependency_error(dependency: &str) {
-    METRICS.dependency_errors.get_or_create(&vec![("dependency", dependency.to_string())]).inc();
+pub fn dependency_error(dependency: Dependency) {
+    METRICS.dependency_errors.get_or_create(&vec![("dependency", dependency.label().to_string())]).inc();
 }
 
 pub fn admission(decision: &str, seconds: f64) {
@@ -154,19 +155,6 @@ pub fn admission(decision: &str, seconds: f64) {
 
 pub fn webhook_connection_refused() {
     METRICS.refused_connections.inc();
-}
-
-/// The dependency a pending step waited on, from its reason.
-pub fn dependency_of(reason: &str) -> &'static str {
-    if reason.contains("Rekor") || reason.contains("Log") {
-        "rekor"
-    } else if reason.contains("Registry") {
-        "registry"
-    } else if reason.contains("Repository") || reason.contains("Fetch") || reason.contains("Git") {
-        "git"
-    } else {
-        "kubernetes"
-    }
 }
 
 /// The OpenMetrics text.
@@ -189,7 +177,7 @@ mod tests {
         assert!(text.contains("weft_verdicts_total{verdict=\"Verified\"} 1"), "{text}");
         assert!(text.contains("weft_step_duration_seconds_bucket{le=\"0.004\",step=\"SourceVerified\"} 1"), "{text}");
         assert!(text.contains("weft_admission_reviews_total{decision=\"denied\"} 1"), "{text}");
-        assert_eq!(super::dependency_of("RekorUnavailable"), "rekor");
-        assert_eq!(super::dependency_of("RegistryUnavailable"), "registry");
+        super::dependency_error(crate::reason::Dependency::TransparencyLog);
+        assert!(super::text().contains("weft_dependency_errors_total{dependency=\"rekor\"} 1"));
     }
 }

@@ -8,6 +8,7 @@
 //!
 //! Building the artifacts is pure; `Registry` and `write_layout` do the I/O.
 
+use crate::reason::Reason;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -124,22 +125,16 @@ pub async fn read_capped(mut resp: reqwest::Response, limit: u64) -> Result<Vec<
 }
 
 impl OciError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            OciError::Registry { .. } => "RegistryUnavailable",
-            OciError::Unauthorized { .. } => "RegistryUnauthorized",
-            OciError::Refused { .. } => "RegistryRefused",
-            OciError::BadReference(..) => "InvalidImageRepository",
-            OciError::BadCredentials(_) => "RegistryCredentialsInvalid",
-            OciError::Layout { .. } => "LayoutUnwritable",
-            OciError::TooLarge { .. } | OciError::TooManyLayers { .. } => "RegistryObjectTooLarge",
+            OciError::Registry { .. } => Reason::RegistryUnavailable,
+            OciError::Unauthorized { .. } => Reason::RegistryUnauthorized,
+            OciError::Refused { .. } => Reason::RegistryRefused,
+            OciError::BadReference(..) => Reason::InvalidImageRepository,
+            OciError::BadCredentials(_) => Reason::RegistryCredentialsInvalid,
+            OciError::Layout { .. } => Reason::LayoutUnwritable,
+            OciError::TooLarge { .. } | OciError::TooManyLayers { .. } => Reason::RegistryObjectTooLarge,
         }
-    }
-
-    /// A registry that is down, failing (5xx) or throttling (429) is retried; refusals (401, 403, other
-    /// 4xx) and configuration problems are verdicts.
-    pub fn retryable(&self) -> bool {
-        matches!(self, OciError::Registry { .. })
     }
 }
 
@@ -930,7 +925,7 @@ mod tests {
         let r = Registry::new("127.0.0.1:5000/team/app", None).unwrap();
         let kind = |status| {
             let e = r.status_error(status, "reading manifest x", "");
-            (e.reason(), e.retryable())
+            (e.reason().as_str(), e.reason().retryable())
         };
         assert_eq!(kind(429), ("RegistryUnavailable", true));
         assert_eq!(kind(500), ("RegistryUnavailable", true));

@@ -4,6 +4,7 @@
 //! the blocking pool, a bounded number at a time. Steps not built yet report `NotImplemented`; steps after
 //! one that did not pass report `Blocked`.
 
+use crate::reason::Reason;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -188,6 +189,197 @@ impl Progress for Quiet {
     fn step(&self, _: Step, _: &StepReport) {}
 }
 
+/// What source verification found: its report, the verdicts, and the remote bases pinned.
+pub struct Sources {
+    pub report: StepReport,
+    pub verdicts: Vec<SourceVerdict>,
+    pub bases: Vec<PinnedBase>,
+}
+
+/// The steps of a run, as the gating in [`run_steps`] sees them: the seam between the order of the
+/// steps (what blocks what) and the adapters each step uses. The [`Engine`] runs the real ones.
+pub(crate) trait Steps: Sync {
+    async fn source(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sources, StepReport>;
+    async fn render(&self, job: &Job<'_>, sources: &Sources) -> Result<Vec<manifest::Manifest>, StepReport>;
+    async fn images(
+        &self,
+        job: &Job<'_>,
+        manifests: &[manifest::Manifest],
+        progress: &dyn Progress,
+    ) -> (StepReport, Vec<ImageStatus>);
+    async fn sign(
+        &self,
+        job: &Job<'_>,
+        manifests: Vec<manifest::Manifest>,
+        progress: &dyn Progress,
+    ) -> Result<Signed, StepReport>;
+    /// `vouched` holds the verified images when the revision is vouched for (a summary is then due).
+    async fn provenance(
+        &self,
+        job: &Job<'_>,
+        sources: &Sources,
+        signed: &Signed,
+        started_on: k8s_openapi::jiff::Timestamp,
+        vouched: Option<&[ImageStatus]>,
+    ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport>;
+}
+
+/// One run, step by step. Fail closed: a step runs only when every step before it passed (images that
+/// are permitted or not configured do not stop signing, and the verdict says so); the steps after one
+/// that did not pass report `Blocked`.
+pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
+    crate::metrics::pipeline_run();
+    let mut reports = Step::ALL.map(StepReport::not_implemented);
+    let sources = match steps.source(&job, progress).await {
+        Ok(sources) => sources,
+        Err(report) => Sources { report, verdicts: Vec::new(), bases: Vec::new() },
+    };
+    progress.step(Step::SourceVerified, &sources.report);
+    reports[0] = sources.report.clone();
+    let remote_bases: Vec<SourceRevision> = sources
+        .bases
+        .iter()
+        .map(|b| SourceRevision {
+            repo_url: b.base.repo_url.clone(),
+            revision: b.commit.to_string(),
+            path: b.base.path.clone(),
+            chart: None,
+            target_revision: b.base.reference.clone(),
+        })
+        .collect();
+    if sources.report.state != StepState::Passed {
+        reports[1..].fill(StepReport::blocked(Step::SourceVerified));
+        return PipelineOutcome::ended(reports, remote_bases, Vec::new());
+    }
+    let started_on = k8s_openapi::jiff::Timestamp::now();
+    let spec = &job.profile.spec;
+    let manifests = if spec.image_verification.is_none() && spec.manifest_signing.is_none() {
+        Ok(Vec::new()) // nothing needs them
+    } else {
+        progress.note("rendering from the verified trees");
+        steps.render(&job, &sources).await
+    };
+    let manifests = match manifests {
+        Ok(m) => m,
+        Err(report) => {
+            reports[1] = StepReport::new(
+                StepState::Blocked,
+                Reason::Blocked,
+                "not run: the manifests could not be rendered (see ManifestsSigned)",
+            );
+            progress.step(Step::ImagesVerified, &reports[1]);
+            progress.step(Step::ManifestsSigned, &report);
+            reports[2] = report;
+            reports[3] = StepReport::blocked(Step::ManifestsSigned);
+            return PipelineOutcome::ended(reports, remote_bases, Vec::new());
+        }
+    };
+    let timer = std::time::Instant::now();
+    let (images_report, images) = steps.images(&job, &manifests, progress).await;
+    crate::metrics::step("ImagesVerified", timer.elapsed().as_secs_f64());
+    progress.step(Step::ImagesVerified, &images_report);
+    // Strict failures and images not checked yet stop signing; a profile without image verification
+    // does not (its verdict says so), nor does permissive enforcement.
+    let gate = matches!(images_report.state, StepState::Pending | StepState::Failed);
+    reports[1] = images_report;
+    if gate {
+        reports[2..].fill(StepReport::blocked(Step::ImagesVerified));
+        return PipelineOutcome::ended(reports, remote_bases, images);
+    }
+    let timer = std::time::Instant::now();
+    let signed_step = steps.sign(&job, manifests, progress).await;
+    crate::metrics::step("ManifestsSigned", timer.elapsed().as_secs_f64());
+    let (signed, done) = match signed_step {
+        Ok(done) => {
+            let p = &done.published;
+            let how = if p.signed { "signed" } else { "already signed" };
+            let log = p
+                .tlog
+                .as_ref()
+                .map(|t| format!("; signature in the transparency log at index {}", t.log_index))
+                .unwrap_or_default();
+            let msg = format!(
+                "{} resource(s) {how} and published as {}{log}{}",
+                p.resources,
+                p.reference,
+                done.secrets.note()
+            );
+            (StepReport::new(StepState::Passed, Reason::Signed, msg), Some(done))
+        }
+        Err(report) => (report, None),
+    };
+    progress.step(Step::ManifestsSigned, &signed);
+    reports[2] = signed;
+    let Some(done) = done else {
+        reports[3] = StepReport::blocked(Step::ManifestsSigned);
+        return PipelineOutcome::ended(reports, remote_bases, images);
+    };
+    let timer = std::time::Instant::now();
+    // Vouched for: every image verified (or none run), so the summary can say PASSED.
+    let vouched = (reports[1].state == StepState::Passed).then_some(images.as_slice());
+    let recorded = steps.provenance(&job, &sources, &done, started_on, vouched).await;
+    crate::metrics::step("ProvenanceRecorded", timer.elapsed().as_secs_f64());
+    let (report, rekor, summary) = match recorded {
+        Ok((a, summary)) => {
+            let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
+            let mut msg = format!(
+                "SLSA provenance for {} {how} in the transparency log at index {} (entry {}), attached as {}",
+                done.published.reference, a.entry.log_index, a.entry.uuid, a.attached
+            );
+            if let Some(s) = &summary {
+                msg += &format!(
+                    "; verification summary (SLSA VSA) at index {} (entry {})",
+                    s.entry.log_index, s.entry.uuid
+                );
+            }
+            (StepReport::new(StepState::Passed, Reason::Recorded, msg), Some(a.entry), summary.map(|s| s.entry))
+        }
+        Err(report) => (report, None, None),
+    };
+    progress.step(Step::ProvenanceRecorded, &report);
+    reports[3] = report;
+    PipelineOutcome { steps: reports, remote_bases, published: Some(done.published), rekor, summary, images }
+}
+
+impl Steps for Engine {
+    async fn source(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sources, StepReport> {
+        self.source_step(job, progress).await
+    }
+
+    async fn render(&self, job: &Job<'_>, sources: &Sources) -> Result<Vec<manifest::Manifest>, StepReport> {
+        self.render_step(job, &sources.verdicts, &sources.bases).await
+    }
+
+    async fn images(
+        &self,
+        job: &Job<'_>,
+        manifests: &[manifest::Manifest],
+        progress: &dyn Progress,
+    ) -> (StepReport, Vec<ImageStatus>) {
+        self.images_step(job, manifests, progress).await
+    }
+
+    async fn sign(
+        &self,
+        job: &Job<'_>,
+        manifests: Vec<manifest::Manifest>,
+        progress: &dyn Progress,
+    ) -> Result<Signed, StepReport> {
+        self.sign_step(job, manifests, progress).await
+    }
+
+    async fn provenance(
+        &self,
+        job: &Job<'_>,
+        sources: &Sources,
+        signed: &Signed,
+        started_on: k8s_openapi::jiff::Timestamp,
+        vouched: Option<&[ImageStatus]>,
+    ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
+        self.provenance_step(job, &sources.verdicts, &sources.bases, signed, started_on, vouched).await
+    }
+}
+
 impl Engine {
     /// Source verification alone, for a revision already recorded: the signatures are checked again
     /// against the keys as they are now (one may have expired or been removed). No render, registry or
@@ -195,7 +387,7 @@ impl Engine {
     pub async fn reverify(&self, job: &Job<'_>) -> StepReport {
         crate::metrics::reverification();
         match self.source_step(job, &Quiet).await {
-            Ok((report, _, _)) | Err(report) => report,
+            Ok(Sources { report, .. }) | Err(report) => report,
         }
     }
 
@@ -232,7 +424,7 @@ impl Engine {
         let token = read_token(&path).map_err(|e| {
             StepReport::new(
                 StepState::Failed,
-                "IdentityTokenMissing",
+                Reason::IdentityTokenMissing,
                 format!(
                     "the identity token for keyless signing cannot be read from {}: {e}; mount a projected ServiceAccount token with audience sigstore there (the chart's keyless.enabled does)",
                     path.display()
@@ -248,7 +440,7 @@ impl Engine {
         {
             return Err(StepReport::new(
                 StepState::Failed,
-                "KeylessIdentityMismatch",
+                Reason::KeylessIdentityMismatch,
                 format!(
                     "Fulcio certified {} (issuer {}), but the profile's manifestSigning.keyless.identity is {} (issuer {}): nothing is signed; mount the token of the expected ServiceAccount, or correct the identity",
                     certified.identity, certified.issuer, expected.subject, expected.issuer
@@ -268,120 +460,7 @@ impl Engine {
     }
 
     pub async fn run(&self, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
-        crate::metrics::pipeline_run();
-        let mut steps = Step::ALL.map(StepReport::not_implemented);
-        let (source, verdicts, bases) = match self.source_step(&job, progress).await {
-            Ok((report, verdicts, bases)) => (report, verdicts, bases),
-            Err(report) => (report, Vec::new(), Vec::new()),
-        };
-        progress.step(Step::SourceVerified, &source);
-        let passed = source.state == StepState::Passed;
-        steps[0] = source;
-        let remote_bases = bases
-            .iter()
-            .map(|b| SourceRevision {
-                repo_url: b.base.repo_url.clone(),
-                revision: b.commit.to_string(),
-                path: b.base.path.clone(),
-                chart: None,
-                target_revision: b.base.reference.clone(),
-            })
-            .collect();
-        if !passed {
-            steps[1] = StepReport::blocked(Step::SourceVerified);
-            steps[2] = StepReport::blocked(Step::SourceVerified);
-            steps[3] = StepReport::blocked(Step::SourceVerified);
-            return PipelineOutcome::ended(steps, remote_bases, Vec::new());
-        }
-        let started_on = k8s_openapi::jiff::Timestamp::now();
-        let spec = &job.profile.spec;
-        let manifests = if spec.image_verification.is_none() && spec.manifest_signing.is_none() {
-            Ok(Vec::new()) // nothing needs them
-        } else {
-            progress.note("rendering from the verified trees");
-            self.render(&job, &verdicts, &bases).await
-        };
-        let manifests = match manifests {
-            Ok(m) => m,
-            Err(report) => {
-                steps[1] = StepReport::new(
-                    StepState::Blocked,
-                    "Blocked",
-                    "not run: the manifests could not be rendered (see ManifestsSigned)",
-                );
-                progress.step(Step::ImagesVerified, &steps[1]);
-                progress.step(Step::ManifestsSigned, &report);
-                steps[2] = report;
-                steps[3] = StepReport::blocked(Step::ManifestsSigned);
-                return PipelineOutcome::ended(steps, remote_bases, Vec::new());
-            }
-        };
-        let timer = std::time::Instant::now();
-        let (images_report, images) = self.images_step(&job, &manifests, progress).await;
-        crate::metrics::step("ImagesVerified", timer.elapsed().as_secs_f64());
-        progress.step(Step::ImagesVerified, &images_report);
-        // Strict failures and images not checked yet stop signing; a profile without image verification
-        // does not (its verdict says so), nor does permissive enforcement.
-        let gate = matches!(images_report.state, StepState::Pending | StepState::Failed);
-        steps[1] = images_report;
-        if gate {
-            steps[2] = StepReport::blocked(Step::ImagesVerified);
-            steps[3] = StepReport::blocked(Step::ImagesVerified);
-            return PipelineOutcome::ended(steps, remote_bases, images);
-        }
-        let timer = std::time::Instant::now();
-        let signed_step = self.sign_step(&job, manifests, progress).await;
-        crate::metrics::step("ManifestsSigned", timer.elapsed().as_secs_f64());
-        let (signed, done) = match signed_step {
-            Ok(done) => {
-                let p = &done.published;
-                let how = if p.signed { "signed" } else { "already signed" };
-                let log = p
-                    .tlog
-                    .as_ref()
-                    .map(|t| format!("; signature in the transparency log at index {}", t.log_index))
-                    .unwrap_or_default();
-                let msg = format!(
-                    "{} resource(s) {how} and published as {}{log}{}",
-                    p.resources,
-                    p.reference,
-                    done.secrets.note()
-                );
-                (StepReport::new(StepState::Passed, "Signed", msg), Some(done))
-            }
-            Err(report) => (report, None),
-        };
-        progress.step(Step::ManifestsSigned, &signed);
-        steps[2] = signed;
-        let Some(done) = done else {
-            steps[3] = StepReport::blocked(Step::ManifestsSigned);
-            return PipelineOutcome::ended(steps, remote_bases, images);
-        };
-        let timer = std::time::Instant::now();
-        // Vouched for: every image verified (or none run), so the summary can say PASSED.
-        let vouched = (steps[1].state == StepState::Passed).then_some(images.as_slice());
-        let recorded = self.provenance_step(&job, &verdicts, &bases, &done, started_on, vouched).await;
-        crate::metrics::step("ProvenanceRecorded", timer.elapsed().as_secs_f64());
-        let (report, rekor, summary) = match recorded {
-            Ok((a, summary)) => {
-                let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
-                let mut msg = format!(
-                    "SLSA provenance for {} {how} in the transparency log at index {} (entry {}), attached as {}",
-                    done.published.reference, a.entry.log_index, a.entry.uuid, a.attached
-                );
-                if let Some(s) = &summary {
-                    msg += &format!(
-                        "; verification summary (SLSA VSA) at index {} (entry {})",
-                        s.entry.log_index, s.entry.uuid
-                    );
-                }
-                (StepReport::new(StepState::Passed, "Recorded", msg), Some(a.entry), summary.map(|s| s.entry))
-            }
-            Err(report) => (report, None, None),
-        };
-        progress.step(Step::ProvenanceRecorded, &report);
-        steps[3] = report;
-        PipelineOutcome { steps, remote_bases, published: Some(done.published), rekor, summary, images }
+        run_steps(self, job, progress).await
     }
 
     /// Every image the manifests run, verified under the profile (tightened by the Application's
@@ -394,7 +473,10 @@ impl Engine {
     ) -> (StepReport, Vec<ImageStatus>) {
         let Some(iv) = &job.profile.spec.image_verification else {
             let msg = "the profile has no imageVerification, so the images the manifests run are not verified and this revision is not vouched for; add imageVerification to the profile";
-            return (StepReport::new(StepState::NotConfigured, "ImageVerificationNotConfigured", msg), Vec::new());
+            return (
+                StepReport::new(StepState::NotConfigured, Reason::ImageVerificationNotConfigured, msg),
+                Vec::new(),
+            );
         };
         let policies = ImagePolicies::compile(iv, job.bag).and_then(|mut p| {
             let annotations = job.app.metadata.annotations.as_ref();
@@ -413,7 +495,7 @@ impl Engine {
                 "the manifests run {} distinct images, more than the {MAX_IMAGES} Weft verifies and records for one Application; nothing is vouched for: split the Application",
                 found.len()
             );
-            return (StepReport::new(StepState::Failed, "TooManyImages", msg), Vec::new());
+            return (StepReport::new(StepState::Failed, Reason::TooManyImages, msg), Vec::new());
         }
         progress.note(&format!("verifying {} image(s) ({})", found.len(), policies.enforcement.as_str()));
         let mut statuses = self.images.verify(&policies, &found).await;
@@ -437,7 +519,7 @@ impl Engine {
         let Some(log_client) = &done.log else {
             return Err(StepReport::new(
                 StepState::NotConfigured,
-                "ProvenanceNotConfigured",
+                Reason::ProvenanceNotConfigured,
                 "the profile names no transparency log (provenance.rekor), so no provenance is recorded and nothing is vouched for".to_string(),
             ));
         };
@@ -477,23 +559,19 @@ impl Engine {
         let statement = crate::provenance::statement(&facts);
         let log = || log_client.log();
         let failed = |e: publish::PublishError, what: &str| e.report_with(format!("{e}; {what}"));
-        let provenance = publish::attest(&done.destination, &done.published, &statement, &done.key, log())
+        let provenance = publish::attest(&done.destination, &done.published, &statement, &done.key, &log())
             .await
             .map_err(|e| failed(e, "no provenance is recorded for this revision"))?;
         let Some(images) = vouched else { return Ok((provenance, None)) };
         let summary = summary(job, verdicts, bases, images, &facts, &self.builder_id);
         let statement = crate::provenance::summary_statement(&summary);
-        let summary = publish::attest(&done.destination, &done.published, &statement, &done.key, log())
+        let summary = publish::attest(&done.destination, &done.published, &statement, &done.key, &log())
             .await
             .map_err(|e| failed(e, "the provenance is recorded, the verification summary is not (retried)"))?;
         Ok((provenance, Some(summary)))
     }
 
-    async fn source_step(
-        &self,
-        job: &Job<'_>,
-        progress: &dyn Progress,
-    ) -> Result<(StepReport, Vec<SourceVerdict>, Vec<PinnedBase>), StepReport> {
+    async fn source_step(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sources, StepReport> {
         let policies = job
             .profile
             .spec
@@ -508,7 +586,7 @@ impl Engine {
             if source.chart.is_some() {
                 return Err(StepReport::new(
                     StepState::NotImplemented,
-                    "ChartSourceNotVerified",
+                    Reason::ChartSourceNotVerified,
                     format!(
                         "source {} is a Helm chart repository ({} {}); verifying chart repositories is not implemented in this version of Weft, so nothing is vouched for",
                         source.repo_url,
@@ -520,7 +598,7 @@ impl Engine {
             let Some(revision) = CommitId::parse(&source.revision) else {
                 return Err(StepReport::new(
                     StepState::Failed,
-                    "RevisionNotACommit",
+                    Reason::RevisionNotACommit,
                     format!("{} is not a commit SHA", source.revision),
                 ));
             };
@@ -546,7 +624,7 @@ impl Engine {
                 .collect();
             message.push_str(&format!(" | remote bases: {}", listed.join(", ")));
         }
-        Ok((StepReport::new(StepState::Passed, "Verified", message), verdicts, bases))
+        Ok(Sources { report: StepReport::new(StepState::Passed, Reason::Verified, message), verdicts, bases })
     }
 
     /// One source and its remote bases, on the blocking pool.
@@ -595,11 +673,11 @@ impl Engine {
         manifests: Vec<manifest::Manifest>,
         progress: &dyn Progress,
     ) -> Result<Signed, StepReport> {
-        let failed = |reason: &str, message: String| StepReport::new(StepState::Failed, reason, message);
+        let failed = |reason: Reason, message: String| StepReport::new(StepState::Failed, reason, message);
         let Some(signing) = &job.profile.spec.manifest_signing else {
             return Err(StepReport::new(
                 StepState::NotConfigured,
-                "SigningNotConfigured",
+                Reason::SigningNotConfigured,
                 "the profile has no manifestSigning, so the manifests are not signed; add manifestSigning.key",
             ));
         };
@@ -609,7 +687,7 @@ impl Engine {
         let timestamp_url = signing.keyless.as_ref().and_then(|k| k.timestamp_url.as_deref()).filter(|_| rekor_v2);
         if signing.key.is_none() && signing.keyless.is_some() && rekor_v2 && timestamp_url.is_none() {
             return Err(failed(
-                "KeylessNeedsTimestamps",
+                Reason::KeylessNeedsTimestamps,
                 "keyless signing with a Rekor v2 log needs signed timestamps (RFC 3161) to show the short-lived certificate was valid, and manifestSigning.keyless.timestampURL is not set, so nothing is signed; name a timestamp authority (e.g. https://timestamp.sigstore.dev/api/v1/timestamp)".into(),
             ));
         }
@@ -624,7 +702,7 @@ impl Engine {
             (None, Some(keyless)) => self.keyless_key(keyless, job.identity_token.as_deref(), progress).await?,
             (None, None) => {
                 return Err(failed(
-                    "SigningKeyMissing",
+                    Reason::SigningKeyMissing,
                     "manifestSigning names neither a key nor keyless signing; set one of them".into(),
                 ));
             }
@@ -662,7 +740,7 @@ impl Engine {
                 Some(image) => self.registry(job, &image.repository, &app_name)?,
                 None => {
                     return Err(failed(
-                        "NoDestination",
+                        Reason::NoDestination,
                         "manifestSigning.image.repository is not set, so the signed manifests have nowhere to go"
                             .into(),
                     ));
@@ -676,13 +754,13 @@ impl Engine {
                 let key = CheckpointKey::from_pem(&pem).map_err(|e| e.report())?;
                 let origin = r.origin();
                 let rekor = Rekor2::new(&r.url).with_reads(r.read_url(), key.clone(), &origin);
-                let timestamps = match timestamp_url {
-                    Some(url) => Some(
-                        sigstore_tsa::TimestampClient::new(url)
-                            .map_err(|e| failed("TimestampAuthorityInvalid", format!("timestampURL {url}: {e}")))?,
-                    ),
-                    None => None,
-                };
+                let timestamps =
+                    match timestamp_url {
+                        Some(url) => Some(sigstore_tsa::TimestampClient::new(url).map_err(|e| {
+                            failed(Reason::TimestampAuthorityInvalid, format!("timestampURL {url}: {e}"))
+                        })?),
+                        None => None,
+                    };
                 Some(LogClient::V2 { rekor: Box::new(rekor), key, origin, timestamps })
             }
             Some(r) => {
@@ -723,7 +801,7 @@ impl Engine {
     }
 
     /// Exports each verified source and renders it, on the blocking pool.
-    async fn render(
+    async fn render_step(
         &self,
         job: &Job<'_>,
         verdicts: &[SourceVerdict],
@@ -745,7 +823,7 @@ impl Engine {
         let joined = tokio::task::spawn_blocking(move || -> Result<Vec<manifest::Manifest>, StepReport> {
             let failed = |e: render::RenderError| e.report();
             let work = tempfile::tempdir()
-                .map_err(|e| StepReport::new(StepState::Pending, "WorkDirUnavailable", e.to_string()))?;
+                .map_err(|e| StepReport::new(StepState::Pending, Reason::WorkDirUnavailable, e.to_string()))?;
             let mut checkouts = Vec::new();
             for (i, (declared, rev)) in sources.iter().enumerate() {
                 let verdict = verdicts.iter().find(|v| v.repo_url == rev.repo_url && v.commit.as_str() == rev.revision);
@@ -791,7 +869,7 @@ pub fn tag_for(app: &str, revision: &str) -> String {
 }
 
 fn interrupted(e: tokio::task::JoinError) -> StepReport {
-    StepReport::new(StepState::Pending, "Interrupted", format!("the step did not finish: {e}"))
+    StepReport::new(StepState::Pending, Reason::Interrupted, format!("the step did not finish: {e}"))
 }
 
 fn line(v: &SourceVerdict) -> String {
@@ -801,10 +879,8 @@ fn line(v: &SourceVerdict) -> String {
 /// The step report for a source that did not verify.
 fn report(v: &SourceVerdict) -> StepReport {
     match v.outcome {
-        Outcome::Retry => {
-            StepReport::new(StepState::Pending, &v.reason, format!("{} (retrying with backoff)", line(v)))
-        }
-        _ => StepReport::new(StepState::Failed, &v.reason, line(v)),
+        Outcome::Retry => StepReport::new(StepState::Pending, v.reason, format!("{} (retrying with backoff)", line(v))),
+        _ => StepReport::new(StepState::Failed, v.reason, line(v)),
     }
 }
 
@@ -865,9 +941,216 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::resources::profile::{ImageVerification, ManifestSigning};
+    use crate::resources::provenance::{ImageOutcome, RekorEntry, RevisionOrigin};
+
     #[test]
     fn tags_follow_the_oci_grammar() {
         assert_eq!(super::tag_for("shop-cart", "9f2c1e4b7a3d"), "shop-cart-9f2c1e4b7a3d");
         assert_eq!(super::tag_for(".x/y", "1"), "x-y-1");
+    }
+
+    /// Steps that report what they are told to, and remember which ran: the gating alone, no peers.
+    struct Scripted {
+        source: StepState,
+        render: bool,
+        images: StepReport,
+        sign: bool,
+        ran: Mutex<Vec<String>>,
+    }
+
+    impl Scripted {
+        fn new(source: StepState, images: StepState) -> Scripted {
+            let reason = match images {
+                StepState::Passed => Reason::Verified,
+                StepState::NotConfigured => Reason::ImageVerificationNotConfigured,
+                StepState::Permitted => Reason::UnverifiedImagesPermitted,
+                StepState::Pending => Reason::RegistryUnavailable,
+                _ => Reason::ImageNotSigned,
+            };
+            Scripted {
+                source,
+                render: true,
+                images: StepReport::new(images, reason, "images"),
+                sign: true,
+                ran: Mutex::default(),
+            }
+        }
+
+        fn ran(&self, step: impl Into<String>) {
+            self.ran.lock().unwrap().push(step.into());
+        }
+
+        fn steps(&self) -> Vec<String> {
+            self.ran.lock().unwrap().clone()
+        }
+    }
+
+    impl Steps for Scripted {
+        async fn source(&self, _: &Job<'_>, _: &dyn Progress) -> Result<Sources, StepReport> {
+            self.ran("source");
+            let reason = if self.source == StepState::Passed { Reason::Verified } else { Reason::Unsigned };
+            let report = StepReport::new(self.source, reason, "source");
+            match self.source {
+                StepState::Passed => Ok(Sources { report, verdicts: Vec::new(), bases: Vec::new() }),
+                _ => Err(report),
+            }
+        }
+
+        async fn render(&self, _: &Job<'_>, _: &Sources) -> Result<Vec<manifest::Manifest>, StepReport> {
+            self.ran("render");
+            match self.render {
+                true => Ok(Vec::new()),
+                false => Err(StepReport::new(StepState::Failed, Reason::RenderFailed, "render")),
+            }
+        }
+
+        async fn images(
+            &self,
+            _: &Job<'_>,
+            _: &[manifest::Manifest],
+            _: &dyn Progress,
+        ) -> (StepReport, Vec<ImageStatus>) {
+            self.ran("images");
+            let image = ImageStatus { image: "a".into(), outcome: ImageOutcome::Verified, ..Default::default() };
+            (self.images.clone(), vec![image])
+        }
+
+        async fn sign(&self, _: &Job<'_>, _: Vec<manifest::Manifest>, _: &dyn Progress) -> Result<Signed, StepReport> {
+            self.ran("sign");
+            if !self.sign {
+                return Err(StepReport::new(StepState::Pending, Reason::RegistryUnavailable, "sign"));
+            }
+            let published = Published {
+                reference: "layout@sha256:00".into(),
+                digest: "sha256:00".into(),
+                resources: 1,
+                image: crate::oci::Pushed::New,
+                size: 1,
+                signed: true,
+                referrer: false,
+                tlog: None,
+            };
+            Ok(Signed {
+                published,
+                secrets: SecretsSigned::default(),
+                destination: Destination::Layout { dir: PathBuf::from("layout"), name: "app".into() },
+                key: SigningKey::generate().unwrap(),
+                log: None,
+            })
+        }
+
+        async fn provenance(
+            &self,
+            _: &Job<'_>,
+            _: &Sources,
+            _: &Signed,
+            _: k8s_openapi::jiff::Timestamp,
+            vouched: Option<&[ImageStatus]>,
+        ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
+            self.ran(if vouched.is_some() { "provenance and summary" } else { "provenance" });
+            let attested = publish::Attested { entry: RekorEntry::default(), attached: "layout".into(), reused: false };
+            Ok((attested.clone(), vouched.map(|_| attested)))
+        }
+    }
+
+    fn profile(images: bool, signing: bool) -> IntegrityProfile {
+        let mut p: IntegrityProfile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weft.dev/v1alpha1", "kind": "IntegrityProfile",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"applicationSelector": [{"name": "*"}]},
+        }))
+        .unwrap();
+        p.spec.image_verification = images.then(ImageVerification::default);
+        p.spec.manifest_signing = signing.then(ManifestSigning::default);
+        p
+    }
+
+    async fn run(steps: &Scripted, profile: &IntegrityProfile) -> PipelineOutcome {
+        let app = Application::default();
+        let target = SyncTarget { sources: Vec::new(), origin: RevisionOrigin::SyncStatus };
+        let bag = Bag::default();
+        let job = Job {
+            profile,
+            app: &app,
+            target: &target,
+            verified: &[],
+            bag: &bag,
+            project: None,
+            destination: None,
+            identity_token: None,
+        };
+        run_steps(steps, job, &Quiet).await
+    }
+
+    fn states(o: &PipelineOutcome) -> Vec<StepState> {
+        o.steps.iter().map(|r| r.state).collect()
+    }
+
+    use StepState::{Blocked, Failed, NotConfigured, Passed, Pending, Permitted};
+
+    #[tokio::test]
+    async fn a_source_that_does_not_pass_blocks_every_later_step_and_nothing_else_runs() {
+        for source in [Failed, Pending, StepState::NotImplemented] {
+            let steps = Scripted::new(source, Passed);
+            let o = run(&steps, &profile(true, true)).await;
+            assert_eq!(states(&o), [source, Blocked, Blocked, Blocked]);
+            assert_eq!(steps.steps(), ["source"]);
+            assert!(o.published.is_none() && o.rekor.is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn images_failed_or_not_checked_yet_stop_signing() {
+        for images in [Failed, Pending] {
+            let steps = Scripted::new(Passed, images);
+            let o = run(&steps, &profile(true, true)).await;
+            assert_eq!(states(&o), [Passed, images, Blocked, Blocked]);
+            assert_eq!(steps.steps(), ["source", "render", "images"]);
+            assert_eq!(o.images.len(), 1, "what image verification found is kept");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_revision_whose_images_all_passed_gets_a_verification_summary() {
+        for (images, ran) in
+            [(Passed, "provenance and summary"), (Permitted, "provenance"), (NotConfigured, "provenance")]
+        {
+            let steps = Scripted::new(Passed, images);
+            let o = run(&steps, &profile(true, true)).await;
+            assert_eq!(states(&o), [Passed, images, Passed, Passed]);
+            assert_eq!(steps.steps(), ["source", "render", "images", "sign", ran]);
+            assert_eq!(o.summary.is_some(), images == Passed);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_render_that_fails_is_the_signing_steps_failure_and_blocks_the_rest() {
+        let mut steps = Scripted::new(Passed, Passed);
+        steps.render = false;
+        let o = run(&steps, &profile(true, true)).await;
+        assert_eq!(states(&o), [Passed, Blocked, Failed, Blocked]);
+        assert_eq!(o.steps[2].reason, Reason::RenderFailed);
+        assert_eq!(steps.steps(), ["source", "render"]);
+    }
+
+    #[tokio::test]
+    async fn signing_that_does_not_pass_blocks_provenance() {
+        let mut steps = Scripted::new(Passed, Passed);
+        steps.sign = false;
+        let o = run(&steps, &profile(true, true)).await;
+        assert_eq!(states(&o), [Passed, Passed, Pending, Blocked]);
+        assert_eq!(steps.steps(), ["source", "render", "images", "sign"]);
+        assert!(o.published.is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_rendered_when_no_step_needs_the_manifests() {
+        let steps = Scripted::new(Passed, NotConfigured);
+        run(&steps, &profile(false, false)).await;
+        assert!(!steps.steps().contains(&"render".to_string()), "{:?}", steps.steps());
     }
 }

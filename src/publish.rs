@@ -11,6 +11,7 @@
 //! earlier entry for the same envelope), so attaching one again changes nothing; a keyless run's key is
 //! new each time, and so is its signature.
 
+use crate::reason::Reason;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -42,26 +43,14 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             PublishError::Oci(e) => e.reason(),
             PublishError::Rekor(e) => e.reason(),
             PublishError::Rekor2(e) => e.reason(),
-            PublishError::Envelope(_) => "EnvelopeInvalid",
-            PublishError::Empty => "NothingToSign",
-            PublishError::Timestamp(_) => "TimestampAuthorityUnavailable",
-        }
-    }
-
-    pub fn retryable(&self) -> bool {
-        match self {
-            PublishError::Oci(e) => e.retryable(),
-            PublishError::Rekor(e) => e.retryable(),
-            PublishError::Rekor2(e) => e.retryable(),
-            PublishError::Envelope(_) => false,
-            PublishError::Empty => false,
-            // Unreachable, refusing, or answering for another request: asked again later.
-            PublishError::Timestamp(_) => true,
+            PublishError::Envelope(_) => Reason::EnvelopeInvalid,
+            PublishError::Empty => Reason::NothingToSign,
+            PublishError::Timestamp(_) => Reason::TimestampAuthorityUnavailable,
         }
     }
 }
@@ -240,32 +229,40 @@ pub async fn publish(
     }
 }
 
-/// Logs a DSSE envelope (or finds the log's entry for it: the same bytes are answered with the earlier
-/// entry) and checks what the log returns: the entry, its inclusion proof and checkpoint, and that it
-/// holds exactly this envelope.
+/// A transparency log, as attesting uses it: the seam where fast tests put an in-memory log. The same
+/// envelope sent again must be answered with the log's earlier entry, as Rekor v1 and v2 answer it.
+#[allow(async_fn_in_trait)] // used on concrete types only (Weft's logs, test fakes): no Send bound is lost
+pub trait EnvelopeLog: Sync {
+    /// Logs a DSSE envelope (or finds the log's entry for it) and checks what the log returns.
+    async fn log_envelope(&self, envelope: &str, key: &SigningKey) -> Result<Logged, PublishError>;
+}
+
+/// Checks the entry, its inclusion proof and checkpoint, and that it holds exactly this envelope.
 ///
 /// In Rekor v2 the envelope is a `hashedrekord` v0.0.2 whose digest is the SHA-256 of its PAE and whose
 /// signature is the envelope's (as cosign v3 logs DSSE there); the same envelope again is answered with
 /// the log's earlier entry, rebuilt from its tiles.
-async fn log_envelope(envelope: &str, key: &SigningKey, log: Log<'_>) -> Result<Logged, PublishError> {
-    match log {
-        Log::V1 { rekor, key: log_key } => {
-            let entry = rekor.upload(&crate::provenance::dsse_entry(envelope, &key.verifier_pem())).await?;
-            rekor::verify_entry(&entry, log_key, true)?;
-            if !crate::provenance::body_matches(&entry, envelope)? {
-                return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
+impl EnvelopeLog for Log<'_> {
+    async fn log_envelope(&self, envelope: &str, key: &SigningKey) -> Result<Logged, PublishError> {
+        match *self {
+            Log::V1 { rekor, key: log_key } => {
+                let entry = rekor.upload(&crate::provenance::dsse_entry(envelope, &key.verifier_pem())).await?;
+                rekor::verify_entry(&entry, log_key, true)?;
+                if !crate::provenance::body_matches(&entry, envelope)? {
+                    return Err(RekorError::Unverified("the log returned an entry for another envelope".into()).into());
+                }
+                Ok(Logged::V1(entry))
             }
-            Ok(Logged::V1(entry))
-        }
-        Log::V2 { rekor, key: log_key, origin, timestamps } => {
-            let rekord = dsse_rekord(envelope, key)?;
-            let entry = rekor.add_hashedrekord(&rekord.digest, &rekord.signature, rekord.verifier.clone()).await?;
-            rekor2::verify_entry2(&entry, log_key, origin, &rekord)?;
-            let timestamp = match timestamps {
-                Some(tsa) => Some(timestamp(tsa, &rekord.signature).await?),
-                None => None,
-            };
-            Ok(Logged::V2(entry, timestamp))
+            Log::V2 { rekor, key: log_key, origin, timestamps } => {
+                let rekord = dsse_rekord(envelope, key)?;
+                let entry = rekor.add_hashedrekord(&rekord.digest, &rekord.signature, rekord.verifier.clone()).await?;
+                rekor2::verify_entry2(&entry, log_key, origin, &rekord)?;
+                let timestamp = match timestamps {
+                    Some(tsa) => Some(timestamp(tsa, &rekord.signature).await?),
+                    None => None,
+                };
+                Ok(Logged::V2(entry, timestamp))
+            }
         }
     }
 }
@@ -311,7 +308,7 @@ async fn sign_bundle(
         return Ok(());
     }
     let entry = match log {
-        Some(log) => Some(log_envelope(&envelope, key, log).await?),
+        Some(log) => Some(log.log_envelope(&envelope, key).await?),
         None => None,
     };
     attach_bundle(dest, subject, &envelope, key, entry.as_ref(), predicate).await
@@ -456,7 +453,7 @@ pub async fn attest(
     published: &Published,
     statement: &serde_json::Value,
     key: &SigningKey,
-    log: Log<'_>,
+    log: &impl EnvelopeLog,
 ) -> Result<Attested, PublishError> {
     let unit = crate::provenance::unit(statement);
     let subject = (published.digest.as_str(), published.size);
@@ -507,7 +504,7 @@ pub async fn attest(
         Some(existing) if existing.annotations.contains_key(oci::BUNDLE_ANNOTATION) => {
             // Complete already: check the entry it names, in the log itself.
             let envelope = String::from_utf8_lossy(&existing.bytes).into_owned();
-            let entry = log_envelope(&envelope, key, log).await?;
+            let entry = log.log_envelope(&envelope, key).await?;
             if !bundle_attached(dest, subject.0, &envelope, &predicate_type).await? {
                 attach_bundle(dest, subject, &envelope, key, Some(&entry), &predicate_type).await?;
             }
@@ -522,7 +519,7 @@ pub async fn attest(
         }
     };
 
-    let entry = log_envelope(&envelope, key, log).await?;
+    let entry = log.log_envelope(&envelope, key).await?;
     let i = layers.iter().position(ours).unwrap_or(layers.len());
     let layer = layer_for(&envelope, entry.cosign_bundle().as_deref());
     if i < layers.len() {
@@ -540,6 +537,107 @@ pub async fn attest(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An in-memory log that answers the same envelope with its earlier entry, as Rekor does. With
+    /// `lose_answers` set, the log makes the entry but its answer never arrives: the crash (or cut
+    /// connection) between the log writing an entry and Weft recording it.
+    #[derive(Default)]
+    struct MemoryLog {
+        envelopes: Mutex<Vec<String>>,
+        lose_answers: AtomicBool,
+    }
+
+    impl EnvelopeLog for MemoryLog {
+        async fn log_envelope(&self, envelope: &str, key: &SigningKey) -> Result<Logged, PublishError> {
+            use base64::Engine;
+            let index = {
+                let mut envelopes = self.envelopes.lock().unwrap();
+                match envelopes.iter().position(|e| e == envelope) {
+                    Some(i) => i,
+                    None => {
+                        envelopes.push(envelope.to_string());
+                        envelopes.len() - 1
+                    }
+                }
+            };
+            if self.lose_answers.load(Ordering::SeqCst) {
+                let reason = "connection reset".to_string();
+                return Err(RekorError::Unavailable { url: "memory".into(), reason }.into());
+            }
+            let body = crate::provenance::dsse_entry(envelope, &key.verifier_pem()).to_string();
+            let body = base64::engine::general_purpose::STANDARD.encode(body);
+            let proof = rekor::Proof {
+                log_index: index as u64,
+                tree_size: index as u64 + 1,
+                root_hash: "00".repeat(32),
+                hashes: Vec::new(),
+                checkpoint: String::new(),
+            };
+            Ok(Logged::V1(rekor::Entry {
+                uuid: format!("{index:064x}"),
+                body,
+                integrated_time: 1,
+                log_index: i64::try_from(index).unwrap(),
+                log_id: "ab".repeat(32),
+                set: "c2V0".into(),
+                proof: Some(proof),
+            }))
+        }
+    }
+
+    fn manifests() -> Vec<Manifest> {
+        let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: shop\ndata:\n  a: b\n";
+        manifest::parse("test", yaml, manifest::Limits::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_attestation_whose_logging_was_cut_short_is_completed_on_retry_with_one_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = Destination::Layout { dir: dir.path().to_path_buf(), name: "shop".into() };
+        let key = SigningKey::generate().unwrap();
+        let published = publish(&dest, &manifests(), &key, None).await.unwrap();
+        let statement = serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{"name": "shop", "digest": {"sha256": published.digest.trim_start_matches("sha256:")}}],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {"runDetails": {"metadata": {"invocationId": "unit-1"}}},
+        });
+        let log = MemoryLog::default();
+
+        // The log writes the entry, its answer is lost: the step fails, and is retried.
+        log.lose_answers.store(true, Ordering::SeqCst);
+        let lost = attest(&dest, &published, &statement, &key, &log).await.unwrap_err();
+        assert!(lost.reason().retryable(), "{lost}");
+        assert_eq!(log.envelopes.lock().unwrap().len(), 1);
+        let stored = oci::layout_layers(dir.path(), oci::KIND_ATTS);
+        assert_eq!(stored.len(), 1, "the envelope is kept with the image before it is logged");
+
+        // The retry re-sends the very envelope it stored: the log answers with the same entry.
+        log.lose_answers.store(false, Ordering::SeqCst);
+        let first = attest(&dest, &published, &statement, &key, &log).await.unwrap();
+        assert!(first.reused, "an earlier attempt's envelope is completed, not a new one made");
+        assert_eq!(log.envelopes.lock().unwrap().len(), 1, "one entry in the log");
+        assert_eq!(first.entry.log_index, 0);
+        let layers = oci::layout_layers(dir.path(), oci::KIND_ATTS);
+        assert_eq!(layers.len(), 1, "one attestation attached");
+        assert!(layers[0].annotations.contains_key(oci::BUNDLE_ANNOTATION), "with the log's bundle");
+
+        // Complete: once more changes nothing.
+        let again = attest(&dest, &published, &statement, &key, &log).await.unwrap();
+        assert!(again.reused);
+        assert_eq!((again.entry, log.envelopes.lock().unwrap().len()), (first.entry, 1));
+        assert_eq!(oci::layout_layers(dir.path(), oci::KIND_ATTS).len(), 1);
+
+        // Another unit of work (another run of the same image) is another attestation.
+        let mut next = statement.clone();
+        next["predicate"]["runDetails"]["metadata"]["invocationId"] = "unit-2".into();
+        let other = attest(&dest, &published, &next, &key, &log).await.unwrap();
+        assert!(!other.reused);
+        assert_eq!(log.envelopes.lock().unwrap().len(), 2);
+        assert_eq!(oci::layout_layers(dir.path(), oci::KIND_ATTS).len(), 2);
+    }
 
     #[test]
     fn an_envelope_is_logged_in_rekor_v2_as_the_digest_of_its_pae_and_its_signature() {

@@ -4,6 +4,7 @@
 //!
 //! The verification is pure (`verify_entry`); `Rekor` is the HTTP adapter.
 
+use crate::reason::Reason;
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
@@ -40,21 +41,15 @@ pub const MAX_RESPONSE_BYTES: u64 = 2 << 20;
 pub const REKOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl RekorError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            RekorError::Unavailable { .. } => "RekorUnavailable",
-            RekorError::Rejected { .. } => "RekorRejected",
-            RekorError::Malformed(_) => "RekorResponseInvalid",
-            RekorError::BadKey(_) => "RekorKeyInvalid",
-            RekorError::Unverified(_) => "RekorEntryUnverified",
-            RekorError::TooLarge { .. } => "RekorResponseTooLarge",
+            RekorError::Unavailable { .. } => Reason::RekorUnavailable,
+            RekorError::Rejected { .. } => Reason::RekorRejected,
+            RekorError::Malformed(_) => Reason::RekorResponseInvalid,
+            RekorError::BadKey(_) => Reason::RekorKeyInvalid,
+            RekorError::Unverified(_) => Reason::RekorEntryUnverified,
+            RekorError::TooLarge { .. } => Reason::RekorResponseTooLarge,
         }
-    }
-
-    /// Only an unreachable (or failing) log is worth retrying; a response that does not verify is a
-    /// verdict, recorded as a failure, never as provenance.
-    pub fn retryable(&self) -> bool {
-        matches!(self, RekorError::Unavailable { .. })
     }
 }
 

@@ -6,6 +6,7 @@
 //! The verification is pure (`verify_entry2`); `Rekor2` is the HTTP adapter. A log that already holds an
 //! entry answers only its index; `Rekor2` then rebuilds the entry and its proof from the log's tiles.
 
+use crate::reason::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
@@ -50,21 +51,16 @@ pub enum Rekor2Error {
 }
 
 impl Rekor2Error {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Rekor2Error::Unavailable { .. } => "RekorUnavailable",
-            Rekor2Error::Rejected { .. } => "RekorRejected",
-            Rekor2Error::Duplicate { .. } => "RekorDuplicate",
-            Rekor2Error::Malformed(_) => "RekorResponseInvalid",
-            Rekor2Error::BadKey(_) => "RekorKeyInvalid",
-            Rekor2Error::Unverified(_) => "RekorEntryUnverified",
-            Rekor2Error::TooLarge { .. } => "RekorResponseTooLarge",
+            Rekor2Error::Unavailable { .. } => Reason::RekorUnavailable,
+            Rekor2Error::Rejected { .. } => Reason::RekorRejected,
+            Rekor2Error::Duplicate { .. } => Reason::RekorDuplicate,
+            Rekor2Error::Malformed(_) => Reason::RekorResponseInvalid,
+            Rekor2Error::BadKey(_) => Reason::RekorKeyInvalid,
+            Rekor2Error::Unverified(_) => Reason::RekorEntryUnverified,
+            Rekor2Error::TooLarge { .. } => Reason::RekorResponseTooLarge,
         }
-    }
-
-    /// Only an unreachable (or failing, or throttling) log is worth retrying; anything else is a verdict.
-    pub fn retryable(&self) -> bool {
-        matches!(self, Rekor2Error::Unavailable { .. })
     }
 }
 

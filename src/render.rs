@@ -7,6 +7,7 @@
 //! working copy), symlinks that leave the checkout are not materialized, and kustomize remote bases are
 //! fetched from the local mirrors at the commits source verification pinned.
 
+use crate::reason::Reason;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,15 +40,15 @@ pub enum RenderError {
 }
 
 impl RenderError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            RenderError::Export { .. } => "SourceExportFailed",
-            RenderError::NoPath { .. } => "SourcePathMissing",
-            RenderError::Tool { .. } => "RenderFailed",
-            RenderError::ToolMissing { .. } => "RenderToolMissing",
+            RenderError::Export { .. } => Reason::SourceExportFailed,
+            RenderError::NoPath { .. } => Reason::SourcePathMissing,
+            RenderError::Tool { .. } => Reason::RenderFailed,
+            RenderError::ToolMissing { .. } => Reason::RenderToolMissing,
             RenderError::Manifest(e) => e.reason(),
-            RenderError::Unsupported(_) => "RenderUnsupported",
-            RenderError::BadOption { .. } => "InvalidRenderOption",
+            RenderError::Unsupported(_) => Reason::RenderUnsupported,
+            RenderError::BadOption { .. } => Reason::InvalidRenderOption,
         }
     }
 }

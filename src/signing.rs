@@ -5,6 +5,7 @@
 //! No crate reads cosign's encrypted container, so that part is written here on top of the `scrypt` and
 //! `crypto_secretbox` crates.
 
+use crate::reason::Reason;
 use base64::Engine;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{DerSignature, SigningKey as EcdsaKey};
@@ -36,11 +37,11 @@ pub enum KeyError {
 }
 
 impl KeyError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            KeyError::WrongPassword => "SigningKeyWrongPassword",
-            KeyError::PasswordRequired => "SigningKeyPasswordMissing",
-            _ => "SigningKeyInvalid",
+            KeyError::WrongPassword => Reason::SigningKeyWrongPassword,
+            KeyError::PasswordRequired => Reason::SigningKeyPasswordMissing,
+            _ => Reason::SigningKeyInvalid,
         }
     }
 }

@@ -7,6 +7,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::reason::Reason;
 use crate::resources::provenance::{
     ApplicationProvenanceStatus, HistoryEntry, ImageStatus, ProfileRef, RekorEntry, SourceRevision, Verdict,
 };
@@ -63,42 +64,42 @@ pub enum StepState {
     NotConfigured,
 }
 
-/// What one step reported: a state, a CamelCase reason and a message a person can act on.
+/// What one step reported: a state, a reason and a message a person can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepReport {
     pub state: StepState,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl StepReport {
-    pub fn new(state: StepState, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        StepReport { state, reason: reason.into(), message: message.into() }
+    pub fn new(state: StepState, reason: Reason, message: impl Into<String>) -> Self {
+        StepReport { state, reason, message: message.into() }
     }
 
     pub fn blocked(by: Step) -> Self {
-        StepReport::new(StepState::Blocked, "Blocked", format!("not run: {} did not pass", by.condition_type()))
+        StepReport::new(StepState::Blocked, Reason::Blocked, format!("not run: {} did not pass", by.condition_type()))
     }
 
     pub fn not_implemented(step: Step) -> Self {
         StepReport::new(
             StepState::NotImplemented,
-            "NotImplemented",
+            Reason::NotImplemented,
             format!("{} is not implemented in this version of Weft; nothing is vouched for", step.what()),
         )
     }
 }
 
 /// An error a step can end with: the one way from errors to step reports. Pending (retried with
-/// backoff) when waiting can change it — a dependency that may come back — and Failed otherwise.
+/// backoff) when its reason's category says waiting can change it, and Failed otherwise.
 pub trait StepError: std::fmt::Display {
-    fn step_reason(&self) -> &'static str;
-    fn step_retryable(&self) -> bool;
+    fn step_reason(&self) -> Reason;
 
     /// The report, with `message` (the error, with what it means for the step).
     fn report_with(&self, message: String) -> StepReport {
-        let state = if self.step_retryable() { StepState::Pending } else { StepState::Failed };
-        StepReport::new(state, self.step_reason(), message)
+        let reason = self.step_reason();
+        let state = if reason.retryable() { StepState::Pending } else { StepState::Failed };
+        StepReport::new(state, reason, message)
     }
 
     /// The report, with the error as its message.
@@ -107,24 +108,24 @@ pub trait StepError: std::fmt::Display {
     }
 }
 
-/// `StepError` for error types with their own `reason()` and `retryable()` (or none: never retryable).
+/// `StepError` for error types with their own `reason()`.
 macro_rules! step_errors {
-    ($($t:ty),* ; never retryable: $($n:ty),*) => {
+    ($($t:ty),*) => {
         $(impl StepError for $t {
-            fn step_reason(&self) -> &'static str { <$t>::reason(self) }
-            fn step_retryable(&self) -> bool { <$t>::retryable(self) }
-        })*
-        $(impl StepError for $n {
-            fn step_reason(&self) -> &'static str { <$n>::reason(self) }
-            fn step_retryable(&self) -> bool { false }
+            fn step_reason(&self) -> Reason { <$t>::reason(self) }
         })*
     };
 }
 step_errors!(
-    crate::keyless::KeylessError, crate::images::policy::PolicyError, crate::publish::PublishError,
-    crate::source::fetch::FetchError, crate::deref::DerefError, crate::oci::OciError, crate::rekor::RekorError,
-    crate::rekor2::Rekor2Error;
-    never retryable: crate::render::RenderError
+    crate::keyless::KeylessError,
+    crate::images::policy::PolicyError,
+    crate::publish::PublishError,
+    crate::source::fetch::FetchError,
+    crate::deref::DerefError,
+    crate::oci::OciError,
+    crate::rekor::RekorError,
+    crate::rekor2::Rekor2Error,
+    crate::render::RenderError
 );
 
 /// Which profile governs the Application, as far as status is concerned.
@@ -135,7 +136,7 @@ pub enum Governance {
     },
     /// More than one profile, or a profile whose selector cannot be evaluated.
     ConfigError {
-        reason: &'static str,
+        reason: Reason,
         message: String,
         profiles: Vec<String>,
     },
@@ -150,7 +151,7 @@ pub enum Governance {
 pub enum Subject {
     /// The Application cannot be used (unreadable or inconsistent); `reason` is CamelCase.
     Invalid {
-        reason: String,
+        reason: Reason,
         message: String,
     },
     /// Argo CD has not resolved a revision yet.
@@ -184,7 +185,7 @@ pub fn compute(
 ) -> ApplicationProvenanceStatus {
     let (verdict, ready_status, ready_reason, ready_message, step_conditions) = assess(obs, now);
     let mut conditions: Vec<Condition> = step_conditions;
-    conditions.push(condition(READY, ready_status, &ready_reason, &ready_message, obs.generation, now));
+    conditions.push(condition(READY, ready_status, ready_reason, &ready_message, obs.generation, now));
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     for c in &mut conditions {
         if let Some(old) = previous_conditions.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
@@ -237,7 +238,7 @@ fn verified_sources(obs: &Observation, previous: Option<&ApplicationProvenanceSt
     out
 }
 
-type Assessment = (Verdict, &'static str, String, String, Vec<Condition>);
+type Assessment = (Verdict, &'static str, Reason, String, Vec<Condition>);
 
 fn assess(obs: &Observation, now: Timestamp) -> Assessment {
     let none = Vec::new();
@@ -245,7 +246,7 @@ fn assess(obs: &Observation, now: Timestamp) -> Assessment {
         (Subject::Invalid { reason, message }, _) => (
             Verdict::InvalidApplication,
             "False",
-            reason.clone(),
+            *reason,
             format!(
                 "Weft cannot use this Application: {message}. Fix the Application; nothing is vouched for until then."
             ),
@@ -254,19 +255,19 @@ fn assess(obs: &Observation, now: Timestamp) -> Assessment {
         (_, Governance::Unprotected { namespace }) => (
             Verdict::Unprotected,
             "False",
-            "NoProfile".into(),
+            Reason::NoProfile,
             format!(
                 "no IntegrityProfile in namespace {namespace} selects this Application, so Weft does not verify it; add it to a profile's applicationSelector to protect it"
             ),
             none,
         ),
         (_, Governance::ConfigError { reason, message, .. }) => {
-            (Verdict::ConfigError, "False", (*reason).into(), message.clone(), none)
+            (Verdict::ConfigError, "False", *reason, message.clone(), none)
         }
         (Subject::AwaitingRevision, Governance::Profile { .. }) => (
             Verdict::Pending,
             "Unknown",
-            "AwaitingRevision".into(),
+            Reason::AwaitingRevision,
             "Argo CD has not resolved a revision for this Application yet".into(),
             none,
         ),
@@ -288,7 +289,7 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
                 | StepState::Permitted
                 | StepState::NotConfigured => "False",
             };
-            condition(step.condition_type(), status, &r.reason, &r.message, obs.generation, now)
+            condition(step.condition_type(), status, r.reason, &r.message, obs.generation, now)
         })
         .collect::<Vec<_>>();
 
@@ -297,15 +298,15 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
     // a person needs to see first.
     if let Some((step, r)) = first(StepState::Failed) {
         let msg = format!("{} failed: {}", step.condition_type(), r.message);
-        return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
+        return (Verdict::Failed, "False", r.reason, msg, conditions);
     }
     if let Some((step, r)) = first(StepState::Pending) {
         let msg = format!("{} pending: {}", step.condition_type(), r.message);
-        return (Verdict::Pending, "Unknown", r.reason.clone(), msg, conditions);
+        return (Verdict::Pending, "Unknown", r.reason, msg, conditions);
     }
     if let Some((step, r)) = first(StepState::NotConfigured) {
         let msg = format!("{} is not configured: {}", step.condition_type(), r.message);
-        return (Verdict::Failed, "False", r.reason.clone(), msg, conditions);
+        return (Verdict::Failed, "False", r.reason, msg, conditions);
     }
     let missing: Vec<_> = Step::ALL
         .iter()
@@ -318,20 +319,20 @@ fn assess_steps(obs: &Observation, now: Timestamp) -> Assessment {
             "not every step is available in this version of Weft ({}), so this revision is not vouched for",
             missing.join(", ")
         );
-        return (Verdict::Incomplete, "False", "StepsNotImplemented".into(), msg, conditions);
+        return (Verdict::Incomplete, "False", Reason::StepsNotImplemented, msg, conditions);
     }
     if let Some((step, r)) = first(StepState::Permitted) {
         let msg =
             format!("every other step passed; {} did not, and is permitted: {}", step.condition_type(), r.message);
-        return (Verdict::Permitted, "True", r.reason.clone(), msg, conditions);
+        return (Verdict::Permitted, "True", r.reason, msg, conditions);
     }
-    (Verdict::Verified, "True", "Verified".into(), "every step passed for this revision".into(), conditions)
+    (Verdict::Verified, "True", Reason::Verified, "every step passed for this revision".into(), conditions)
 }
 
 fn condition(
     type_: &str,
     status: &str,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: Timestamp,
@@ -412,13 +413,13 @@ mod tests {
     #[test]
     fn permitted_images_are_a_permitted_verdict_never_verified_and_failures_still_win() {
         let mut o = obs(governed(10), target("a"));
-        o.steps = Step::ALL.map(|_| StepReport::new(StepState::Passed, "Ok", "ok"));
-        o.steps[1] = StepReport::new(StepState::Permitted, "UnverifiedImagesPermitted", "x: not signed");
+        o.steps = Step::ALL.map(|_| StepReport::new(StepState::Passed, Reason::Verified, "ok"));
+        o.steps[1] = StepReport::new(StepState::Permitted, Reason::UnverifiedImagesPermitted, "x: not signed");
         let s = compute(&o, None, t(1));
         assert_eq!(s.verdict, Verdict::Permitted);
         assert_eq!(cond(&s, "ImagesVerified").status, "False");
         assert_eq!(cond(&s, READY).reason, "UnverifiedImagesPermitted");
-        o.steps[3] = StepReport::new(StepState::Failed, "RekorRejected", "no");
+        o.steps[3] = StepReport::new(StepState::Failed, Reason::RekorRejected, "no");
         assert_eq!(compute(&o, None, t(1)).verdict, Verdict::Failed);
     }
 
@@ -448,17 +449,17 @@ mod tests {
     #[test]
     fn verified_only_when_every_step_passed() {
         let mut o = obs(governed(10), target("a"));
-        o.steps = Step::ALL.map(|_| StepReport::new(StepState::Passed, "Ok", "ok"));
+        o.steps = Step::ALL.map(|_| StepReport::new(StepState::Passed, Reason::Verified, "ok"));
         assert_eq!(compute(&o, None, t(1)).verdict, Verdict::Verified);
         assert_eq!(cond(&compute(&o, None, t(1)), READY).status, "True");
 
-        o.steps[2] = StepReport::new(StepState::Pending, "RegistryUnavailable", "registry down");
+        o.steps[2] = StepReport::new(StepState::Pending, Reason::RegistryUnavailable, "registry down");
         let s = compute(&o, None, t(1));
         assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Pending, "RegistryUnavailable"));
 
-        o.steps[0] = StepReport::new(StepState::Failed, "UnsignedCommit", "commit abc is not signed");
+        o.steps[0] = StepReport::new(StepState::Failed, Reason::Unsigned, "commit abc is not signed");
         let s = compute(&o, None, t(1));
-        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Failed, "UnsignedCommit"));
+        assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::Failed, "Unsigned"));
         assert!(cond(&s, READY).message.contains("SourceVerified failed: commit abc"));
     }
 
@@ -470,7 +471,7 @@ mod tests {
         assert_eq!(cond(&s, READY).reason, "NoProfile");
 
         let conflict = Governance::ConfigError {
-            reason: "ProfileConflict",
+            reason: Reason::ProfileConflict,
             message: "two".into(),
             profiles: vec!["a".into(), "b".into()],
         };
@@ -478,7 +479,7 @@ mod tests {
         assert_eq!((s.verdict, s.conflicting_profiles.len()), (Verdict::ConfigError, 2));
         assert!(s.profile.is_none());
 
-        let invalid = Subject::Invalid { reason: "NoSource".into(), message: "no source".into() };
+        let invalid = Subject::Invalid { reason: Reason::NoSource, message: "no source".into() };
         let s = compute(&obs(governed(10), invalid), None, t(1));
         assert_eq!((s.verdict, cond(&s, READY).reason.as_str()), (Verdict::InvalidApplication, "NoSource"));
     }
@@ -490,7 +491,7 @@ mod tests {
         assert_eq!(cond(&again, READY).last_transition_time, Time(t(100)));
 
         let mut passed = obs(governed(10), target("a"));
-        passed.steps[0] = StepReport::new(StepState::Passed, "Signed", "ok");
+        passed.steps[0] = StepReport::new(StepState::Passed, Reason::Signed, "ok");
         let changed = compute(&passed, Some(&again), t(300));
         assert_eq!(cond(&changed, "SourceVerified").last_transition_time, Time(t(300)));
         assert_eq!(cond(&changed, "ImagesVerified").last_transition_time, Time(t(100)));
@@ -513,12 +514,12 @@ mod tests {
     #[test]
     fn verified_sources_move_only_when_source_verification_passes() {
         let mut o = obs(governed(10), target("r1"));
-        o.steps[0] = StepReport::new(StepState::Passed, "Verified", "ok");
+        o.steps[0] = StepReport::new(StepState::Passed, Reason::Verified, "ok");
         let first = compute(&o, None, t(1));
         assert_eq!(first.verified_sources.iter().map(|s| s.revision.as_str()).collect::<Vec<_>>(), ["r1"]);
 
         let mut failed = obs(governed(10), target("r0"));
-        failed.steps[0] = StepReport::new(StepState::Failed, "Downgrade", "older");
+        failed.steps[0] = StepReport::new(StepState::Failed, Reason::Downgrade, "older");
         let after_failure = compute(&failed, Some(&first), t(2));
         assert_eq!(
             after_failure.verified_sources, first.verified_sources,
@@ -526,7 +527,7 @@ mod tests {
         );
 
         let mut next = obs(governed(10), target("r2"));
-        next.steps[0] = StepReport::new(StepState::Passed, "Verified", "ok");
+        next.steps[0] = StepReport::new(StepState::Passed, Reason::Verified, "ok");
         let moved = compute(&next, Some(&after_failure), t(3));
         assert_eq!(moved.verified_sources.iter().map(|s| s.revision.as_str()).collect::<Vec<_>>(), ["r2"]);
     }

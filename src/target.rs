@@ -4,6 +4,7 @@
 //! `.operation.sync.revision(s)` while a sync is requested or running, else `.status.sync.revision(s)`.
 //! Never "the branch now": a symbolic `targetRevision` is only recorded for people to read.
 
+use crate::reason::Reason;
 use thiserror::Error;
 
 use crate::resources::argocd::{Application, ApplicationSource};
@@ -34,13 +35,13 @@ pub enum TargetError {
 
 impl TargetError {
     /// A stable, CamelCase reason for conditions.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            TargetError::NoSource => "NoSource",
-            TargetError::EmptyRepoUrl { .. } => "EmptyRepoURL",
-            TargetError::RevisionCountMismatch { .. } => "RevisionCountMismatch",
-            TargetError::EmptyRevision { .. } => "EmptyRevision",
-            TargetError::NotACommit { .. } => "RevisionNotACommit",
+            TargetError::NoSource => Reason::NoSource,
+            TargetError::EmptyRepoUrl { .. } => Reason::EmptyRepoURL,
+            TargetError::RevisionCountMismatch { .. } => Reason::RevisionCountMismatch,
+            TargetError::EmptyRevision { .. } => Reason::EmptyRevision,
+            TargetError::NotACommit { .. } => Reason::RevisionNotACommit,
         }
     }
 }

@@ -93,8 +93,8 @@ async fn a_manifest_over_4_mib_is_refused_unread_or_read_no_further() {
     let registry = Registry::new(&format!("{addr}/shop/cart"), None).unwrap();
     let err = registry.manifest("declared").await.unwrap_err();
     assert!(matches!(err, OciError::TooLarge { .. }), "{err}");
-    assert!(!err.retryable());
-    assert_eq!(err.reason(), "RegistryObjectTooLarge");
+    assert!(!err.reason().retryable());
+    assert_eq!(err.reason().as_str(), "RegistryObjectTooLarge");
     let expected = format!("manifest {addr}/shop/cart:declared is 4194305 bytes, more than the 4 MiB Weft reads");
     assert!(err.to_string().contains(&expected), "{err}");
     // Without a declared length, reading stops just past the bound (not at the 1 GiB the peer offers).
@@ -163,12 +163,12 @@ async fn a_registry_that_never_answers_fails_within_the_timeout() {
     let started = Instant::now();
     let err = registry.manifest("latest").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert!(err.retryable(), "a silent registry is unavailable, retried later: {err}");
+    assert!(err.reason().retryable(), "a silent registry is unavailable, retried later: {err}");
     assert!(err.to_string().contains("no answer within 0.5 s"), "{err}");
     assert!(matches!(err, OciError::Registry { .. }), "{err}");
     let started = Instant::now();
     let err = registry.referrers(&weft::oci::digest(b"image")).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5) && err.retryable(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5) && err.reason().retryable(), "{err}");
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn a_rekor_response_over_the_bound_is_refused() {
     let rekor = Rekor::new(&format!("http://{addr}"));
     let err = rekor.get("0123").await.unwrap_err();
     assert!(matches!(err, RekorError::TooLarge { .. }), "{err}");
-    assert!(!err.retryable());
+    assert!(!err.reason().retryable());
     assert!(err.to_string().contains("more than the 2 MiB Weft reads"), "{err}");
     let err = rekor.upload(&serde_json::json!({"kind": "dsse"})).await.unwrap_err();
     assert!(matches!(err, RekorError::TooLarge { .. }), "{err}");
@@ -194,7 +194,7 @@ async fn a_rekor_that_never_answers_fails_within_the_timeout() {
     let started = Instant::now();
     let err = rekor.get("0123").await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
-    assert!(err.retryable(), "{err}");
+    assert!(err.reason().retryable(), "{err}");
 }
 
 /// A fetch from a server that accepts the connection and never answers ends, unreachable (retried),
@@ -217,7 +217,7 @@ fn a_git_server_that_never_answers_fails_within_the_timeout() {
             Err(e) => e,
         };
         assert!(started.elapsed() < Duration::from_secs(10), "{url}: took {:?}", started.elapsed());
-        assert!(err.retryable(), "{url}: {err}");
-        assert_eq!(err.reason(), "RepositoryUnreachable", "{url}: {err}");
+        assert!(err.reason().retryable(), "{url}: {err}");
+        assert_eq!(err.reason().as_str(), "RepositoryUnreachable", "{url}: {err}");
     }
 }

@@ -59,5 +59,5 @@ fn after_one_new_commit_only_that_commit_is_checked() {
     let expiry = trust.valid_until().expect("the test key expires");
     let later = history::verify_strict(&local, &next, &trust, &cache, expiry + 1).unwrap();
     assert_eq!(later.cached, 0);
-    assert_eq!(later.failure.map(|f| f.reason), Some("KeyNotValid"));
+    assert_eq!(later.failure.map(|f| f.reason.as_str()), Some("KeyNotValid"));
 }

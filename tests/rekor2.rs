@@ -103,7 +103,7 @@ async fn entries_are_logged_verified_idempotent_and_accepted_by_cosign() {
     let mut wrong = rekord.clone();
     wrong.digest = Sha256::digest(b"something else").into();
     match add(&client, &wrong).await {
-        Err(e @ Rekor2Error::Rejected { status: 400, .. }) => assert!(!e.retryable()),
+        Err(e @ Rekor2Error::Rejected { status: 400, .. }) => assert!(!e.reason().retryable()),
         other => panic!("expected a rejection, got {other:?}"),
     }
 

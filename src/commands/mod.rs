@@ -16,6 +16,7 @@ pub mod run;
 pub mod verify_images;
 pub mod verify_source;
 
+use crate::reason::Reason;
 use std::path::Path;
 
 use serde_json::Value;
@@ -66,15 +67,15 @@ pub enum InputError {
 
 impl InputError {
     /// A CamelCase reason, as in conditions (for `--output json`).
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            InputError::Read { .. } => "InputUnreadable",
+            InputError::Read { .. } => Reason::InputUnreadable,
             InputError::NotAProfile { .. } | InputError::Invalid { .. } | InputError::UnknownFields { .. } => {
-                "InvalidProfile"
+                Reason::InvalidProfile
             }
             InputError::Deref(e) => e.reason(),
-            InputError::Cluster(_) => "ClusterUnreachable",
-            InputError::Other(_) => "InvalidInput",
+            InputError::Cluster(_) => Reason::ClusterUnreachable,
+            InputError::Other(_) => Reason::InvalidInput,
         }
     }
 

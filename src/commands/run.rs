@@ -1,6 +1,7 @@
 //! `weft run`: the whole pipeline for one Application, without a cluster — verify the sources, render
 //! from the verified trees, sign, and publish to a registry or an OCI image layout directory.
 
+use crate::reason::Category;
 use std::path::PathBuf;
 
 use serde_json::json;
@@ -239,7 +240,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let code = if source.state == StepState::Passed && images_ok && signed.state == StepState::Passed && provenance_ok {
         EXIT_VERIFIED
     } else if signed.state == StepState::NotConfigured
-        || [source, images, signed, provenance].iter().any(|s| is_configuration_problem(&s.reason))
+        || [source, images, signed, provenance].iter().any(|s| s.reason.category() == Category::Configuration)
     {
         EXIT_BAD_INPUT
     } else {
@@ -298,34 +299,6 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         }
     }
     Ok(code)
-}
-
-/// Problems with the profile or what it refers to (exit 2), rather than with what was verified.
-pub fn is_configuration_problem(reason: &str) -> bool {
-    matches!(
-        reason,
-        "ReferencedObjectMissing"
-            | "ReferencedKeyMissing"
-            | "ReferencedKeyInvalid"
-            | "SigningKeyInvalid"
-            | "SigningKeyPasswordMissing"
-            | "SigningKeyWrongPassword"
-            | "NoDestination"
-            | "InvalidKeyring"
-            | "InvalidAllowedSigners"
-            | "AllowedKeysNotInKeyring"
-            | "InvalidSourcePolicy"
-            | "AmbiguousSourcePolicy"
-            | "InvalidImageRepository"
-            | "RegistryCredentialsInvalid"
-            | "RekorKeyInvalid"
-            | "InvalidMatchRule"
-            | "InvalidImagePolicy"
-            | "InvalidImageSignerKey"
-            | "InvalidTrustedRoot"
-            | "InvalidImageOverride"
-            | "ImageOverrideLoosens"
-    )
 }
 
 /// How to verify what `weft run` published with cosign, as a command that works as printed.

@@ -11,6 +11,7 @@ pub mod policy;
 pub mod reference;
 pub mod verify;
 
+use crate::reason::Reason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,18 +42,18 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            ImageError::Reference(_) | ImageError::Empty => "InvalidImageReference",
+            ImageError::Reference(_) | ImageError::Empty => Reason::InvalidImageReference,
             ImageError::Registry(e) => e.reason(),
-            ImageError::NotFound(_) => "ImageNotFound",
-            ImageError::NoPolicy(_) => "NoImagePolicy",
+            ImageError::NotFound(_) => Reason::ImageNotFound,
+            ImageError::NoPolicy(_) => Reason::NoImagePolicy,
         }
     }
 
     fn outcome(&self) -> ImageOutcome {
         match self {
-            ImageError::Registry(e) if e.retryable() => ImageOutcome::Pending,
+            ImageError::Registry(e) if e.reason().retryable() => ImageOutcome::Pending,
             _ => ImageOutcome::Failed,
         }
     }
@@ -135,7 +136,7 @@ impl ImageVerifier {
         match verdict {
             DigestVerdict::Verified { signer, slsa_level } => {
                 status.outcome = ImageOutcome::Verified;
-                status.reason = "Verified".into();
+                status.reason = Reason::Verified.into();
                 status.message = match slsa_level {
                     Some(l) => format!("signed by {signer}; SLSA build level {l}"),
                     None => format!("signed by {signer}"),
@@ -285,29 +286,29 @@ pub fn report(enforcement: ImageEnforcement, images: &[ImageStatus]) -> StepRepo
         (matching.len(), shown.join(" | "))
     };
     if images.is_empty() {
-        return StepReport::new(StepState::Passed, "NoImages", "the manifests run no container images");
+        return StepReport::new(StepState::Passed, Reason::NoImages, "the manifests run no container images");
     }
     let (pending, pending_list) = list(ImageOutcome::Pending);
     if pending > 0 {
-        let reason = images.iter().find(|i| i.outcome == ImageOutcome::Pending).map(|i| i.reason.clone());
+        let reason = first_reason(images, ImageOutcome::Pending).unwrap_or(Reason::RegistryUnavailable);
         return StepReport::new(
             StepState::Pending,
-            reason.unwrap_or_default(),
+            reason,
             format!("{pending} image(s) could not be checked yet (retrying with backoff): {pending_list}"),
         );
     }
     let (failed, failed_list) = list(ImageOutcome::Failed);
     if failed > 0 {
-        let first = images.iter().find(|i| i.outcome == ImageOutcome::Failed).map(|i| i.reason.clone());
+        let first = first_reason(images, ImageOutcome::Failed).unwrap_or(Reason::ImageNotSigned);
         return match enforcement {
             ImageEnforcement::Strict => StepReport::new(
                 StepState::Failed,
-                first.unwrap_or_default(),
+                first,
                 format!("{failed} of {} image(s) failed verification: {failed_list}", images.len()),
             ),
             ImageEnforcement::Permissive => StepReport::new(
                 StepState::Permitted,
-                "UnverifiedImagesPermitted",
+                Reason::UnverifiedImagesPermitted,
                 format!(
                     "{failed} of {} image(s) failed verification, permitted because enforcement is permissive: {failed_list}",
                     images.len()
@@ -316,7 +317,12 @@ pub fn report(enforcement: ImageEnforcement, images: &[ImageStatus]) -> StepRepo
         };
     }
     let (n, verified) = list(ImageOutcome::Verified);
-    StepReport::new(StepState::Passed, "Verified", format!("{n} image(s) verified: {verified}"))
+    StepReport::new(StepState::Passed, Reason::Verified, format!("{n} image(s) verified: {verified}"))
+}
+
+/// The reason of the first image with `outcome` (statuses keep reasons as the strings Weft wrote).
+fn first_reason(images: &[ImageStatus], outcome: ImageOutcome) -> Option<Reason> {
+    images.iter().find(|i| i.outcome == outcome).and_then(|i| i.reason.parse().ok())
 }
 
 #[cfg(test)]
@@ -348,11 +354,11 @@ mod tests {
             assert_eq!((r.state, r.reason.as_str()), (StepState::Pending, "RegistryUnavailable"));
         }
         assert_eq!(report(ImageEnforcement::Strict, &[ok]).state, StepState::Passed);
-        assert_eq!(report(ImageEnforcement::Strict, &[]).reason, "NoImages");
+        assert_eq!(report(ImageEnforcement::Strict, &[]).reason, Reason::NoImages);
     }
 
     fn verdict(n: usize) -> DigestVerdict {
-        DigestVerdict::Failed { reason: "ImageNotSigned", message: format!("{n}") }
+        DigestVerdict::Failed { reason: Reason::ImageNotSigned, message: format!("{n}") }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! changed policy never reuses a verdict made under the old one. Also the per-Application override,
 //! which may only tighten.
 
+use crate::reason::Reason;
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -43,19 +44,17 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             PolicyError::Reference(e) => e.reason(),
-            PolicyError::Glob { .. } | PolicyError::Regex { .. } | PolicyError::Signer { .. } => "InvalidImagePolicy",
-            PolicyError::Key { .. } => "InvalidImageSignerKey",
-            PolicyError::TrustedRoot { .. } => "InvalidTrustedRoot",
-            PolicyError::Override(_) => "InvalidImageOverride",
-            PolicyError::Loosens(_) => "ImageOverrideLoosens",
+            PolicyError::Glob { .. } | PolicyError::Regex { .. } | PolicyError::Signer { .. } => {
+                Reason::InvalidImagePolicy
+            }
+            PolicyError::Key { .. } => Reason::InvalidImageSignerKey,
+            PolicyError::TrustedRoot { .. } => Reason::InvalidTrustedRoot,
+            PolicyError::Override(_) => Reason::InvalidImageOverride,
+            PolicyError::Loosens(_) => Reason::ImageOverrideLoosens,
         }
-    }
-
-    pub fn retryable(&self) -> bool {
-        matches!(self, PolicyError::Reference(e) if e.retryable())
     }
 }
 

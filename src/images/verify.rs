@@ -3,6 +3,7 @@
 //! `minSlsaLevel`) by SLSA provenance signed by one of those signers, from a builder trusted for that
 //! level. Pure over what was fetched; the cryptography is sigstore-verify's.
 
+use crate::reason::Reason;
 use sigstore_verify::types::{Artifact, Sha256Hash};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy};
 
@@ -17,7 +18,7 @@ pub const SLSA_V02: &str = "https://slsa.dev/provenance/v0.2";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DigestVerdict {
     Verified { signer: String, slsa_level: Option<u8> },
-    Failed { reason: &'static str, message: String },
+    Failed { reason: Reason, message: String },
 }
 
 /// Checks `evidence` for `digest` against the policies that cover the image.
@@ -33,7 +34,8 @@ pub fn judge(policies: &ImagePolicies, covering: &[&Policy], digest: &Digest, ev
                     (0, _) => format!("no readable signature ({})", evidence.unreadable.join("; ")),
                     (n, _) => format!("{n} signature(s) found, none from a signer of this policy: {why}"),
                 };
-                let reason = if evidence.signatures.is_empty() { "ImageNotSigned" } else { "NoTrustedSignature" };
+                let reason =
+                    if evidence.signatures.is_empty() { Reason::ImageNotSigned } else { Reason::NoTrustedSignature };
                 return DigestVerdict::Failed { reason, message: format!("{}: {found}", policy.label) };
             }
         }
@@ -41,7 +43,7 @@ pub fn judge(policies: &ImagePolicies, covering: &[&Policy], digest: &Digest, ev
             let (got, why) = slsa_level(policies, policy, digest, &evidence.attestations);
             if got < policy.min_slsa_level {
                 return DigestVerdict::Failed {
-                    reason: "SlsaLevelTooLow",
+                    reason: Reason::SlsaLevelTooLow,
                     message: format!("{} requires SLSA build level {}; {why}", policy.label, policy.min_slsa_level),
                 };
             }

@@ -2,6 +2,7 @@
 //! filled by gix (https with credentials, ssh through the `ssh` program, `file://`); local paths are
 //! read in place. Branches and tags are mirrored so signed tags and same-named branches can be checked.
 
+use crate::reason::Reason;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,22 +39,16 @@ pub enum FetchError {
 }
 
 impl FetchError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            FetchError::Unreachable { .. } => "RepositoryUnreachable",
-            FetchError::AccessDenied { .. } => "RepositoryAccessDenied",
-            FetchError::MissingCommit { .. } => "RevisionNotFound",
-            FetchError::Cache { .. } => "RepositoryCacheError",
-            FetchError::UnsupportedUrl(_) => "UnsupportedRepositoryURL",
-            FetchError::CleartextCredentials { .. } => "CredentialsOverHttp",
+            FetchError::Unreachable { .. } => Reason::RepositoryUnreachable,
+            FetchError::AccessDenied { .. } => Reason::RepositoryAccessDenied,
+            FetchError::MissingCommit { .. } => Reason::RevisionNotFound,
+            FetchError::Cache { .. } => Reason::RepositoryCacheError,
+            FetchError::UnsupportedUrl(_) => Reason::UnsupportedRepositoryURL,
+            FetchError::CleartextCredentials { .. } => Reason::CredentialsOverHttp,
             FetchError::Repository { source, .. } => source.reason(),
         }
-    }
-
-    /// A network or cache problem is worth retrying; refused credentials, a missing commit or a bad URL
-    /// are not.
-    pub fn retryable(&self) -> bool {
-        matches!(self, FetchError::Unreachable { .. } | FetchError::Cache { .. })
     }
 }
 

@@ -6,6 +6,7 @@
 //! every core (rayon). Commits whose whole history already verified under the same trust are cached and
 //! end the walk, so after one new commit only that commit is checked.
 
+use crate::reason::Reason;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -67,17 +68,17 @@ fn size_limit(kind: gix::object::Kind) -> u64 {
 }
 
 impl HistoryError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            HistoryError::Open { .. } => "RepositoryUnreadable",
-            HistoryError::MissingCommit(_) => "RevisionNotFound",
-            HistoryError::Shallow(_) => "ShallowRepository",
-            HistoryError::Corrupt { .. } => "CorruptObject",
-            HistoryError::UnsupportedObjectFormat { .. } => "UnsupportedObjectFormat",
-            HistoryError::NotACommit(_) => "RevisionNotACommit",
-            HistoryError::Ambiguous(_) => "AmbiguousRevision",
-            HistoryError::Unresolved(..) => "RevisionNotFound",
-            HistoryError::TooLarge { .. } => "ObjectTooLarge",
+            HistoryError::Open { .. } => Reason::RepositoryUnreadable,
+            HistoryError::MissingCommit(_) => Reason::RevisionNotFound,
+            HistoryError::Shallow(_) => Reason::ShallowRepository,
+            HistoryError::Corrupt { .. } => Reason::CorruptObject,
+            HistoryError::UnsupportedObjectFormat { .. } => Reason::UnsupportedObjectFormat,
+            HistoryError::NotACommit(_) => Reason::RevisionNotACommit,
+            HistoryError::Ambiguous(_) => Reason::AmbiguousRevision,
+            HistoryError::Unresolved(..) => Reason::RevisionNotFound,
+            HistoryError::TooLarge { .. } => Reason::ObjectTooLarge,
         }
     }
 }
@@ -448,7 +449,7 @@ pub struct CommitFailure {
     pub commit: CommitId,
     pub author: String,
     pub summary: String,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub detail: String,
     /// The key that made the signature, when it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -741,7 +742,7 @@ fn seal_sets(
 pub struct TagVerdict {
     pub tag: Option<String>,
     pub signer: Option<Signer>,
-    pub failure: Option<(&'static str, String)>,
+    pub failure: Option<(Reason, String)>,
 }
 
 pub fn verify_signed_tag(
@@ -751,42 +752,43 @@ pub fn verify_signed_tag(
     trust: &Trust,
     now: i64,
 ) -> Result<TagVerdict, HistoryError> {
-    let fail =
-        |reason: &'static str, msg: String| Ok(TagVerdict { tag: None, signer: None, failure: Some((reason, msg)) });
+    let fail = |reason: Reason, msg: String| Ok(TagVerdict { tag: None, signer: None, failure: Some((reason, msg)) });
     const NEEDS: &str =
         "requireSignedTag needs the Application's targetRevision to name an annotated tag signed by an allowed key";
     let Some(name) = target_revision.filter(|t| !t.is_empty() && !crate::target::is_commit_sha(t)) else {
-        return fail("NoTagRequested", format!("the revision is a commit SHA or nothing; {NEEDS}"));
+        return fail(Reason::NoTagRequested, format!("the revision is a commit SHA or nothing; {NEEDS}"));
     };
     // A semantic-version constraint is the highest tag that satisfies it, as Argo CD resolves it.
     let tag_name = match version_constraint(name) {
         Some(req) => match repo.max_version_tag(&req) {
             Some(t) => t,
-            None => return fail("TagNotFound", format!("no tag satisfies the version constraint {name:?}; {NEEDS}")),
+            None => {
+                return fail(Reason::TagNotFound, format!("no tag satisfies the version constraint {name:?}; {NEEDS}"));
+            }
         },
         None => name.to_string(),
     };
     let via = if tag_name == name { String::new() } else { format!(" (the highest tag satisfying {name:?})") };
     match (repo.tag(&tag_name)?, repo.branch_exists(&tag_name)) {
-        (TagLookup::Missing, true) => fail("NotATag", format!("{tag_name:?} is a branch, not a tag; {NEEDS}")),
+        (TagLookup::Missing, true) => fail(Reason::NotATag, format!("{tag_name:?} is a branch, not a tag; {NEEDS}")),
         (TagLookup::Missing, false) => fail(
-            "NotATag",
+            Reason::NotATag,
             format!("{tag_name:?} names no tag (it is HEAD, a commit or another kind of revision); {NEEDS}"),
         ),
         (_, true) => fail(
-            "AmbiguousTag",
+            Reason::AmbiguousTag,
             format!(
                 "{tag_name:?} names both a tag and a branch; Argo CD may resolve either, so the signed-tag requirement fails closed. Rename the branch"
             ),
         ),
         (TagLookup::Lightweight(_), false) => fail(
-            "LightweightTag",
+            Reason::LightweightTag,
             format!(
                 "{tag_name:?}{via} is a lightweight tag, which cannot be signed; use an annotated, signed tag (git tag -s)"
             ),
         ),
         (TagLookup::Annotated(tag), false) if tag.target != *commit => fail(
-            "TagMismatch",
+            Reason::TagMismatch,
             format!("tag {tag_name}{via} points at {}, not at the synced commit {commit}", tag.target),
         ),
         (TagLookup::Annotated(tag), false) => {

@@ -2,6 +2,7 @@
 //! signed (a cosign `sign-blob` signature, base64 DER ECDSA P-256 over the list; or an armored OpenPGP
 //! detached signature), checked against the verified tree, never against a working copy.
 
+use crate::reason::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
@@ -40,16 +41,16 @@ pub enum MaterialsError {
 }
 
 impl MaterialsError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            MaterialsError::Missing(..) => "SourceMaterialsMissing",
-            MaterialsError::BadSignature(_) => "SourceMaterialsSignatureInvalid",
-            MaterialsError::BadKey(_) => "SourceMaterialsKeyInvalid",
-            MaterialsError::BadLine { .. } => "SourceMaterialsMalformed",
-            MaterialsError::PathEscapes { .. } => "SourceMaterialsPathEscapes",
-            MaterialsError::NotInTree { .. } | MaterialsError::NotAFile { .. } => "SourceMaterialsMismatch",
-            MaterialsError::HashMismatch { .. } => "SourceMaterialsMismatch",
-            MaterialsError::Unlisted { .. } => "SourceMaterialsIncomplete",
+            MaterialsError::Missing(..) => Reason::SourceMaterialsMissing,
+            MaterialsError::BadSignature(_) => Reason::SourceMaterialsSignatureInvalid,
+            MaterialsError::BadKey(_) => Reason::SourceMaterialsKeyInvalid,
+            MaterialsError::BadLine { .. } => Reason::SourceMaterialsMalformed,
+            MaterialsError::PathEscapes { .. } => Reason::SourceMaterialsPathEscapes,
+            MaterialsError::NotInTree { .. } | MaterialsError::NotAFile { .. } => Reason::SourceMaterialsMismatch,
+            MaterialsError::HashMismatch { .. } => Reason::SourceMaterialsMismatch,
+            MaterialsError::Unlisted { .. } => Reason::SourceMaterialsIncomplete,
             MaterialsError::History(e) => e.reason(),
         }
     }

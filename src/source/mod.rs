@@ -23,6 +23,7 @@ pub mod url;
 pub mod verify;
 pub mod x509;
 
+use crate::reason::Reason;
 use std::fmt;
 
 use serde::Serialize;
@@ -235,18 +236,18 @@ impl SignatureCheck {
     }
 
     /// A CamelCase reason for conditions.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            SignatureCheck::Good(_) => "Signed",
-            SignatureCheck::Unsigned => "Unsigned",
-            SignatureCheck::Bad { .. } => "BadSignature",
-            SignatureCheck::UnknownKey { .. } => "KeyNotAllowed",
-            SignatureCheck::KeyUnusable { .. } => "KeyNotValid",
-            SignatureCheck::Expired { .. } => "SignatureExpired",
-            SignatureCheck::Malformed(_) => "MalformedSignature",
-            SignatureCheck::NotLogged { .. } => "SignatureNotLogged",
-            SignatureCheck::Unverified { .. } => "KeylessSignatureNotVerified",
-            SignatureCheck::Undecided(_) => "TransparencyLogUnavailable",
+            SignatureCheck::Good(_) => Reason::Signed,
+            SignatureCheck::Unsigned => Reason::Unsigned,
+            SignatureCheck::Bad { .. } => Reason::BadSignature,
+            SignatureCheck::UnknownKey { .. } => Reason::KeyNotAllowed,
+            SignatureCheck::KeyUnusable { .. } => Reason::KeyNotValid,
+            SignatureCheck::Expired { .. } => Reason::SignatureExpired,
+            SignatureCheck::Malformed(_) => Reason::MalformedSignature,
+            SignatureCheck::NotLogged { .. } => Reason::SignatureNotLogged,
+            SignatureCheck::Unverified { .. } => Reason::KeylessSignatureNotVerified,
+            SignatureCheck::Undecided(_) => Reason::TransparencyLogUnavailable,
         }
     }
 

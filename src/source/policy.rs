@@ -4,6 +4,7 @@
 //! a repository selects the same policy; a local repository reached through a symbolic link must
 //! select the same policy under its real path too.
 
+use crate::reason::Reason;
 use globset::Glob;
 use thiserror::Error;
 
@@ -23,10 +24,10 @@ pub enum PolicyError {
 }
 
 impl PolicyError {
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            PolicyError::Ambiguous { .. } | PolicyError::SpellingsDisagree { .. } => "AmbiguousSourcePolicy",
-            PolicyError::InvalidGlob { .. } => "InvalidSourcePolicy",
+            PolicyError::Ambiguous { .. } | PolicyError::SpellingsDisagree { .. } => Reason::AmbiguousSourcePolicy,
+            PolicyError::InvalidGlob { .. } => Reason::InvalidSourcePolicy,
         }
     }
 }

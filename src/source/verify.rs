@@ -2,6 +2,7 @@
 //! (strict), the signed tag, downgrades, and the signed source-materials list. Each failure names the
 //! commit, the signature, the key, and what to do.
 
+use crate::reason::Reason;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -54,8 +55,7 @@ pub struct SourceVerdict {
     pub repo_url: String,
     pub commit: CommitId,
     pub outcome: Outcome,
-    /// CamelCase, for conditions.
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
     /// Index of the policy in `sourceIntegrity.git.policies`.
     pub policy: Option<usize>,
@@ -84,7 +84,7 @@ pub struct PinnedBase {
 #[derive(Clone, Debug)]
 pub struct BaseProblem {
     pub outcome: Outcome,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -97,20 +97,20 @@ pub struct SourceVerifier {
 /// A failure on the way to a verdict.
 struct Stop {
     outcome: Outcome,
-    reason: String,
+    reason: Reason,
     message: String,
 }
 
-fn failed(reason: impl Into<String>, message: impl Into<String>) -> Stop {
-    Stop { outcome: Outcome::Failed, reason: reason.into(), message: message.into() }
+fn failed(reason: Reason, message: impl Into<String>) -> Stop {
+    Stop { outcome: Outcome::Failed, reason, message: message.into() }
 }
 
-fn retry(reason: impl Into<String>, message: impl Into<String>) -> Stop {
-    Stop { outcome: Outcome::Retry, reason: reason.into(), message: message.into() }
+fn retry(reason: Reason, message: impl Into<String>) -> Stop {
+    Stop { outcome: Outcome::Retry, reason, message: message.into() }
 }
 
-fn misconfigured(reason: impl Into<String>, message: impl Into<String>) -> Stop {
-    Stop { outcome: Outcome::Misconfigured, reason: reason.into(), message: message.into() }
+fn misconfigured(reason: Reason, message: impl Into<String>) -> Stop {
+    Stop { outcome: Outcome::Misconfigured, reason, message: message.into() }
 }
 
 impl SourceVerifier {
@@ -136,7 +136,7 @@ impl SourceVerifier {
             repo_url: req.repo_url.to_string(),
             commit: req.revision.clone(),
             outcome: Outcome::Failed,
-            reason: String::new(),
+            reason: Reason::NotRecordedYet,
             message: String::new(),
             policy: None,
             mode: None,
@@ -148,7 +148,7 @@ impl SourceVerifier {
         match self.run(policies, bag, req, now, &credentials, &mut v) {
             Ok(summary) => {
                 v.outcome = Outcome::Verified;
-                v.reason = "Verified".into();
+                v.reason = Reason::Verified;
                 v.message = summary;
             }
             Err(stop) => {
@@ -173,7 +173,7 @@ impl SourceVerifier {
         req: &SourceRequest,
         now: i64,
     ) -> Result<Vec<PinnedBase>, BaseProblem> {
-        let problem = |outcome, reason: &str, message: String| BaseProblem { outcome, reason: reason.into(), message };
+        let problem = |outcome, reason: Reason, message: String| BaseProblem { outcome, reason, message };
         let repo = self
             .repos
             .open(req.repo_url, &[req.revision], Some(&access(bag, req.repo_url, req.project)), false)
@@ -183,7 +183,7 @@ impl SourceVerifier {
         if let Some(f) = files.first() {
             return Err(problem(
                 Outcome::Failed,
-                "RemoteResourceNotPinned",
+                Reason::RemoteResourceNotPinned,
                 format!(
                     "{} refers to the remote file {}, which cannot be pinned to a verified revision; vendor it into the repository or use a git base with ?ref=<commit>",
                     f.referenced_from, f.url
@@ -199,7 +199,7 @@ impl SourceVerifier {
                 Ok(None) => {
                     return Err(problem(
                         Outcome::Failed,
-                        "NoSourcePolicy",
+                        Reason::NoSourcePolicy,
                         within(&format!(
                             "no sourceIntegrity policy matches {}, so nothing vouches for it; add a policy for it (gpg.mode: none accepts it unsigned, explicitly)",
                             base.repo_url
@@ -210,7 +210,7 @@ impl SourceVerifier {
             };
             let credentials = base_access(bag, &base.repo_url, req.project);
             let remote = self.repos.open(&base.repo_url, &[], Some(&credentials), true).map_err(|e| {
-                problem(if e.retryable() { Outcome::Retry } else { Outcome::Failed }, e.reason(), within(&e))
+                problem(if e.reason().retryable() { Outcome::Retry } else { Outcome::Failed }, e.reason(), within(&e))
             })?;
             let reference = base.reference.as_deref();
             let is_pinned = match reference {
@@ -225,7 +225,7 @@ impl SourceVerifier {
                 };
                 return Err(problem(
                     Outcome::Failed,
-                    "RemoteBaseNotPinned",
+                    Reason::RemoteBaseNotPinned,
                     within(&format!(
                         "it names {what}: whatever that holds when Argo CD renders, which need not be what Weft verified. Pin it with ?ref=<commit SHA> or a tag, or set allowUnpinnedBases: true on the policy for {}",
                         base.repo_url
@@ -254,7 +254,7 @@ impl SourceVerifier {
                     commit.short(),
                     verdict.message
                 );
-                return Err(problem(verdict.outcome, &verdict.reason, msg));
+                return Err(problem(verdict.outcome, verdict.reason, msg));
             }
             pinned.push(PinnedBase { base, commit, pinned: is_pinned, verdict });
         }
@@ -275,7 +275,7 @@ impl SourceVerifier {
             && !project.permits_repo(req.repo_url)
         {
             return Err(failed(
-                "RepositoryNotPermitted",
+                Reason::RepositoryNotPermitted,
                 format!(
                     "AppProject {} does not permit {} (spec.sourceRepos), so Argo CD will not sync it and Weft does not fetch it",
                     project.name, req.repo_url
@@ -286,7 +286,7 @@ impl SourceVerifier {
             Ok(Some(found)) => found,
             Ok(None) => {
                 return Err(failed(
-                    "NoSourcePolicy",
+                    Reason::NoSourcePolicy,
                     format!(
                         "no sourceIntegrity policy matches {}, so nothing vouches for commit {short}; add a policy for it (gpg.mode: none accepts it unsigned, explicitly)",
                         req.repo_url
@@ -304,12 +304,12 @@ impl SourceVerifier {
         let repo =
             self.repos.open(req.repo_url, &[req.revision], Some(credentials), require_tag).map_err(|e| Stop {
                 outcome: match e {
-                    _ if e.retryable() => Outcome::Retry,
+                    _ if e.reason().retryable() => Outcome::Retry,
                     FetchError::UnsupportedUrl(_) | FetchError::CleartextCredentials { .. } => Outcome::Misconfigured,
                     _ => Outcome::Failed,
                 },
-                reason: e.reason().into(),
-                message: if e.retryable() {
+                reason: e.reason(),
+                message: if e.reason().retryable() {
                     format!("{e}; nothing from it is verified until it can be read")
                 } else {
                     e.to_string()
@@ -344,7 +344,7 @@ impl SourceVerifier {
                     Ok(true) => summary.push(format!("descends from the last verified revision {}", previous.short())),
                     Ok(false) => {
                         return Err(failed(
-                            "Downgrade",
+                            Reason::Downgrade,
                             format!(
                                 "commit {short} does not descend from {}, the last revision verified for this Application; syncing it would roll back. Set allowDowngrade: true on the policy to allow it",
                                 previous.short()
@@ -353,7 +353,7 @@ impl SourceVerifier {
                     }
                     Err(e) => {
                         return Err(failed(
-                            "DowngradeUnverifiable",
+                            Reason::DowngradeUnverifiable,
                             format!(
                                 "cannot tell whether commit {short} descends from the last verified revision {}: {e}",
                                 previous.short()
@@ -449,11 +449,11 @@ impl SourceVerifier {
 
 fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Stop {
     let Some(f) = &outcome.failure else {
-        return failed("Unverified", "no signature verified");
+        return failed(Reason::Unverified, "no signature verified");
     };
     let more =
         if outcome.failures > 1 { format!(" ({} commits fail in all)", outcome.failures) } else { String::new() };
-    let decide = if f.reason == "TransparencyLogUnavailable" { retry } else { failed };
+    let decide = if f.reason.retryable() { retry } else { failed };
     decide(
         f.reason,
         format!(
@@ -468,28 +468,28 @@ fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Stop {
 }
 
 /// What a person can do about a failed signature.
-fn hint(reason: &str) -> &'static str {
+fn hint(reason: Reason) -> &'static str {
     match reason {
-        "Unsigned" => {
+        Reason::Unsigned => {
             "Sign it (git commit -S), or, in strict mode, add a seal commit (trailer \"Weft-Seal: <why>\") signed by an allowed key on top of the reviewed history."
         }
-        "KeyNotAllowed" => {
+        Reason::KeyNotAllowed => {
             "Add the signer's key to the policy (gpg.keys and the keyring, ssh.allowedSigners, or keyless.identities), or re-sign with an allowed key."
         }
-        "SignatureNotLogged" => {
+        Reason::SignatureNotLogged => {
             "Log the signature (gitsign does; for gpgsm, upload a hashedrekord entry over the SHA-256 of the signed attributes with rekor-cli), in a log the trusted root names, or re-sign with gitsign."
         }
-        "KeylessSignatureNotVerified" => {
+        Reason::KeylessSignatureNotVerified => {
             "The certificate does not chain to the trusted root, was not valid when the log recorded the signature, or the signature does not match its entry: re-sign, and check keyless.trustedRoot."
         }
-        "TransparencyLogUnavailable" => "Weft retries; nothing from this revision counts until the log answers.",
-        "BadSignature" => {
+        Reason::TransparencyLogUnavailable => "Weft retries; nothing from this revision counts until the log answers.",
+        Reason::BadSignature => {
             "The content does not match its signature: it was changed after signing, or signed by another key. Do not deploy it; investigate."
         }
-        "KeyNotValid" => {
+        Reason::KeyNotValid => {
             "The key is expired, revoked or not valid for this signature: re-sign with a valid key or renew the key."
         }
-        "SignatureExpired" => {
+        Reason::SignatureExpired => {
             "The signature carries its own expiry, which has passed (as git reports it): re-sign the commit or tag, or, in strict mode, add a seal commit signed by an allowed key."
         }
         _ => "Re-sign the commit with an allowed key.",
@@ -502,8 +502,8 @@ fn history_stop(e: history::HistoryError) -> Stop {
 
 fn deref_stop(e: deref::DerefError) -> Stop {
     Stop {
-        outcome: if e.retryable() { Outcome::Retry } else { Outcome::Misconfigured },
-        reason: e.reason().into(),
+        outcome: if e.reason().retryable() { Outcome::Retry } else { Outcome::Misconfigured },
+        reason: e.reason(),
         message: e.to_string(),
     }
 }
@@ -542,11 +542,11 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let (kind, key_ref) = deref::split(&keyring);
         let allowed = AllowedPgpKeys::new(&refs, &keys).map_err(|e| {
-            misconfigured("InvalidKeyring", format!("the GPG keyring ({} {}): {e}", kind.as_str(), key_ref.name))
+            misconfigured(Reason::InvalidKeyring, format!("the GPG keyring ({} {}): {e}", kind.as_str(), key_ref.name))
         })?;
         if allowed.is_empty() {
             return Err(misconfigured(
-                "AllowedKeysNotInKeyring",
+                Reason::AllowedKeysNotInKeyring,
                 format!(
                     "none of the allowed GPG keys ({}) is in the keyring; add their public keys to it",
                     keys.join(", ")
@@ -558,15 +558,18 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
     let ssh = match &policy.ssh {
         Some(s) => {
             let text = bag.texts(&s.allowed_signers).map_err(deref_stop)?.join("\n");
-            Some(AllowedSigners::parse(&text).map_err(|e| misconfigured("InvalidAllowedSigners", e.to_string()))?)
+            Some(
+                AllowedSigners::parse(&text)
+                    .map_err(|e| misconfigured(Reason::InvalidAllowedSigners, e.to_string()))?,
+            )
         }
         None => None,
     };
     let keyless = match &policy.keyless {
         Some(k) => {
             let root = Root::load(k.trusted_root.as_ref(), bag).map_err(|e| Stop {
-                outcome: if e.retryable() { Outcome::Retry } else { Outcome::Misconfigured },
-                reason: e.reason().into(),
+                outcome: if e.reason().retryable() { Outcome::Retry } else { Outcome::Misconfigured },
+                reason: e.reason(),
                 message: format!("keyless.trustedRoot: {e}"),
             })?;
             let identities = k
@@ -575,11 +578,11 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
                 .map(|i| {
                     Identity::keyless(i).map_err(|e| match e {
                         Some((pattern, reason)) => misconfigured(
-                            "InvalidSourcePolicy",
+                            Reason::InvalidSourcePolicy,
                             format!("keyless.identities: regular expression {pattern:?} is invalid: {reason}"),
                         ),
                         None => misconfigured(
-                            "InvalidSourcePolicy",
+                            Reason::InvalidSourcePolicy,
                             "keyless.identities: each identity needs an issuer (or issuerRegExp) and a subject (or subjectRegExp)",
                         ),
                     })

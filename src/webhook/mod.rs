@@ -30,6 +30,7 @@ use crate::admission::matching::Tracked;
 use crate::admission::{self, AppEvidence, Decision, Request, Skips, matching};
 use crate::manifest::{self, Manifest, TrackingMethod};
 use crate::oci::Registry;
+use crate::reason::Reason;
 use crate::resources::argocd::Application;
 use crate::resources::profile::{EnforcementMode, IntegrityProfile, UntrackedWorkloads};
 use crate::resources::provenance::{ApplicationProvenance, Verdict};
@@ -525,7 +526,7 @@ impl Checker {
             application: format!("{app_ns}/{app}"),
             verdict: Verdict::Pending,
             revision: String::new(),
-            reason: "NotRecordedYet".into(),
+            reason: Reason::NotRecordedYet.into(),
             message: "Weft has not recorded a verdict for this Application yet".into(),
             manifest_image: None,
             images: Vec::new(),
