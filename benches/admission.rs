@@ -16,12 +16,12 @@ use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use weft::admission::Skips;
-use weft::manifest::{self, Limits};
 use weft::oci::Registry;
-use weft::publish::{self, Destination};
+use weft::render::manifest::{self, Limits};
 use weft::resources::profile::IntegrityProfile;
 use weft::resources::provenance::ApplicationProvenance;
-use weft::signing::SigningKey;
+use weft::signing::key::SigningKey;
+use weft::signing::publish::{self, Destination};
 
 const RESOURCES: usize = 50;
 
@@ -76,17 +76,17 @@ fn main() {
     let ns: k8s_openapi::api::core::v1::Namespace =
         serde_json::from_value(json!({"metadata": {"name": "bench"}})).unwrap();
     let _ = runtime.block_on(kube::Api::all(client.clone()).create(&Default::default(), &ns)); // may exist
-    let checker = weft::webhook::checker(
+    let checker = weft::admission::webhook::checker(
         client,
-        weft::webhook::Watched { provenances, profiles, applications: reflector::store().0 },
-        weft::webhook::Trust {
+        weft::admission::webhook::Watched { provenances, profiles, applications: reflector::store().0 },
+        weft::admission::webhook::Trust {
             manifest_keys: vec![key.public_pem()],
             manifest_root: None,
             tag_ttl: std::time::Duration::from_secs(60),
             client_ca: false,
         },
         Skips::default(),
-        weft::manifest::TrackingMethod::Annotation,
+        weft::render::manifest::TrackingMethod::Annotation,
         "argocd",
     );
 

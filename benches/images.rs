@@ -93,8 +93,8 @@ fn main() {
             "policies": [{"images": [format!("{registry}/bench/**")], "signers": [{"key": {"configMapRef": {"name": "keys", "key": "cosign.pub"}}}]}]}}});
     std::fs::write(dir.path().join("profile.yaml"), profile.to_string()).unwrap();
     let parsed: IntegrityProfile = serde_json::from_value(profile).unwrap();
-    let bag = weft::deref::Bag::from_yaml(&resources.join("\n---\n")).unwrap();
-    let policies = ImagePolicies::compile(parsed.spec.image_verification.as_ref().unwrap(), &bag).unwrap();
+    let referenced = weft::referenced::ReferencedObjects::from_yaml(&resources.join("\n---\n")).unwrap();
+    let policies = ImagePolicies::compile(parsed.spec.image_verification.as_ref().unwrap(), &referenced).unwrap();
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let list = |pinned: bool| -> Vec<(String, Vec<String>)> {

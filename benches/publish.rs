@@ -15,11 +15,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{env, median, run};
-use weft::manifest::{self, Limits};
 use weft::oci::Registry;
-use weft::publish::{self, Destination, Log};
-use weft::rekor::{LogKey, Rekor};
-use weft::signing::SigningKey;
+use weft::provenance::rekor::{LogKey, Rekor};
+use weft::render::manifest::{self, Limits};
+use weft::signing::key::SigningKey;
+use weft::signing::publish::{self, Destination, Log};
 
 const RESOURCES: usize = 500;
 

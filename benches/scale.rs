@@ -225,7 +225,8 @@ async fn webhook(client: &kube::Client, t: &Tenant) -> (reqwest::Client, String,
     let bytes = registry.manifest(digest).await.unwrap().unwrap();
     let layers = registry.layers(&bytes).await.unwrap();
     let layer = layers.iter().find(|l| l.media_type == weft::oci::MANIFEST_LAYER).unwrap();
-    let set = weft::manifest::parse(&image, std::str::from_utf8(&layer.bytes).unwrap(), Default::default()).unwrap();
+    let set =
+        weft::render::manifest::parse(&image, std::str::from_utf8(&layer.bytes).unwrap(), Default::default()).unwrap();
     let deployment = set.iter().find(|m| m.object["kind"] == "Deployment").unwrap().object.clone();
 
     let (provenances, pw) = reflector::store();
@@ -239,17 +240,17 @@ async fn webhook(client: &kube::Client, t: &Tenant) -> (reqwest::Client, String,
     profiles.wait_until_ready().await.unwrap();
     apps.wait_until_ready().await.unwrap();
     let key = std::fs::read_to_string(t.project.path("weft.pub")).unwrap();
-    let checker = weft::webhook::checker(
+    let checker = weft::admission::webhook::checker(
         client.clone(),
-        weft::webhook::Watched { provenances, profiles, applications: apps },
-        weft::webhook::Trust {
+        weft::admission::webhook::Watched { provenances, profiles, applications: apps },
+        weft::admission::webhook::Trust {
             manifest_keys: vec![key],
             manifest_root: None,
             tag_ttl: Duration::from_secs(60),
             client_ca: false,
         },
         Default::default(),
-        weft::manifest::TrackingMethod::Annotation,
+        weft::render::manifest::TrackingMethod::Annotation,
         "argocd",
     );
     let (http, url) = common::serve_webhook(checker).await;

@@ -224,7 +224,7 @@ fn bench(variant: &'static str, n: usize, dir: &Path) -> Row {
     eprintln!("[{variant}] weft verify-source (new process): {}", secs(cli));
 
     // In-process: cold, then one new commit at a time with the cache warm.
-    let local = history::Repo::open(&repo_dir).unwrap();
+    let local = weft::source::repo::Repo::open(&repo_dir).unwrap();
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let cache = VerifiedCommits::default();
     let target = CommitId::parse(&head.to_string()).unwrap();
@@ -238,7 +238,7 @@ fn bench(variant: &'static str, n: usize, dir: &Path) -> Row {
     let mut tip = head;
     for i in 0..20 {
         tip = write_commits(&repo, &signer, Some(tip), 1, n + i);
-        let local = history::Repo::open(&repo_dir).unwrap();
+        let local = weft::source::repo::Repo::open(&repo_dir).unwrap();
         let target = CommitId::parse(&tip.to_string()).unwrap();
         let t = Instant::now();
         let outcome = history::verify_strict(&local, &target, &trust, &cache, now).unwrap();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::oci::{Blob, Image};
-use crate::rekor::Entry;
+use crate::provenance::rekor::Entry;
 
 pub const MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 /// The predicate cosign v3's `sign` puts in its statement: "this digest is signed".
@@ -39,10 +39,11 @@ pub fn sign_statement(image_digest: &str) -> Value {
 
 /// Who signed: a public key or, keyless, the leaf certificate (DER). A bundle names a key by its hint
 /// (base64 SHA-256 of the DER key: the verifier has the key) and carries a certificate whole.
-pub use crate::rekor2::Verifier;
+pub use crate::provenance::rekor2::Verifier;
+use crate::provenance::rekor2::{Entry2, HashedRekord2};
 
 impl Verifier {
-    pub fn of(key: &crate::signing::SigningKey) -> Verifier {
+    pub fn of(key: &crate::signing::key::SigningKey) -> Verifier {
         let leaf = key.chain().and_then(<[String]>::first).and_then(|pem| pem_rfc7468::decode_vec(pem.as_bytes()).ok());
         match leaf {
             Some((_, der)) => Verifier::Certificate(der),
@@ -58,7 +59,7 @@ pub fn dsse_bundle(envelope: &str, verifier: &Verifier, entry: Option<&Entry>) -
 }
 
 /// A v0.3 bundle around a DSSE envelope, with a `TransparencyLogEntry` already made (a Rekor v2 entry's:
-/// [`crate::rekor2::Entry2::tlog_entry`]).
+/// [`crate::provenance::rekor2::Entry2::tlog_entry`]).
 /// `timestamp`: a timestamp authority's response (DER) over the signature.
 pub fn dsse_bundle_with(
     envelope: &str,
@@ -165,6 +166,25 @@ pub fn trusted_root_for_log(url: &str, log_key_der: &[u8]) -> Value {
     })
 }
 
+/// A v0.3 bundle for a signature over an artifact's digest (`messageSignature`), with its Rekor v2 entry:
+/// a public key is named by its hint (base64 SHA-256 of the DER key, as cosign does), a certificate is
+/// carried whole.
+pub fn message_signature_bundle(rekord: &HashedRekord2, entry: &Entry2) -> Value {
+    let mut material = match &rekord.verifier {
+        Verifier::PublicKey(der) => json!({"publicKey": {"hint": B64.encode(Sha256::digest(der))}}),
+        Verifier::Certificate(der) => json!({"certificate": {"rawBytes": B64.encode(der)}}),
+    };
+    material["tlogEntries"] = json!([entry.tlog_entry()]);
+    json!({
+        "mediaType": MEDIA_TYPE,
+        "verificationMaterial": material,
+        "messageSignature": {
+            "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(rekord.digest)},
+            "signature": B64.encode(&rekord.signature)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +198,7 @@ mod tests {
             log_index: 42,
             log_id: "ab".repeat(32),
             set: "c2V0".into(),
-            proof: Some(crate::rekor::Proof {
+            proof: Some(crate::provenance::rekor::Proof {
                 log_index: 42,
                 tree_size: 43,
                 root_hash: "cd".repeat(32),

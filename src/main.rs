@@ -28,10 +28,10 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Watch Argo CD Applications and IntegrityProfiles and record ApplicationProvenance.
-    Controller(weft::controller::Options),
+    Controller(weft::kubernetes::controller::Options),
     /// Serve the validating admission webhook: admit only what matches the signed manifests of a verified
     /// revision.
-    Webhook(weft::webhook::Options),
+    Webhook(weft::admission::webhook::Options),
     /// Print the CustomResourceDefinitions (YAML) Weft needs.
     Crds,
     /// Verify a git revision against a profile's source policies (exit 0 verified, 1 failed, 2 bad input).
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Command::Run(args) => ExitCode::from(weft::commands::run::run(args)),
         Command::Provenance(args) => ExitCode::from(weft::commands::provenance::run(args)),
         Command::Webhook(opts) => {
-            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(weft::webhook::run(opts))) {
+            match tokio::runtime::Runtime::new().map(|rt| rt.block_on(weft::admission::webhook::run(opts))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "webhook stopped");
@@ -85,7 +85,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match runtime.block_on(weft::controller::run(opts)) {
+            match runtime.block_on(weft::kubernetes::controller::run(opts)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "controller stopped");

@@ -138,6 +138,8 @@ impl OciError {
     }
 }
 
+crate::status::step_error!(OciError);
+
 /// `sha256:<hex>` of some bytes.
 pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -263,7 +265,7 @@ pub fn signature_verifies(layer: &Blob, public_pem: &str) -> bool {
     use base64::Engine as _;
     let Some(sig) = layer.annotations.get(SIGNATURE_ANNOTATION) else { return false };
     let Ok(der) = base64::engine::general_purpose::STANDARD.decode(sig) else { return false };
-    crate::signing::verify(public_pem, &layer.bytes, &der)
+    crate::signing::key::verify(public_pem, &layer.bytes, &der)
 }
 
 /// The `.sig` tag cosign looks up for an image digest.

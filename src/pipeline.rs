@@ -10,20 +10,20 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::deref::{Bag, Kind};
 use crate::images::{self, ImageVerifier, policy::ImagePolicies};
-use crate::manifest::{self, Limits, TrackingMethod};
 use crate::oci::Registry;
-use crate::publish::{self, Destination, LogClient, Published};
-use crate::rekor::{LogKey, Rekor};
-use crate::rekor2::{CheckpointKey, Rekor2};
+use crate::provenance::rekor::{LogKey, Rekor};
+use crate::provenance::rekor2::{CheckpointKey, Rekor2};
+use crate::referenced::{Kind, ReferencedObjects};
+use crate::render::manifest::{self, Limits, TrackingMethod};
 use crate::render::{self, AppContext, Checkout, PinnedRemote, Tools};
+use crate::repository::access::ProjectRules;
 use crate::resources::argocd::{Application, ApplicationSource};
 use crate::resources::profile::{GitPolicy, IntegrityProfile, SecretValues};
 use crate::resources::provenance::{ImageStatus, SourceRevision};
-use crate::signing::SigningKey;
+use crate::signing::key::SigningKey;
+use crate::signing::publish::{self, Destination, LogClient, Published};
 use crate::source::CommitId;
-use crate::source::access::ProjectRules;
 use crate::source::verify::{Outcome, PinnedBase, SourceRequest, SourceVerdict, SourceVerifier};
 use crate::status::{Step, StepError, StepReport, StepState};
 use crate::target::SyncTarget;
@@ -47,7 +47,7 @@ fn truncate(s: &mut String, max: usize) {
 }
 
 /// What the steps need, shared by every run.
-pub struct Engine {
+pub struct Pipeline {
     pub verifier: Arc<SourceVerifier>,
     pub tools: Tools,
     pub limits: Limits,
@@ -61,7 +61,7 @@ pub struct Engine {
     pub images: Arc<ImageVerifier>,
     /// Where the scope of a custom resource's kind is learnt (none from the command line: the CRDs
     /// among the manifests and the built-in kinds decide).
-    pub discovery: Option<crate::cluster::ScopeDiscovery>,
+    pub discovery: Option<Box<dyn manifest::ScopeSource>>,
     /// Signing keys already decrypted.
     pub keys: SigningKeys,
 }
@@ -119,13 +119,13 @@ impl SecretsSigned {
 }
 
 /// One run: an Application at exact revisions under a profile.
-pub struct Job<'a> {
+pub struct Request<'a> {
     pub profile: &'a IntegrityProfile,
     pub app: &'a Application,
     pub target: &'a SyncTarget,
     /// The last verified revision per repository (downgrade protection).
     pub verified: &'a [SourceRevision],
-    pub bag: &'a Bag,
+    pub referenced: &'a ReferencedObjects,
     /// The Application's AppProject (which repositories it may use, with whose credentials); `None`
     /// only from the command line when no AppProject was given.
     pub project: Option<&'a ProjectRules>,
@@ -184,8 +184,8 @@ pub trait Progress: Sync {
     fn note(&self, _message: &str) {}
 }
 
-pub struct Quiet;
-impl Progress for Quiet {
+pub struct NoProgress;
+impl Progress for NoProgress {
     fn step(&self, _: Step, _: &StepReport) {}
 }
 
@@ -197,26 +197,26 @@ pub struct Sources {
 }
 
 /// The steps of a run, as the gating in [`run_steps`] sees them: the seam between the order of the
-/// steps (what blocks what) and the adapters each step uses. The [`Engine`] runs the real ones.
+/// steps (what blocks what) and the adapters each step uses. The [`Pipeline`] runs the real ones.
 pub(crate) trait Steps: Sync {
-    async fn source(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sources, StepReport>;
-    async fn render(&self, job: &Job<'_>, sources: &Sources) -> Result<Vec<manifest::Manifest>, StepReport>;
+    async fn source(&self, request: &Request<'_>, progress: &dyn Progress) -> Result<Sources, StepReport>;
+    async fn render(&self, request: &Request<'_>, sources: &Sources) -> Result<Vec<manifest::Manifest>, StepReport>;
     async fn images(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         manifests: &[manifest::Manifest],
         progress: &dyn Progress,
     ) -> (StepReport, Vec<ImageStatus>);
     async fn sign(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         manifests: Vec<manifest::Manifest>,
         progress: &dyn Progress,
     ) -> Result<Signed, StepReport>;
     /// `vouched` holds the verified images when the revision is vouched for (a summary is then due).
     async fn provenance(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         sources: &Sources,
         signed: &Signed,
         started_on: k8s_openapi::jiff::Timestamp,
@@ -227,10 +227,10 @@ pub(crate) trait Steps: Sync {
 /// One run, step by step. Fail closed: a step runs only when every step before it passed (images that
 /// are permitted or not configured do not stop signing, and the verdict says so); the steps after one
 /// that did not pass report `Blocked`.
-pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
+pub(crate) async fn run_steps(steps: &impl Steps, request: Request<'_>, progress: &dyn Progress) -> PipelineOutcome {
     crate::metrics::pipeline_run();
     let mut reports = Step::ALL.map(StepReport::not_implemented);
-    let sources = match steps.source(&job, progress).await {
+    let sources = match steps.source(&request, progress).await {
         Ok(sources) => sources,
         Err(report) => Sources { report, verdicts: Vec::new(), bases: Vec::new() },
     };
@@ -252,12 +252,12 @@ pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn P
         return PipelineOutcome::ended(reports, remote_bases, Vec::new());
     }
     let started_on = k8s_openapi::jiff::Timestamp::now();
-    let spec = &job.profile.spec;
+    let spec = &request.profile.spec;
     let manifests = if spec.image_verification.is_none() && spec.manifest_signing.is_none() {
         Ok(Vec::new()) // nothing needs them
     } else {
         progress.note("rendering from the verified trees");
-        steps.render(&job, &sources).await
+        steps.render(&request, &sources).await
     };
     let manifests = match manifests {
         Ok(m) => m,
@@ -275,7 +275,7 @@ pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn P
         }
     };
     let timer = std::time::Instant::now();
-    let (images_report, images) = steps.images(&job, &manifests, progress).await;
+    let (images_report, images) = steps.images(&request, &manifests, progress).await;
     crate::metrics::step("ImagesVerified", timer.elapsed().as_secs_f64());
     progress.step(Step::ImagesVerified, &images_report);
     // Strict failures and images not checked yet stop signing; a profile without image verification
@@ -287,7 +287,7 @@ pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn P
         return PipelineOutcome::ended(reports, remote_bases, images);
     }
     let timer = std::time::Instant::now();
-    let signed_step = steps.sign(&job, manifests, progress).await;
+    let signed_step = steps.sign(&request, manifests, progress).await;
     crate::metrics::step("ManifestsSigned", timer.elapsed().as_secs_f64());
     let (signed, done) = match signed_step {
         Ok(done) => {
@@ -317,7 +317,7 @@ pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn P
     let timer = std::time::Instant::now();
     // Vouched for: every image verified (or none run), so the summary can say PASSED.
     let vouched = (reports[1].state == StepState::Passed).then_some(images.as_slice());
-    let recorded = steps.provenance(&job, &sources, &done, started_on, vouched).await;
+    let recorded = steps.provenance(&request, &sources, &done, started_on, vouched).await;
     crate::metrics::step("ProvenanceRecorded", timer.elapsed().as_secs_f64());
     let (report, rekor, summary) = match recorded {
         Ok((a, summary)) => {
@@ -341,58 +341,62 @@ pub(crate) async fn run_steps(steps: &impl Steps, job: Job<'_>, progress: &dyn P
     PipelineOutcome { steps: reports, remote_bases, published: Some(done.published), rekor, summary, images }
 }
 
-impl Steps for Engine {
-    async fn source(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sources, StepReport> {
-        self.source_step(job, progress).await
+impl Steps for Pipeline {
+    async fn source(&self, request: &Request<'_>, progress: &dyn Progress) -> Result<Sources, StepReport> {
+        self.source_step(request, progress).await
     }
 
-    async fn render(&self, job: &Job<'_>, sources: &Sources) -> Result<Vec<manifest::Manifest>, StepReport> {
-        self.render_step(job, &sources.verdicts, &sources.bases).await
+    async fn render(&self, request: &Request<'_>, sources: &Sources) -> Result<Vec<manifest::Manifest>, StepReport> {
+        self.render_step(request, &sources.verdicts, &sources.bases).await
     }
 
     async fn images(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         manifests: &[manifest::Manifest],
         progress: &dyn Progress,
     ) -> (StepReport, Vec<ImageStatus>) {
-        self.images_step(job, manifests, progress).await
+        self.images_step(request, manifests, progress).await
     }
 
     async fn sign(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         manifests: Vec<manifest::Manifest>,
         progress: &dyn Progress,
     ) -> Result<Signed, StepReport> {
-        self.sign_step(job, manifests, progress).await
+        self.sign_step(request, manifests, progress).await
     }
 
     async fn provenance(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         sources: &Sources,
         signed: &Signed,
         started_on: k8s_openapi::jiff::Timestamp,
         vouched: Option<&[ImageStatus]>,
     ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
-        self.provenance_step(job, &sources.verdicts, &sources.bases, signed, started_on, vouched).await
+        self.provenance_step(request, &sources.verdicts, &sources.bases, signed, started_on, vouched).await
     }
 }
 
-impl Engine {
+impl Pipeline {
     /// Source verification alone, for a revision already recorded: the signatures are checked again
     /// against the keys as they are now (one may have expired or been removed). No render, registry or
     /// transparency log call.
-    pub async fn reverify(&self, job: &Job<'_>) -> StepReport {
+    pub async fn reverify(&self, request: &Request<'_>) -> StepReport {
         crate::metrics::reverification();
-        match self.source_step(job, &Quiet).await {
+        match self.source_step(request, &NoProgress).await {
             Ok(Sources { report, .. }) | Err(report) => report,
         }
     }
 
     /// The signing key, decrypted once.
-    pub async fn signing_key(&self, pem: &str, password: Option<&str>) -> Result<SigningKey, crate::signing::KeyError> {
+    pub async fn signing_key(
+        &self,
+        pem: &str,
+        password: Option<&str>,
+    ) -> Result<SigningKey, crate::signing::key::KeyError> {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for part in [pem.as_bytes(), &[0], password.unwrap_or_default().as_bytes(), &[u8::from(password.is_some())]] {
@@ -432,7 +436,7 @@ impl Engine {
             )
         })?;
         progress.note(&format!("asking Fulcio at {} for a certificate", keyless.fulcio_url));
-        let certified = crate::keyless::certify(&keyless.fulcio_url, &token)
+        let certified = crate::signing::keyless::certify(&keyless.fulcio_url, &token)
             .await
             .map_err(|e| e.report_with(format!("keyless signing: {e}")))?;
         if let Some(expected) = &keyless.identity
@@ -459,27 +463,27 @@ impl Engine {
         permit
     }
 
-    pub async fn run(&self, job: Job<'_>, progress: &dyn Progress) -> PipelineOutcome {
-        run_steps(self, job, progress).await
+    pub async fn run(&self, request: Request<'_>, progress: &dyn Progress) -> PipelineOutcome {
+        run_steps(self, request, progress).await
     }
 
     /// Every image the manifests run, verified under the profile (tightened by the Application's
     /// override annotation).
     async fn images_step(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         manifests: &[manifest::Manifest],
         progress: &dyn Progress,
     ) -> (StepReport, Vec<ImageStatus>) {
-        let Some(iv) = &job.profile.spec.image_verification else {
+        let Some(iv) = &request.profile.spec.image_verification else {
             let msg = "the profile has no imageVerification, so the images the manifests run are not verified and this revision is not vouched for; add imageVerification to the profile";
             return (
                 StepReport::new(StepState::NotConfigured, Reason::ImageVerificationNotConfigured, msg),
                 Vec::new(),
             );
         };
-        let policies = ImagePolicies::compile(iv, job.bag).and_then(|mut p| {
-            let annotations = job.app.metadata.annotations.as_ref();
+        let policies = ImagePolicies::compile(iv, request.referenced).and_then(|mut p| {
+            let annotations = request.app.metadata.annotations.as_ref();
             if let Some(text) = annotations.and_then(|a| a.get(images::policy::OVERRIDE_ANNOTATION)) {
                 p.tighten(&images::policy::Override::parse(text)?)?;
             }
@@ -509,7 +513,7 @@ impl Engine {
     /// for a revision vouched for (`vouched` holds its verified images), a verification summary beside it.
     async fn provenance_step(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         verdicts: &[SourceVerdict],
         bases: &[PinnedBase],
         done: &Signed,
@@ -523,9 +527,9 @@ impl Engine {
                 "the profile names no transparency log (provenance.rekor), so no provenance is recorded and nothing is vouched for".to_string(),
             ));
         };
-        let app = job.app;
-        let revisions: Vec<String> = job.target.sources.iter().map(|s| s.revision.clone()).collect();
-        let generation = job.profile.metadata.generation.unwrap_or_default();
+        let app = request.app;
+        let revisions: Vec<String> = request.target.sources.iter().map(|s| s.revision.clone()).collect();
+        let generation = request.profile.metadata.generation.unwrap_or_default();
         let app_id = app.metadata.uid.clone().unwrap_or_else(|| {
             format!(
                 "{}/{}",
@@ -546,8 +550,8 @@ impl Engine {
                 "name": app.metadata.name, "namespace": app.metadata.namespace, "project": app.spec.project,
                 "destination": app.spec.destination,
             }),
-            sources: serde_json::to_value(&job.target.sources).unwrap_or_default(),
-            profile: serde_json::json!({"name": job.profile.metadata.name, "namespace": job.profile.metadata.namespace, "generation": generation}),
+            sources: serde_json::to_value(&request.target.sources).unwrap_or_default(),
+            profile: serde_json::json!({"name": request.profile.metadata.name, "namespace": request.profile.metadata.namespace, "generation": generation}),
             commits,
             builder_id: self.builder_id.clone(),
             invocation_id: crate::provenance::invocation_id(&app_id, &revisions, generation, &done.published.digest),
@@ -563,7 +567,7 @@ impl Engine {
             .await
             .map_err(|e| failed(e, "no provenance is recorded for this revision"))?;
         let Some(images) = vouched else { return Ok((provenance, None)) };
-        let summary = summary(job, verdicts, bases, images, &facts, &self.builder_id);
+        let summary = summary(request, verdicts, bases, images, &facts, &self.builder_id);
         let statement = crate::provenance::summary_statement(&summary);
         let summary = publish::attest(&done.destination, &done.published, &statement, &done.key, &log())
             .await
@@ -571,8 +575,8 @@ impl Engine {
         Ok((provenance, Some(summary)))
     }
 
-    async fn source_step(&self, job: &Job<'_>, progress: &dyn Progress) -> Result<Sources, StepReport> {
-        let policies = job
+    async fn source_step(&self, request: &Request<'_>, progress: &dyn Progress) -> Result<Sources, StepReport> {
+        let policies = request
             .profile
             .spec
             .source_integrity
@@ -582,7 +586,7 @@ impl Engine {
             .unwrap_or_default();
         let mut verdicts = Vec::new();
         let mut bases = Vec::new();
-        for source in &job.target.sources {
+        for source in &request.target.sources {
             if source.chart.is_some() {
                 return Err(StepReport::new(
                     StepState::NotImplemented,
@@ -602,11 +606,15 @@ impl Engine {
                     format!("{} is not a commit SHA", source.revision),
                 ));
             };
-            let previous =
-                job.verified.iter().find(|v| v.repo_url == source.repo_url).and_then(|v| CommitId::parse(&v.revision));
+            let previous = request
+                .verified
+                .iter()
+                .find(|v| v.repo_url == source.repo_url)
+                .and_then(|v| CommitId::parse(&v.revision));
             progress.note(&format!("verifying {} @ {}", source.repo_url, revision.short()));
-            let (verdict, pinned) =
-                self.verify_source(&policies, job.bag, job.project, source.clone(), revision, previous).await?;
+            let (verdict, pinned) = self
+                .verify_source(&policies, request.referenced, request.project, source.clone(), revision, previous)
+                .await?;
             if verdict.outcome != Outcome::Verified {
                 return Err(report(&verdict));
             }
@@ -631,7 +639,7 @@ impl Engine {
     async fn verify_source(
         &self,
         policies: &[GitPolicy],
-        bag: &Bag,
+        referenced: &ReferencedObjects,
         project: Option<&ProjectRules>,
         source: SourceRevision,
         revision: CommitId,
@@ -640,7 +648,7 @@ impl Engine {
         let _permit = self.permit().await;
         let timer = std::time::Instant::now();
         let verifier = self.verifier.clone();
-        let (policies, bag, project) = (policies.to_vec(), bag.clone(), project.cloned());
+        let (policies, referenced, project) = (policies.to_vec(), referenced.clone(), project.cloned());
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         let joined = tokio::task::spawn_blocking(move || {
             let request = SourceRequest {
@@ -651,11 +659,11 @@ impl Engine {
                 previous: previous.as_ref(),
                 project: project.as_ref(),
             };
-            let verdict = verifier.verify(&policies, &bag, &request, now);
+            let verdict = verifier.verify(&policies, &referenced, &request, now);
             if verdict.outcome != Outcome::Verified {
                 return Ok((verdict, Vec::new()));
             }
-            let bases = verifier.remote_bases(&policies, &bag, &request, now).map_err(|p| {
+            let bases = verifier.remote_bases(&policies, &referenced, &request, now).map_err(|p| {
                 let state = if p.outcome == Outcome::Retry { StepState::Pending } else { StepState::Failed };
                 StepReport::new(state, p.reason, p.message)
             })?;
@@ -669,12 +677,12 @@ impl Engine {
     /// Render from the verified trees, select, sign, publish.
     async fn sign_step(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         manifests: Vec<manifest::Manifest>,
         progress: &dyn Progress,
     ) -> Result<Signed, StepReport> {
         let failed = |reason: Reason, message: String| StepReport::new(StepState::Failed, reason, message);
-        let Some(signing) = &job.profile.spec.manifest_signing else {
+        let Some(signing) = &request.profile.spec.manifest_signing else {
             return Err(StepReport::new(
                 StepState::NotConfigured,
                 Reason::SigningNotConfigured,
@@ -683,7 +691,8 @@ impl Engine {
         };
         // A keyless signature in Rekor v2 needs a timestamp from a timestamp authority (v2 entries carry
         // no time of their own to hold the short-lived certificate against).
-        let rekor_v2 = job.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()).is_some_and(|r| r.is_v2());
+        let rekor_v2 =
+            request.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref()).is_some_and(|r| r.is_v2());
         let timestamp_url = signing.keyless.as_ref().and_then(|k| k.timestamp_url.as_deref()).filter(|_| rekor_v2);
         if signing.key.is_none() && signing.keyless.is_some() && rekor_v2 && timestamp_url.is_none() {
             return Err(failed(
@@ -694,12 +703,12 @@ impl Engine {
         // The key first: a missing or wrong key fails before anything is published.
         let key = match (&signing.key, &signing.keyless) {
             (Some(key), _) => {
-                let (pem, password) = job.bag.signing_key(key).map_err(|e| e.report())?;
+                let (pem, password) = request.referenced.signing_key(key).map_err(|e| e.report())?;
                 self.signing_key(&pem, password.as_deref().map(str::trim_end)).await.map_err(|e| {
                     failed(e.reason(), format!("Secret {} key {}: {e}", key.secret_ref.name, key.key_name()))
                 })?
             }
-            (None, Some(keyless)) => self.keyless_key(keyless, job.identity_token.as_deref(), progress).await?,
+            (None, Some(keyless)) => self.keyless_key(keyless, request.identity_token.as_deref(), progress).await?,
             (None, None) => {
                 return Err(failed(
                     Reason::SigningKeyMissing,
@@ -712,10 +721,10 @@ impl Engine {
         // Scopes from every rendered CRD, signed or not.
         let mut scopes = manifest::Scopes::of_crds(&manifests);
         let mut selected = manifest::select(manifests, &rules).map_err(|e| failed(e.reason(), e.to_string()))?;
-        let app_name = job.app.metadata.name.clone().unwrap_or_default();
-        let app_ns = job.app.metadata.namespace.clone().unwrap_or_else(|| self.argocd_namespace.clone());
+        let app_name = request.app.metadata.name.clone().unwrap_or_default();
+        let app_ns = request.app.metadata.namespace.clone().unwrap_or_else(|| self.argocd_namespace.clone());
         let tracked = if app_ns == self.argocd_namespace { app_name.clone() } else { format!("{app_ns}_{app_name}") };
-        let dest_ns = job.app.spec.destination.as_ref().and_then(|d| d.namespace.clone());
+        let dest_ns = request.app.spec.destination.as_ref().and_then(|d| d.namespace.clone());
         if let Some(discovery) = &self.discovery {
             discovery.fill(&selected, &mut scopes).await;
         }
@@ -733,11 +742,11 @@ impl Engine {
         manifest::sort(&mut selected);
         progress.note(&format!("signing {} resource(s)", selected.len()));
 
-        let destination = match job.destination.clone() {
+        let destination = match request.destination.clone() {
             Some(DestinationChoice::Layout(dir)) => Destination::Layout { dir, name: app_name.clone() },
-            Some(DestinationChoice::Registry(repo)) => self.registry(job, &repo, &app_name)?,
+            Some(DestinationChoice::Registry(repo)) => self.registry(request, &repo, &app_name)?,
             None => match signing.image.as_ref() {
-                Some(image) => self.registry(job, &image.repository, &app_name)?,
+                Some(image) => self.registry(request, &image.repository, &app_name)?,
                 None => {
                     return Err(failed(
                         Reason::NoDestination,
@@ -747,10 +756,10 @@ impl Engine {
                 }
             },
         };
-        let rekor = job.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
+        let rekor = request.profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
         let log = match rekor {
             Some(r) if r.is_v2() => {
-                let pem = job.bag.texts(&r.public_key).map_err(|e| e.report())?.join("\n");
+                let pem = request.referenced.texts(&r.public_key).map_err(|e| e.report())?.join("\n");
                 let key = CheckpointKey::from_pem(&pem).map_err(|e| e.report())?;
                 let origin = r.origin();
                 let rekor = Rekor2::new(&r.url).with_reads(r.read_url(), key.clone(), &origin);
@@ -764,7 +773,7 @@ impl Engine {
                 Some(LogClient::V2 { rekor: Box::new(rekor), key, origin, timestamps })
             }
             Some(r) => {
-                let pem = job.bag.texts(&r.public_key).map_err(|e| e.report())?.join("\n");
+                let pem = request.referenced.texts(&r.public_key).map_err(|e| e.report())?.join("\n");
                 Some(LogClient::V1(Rekor::new(&r.url), LogKey::from_pem(&pem).map_err(|e| e.report())?))
             }
             None => None,
@@ -780,8 +789,8 @@ impl Engine {
         Ok(Signed { published, secrets, destination, key, log })
     }
 
-    fn registry(&self, job: &Job<'_>, repository: &str, app: &str) -> Result<Destination, StepReport> {
-        let creds = match job
+    fn registry(&self, request: &Request<'_>, repository: &str, app: &str) -> Result<Destination, StepReport> {
+        let creds = match request
             .profile
             .spec
             .manifest_signing
@@ -789,37 +798,40 @@ impl Engine {
             .and_then(|s| s.image.as_ref())
             .and_then(|i| i.credentials.as_ref())
         {
-            Some(c) => {
-                Some(job.bag.text(Kind::Secret, &c.secret_ref.name, ".dockerconfigjson").map_err(|e| e.report())?)
-            }
+            Some(c) => Some(
+                request
+                    .referenced
+                    .text(Kind::Secret, &c.secret_ref.name, ".dockerconfigjson")
+                    .map_err(|e| e.report())?,
+            ),
             None => None,
         };
         let registry = Registry::new(repository, creds.as_deref()).map_err(|e| e.report())?;
         let revision: String =
-            job.target.sources.first().map(|s| s.revision.chars().take(12).collect()).unwrap_or_default();
+            request.target.sources.first().map(|s| s.revision.chars().take(12).collect()).unwrap_or_default();
         Ok(Destination::Registry { registry, tag: tag_for(app, &revision) })
     }
 
     /// Exports each verified source and renders it, on the blocking pool.
     async fn render_step(
         &self,
-        job: &Job<'_>,
+        request: &Request<'_>,
         verdicts: &[SourceVerdict],
         bases: &[PinnedBase],
     ) -> Result<Vec<manifest::Manifest>, StepReport> {
         let _permit = self.permit().await;
         let timer = std::time::Instant::now();
         let declared: Vec<ApplicationSource> =
-            crate::target::declared_sources(job.app).map(|s| s.to_vec()).unwrap_or_default();
+            crate::target::declared_sources(request.app).map(|s| s.to_vec()).unwrap_or_default();
         let sources: Vec<(ApplicationSource, SourceRevision)> =
-            declared.into_iter().zip(job.target.sources.iter().cloned()).collect();
+            declared.into_iter().zip(request.target.sources.iter().cloned()).collect();
         let verdicts = verdicts.to_vec();
         let remotes: Vec<(String, CommitId)> =
             bases.iter().map(|b| (b.base.repo_url.clone(), b.commit.clone())).collect();
         let (verifier, tools, limits) = (self.verifier.clone(), self.tools.clone(), self.limits);
-        let bag = job.bag.clone();
-        let project = job.project.cloned();
-        let app = job.app.clone();
+        let referenced = request.referenced.clone();
+        let project = request.project.cloned();
+        let app = request.app.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Vec<manifest::Manifest>, StepReport> {
             let failed = |e: render::RenderError| e.report();
             let work = tempfile::tempdir()
@@ -828,7 +840,7 @@ impl Engine {
             for (i, (declared, rev)) in sources.iter().enumerate() {
                 let verdict = verdicts.iter().find(|v| v.repo_url == rev.repo_url && v.commit.as_str() == rev.revision);
                 let Some(verdict) = verdict else { continue };
-                let access = crate::source::verify::access(&bag, &rev.repo_url, project.as_ref());
+                let access = crate::source::verify::access(&referenced, &rev.repo_url, project.as_ref());
                 let repo = verifier
                     .repos
                     .open(&rev.repo_url, &[&verdict.commit], Some(&access), false)
@@ -839,7 +851,7 @@ impl Engine {
             }
             let mut pinned = Vec::new();
             for (url, commit) in remotes {
-                let access = crate::source::verify::base_access(&bag, &url, project.as_ref());
+                let access = crate::source::verify::base_access(&referenced, &url, project.as_ref());
                 let repo = verifier.repos.open(&url, &[&commit], Some(&access), false).map_err(|e| e.report())?;
                 let mirror =
                     std::fs::canonicalize(repo.inner().path()).unwrap_or_else(|_| repo.inner().path().to_path_buf());
@@ -886,7 +898,7 @@ fn report(v: &SourceVerdict) -> StepReport {
 
 /// The verification summary of a vouched-for revision: what was checked, against which profile.
 fn summary(
-    job: &Job<'_>,
+    request: &Request<'_>,
     verdicts: &[SourceVerdict],
     bases: &[PinnedBase],
     images: &[ImageStatus],
@@ -907,7 +919,7 @@ fn summary(
     for level in images.iter().filter_map(|i| i.slsa_level) {
         *dependency_levels.entry(format!("SLSA_BUILD_LEVEL_{level}")).or_insert(0) += 1;
     }
-    let profile = job.profile;
+    let profile = request.profile;
     crate::provenance::Summary {
         image_name: facts.image_name.clone(),
         image_digest: facts.image_digest.clone(),
@@ -990,7 +1002,7 @@ mod tests {
     }
 
     impl Steps for Scripted {
-        async fn source(&self, _: &Job<'_>, _: &dyn Progress) -> Result<Sources, StepReport> {
+        async fn source(&self, _: &Request<'_>, _: &dyn Progress) -> Result<Sources, StepReport> {
             self.ran("source");
             let reason = if self.source == StepState::Passed { Reason::Verified } else { Reason::Unsigned };
             let report = StepReport::new(self.source, reason, "source");
@@ -1000,7 +1012,7 @@ mod tests {
             }
         }
 
-        async fn render(&self, _: &Job<'_>, _: &Sources) -> Result<Vec<manifest::Manifest>, StepReport> {
+        async fn render(&self, _: &Request<'_>, _: &Sources) -> Result<Vec<manifest::Manifest>, StepReport> {
             self.ran("render");
             match self.render {
                 true => Ok(Vec::new()),
@@ -1010,7 +1022,7 @@ mod tests {
 
         async fn images(
             &self,
-            _: &Job<'_>,
+            _: &Request<'_>,
             _: &[manifest::Manifest],
             _: &dyn Progress,
         ) -> (StepReport, Vec<ImageStatus>) {
@@ -1019,7 +1031,12 @@ mod tests {
             (self.images.clone(), vec![image])
         }
 
-        async fn sign(&self, _: &Job<'_>, _: Vec<manifest::Manifest>, _: &dyn Progress) -> Result<Signed, StepReport> {
+        async fn sign(
+            &self,
+            _: &Request<'_>,
+            _: Vec<manifest::Manifest>,
+            _: &dyn Progress,
+        ) -> Result<Signed, StepReport> {
             self.ran("sign");
             if !self.sign {
                 return Err(StepReport::new(StepState::Pending, Reason::RegistryUnavailable, "sign"));
@@ -1045,7 +1062,7 @@ mod tests {
 
         async fn provenance(
             &self,
-            _: &Job<'_>,
+            _: &Request<'_>,
             _: &Sources,
             _: &Signed,
             _: k8s_openapi::jiff::Timestamp,
@@ -1072,18 +1089,18 @@ mod tests {
     async fn run(steps: &Scripted, profile: &IntegrityProfile) -> PipelineOutcome {
         let app = Application::default();
         let target = SyncTarget { sources: Vec::new(), origin: RevisionOrigin::SyncStatus };
-        let bag = Bag::default();
-        let job = Job {
+        let referenced = ReferencedObjects::default();
+        let request = Request {
             profile,
             app: &app,
             target: &target,
             verified: &[],
-            bag: &bag,
+            referenced: &referenced,
             project: None,
             destination: None,
             identity_token: None,
         };
-        run_steps(steps, job, &Quiet).await
+        run_steps(steps, request, &NoProgress).await
     }
 
     fn states(o: &PipelineOutcome) -> Vec<StepState> {

@@ -108,25 +108,17 @@ pub trait StepError: std::fmt::Display {
     }
 }
 
-/// `StepError` for error types with their own `reason()`.
-macro_rules! step_errors {
-    ($($t:ty),*) => {
-        $(impl StepError for $t {
-            fn step_reason(&self) -> Reason { <$t>::reason(self) }
-        })*
+/// `StepError` for error types with their own `reason()`, written beside each type.
+macro_rules! step_error {
+    ($t:ty) => {
+        impl $crate::status::StepError for $t {
+            fn step_reason(&self) -> $crate::reason::Reason {
+                <$t>::reason(self)
+            }
+        }
     };
 }
-step_errors!(
-    crate::keyless::KeylessError,
-    crate::images::policy::PolicyError,
-    crate::publish::PublishError,
-    crate::source::fetch::FetchError,
-    crate::deref::DerefError,
-    crate::oci::OciError,
-    crate::rekor::RekorError,
-    crate::rekor2::Rekor2Error,
-    crate::render::RenderError
-);
+pub(crate) use step_error;
 
 /// Which profile governs the Application, as far as status is concerned.
 #[derive(Clone, Debug, PartialEq)]

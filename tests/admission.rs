@@ -47,7 +47,7 @@ async fn signed_manifests(image: &str) -> Vec<Value> {
     let manifest = registry.manifest(digest).await.unwrap().unwrap();
     let layers = registry.layers(&manifest).await.unwrap();
     let text = std::str::from_utf8(&layers[0].bytes).unwrap();
-    let parsed = weft::manifest::parse("signed", text, weft::manifest::Limits::default()).unwrap();
+    let parsed = weft::render::manifest::parse("signed", text, weft::render::manifest::Limits::default()).unwrap();
     parsed.into_iter().map(|m| Value::Object(m.object)).collect()
 }
 
@@ -424,7 +424,7 @@ impl Injector {
     async fn start(client: &Client, namespace: &str) -> Injector {
         use http_body_util::{BodyExt, Full};
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-        let config = weft::webhook::certs::server_config(
+        let config = weft::admission::webhook::certs::server_config(
             cert.cert.pem().as_bytes(),
             cert.signing_key.serialize_pem().as_bytes(),
         )

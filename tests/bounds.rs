@@ -6,7 +6,7 @@ use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use weft::oci::{MAX_LAYER_BYTES, MAX_MANIFEST_BYTES, OciError, Registry};
-use weft::rekor::{Rekor, RekorError};
+use weft::provenance::rekor::{Rekor, RekorError};
 
 /// One answer of the hostile peer.
 enum Answer {

@@ -29,7 +29,7 @@ fn after_one_new_commit_only_that_commit_is_checked() {
     }
     let trust = trust(&gpg, &alice);
     let cache = VerifiedCommits::default();
-    let local = weft::source::history::Repo::open(repo.path()).unwrap();
+    let local = weft::source::repo::Repo::open(repo.path()).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
 
     let head = CommitId::parse(&repo.head()).unwrap();
@@ -44,7 +44,7 @@ fn after_one_new_commit_only_that_commit_is_checked() {
     assert_eq!(again.head_signer, cold.head_signer, "and the same signer");
 
     let next = CommitId::parse(&repo.commit("one more", Sign::Gpg(&alice))).unwrap();
-    let local = weft::source::history::Repo::open(repo.path()).unwrap();
+    let local = weft::source::repo::Repo::open(repo.path()).unwrap();
     let incremental = history::verify_strict(&local, &next, &trust, &cache, now).unwrap();
     assert_eq!((incremental.checked, incremental.cached), (1, 1));
     assert_eq!(incremental.seals, cold.seals);

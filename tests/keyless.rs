@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::*;
 use sha2::{Digest, Sha256};
-use weft::keyless;
+use weft::signing::keyless;
 
 use common::service_account_token as token;
 
@@ -36,12 +36,15 @@ async fn a_service_account_token_buys_a_certificate_for_that_identity_and_cosign
     let blob = b"keyless blob";
     std::fs::write(path("blob"), blob).unwrap();
     let signature = certified.key.sign_base64(blob);
-    let rekor = weft::rekor::Rekor::new(&peer("WEFT_TEST_REKOR_URL"));
+    let rekor = weft::provenance::rekor::Rekor::new(&peer("WEFT_TEST_REKOR_URL"));
     let hash = hex::encode(Sha256::digest(blob));
-    let entry = rekor.upload(&weft::rekor::hashedrekord(&hash, &signature, &certified.chain[0])).await.unwrap();
-    let log_key =
-        weft::rekor::LogKey::from_pem(&std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap()).unwrap();
-    weft::rekor::verify_entry(&entry, &log_key, false).unwrap();
+    let entry =
+        rekor.upload(&weft::provenance::rekor::hashedrekord(&hash, &signature, &certified.chain[0])).await.unwrap();
+    let log_key = weft::provenance::rekor::LogKey::from_pem(
+        &std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap(),
+    )
+    .unwrap();
+    weft::provenance::rekor::verify_entry(&entry, &log_key, false).unwrap();
     // cosign's blob bundle: the signature, the certificate and the log's promise, checked offline.
     use base64::Engine;
     let rekor_bundle: serde_json::Value = serde_json::from_str(&entry.cosign_bundle()).unwrap();

@@ -12,9 +12,8 @@ use p256::ecdsa::signature::Signer;
 use p256::pkcs8::EncodePublicKey;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use weft::rekor2::{
-    CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error, Verifier, message_signature_bundle, verify_entry2,
-};
+use weft::bundle::message_signature_bundle;
+use weft::provenance::rekor2::{CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error, Verifier, verify_entry2};
 
 struct Log {
     url: String,

@@ -162,9 +162,11 @@ fn a_profile_naming_a_rekor_v2_log_logs_there_and_cosign_v3_verifies_it() {
         project.path("other-root.json"),
         weft::bundle::trusted_root_for_log(
             "http://127.0.0.1:9",
-            &weft::rekor::LogKey::from_pem(&std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap())
-                .unwrap()
-                .der(),
+            &weft::provenance::rekor::LogKey::from_pem(
+                &std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap(),
+            )
+            .unwrap()
+            .der(),
         )
         .to_string(),
     )

@@ -30,14 +30,16 @@ pub fn median(mut d: Vec<Duration>) -> Duration {
 
 /// The webhook served over TLS on a loopback port, as in production, with `checker`; a client that
 /// trusts its certificate, and the URL to post reviews to.
-pub async fn serve_webhook(checker: std::sync::Arc<weft::webhook::Checker>) -> (reqwest::Client, String) {
+pub async fn serve_webhook(checker: std::sync::Arc<weft::admission::webhook::Checker>) -> (reqwest::Client, String) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let config =
-        weft::webhook::certs::server_config(cert.cert.pem().as_bytes(), cert.signing_key.serialize_pem().as_bytes())
-            .unwrap();
+    let config = weft::admission::webhook::certs::server_config(
+        cert.cert.pem().as_bytes(),
+        cert.signing_key.serialize_pem().as_bytes(),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}/validate", listener.local_addr().unwrap());
-    tokio::spawn(weft::webhook::serve(
+    tokio::spawn(weft::admission::webhook::serve(
         listener,
         std::sync::Arc::new(std::sync::RwLock::new(config)),
         checker,

@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use crate::manifest::{Manifest, TRACKING_ANNOTATION, TRACKING_LABEL, TrackingMethod};
+use crate::render::manifest::{Manifest, TRACKING_ANNOTATION, TRACKING_LABEL, TrackingMethod};
 use crate::resources::profile::{IgnoreFields, ObjectPattern};
 
 /// Fields never compared, for every kind (kubectl-sigstore's defaults, and Argo CD's bookkeeping).
@@ -163,15 +163,15 @@ pub fn find<'a>(signed: &'a [Manifest], object: &Value) -> Option<&'a Manifest> 
 
 /// Whether a signed manifest is a Secret signed by the digest of its values.
 pub fn signed_by_digest(signed: &Manifest) -> bool {
-    crate::manifest::is_secret(&signed.object)
-        && signed.object["metadata"]["annotations"][crate::manifest::SECRET_VALUES] == "sha256"
+    crate::render::manifest::is_secret(&signed.object)
+        && signed.object["metadata"]["annotations"][crate::render::manifest::SECRET_VALUES] == "sha256"
 }
 
 /// A live Secret as a Secret signed by digest says it: its values digested. And that signed Secret as
 /// the apiserver stores it, which needs no dry run: a Secret's one default is its `type`.
 pub fn secret_by_digest(signed: &Manifest, live: &Value) -> (Value, Value) {
     let mut object = live.as_object().cloned().unwrap_or_default();
-    crate::manifest::digest_secret(&mut object);
+    crate::render::manifest::digest_secret(&mut object);
     let mut stored = signed.object.clone();
     stored.entry("type").or_insert_with(|| Value::String("Opaque".into()));
     (Value::Object(object), Value::Object(stored))
@@ -401,7 +401,7 @@ pub fn images(object: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Limits, parse};
+    use crate::render::manifest::{Limits, parse};
     use serde_json::json;
 
     fn signed() -> Vec<Manifest> {
@@ -628,10 +628,10 @@ spec:
                          "template": {"metadata": {"labels": {"batch.kubernetes.io/controller-uid": uid, "job-name": name}},
                                       "spec": {"containers": [{"name": "m", "image": "x"}]}}}})
         };
-        let signed = crate::manifest::parse(
+        let signed = crate::render::manifest::parse(
             "t",
             r#"{"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate", "namespace": "shop"}, "spec": {"template": {"spec": {"containers": [{"name": "m", "image": "x"}]}}}}"#,
-            crate::manifest::Limits::default(),
+            crate::render::manifest::Limits::default(),
         )
         .unwrap();
         let dry_run = job("migrate-weft-1234", "u-dry");
@@ -648,10 +648,10 @@ spec:
                 "spec": {"containers": [{"name": "m", "image": "x", "volumeMounts": [{"name": volume, "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
                          "volumes": [{"name": volume, "projected": {"sources": []}}]}})
         };
-        let signed = crate::manifest::parse(
+        let signed = crate::render::manifest::parse(
             "t",
             r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop"}, "spec": {"containers": [{"name": "m", "image": "x"}]}}"#,
-            crate::manifest::Limits::default(),
+            crate::render::manifest::Limits::default(),
         )
         .unwrap();
         let dry_run = pod("p-weft-1", "kube-api-access-ab12c");
@@ -668,12 +668,20 @@ spec:
             r
         };
         let text = |v: &Value| serde_json::to_string(v).unwrap();
-        let aggregated =
-            crate::manifest::parse("t", &text(&role(json!([]), true)), crate::manifest::Limits::default()).unwrap();
+        let aggregated = crate::render::manifest::parse(
+            "t",
+            &text(&role(json!([]), true)),
+            crate::render::manifest::Limits::default(),
+        )
+        .unwrap();
         let filled = role(json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]), true);
         assert_eq!(check(&aggregated[0], &role(json!([]), true), &filled, &[]), []);
-        let plain =
-            crate::manifest::parse("t", &text(&role(json!([]), false)), crate::manifest::Limits::default()).unwrap();
+        let plain = crate::render::manifest::parse(
+            "t",
+            &text(&role(json!([]), false)),
+            crate::render::manifest::Limits::default(),
+        )
+        .unwrap();
         let widened = role(json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]), false);
         assert_eq!(check(&plain[0], &role(json!([]), false), &widened, &[]).len(), 1, "but not a plain role's");
     }
@@ -700,13 +708,13 @@ spec:
 
     #[test]
     fn a_secret_signed_by_digest_is_checked_by_the_digest_of_the_live_values() {
-        let mut signed = crate::manifest::parse(
+        let mut signed = crate::render::manifest::parse(
             "t",
             r#"{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"}, "stringData": {"password": "hunter2"}}"#,
-            crate::manifest::Limits::default(),
+            crate::render::manifest::Limits::default(),
         )
         .unwrap();
-        crate::manifest::digest_secret(&mut signed[0].object);
+        crate::render::manifest::digest_secret(&mut signed[0].object);
         assert!(signed_by_digest(&signed[0]));
         let live = |password: &str| {
             use base64::Engine as _;

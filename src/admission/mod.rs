@@ -3,11 +3,12 @@
 //! signed manifests, and its images passed image verification. `webhook` does the I/O around it.
 
 pub mod matching;
+pub mod webhook;
 
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::manifest::Manifest;
+use crate::render::manifest::Manifest;
 use crate::resources::profile::{EnforcementMode, IgnoreFields};
 use crate::resources::provenance::{ImageOutcome, ImageStatus, Verdict};
 
@@ -315,7 +316,7 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Limits, parse};
+    use crate::render::manifest::{Limits, parse};
 
     fn request(object: Value) -> Request {
         Request {

@@ -22,7 +22,7 @@ use std::path::Path;
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::deref::{Bag, DerefError};
+use crate::referenced::{ReferenceError, ReferencedObjects};
 use crate::resources::profile::IntegrityProfile;
 
 pub const EXIT_VERIFIED: u8 = 0;
@@ -56,7 +56,7 @@ pub enum InputError {
     #[error("{path}: the profile has fields the schema does not know (kubectl apply would reject them too):\n{fields}")]
     UnknownFields { path: String, fields: String },
     #[error(transparent)]
-    Deref(#[from] DerefError),
+    Deref(#[from] ReferenceError),
     #[error(
         "cannot reach the cluster for the profile's Secrets and ConfigMaps (use --resources FILE to work without one): {0}"
     )]
@@ -164,7 +164,11 @@ pub struct Referenced {
 
 impl Referenced {
     /// The profile's objects, and the AppProject `project` when one is named.
-    pub fn bag(&self, profile: &IntegrityProfile, project: Option<&str>) -> Result<Bag, InputError> {
+    pub fn referenced(
+        &self,
+        profile: &IntegrityProfile,
+        project: Option<&str>,
+    ) -> Result<ReferencedObjects, InputError> {
         load_bag(self.resources.as_deref(), profile, &self.argocd_namespace, project)
     }
 }
@@ -173,12 +177,12 @@ impl Referenced {
 /// resources or the cluster; without one, sourceRepos are not checked and project-scoped repository
 /// Secrets are not used (the command says so).
 pub fn project_rules<'b>(
-    bag: &'b Bag,
+    referenced: &'b ReferencedObjects,
     name: Option<&str>,
     required: bool,
-) -> Result<Option<&'b crate::source::access::ProjectRules>, InputError> {
+) -> Result<Option<&'b crate::repository::access::ProjectRules>, InputError> {
     match name {
-        Some(n) => match bag.projects.get(n) {
+        Some(n) => match referenced.projects.get(n) {
             Some(rules) => Ok(Some(rules)),
             None if required => Err(InputError::Other(format!(
                 "AppProject {n} is not in the resources or the cluster; give it (kind AppProject) to check what the project permits"
@@ -200,9 +204,9 @@ pub fn load_bag(
     profile: &IntegrityProfile,
     argocd_namespace: &str,
     project: Option<&str>,
-) -> Result<Bag, InputError> {
+) -> Result<ReferencedObjects, InputError> {
     if let Some(path) = resources {
-        return Ok(Bag::from_yaml(&read(path)?)?);
+        return Ok(ReferencedObjects::from_yaml(&read(path)?)?);
     }
     let namespace = profile.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -211,7 +215,8 @@ pub fn load_bag(
         .map_err(|e| InputError::Other(e.to_string()))?;
     runtime.block_on(async {
         let client = kube::Client::try_default().await.map_err(|e| InputError::Cluster(e.to_string()))?;
-        Ok(crate::cluster::bag(&client, &namespace, &profile.spec, argocd_namespace, project).await?)
+        Ok(crate::kubernetes::referenced::referenced(&client, &namespace, &profile.spec, argocd_namespace, project)
+            .await?)
     })
 }
 

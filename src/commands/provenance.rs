@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
-use crate::deref::Bag;
 use crate::oci::{self, Registry};
-use crate::rekor::{self, LogKey, Rekor};
+use crate::provenance::rekor::{self, LogKey, Rekor};
+use crate::referenced::ReferencedObjects;
 use crate::resources::profile::IntegrityProfile;
 use crate::resources::provenance::ApplicationProvenance;
-use crate::signing::SigningKey;
+use crate::signing::key::SigningKey;
 use crate::source::CommitId;
 use crate::source::verify::SourceVerifier;
 
@@ -71,13 +71,13 @@ fn line(ok: bool, what: &str) -> bool {
 
 fn verify(args: &VerifyArgs) -> Result<bool, InputError> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
-    let (record, profile, bag) = match (&args.from_file, &args.target) {
+    let (record, profile, referenced) = match (&args.from_file, &args.target) {
         (Some(file), _) => {
             let record: ApplicationProvenance = serde_saphyr::from_str(&read(file)?)
                 .map_err(|e| InputError::Other(format!("{}: not an ApplicationProvenance: {e}", file.display())))?;
             let profile = load_profile(args.profile.as_deref().unwrap_or(file))?;
-            let bag = args.objects.bag(&profile, None)?;
-            (record, profile, bag)
+            let referenced = args.objects.referenced(&profile, None)?;
+            (record, profile, referenced)
         }
         (None, Some(target)) => {
             let (ns, name) =
@@ -86,14 +86,14 @@ fn verify(args: &VerifyArgs) -> Result<bool, InputError> {
         }
         (None, None) => return Err(InputError::Other("name NAMESPACE/APP, or give --from-file".into())),
     };
-    Ok(runtime.block_on(check(&record, &profile, &bag, args)))
+    Ok(runtime.block_on(check(&record, &profile, &referenced, args)))
 }
 
 async fn from_cluster(
     ns: &str,
     name: &str,
     args: &VerifyArgs,
-) -> Result<(ApplicationProvenance, IntegrityProfile, Bag), InputError> {
+) -> Result<(ApplicationProvenance, IntegrityProfile, ReferencedObjects), InputError> {
     let client = kube::Client::try_default().await.map_err(|e| InputError::Cluster(e.to_string()))?;
     let records: kube::Api<ApplicationProvenance> = kube::Api::namespaced(client.clone(), ns);
     let record =
@@ -114,14 +114,22 @@ async fn from_cluster(
                 .map_err(|e| InputError::Cluster(format!("IntegrityProfile {ns}/{profile_name}: {e}")))?
         }
     };
-    let bag = match &args.objects.resources {
-        Some(path) => Bag::from_yaml(&read(path)?)?,
-        None => crate::cluster::bag(&client, ns, &profile.spec, &args.objects.argocd_namespace, None).await?,
+    let referenced = match &args.objects.resources {
+        Some(path) => ReferencedObjects::from_yaml(&read(path)?)?,
+        None => {
+            crate::kubernetes::referenced::referenced(&client, ns, &profile.spec, &args.objects.argocd_namespace, None)
+                .await?
+        }
     };
-    Ok((record, profile, bag))
+    Ok((record, profile, referenced))
 }
 
-async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: &Bag, args: &VerifyArgs) -> bool {
+async fn check(
+    record: &ApplicationProvenance,
+    profile: &IntegrityProfile,
+    referenced: &ReferencedObjects,
+    args: &VerifyArgs,
+) -> bool {
     let name = format!(
         "{}/{}",
         record.metadata.namespace.as_deref().unwrap_or_default(),
@@ -146,9 +154,9 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
     // A key and a Rekor v1 log: the legacy layout and the log entries themselves. Otherwise (keyless, Rekor
     // v2) the Sigstore bundles, through sigstore-verify and a trusted root.
     let checked = if signing.key.is_some() && !rekor_settings.is_v2() {
-        legacy(status, entry_ref, profile, (signing, rekor_settings), bag, &registry, image).await
+        legacy(status, entry_ref, profile, (signing, rekor_settings), referenced, &registry, image).await
     } else {
-        bundles(status, profile, (signing, rekor_settings), bag, args, &registry, image).await
+        bundles(status, profile, (signing, rekor_settings), referenced, args, &registry, image).await
     };
     let (mut all, Some(statement)) = checked else {
         say!("the evidence does NOT hold");
@@ -164,7 +172,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
 
     // Every git commit the statement names exists where it says.
     let verifier =
-        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
+        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(crate::source::fetch::default_cache_dir), 64);
     let deps =
         statement["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().cloned().unwrap_or_default();
     for dep in &deps {
@@ -174,7 +182,7 @@ async fn check(record: &ApplicationProvenance, profile: &IntegrityProfile, bag: 
             all &= line(false, &format!("dependency {uri} names no git commit"));
             continue;
         };
-        let access = crate::source::verify::access(bag, &uri, None);
+        let access = crate::source::verify::access(referenced, &uri, None);
         let found = tokio::task::block_in_place(|| verifier.repos.open(&uri, &[&commit], Some(&access), false).is_ok());
         all &= line(found, &format!("git commit {} exists in {uri}", commit.short()));
     }
@@ -197,12 +205,12 @@ async fn legacy(
     entry_ref: &crate::resources::provenance::RekorEntry,
     profile: &IntegrityProfile,
     (signing, rekor_settings): Settings<'_>,
-    bag: &Bag,
+    referenced: &ReferencedObjects,
     registry: &Registry,
     image: &str,
 ) -> (bool, Option<serde_json::Value>) {
     let mut all = true;
-    let log_key = match bag
+    let log_key = match referenced
         .texts(&rekor_settings.public_key)
         .map_err(|e| e.to_string())
         .and_then(|t| LogKey::from_pem(&t.join("\n")).map_err(|e| e.to_string()))
@@ -213,7 +221,7 @@ async fn legacy(
     let key = signing
         .key
         .as_ref()
-        .and_then(|r| bag.signing_key(r).ok())
+        .and_then(|r| referenced.signing_key(r).ok())
         .and_then(|(pem, password)| SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok());
     let Some(key) = key else { return (line(false, "the profile's signing key cannot be read"), None) };
     let public = key.public_pem();
@@ -291,7 +299,7 @@ async fn bundles(
     status: &crate::resources::provenance::ApplicationProvenanceStatus,
     profile: &IntegrityProfile,
     (signing, rekor_settings): Settings<'_>,
-    bag: &Bag,
+    referenced: &ReferencedObjects,
     args: &VerifyArgs,
     registry: &Registry,
     image: &str,
@@ -301,7 +309,7 @@ async fn bundles(
     let public;
     let signer = match (&signing.key, &signing.keyless) {
         (Some(key_ref), _) => {
-            let key = bag
+            let key = referenced
                 .signing_key(key_ref)
                 .ok()
                 .and_then(|(pem, password)| SigningKey::from_pem(&pem, password.as_deref().map(str::trim_end)).ok());
@@ -339,7 +347,7 @@ async fn bundles(
             );
         }
         (None, None) => {
-            let key = bag
+            let key = referenced
                 .texts(&rekor_settings.public_key)
                 .map_err(|e| e.to_string())
                 .and_then(|t| LogKey::from_pem(&t.join("\n")).map_err(|e| e.to_string()));

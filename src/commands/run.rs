@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
-use crate::pipeline::{DestinationChoice, Engine, Job, Progress};
+use crate::pipeline::{DestinationChoice, Pipeline, Progress, Request};
 use crate::resources::argocd::Application;
 use crate::resources::provenance::{RevisionOrigin, SourceRevision};
 use crate::source::CommitId;
@@ -42,8 +42,8 @@ pub struct Args {
     pub identity_token: Option<PathBuf>,
     #[arg(long, env = "WEFT_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
-    pub tracking_method: crate::controller::TrackingArg,
+    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::render::manifest::TrackingMethod::Annotation)]
+    pub tracking_method: crate::render::manifest::TrackingMethod,
     /// Identifies this run's builder in provenance (`runDetails.builder.id`).
     #[arg(long, env = "WEFT_BUILDER_ID", default_value = "https://weft.dev/builders/cli")]
     pub builder_id: String,
@@ -121,8 +121,8 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let app = load_application(&args.application)?;
     let profile = load_profile(&args.profile)?;
     let project_name = app.spec.project.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "default".into());
-    let bag = args.objects.bag(&profile, Some(&project_name))?;
-    let project = super::project_rules(&bag, Some(&project_name), false)?;
+    let referenced = args.objects.referenced(&profile, Some(&project_name))?;
+    let project = super::project_rules(&referenced, Some(&project_name), false)?;
     if let Some(rules) = project {
         let app_ns = app.metadata.namespace.clone().unwrap_or_default();
         if !rules.permits_namespace(&app_ns, &args.objects.argocd_namespace) {
@@ -132,7 +132,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         }
     }
     let verifier =
-        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(super::verify_source::default_cache_dir), 64);
+        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(crate::source::fetch::default_cache_dir), 64);
 
     let target = match (target::sync_target(&app), &args.revision) {
         (Ok(Some(t)), None) => t,
@@ -144,7 +144,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
             let commit = match CommitId::parse(rev) {
                 Some(c) => c,
                 None => {
-                    let access = crate::source::verify::access(&bag, &source.repo_url, project);
+                    let access = crate::source::verify::access(&referenced, &source.repo_url, project);
                     let repo = verifier
                         .repos
                         .open(&source.repo_url, &[], Some(&access), true)
@@ -177,11 +177,11 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         (None, None) if profile.spec.manifest_signing.as_ref().and_then(|s| s.image.as_ref()).is_some() => None,
         (None, None) => Some(DestinationChoice::Layout(PathBuf::from("weft-out"))),
     };
-    let engine = Engine {
+    let pipeline = Pipeline {
         verifier: std::sync::Arc::new(verifier),
         tools: crate::render::Tools::default(),
-        limits: crate::manifest::Limits { max_document_bytes: args.max_document_bytes, ..Default::default() },
-        tracking: args.tracking_method.into(),
+        limits: crate::render::manifest::Limits { max_document_bytes: args.max_document_bytes, ..Default::default() },
+        tracking: args.tracking_method,
         argocd_namespace: args.objects.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(2),
         builder_id: args.builder_id.clone(),
@@ -191,22 +191,22 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     };
     let name = app.metadata.name.clone().unwrap_or_default();
     eprintln!("weft run: Application {name}, profile {}", profile.metadata.name.as_deref().unwrap_or_default());
-    let job = Job {
+    let request = Request {
         profile: &profile,
         app: &app,
         target: &target,
         verified: &[],
-        bag: &bag,
+        referenced: &referenced,
         project,
         destination: destination.clone(),
         identity_token: args.identity_token.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
     let printer = Printer::new();
-    let outcome = runtime.block_on(engine.run(job, &printer));
+    let outcome = runtime.block_on(pipeline.run(request, &printer));
 
     let public_key = match outcome.published {
-        Some(_) => runtime.block_on(public_key(&engine, &profile, &bag)),
+        Some(_) => runtime.block_on(public_key(&pipeline, &profile, &referenced)),
         None => None,
     };
     // What verifying needs, beside the output (or in weft-out for a registry): the signing key's public
@@ -215,7 +215,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
     let rekor = profile.spec.provenance.as_ref().and_then(|p| p.rekor.as_ref());
     let logged = outcome.published.as_ref().is_some_and(|p| p.tlog.is_some() || rekor.is_some_and(|r| r.is_v2()));
     let log_key =
-        rekor.and_then(|r| Some((r.url.clone(), bag.texts(&r.public_key).ok()?.join("\n")))).filter(|_| logged);
+        rekor.and_then(|r| Some((r.url.clone(), referenced.texts(&r.public_key).ok()?.join("\n")))).filter(|_| logged);
     let keys_dir = match &destination {
         Some(DestinationChoice::Layout(dir)) => dir.clone(),
         _ => PathBuf::from("weft-out"),
@@ -226,7 +226,7 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         if let Some((url, pem)) = &log_key {
             std::fs::write(keys_dir.join("rekor.pub"), pem).ok()?;
             // For bundles, cosign wants the log in a trusted root.
-            let key = crate::rekor::LogKey::from_pem(pem).ok()?;
+            let key = crate::provenance::rekor::LogKey::from_pem(pem).ok()?;
             let root = crate::bundle::trusted_root_for_log(url, &key.der());
             std::fs::write(keys_dir.join("trusted_root.json"), root.to_string()).ok()?;
         }
@@ -324,11 +324,11 @@ impl VerifyHint {
 
 /// The public key of the profile's signing key (for the verification hint); the run decrypted it already.
 async fn public_key(
-    engine: &Engine,
+    pipeline: &Pipeline,
     profile: &crate::resources::profile::IntegrityProfile,
-    bag: &crate::deref::Bag,
+    referenced: &crate::referenced::ReferencedObjects,
 ) -> Option<String> {
     let key = profile.spec.manifest_signing.as_ref()?.key.as_ref()?;
-    let (pem, password) = bag.signing_key(key).ok()?;
-    engine.signing_key(&pem, password.as_deref().map(str::trim_end)).await.ok().map(|k| k.public_pem())
+    let (pem, password) = referenced.signing_key(key).ok()?;
+    pipeline.signing_key(&pem, password.as_deref().map(str::trim_end)).await.ok().map(|k| k.public_pem())
 }

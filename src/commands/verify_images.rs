@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
 use crate::images::policy::{ImagePolicies, Override};
 use crate::images::{self, ImageVerifier, collect};
-use crate::manifest::{self, Limits};
+use crate::render::manifest::{self, Limits};
 use crate::status::StepState;
 
 #[derive(clap::Args, Debug)]
@@ -47,8 +47,8 @@ fn verify(args: &Args) -> Result<u8, InputError> {
     let Some(iv) = &profile.spec.image_verification else {
         return Err(InputError::Other("the profile has no imageVerification".into()));
     };
-    let bag = args.objects.bag(&profile, None)?;
-    let mut policies = ImagePolicies::compile(iv, &bag).map_err(|e| InputError::Other(e.to_string()))?;
+    let referenced = args.objects.referenced(&profile, None)?;
+    let mut policies = ImagePolicies::compile(iv, &referenced).map_err(|e| InputError::Other(e.to_string()))?;
     if let Some(text) = &args.override_ {
         let o = Override::parse(text).map_err(|e| InputError::Other(e.to_string()))?;
         policies.tighten(&o).map_err(|e| InputError::Other(e.to_string()))?;

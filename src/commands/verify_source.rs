@@ -43,15 +43,6 @@ pub enum Output {
     Json,
 }
 
-pub fn default_cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("weft")
-        .join("repos")
-}
-
 pub fn run(args: Args) -> u8 {
     match verify(&args) {
         Ok(verdict) => {
@@ -74,15 +65,16 @@ pub fn run(args: Args) -> u8 {
 
 fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
     let profile = load_profile(&args.profile)?;
-    let bag = args.objects.bag(&profile, args.project.as_deref())?;
-    let project = super::project_rules(&bag, args.project.as_deref(), true)?;
-    let verifier = SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir), 64);
+    let referenced = args.objects.referenced(&profile, args.project.as_deref())?;
+    let project = super::project_rules(&referenced, args.project.as_deref(), true)?;
+    let verifier =
+        SourceVerifier::new(args.cache_dir.clone().unwrap_or_else(crate::source::fetch::default_cache_dir), 64);
 
     // A symbolic revision is resolved the way Argo CD does, and kept as the target revision.
     let (revision, target_revision) = match CommitId::parse(&args.revision) {
         Some(id) => (id, None),
         None => {
-            let creds = crate::source::verify::access(&bag, &args.repo, project);
+            let creds = crate::source::verify::access(&referenced, &args.repo, project);
             let repo = verifier
                 .repos
                 .open(&args.repo, &[], Some(&creds), true)
@@ -114,7 +106,7 @@ fn verify(args: &Args) -> Result<SourceVerdict, InputError> {
         project,
     };
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    Ok(verifier.verify(&policies, &bag, &request, now))
+    Ok(verifier.verify(&policies, &referenced, &request, now))
 }
 
 fn print_verdict(v: &SourceVerdict, output: Output) {

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::manifest::Manifest;
+use crate::render::manifest::Manifest;
 
 const CONTAINER_LISTS: [&str; 3] = ["initContainers", "containers", "ephemeralContainers"];
 
@@ -70,7 +70,7 @@ pub fn distinct(uses: Vec<ImageUse>) -> Vec<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{Limits, parse};
+    use crate::render::manifest::{Limits, parse};
 
     const YAML: &str = r#"
 apiVersion: v1

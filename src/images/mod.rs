@@ -197,7 +197,7 @@ impl ImageVerifier {
         }
         let evidence = evidence::fetch(&registry, &digest).await.map_err(|e| (Some(digest.clone()), e.into()))?;
         // Up to 128 candidates, each a certificate chain, a log entry and a signature to check.
-        let verdict = crate::signing::cpu_heavy(|| verify::judge(policies, &covering, &digest, &evidence));
+        let verdict = crate::signing::key::cpu_heavy(|| verify::judge(policies, &covering, &digest, &evidence));
         self.remember(key, verdict.clone());
         Ok((digest, verdict))
     }

@@ -15,7 +15,7 @@ use sigstore_verify::trust_root::{SIGSTORE_PRODUCTION_TRUSTED_ROOT, TrustedRoot}
 use sigstore_verify::types::DerPublicKey;
 use thiserror::Error;
 
-use crate::deref::{Bag, DerefError};
+use crate::referenced::{ReferenceError, ReferencedObjects};
 use crate::resources::profile::{
     ImageEnforcement, ImagePolicy, ImageSigner, ImageVerification, KeylessIdentity, ObjectRef,
 };
@@ -24,9 +24,9 @@ use crate::resources::profile::{
 pub const OVERRIDE_ANNOTATION: &str = "weft.dev/image-verification";
 
 #[derive(Debug, Error)]
-pub enum PolicyError {
+pub enum ImagePolicyError {
     #[error("{0}")]
-    Reference(#[from] DerefError),
+    Reference(#[from] ReferenceError),
     #[error("image policy {policy}: glob {glob:?} is invalid: {reason}")]
     Glob { policy: usize, glob: String, reason: String },
     #[error("image policy {policy}: regular expression {pattern:?} is invalid: {reason}")]
@@ -43,20 +43,22 @@ pub enum PolicyError {
     Loosens(String),
 }
 
-impl PolicyError {
+impl ImagePolicyError {
     pub fn reason(&self) -> Reason {
         match self {
-            PolicyError::Reference(e) => e.reason(),
-            PolicyError::Glob { .. } | PolicyError::Regex { .. } | PolicyError::Signer { .. } => {
+            ImagePolicyError::Reference(e) => e.reason(),
+            ImagePolicyError::Glob { .. } | ImagePolicyError::Regex { .. } | ImagePolicyError::Signer { .. } => {
                 Reason::InvalidImagePolicy
             }
-            PolicyError::Key { .. } => Reason::InvalidImageSignerKey,
-            PolicyError::TrustedRoot { .. } => Reason::InvalidTrustedRoot,
-            PolicyError::Override(_) => Reason::InvalidImageOverride,
-            PolicyError::Loosens(_) => Reason::ImageOverrideLoosens,
+            ImagePolicyError::Key { .. } => Reason::InvalidImageSignerKey,
+            ImagePolicyError::TrustedRoot { .. } => Reason::InvalidTrustedRoot,
+            ImagePolicyError::Override(_) => Reason::InvalidImageOverride,
+            ImagePolicyError::Loosens(_) => Reason::ImageOverrideLoosens,
         }
     }
 }
+
+crate::status::step_error!(ImagePolicyError);
 
 /// An exact string, or a regular expression that matches anywhere unless anchored (as cosign's
 /// `--certificate-identity-regexp`).
@@ -155,35 +157,38 @@ pub struct ImagePolicies {
 }
 
 impl ImagePolicies {
-    pub fn compile(iv: &ImageVerification, bag: &Bag) -> Result<ImagePolicies, PolicyError> {
+    pub fn compile(iv: &ImageVerification, referenced: &ReferencedObjects) -> Result<ImagePolicies, ImagePolicyError> {
         let mut fp = Sha256::new();
         let mut policies = Vec::new();
         for (i, p) in iv.policies.iter().enumerate() {
             let n = i + 1;
             let mut set = GlobSetBuilder::new();
             for g in &p.images {
-                let glob = GlobBuilder::new(g).literal_separator(true).build().map_err(|e| PolicyError::Glob {
+                let glob = GlobBuilder::new(g).literal_separator(true).build().map_err(|e| ImagePolicyError::Glob {
                     policy: n,
                     glob: g.clone(),
                     reason: e.kind().to_string(),
                 })?;
                 set.add(glob);
             }
-            let globs =
-                set.build().map_err(|e| PolicyError::Glob { policy: n, glob: String::new(), reason: e.to_string() })?;
+            let globs = set.build().map_err(|e| ImagePolicyError::Glob {
+                policy: n,
+                glob: String::new(),
+                reason: e.to_string(),
+            })?;
             let mut signers = Vec::new();
             for s in &p.signers {
                 match (&s.key, &s.keyless) {
-                    (Some(r), None) => signers.extend(keys(n, r, bag)?),
+                    (Some(r), None) => signers.extend(keys(n, r, referenced)?),
                     (None, Some(k)) => signers.push(Signer::keyless(k).map_err(|e| match e {
-                        Some((pattern, reason)) => PolicyError::Regex { policy: n, pattern, reason },
-                        None => PolicyError::Signer { policy: n },
+                        Some((pattern, reason)) => ImagePolicyError::Regex { policy: n, pattern, reason },
+                        None => ImagePolicyError::Signer { policy: n },
                     })?),
-                    _ => return Err(PolicyError::Signer { policy: n }),
+                    _ => return Err(ImagePolicyError::Signer { policy: n }),
                 }
             }
             if signers.is_empty() {
-                return Err(PolicyError::Signer { policy: n });
+                return Err(ImagePolicyError::Signer { policy: n });
             }
             let min_slsa_level = p.min_slsa_level.unwrap_or(0).clamp(0, 3) as u8;
             fp.update(format!("policy {n} {:?} {min_slsa_level}\n", p.images));
@@ -201,14 +206,14 @@ impl ImagePolicies {
         for (id, level) in &builders {
             fp.update(format!("builder {id} {level}\n"));
         }
-        let root = Root::load(iv.trusted_root.as_ref(), bag)?;
+        let root = Root::load(iv.trusted_root.as_ref(), referenced)?;
         fp.update(root.digest);
         fp.update(iv.enforcement.as_str());
         let credentials = iv
             .credentials
             .iter()
             .flatten()
-            .map(|c| bag.text(crate::deref::Kind::Secret, &c.secret_ref.name, ".dockerconfigjson"))
+            .map(|c| referenced.text(crate::referenced::Kind::Secret, &c.secret_ref.name, ".dockerconfigjson"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(ImagePolicies {
             enforcement: iv.enforcement,
@@ -224,7 +229,7 @@ impl ImagePolicies {
     /// Policies with one signer for every image, against the trusted root `root_json`: how Weft checks
     /// its own manifest images (the webhook, `weft provenance verify`). The signer is a public key (PEM)
     /// or a keyless identity.
-    pub fn one_signer(signer: OneSigner, root_json: &str) -> Result<ImagePolicies, PolicyError> {
+    pub fn one_signer(signer: OneSigner, root_json: &str) -> Result<ImagePolicies, ImagePolicyError> {
         let config_map = |name: &str, key: &str, value: &str| {
             serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: value}})
                 .to_string()
@@ -246,8 +251,8 @@ impl ImagePolicies {
             trusted_root: Some(reference("trusted-root", "trusted_root.json")),
             ..Default::default()
         };
-        let bag = Bag::from_yaml(&documents.join("\n---\n"))?;
-        ImagePolicies::compile(&verification, &bag)
+        let referenced = ReferencedObjects::from_yaml(&documents.join("\n---\n"))?;
+        ImagePolicies::compile(&verification, &referenced)
     }
 
     /// The policies that cover an image name (`registry/repository`).
@@ -261,19 +266,19 @@ impl ImagePolicies {
     }
 
     /// Applies an Application's override, refusing anything that loosens the profile.
-    pub fn tighten(&mut self, o: &Override) -> Result<(), PolicyError> {
+    pub fn tighten(&mut self, o: &Override) -> Result<(), ImagePolicyError> {
         if let Some(e) = o.enforcement {
             if self.enforcement == ImageEnforcement::Strict && e == ImageEnforcement::Permissive {
-                return Err(PolicyError::Loosens("enforcement permissive, the profile says strict".into()));
+                return Err(ImagePolicyError::Loosens("enforcement permissive, the profile says strict".into()));
             }
             self.enforcement = e;
         }
         if let Some(level) = o.min_slsa_level {
             if level > 3 {
-                return Err(PolicyError::Override(format!("minSlsaLevel {level} is above 3")));
+                return Err(ImagePolicyError::Override(format!("minSlsaLevel {level} is above 3")));
             }
             if let Some(p) = self.policies.iter().find(|p| p.min_slsa_level > level) {
-                return Err(PolicyError::Loosens(format!(
+                return Err(ImagePolicyError::Loosens(format!(
                     "minSlsaLevel {level}, {} requires {}",
                     p.label, p.min_slsa_level
                 )));
@@ -300,8 +305,8 @@ pub struct Override {
 }
 
 impl Override {
-    pub fn parse(text: &str) -> Result<Override, PolicyError> {
-        serde_saphyr::from_str(text).map_err(|e| PolicyError::Override(e.to_string()))
+    pub fn parse(text: &str) -> Result<Override, ImagePolicyError> {
+        serde_saphyr::from_str(text).map_err(|e| ImagePolicyError::Override(e.to_string()))
     }
 }
 
@@ -327,15 +332,16 @@ pub struct Root {
 
 impl Root {
     /// The root an `ObjectRef` points at; Sigstore's public-good root when `None`.
-    pub fn load(r: Option<&ObjectRef>, bag: &Bag) -> Result<Root, PolicyError> {
+    pub fn load(r: Option<&ObjectRef>, referenced: &ReferencedObjects) -> Result<Root, ImagePolicyError> {
         let (json, what) = match r {
-            Some(r) => (bag.texts(r)?.join(""), describe(r)),
+            Some(r) => (referenced.texts(r)?.join(""), describe(r)),
             None => (SIGSTORE_PRODUCTION_TRUSTED_ROOT.to_string(), "built in".to_string()),
         };
         let root = TrustedRoot::from_json(&json)
-            .map_err(|e| PolicyError::TrustedRoot { what: what.clone(), reason: e.to_string() })?;
+            .map_err(|e| ImagePolicyError::TrustedRoot { what: what.clone(), reason: e.to_string() })?;
         // The verifier rejects malformed or unusable trust material up front.
-        let verifier = Verifier::new(&root).map_err(|e| PolicyError::TrustedRoot { what, reason: e.to_string() })?;
+        let verifier =
+            Verifier::new(&root).map_err(|e| ImagePolicyError::TrustedRoot { what, reason: e.to_string() })?;
         Ok(Root {
             verifier: Arc::new(verifier),
             logs: root.tlogs.iter().map(|t| t.base_url.clone()).collect(),
@@ -346,7 +352,7 @@ impl Root {
 }
 
 fn describe(r: &ObjectRef) -> String {
-    let (kind, k) = crate::deref::split(r);
+    let (kind, k) = crate::referenced::split(r);
     match &k.key {
         Some(key) => format!("{} {} key {key}", kind.as_str(), k.name),
         None => format!("{} {}", kind.as_str(), k.name),
@@ -354,12 +360,12 @@ fn describe(r: &ObjectRef) -> String {
 }
 
 /// Every PEM public key in the values an `ObjectRef` points at.
-fn keys(policy: usize, r: &ObjectRef, bag: &Bag) -> Result<Vec<Signer>, PolicyError> {
+fn keys(policy: usize, r: &ObjectRef, referenced: &ReferencedObjects) -> Result<Vec<Signer>, ImagePolicyError> {
     let what = describe(r);
     let mut out = Vec::new();
-    for text in bag.texts(r)? {
+    for text in referenced.texts(r)? {
         for block in text.split_inclusive("-----END PUBLIC KEY-----").filter(|b| b.contains("-----BEGIN")) {
-            let key = DerPublicKey::from_pem(block.trim()).map_err(|e| PolicyError::Key {
+            let key = DerPublicKey::from_pem(block.trim()).map_err(|e| ImagePolicyError::Key {
                 policy,
                 what: what.clone(),
                 reason: e.to_string(),
@@ -368,7 +374,7 @@ fn keys(policy: usize, r: &ObjectRef, bag: &Bag) -> Result<Vec<Signer>, PolicyEr
         }
     }
     if out.is_empty() {
-        return Err(PolicyError::Key { policy, what, reason: "no PEM PUBLIC KEY block".into() });
+        return Err(ImagePolicyError::Key { policy, what, reason: "no PEM PUBLIC KEY block".into() });
     }
     Ok(out)
 }
@@ -397,32 +403,34 @@ mod tests {
 
     #[test]
     fn globs_keep_star_within_a_segment() {
-        let p = ImagePolicies::compile(&profile(&["registry.example.com/shop/*"], None), &Bag::default()).unwrap();
+        let p = ImagePolicies::compile(&profile(&["registry.example.com/shop/*"], None), &ReferencedObjects::default())
+            .unwrap();
         assert_eq!(p.covering("registry.example.com/shop/cart").len(), 1);
         assert!(p.covering("registry.example.com/shop/team/cart").is_empty());
         assert!(p.covering("registry.example.com/other/cart").is_empty());
-        let p = ImagePolicies::compile(&profile(&["registry.example.com/**"], None), &Bag::default()).unwrap();
+        let p = ImagePolicies::compile(&profile(&["registry.example.com/**"], None), &ReferencedObjects::default())
+            .unwrap();
         assert_eq!(p.covering("registry.example.com/shop/team/cart").len(), 1);
     }
 
     #[test]
     fn overrides_only_tighten() {
-        let mut p = ImagePolicies::compile(&profile(&["**"], Some(2)), &Bag::default()).unwrap();
+        let mut p = ImagePolicies::compile(&profile(&["**"], Some(2)), &ReferencedObjects::default()).unwrap();
         let before = p.fingerprint.clone();
         let lower = Override::parse("minSlsaLevel: 1").unwrap();
-        assert!(matches!(p.clone().tighten(&lower), Err(PolicyError::Loosens(_))));
+        assert!(matches!(p.clone().tighten(&lower), Err(ImagePolicyError::Loosens(_))));
         p.enforcement = ImageEnforcement::Strict;
         let permissive = Override::parse(r#"{"enforcement": "permissive"}"#).unwrap();
-        assert!(matches!(p.clone().tighten(&permissive), Err(PolicyError::Loosens(_))));
+        assert!(matches!(p.clone().tighten(&permissive), Err(ImagePolicyError::Loosens(_))));
         p.tighten(&Override::parse("minSlsaLevel: 3").unwrap()).unwrap();
         assert_eq!(p.policies[0].min_slsa_level, 3);
         assert_ne!(p.fingerprint, before);
-        assert!(matches!(Override::parse("minSLSA: 3"), Err(PolicyError::Override(_))));
+        assert!(matches!(Override::parse("minSLSA: 3"), Err(ImagePolicyError::Override(_))));
     }
 
     #[test]
     fn identities_match_exactly_or_by_unanchored_pattern() {
-        let p = ImagePolicies::compile(&profile(&["**"], None), &Bag::default()).unwrap();
+        let p = ImagePolicies::compile(&profile(&["**"], None), &ReferencedObjects::default()).unwrap();
         let s = &p.policies[0].signers[0];
         let san = SubjectAltName::Uri("https://ci.example/shop/.github/workflows/build.yml@refs/heads/main".into());
         assert!(s.accepts_identity(Some(&san), Some("https://issuer.example")));
@@ -435,9 +443,15 @@ mod tests {
     #[test]
     fn broken_policies_are_specific_errors() {
         let mut iv = profile(&["registry.example.com/[shop"], None);
-        assert!(matches!(ImagePolicies::compile(&iv, &Bag::default()), Err(PolicyError::Glob { .. })));
+        assert!(matches!(
+            ImagePolicies::compile(&iv, &ReferencedObjects::default()),
+            Err(ImagePolicyError::Glob { .. })
+        ));
         iv = profile(&["**"], None);
         iv.policies[0].signers[0].keyless.as_mut().unwrap().subject_reg_exp = Some("(".into());
-        assert!(matches!(ImagePolicies::compile(&iv, &Bag::default()), Err(PolicyError::Regex { .. })));
+        assert!(matches!(
+            ImagePolicies::compile(&iv, &ReferencedObjects::default()),
+            Err(ImagePolicyError::Regex { .. })
+        ));
     }
 }

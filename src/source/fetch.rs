@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::CommitId;
-use super::history::{HistoryError, Repo};
-use super::url::{self, RepoLocation};
+use super::repo::{Repo, RepoError};
+use crate::repository::access::RepoCredentials;
+use crate::repository::url::{self, RepoLocation};
 
 #[derive(Debug, Error)]
 pub enum FetchError {
@@ -35,7 +36,7 @@ pub enum FetchError {
     )]
     CleartextCredentials { url: String, secret: String },
     #[error("{url}: {source}")]
-    Repository { url: String, source: HistoryError },
+    Repository { url: String, source: RepoError },
 }
 
 impl FetchError {
@@ -52,44 +53,16 @@ impl FetchError {
     }
 }
 
-/// Credentials for one repository, as Argo CD keeps them in its repository Secrets.
-#[derive(Clone, Default)]
-pub struct RepoCredentials {
-    /// The repository Secret they come from (for messages).
-    pub secret: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub bearer_token: Option<String>,
-    pub ssh_private_key: Option<String>,
-    pub insecure_ignore_host_key: bool,
-    /// `known_hosts` lines for ssh (Argo CD's `argocd-ssh-known-hosts-cm`).
-    pub known_hosts: Option<String>,
-    /// PEM certificates to trust for the repository's host (Argo CD's `argocd-tls-certs-cm`).
-    pub tls_certs: Option<String>,
-    /// Skip TLS certificate verification (the Secret's `insecure: "true"`).
-    pub insecure: bool,
-}
+crate::status::step_error!(FetchError);
 
-impl std::fmt::Debug for RepoCredentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RepoCredentials")
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
-            .field("ssh_private_key", &self.ssh_private_key.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-/// A repository Secret of Argo CD (`argocd.argoproj.io/secret-type: repository | repo-creds`).
-#[derive(Clone, Debug)]
-pub struct RepoSecret {
-    pub name: String,
-    /// `repository` (exact URL) or `repo-creds` (URL prefix).
-    pub is_template: bool,
-    pub url: String,
-    /// Argo CD's `project`: only Applications of that AppProject may use the Secret.
-    pub project: Option<String>,
-    pub credentials: RepoCredentials,
+/// Where repositories are cached when no directory is given: `$XDG_CACHE_HOME/weft/repos`.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("weft")
+        .join("repos")
 }
 
 /// Where a repository's objects are read from.
@@ -169,7 +142,7 @@ impl RepoCache {
         match locate(url)? {
             Location::Local(path) => {
                 let repo = Repo::open(&path).map_err(|e| match e {
-                    HistoryError::UnsupportedObjectFormat { .. } => {
+                    RepoError::UnsupportedObjectFormat { .. } => {
                         FetchError::Repository { url: url.to_string(), source: e }
                     }
                     other => FetchError::Unreachable { url: url.to_string(), reason: other.to_string() },
@@ -408,7 +381,7 @@ fn fetch_now(
         if chain.contains("64 hexadecimal") {
             FetchError::Repository {
                 url: url.to_string(),
-                source: HistoryError::UnsupportedObjectFormat { path: url.to_string() },
+                source: RepoError::UnsupportedObjectFormat { path: url.to_string() },
             }
         } else {
             failed(url, chain)

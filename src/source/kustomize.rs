@@ -9,8 +9,7 @@ use std::collections::{BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::CommitId;
-use super::history::{FileKind, HistoryError, Repo};
-use super::materials::contained;
+use super::repo::{FileKind, Repo, RepoError, contained};
 
 pub const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
@@ -53,7 +52,7 @@ pub fn remote_resources(
     repo: &Repo,
     commit: &CommitId,
     dir: &str,
-) -> Result<(Vec<RemoteBase>, Vec<RemoteFile>), HistoryError> {
+) -> Result<(Vec<RemoteBase>, Vec<RemoteFile>), RepoError> {
     let Some(files) = repo.files_under(commit, "")? else { return Ok((Vec::new(), Vec::new())) };
     let by_path: std::collections::BTreeMap<&str, _> = files.iter().map(|f| (f.path.as_str(), f)).collect();
     let start = contained(dir).unwrap_or_default();

@@ -12,8 +12,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use super::history::{FileKind, HistoryError, Repo};
 use super::openpgp::AllowedPgpKeys;
+use super::repo::{FileKind, Repo, RepoError, contained};
 use super::{CommitId, SignatureCheck};
 
 #[derive(Debug, Error)]
@@ -37,7 +37,7 @@ pub enum MaterialsError {
     #[error("{count} tracked file(s) are not listed in source-materials (requireComplete), first: {first}")]
     Unlisted { count: usize, first: String },
     #[error(transparent)]
-    History(#[from] HistoryError),
+    History(#[from] RepoError),
 }
 
 impl MaterialsError {
@@ -137,22 +137,6 @@ pub fn verify(
         }
     }
     Ok(MaterialsVerdict { files: listed.len(), signed_by })
-}
-
-/// A relative path that stays inside its directory, normalized (`./a//b` → `a/b`); `None` otherwise.
-pub fn contained(path: &str) -> Option<String> {
-    if path.starts_with('/') || path.contains('\\') || path.contains('\0') {
-        return None;
-    }
-    let mut parts = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => return None,
-            p => parts.push(p),
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 fn check_signature(list: &[u8], signature: &[u8], key: &str, now: i64) -> Result<String, MaterialsError> {

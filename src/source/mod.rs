@@ -3,7 +3,8 @@
 //! - `policy`: which `sourceIntegrity.git.policies[]` entry governs a repository (pure).
 //! - `openpgp`, `sshsig`: which signatures count (pure, given key material).
 //! - `x509`: keyless (gitsign-model) signatures: CMS, a Fulcio certificate and a transparency log entry.
-//! - `history`: the commits and tags in a git repository: head, strict walk with seals, signed tags,
+//! - `repo`: one git repository's commits, tags and trees, read with limits.
+//! - `history`: the signature rules over a repository's commits and tags: head, strict walk with seals, signed tags,
 //!   downgrades; signature checks run in parallel and verified results are cached.
 //! - `materials`: Interlace-style signed `source-materials` hash lists.
 //! - `url`: the canonical form of repository URLs (policy choice, credentials, cache).
@@ -11,15 +12,14 @@
 //! - `fetch`: the repository cache (gix), with Argo CD's repository credentials.
 //! - `verify`: one source from start to verdict.
 
-pub mod access;
 pub mod fetch;
 pub mod history;
 pub mod kustomize;
 pub mod materials;
 pub mod openpgp;
 pub mod policy;
+pub mod repo;
 pub mod sshsig;
-pub mod url;
 pub mod verify;
 pub mod x509;
 

@@ -8,11 +8,11 @@ use crate::reason::Reason;
 use globset::Glob;
 use thiserror::Error;
 
-use super::url;
+use crate::repository::url;
 use crate::resources::profile::GitPolicy;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum PolicyError {
+pub enum SourcePolicyError {
     #[error("policies {} all match {url}; exactly one may, so nothing from it is accepted until the repos globs are narrowed", .indices.iter().map(|i| format!("#{i}")).collect::<Vec<_>>().join(", "))]
     Ambiguous { url: String, indices: Vec<usize> },
     #[error("policy #{index}: repos url {pattern:?} is not a valid glob: {reason}")]
@@ -23,17 +23,19 @@ pub enum PolicyError {
     SpellingsDisagree { url: String, other: String, chosen: String, other_chosen: String },
 }
 
-impl PolicyError {
+impl SourcePolicyError {
     pub fn reason(&self) -> Reason {
         match self {
-            PolicyError::Ambiguous { .. } | PolicyError::SpellingsDisagree { .. } => Reason::AmbiguousSourcePolicy,
-            PolicyError::InvalidGlob { .. } => Reason::InvalidSourcePolicy,
+            SourcePolicyError::Ambiguous { .. } | SourcePolicyError::SpellingsDisagree { .. } => {
+                Reason::AmbiguousSourcePolicy
+            }
+            SourcePolicyError::InvalidGlob { .. } => Reason::InvalidSourcePolicy,
         }
     }
 }
 
 /// Does the policy's `repos` list match the URL?
-pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, PolicyError> {
+pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, SourcePolicyError> {
     let url = url::canonical(url);
     let mut included = false;
     for repo in &policy.repos {
@@ -42,7 +44,11 @@ pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, Poli
             None => (false, repo.url.as_str()),
         };
         let glob = Glob::new(&url::canonical_pattern(pattern))
-            .map_err(|e| PolicyError::InvalidGlob { index, pattern: repo.url.clone(), reason: e.kind().to_string() })?
+            .map_err(|e| SourcePolicyError::InvalidGlob {
+                index,
+                pattern: repo.url.clone(),
+                reason: e.kind().to_string(),
+            })?
             .compile_matcher();
         if glob.is_match(&url) {
             if negated {
@@ -56,14 +62,14 @@ pub fn matches(index: usize, policy: &GitPolicy, url: &str) -> Result<bool, Poli
 
 /// The one policy for `url`, `None` when no policy matches. A local path (or `file://` URL) that exists
 /// is also matched under its real path (symbolic links resolved), and both must agree.
-pub fn select<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(usize, &'p GitPolicy)>, PolicyError> {
+pub fn select<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(usize, &'p GitPolicy)>, SourcePolicyError> {
     let chosen = select_spelling(policies, url)?;
     if let Some(real) = real_path(url) {
         let other = select_spelling(policies, &real)?;
         if other.map(|o| o.0) != chosen.map(|c| c.0) {
             let name =
                 |c: Option<(usize, &GitPolicy)>| c.map(|(i, _)| format!("#{i}")).unwrap_or_else(|| "none".into());
-            return Err(PolicyError::SpellingsDisagree {
+            return Err(SourcePolicyError::SpellingsDisagree {
                 url: url.to_string(),
                 other: real,
                 chosen: name(chosen),
@@ -86,7 +92,10 @@ fn real_path(url: &str) -> Option<String> {
     Some(real.display().to_string())
 }
 
-fn select_spelling<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(usize, &'p GitPolicy)>, PolicyError> {
+fn select_spelling<'p>(
+    policies: &'p [GitPolicy],
+    url: &str,
+) -> Result<Option<(usize, &'p GitPolicy)>, SourcePolicyError> {
     let mut found = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         if matches(i, p, url)? {
@@ -96,7 +105,7 @@ fn select_spelling<'p>(policies: &'p [GitPolicy], url: &str) -> Result<Option<(u
     match found.as_slice() {
         [] => Ok(None),
         [i] => Ok(Some((*i, &policies[*i]))),
-        _ => Err(PolicyError::Ambiguous { url: url.to_string(), indices: found }),
+        _ => Err(SourcePolicyError::Ambiguous { url: url.to_string(), indices: found }),
     }
 }
 
@@ -125,7 +134,7 @@ mod tests {
         let err = select(&p, "https://git.example.com/shop/cart").unwrap_err();
         assert_eq!(
             err,
-            PolicyError::Ambiguous { url: "https://git.example.com/shop/cart".into(), indices: vec![0, 1] }
+            SourcePolicyError::Ambiguous { url: "https://git.example.com/shop/cart".into(), indices: vec![0, 1] }
         );
         assert!(err.to_string().contains("#0, #1"));
     }
@@ -133,6 +142,6 @@ mod tests {
     #[test]
     fn an_invalid_glob_is_reported() {
         let p = policies("- repos: [{url: 'https://x/[a'}]");
-        assert!(matches!(select(&p, "https://x/a"), Err(PolicyError::InvalidGlob { index: 0, .. })));
+        assert!(matches!(select(&p, "https://x/a"), Err(SourcePolicyError::InvalidGlob { index: 0, .. })));
     }
 }

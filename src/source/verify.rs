@@ -8,17 +8,19 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::access::{self, ProjectRules};
-use super::fetch::{FetchError, RepoCache, RepoCredentials};
-use super::history::{self, Repo, TagLookup, TagVerdict, VerifiedCommits, WalkOutcome};
+use super::fetch::{FetchError, RepoCache};
+use super::history::{self, TagVerdict, VerifiedCommits, WalkOutcome};
 use super::kustomize::{self, RemoteBase};
 use super::materials::{self, MaterialsSpec, MaterialsVerdict};
 use super::openpgp::AllowedPgpKeys;
+use super::repo::{Repo, TagLookup};
 use super::sshsig::AllowedSigners;
 use super::x509::{KeylessSigners, RekorSearch};
 use super::{CommitId, SignatureCheck, Trust, policy};
-use crate::deref::{self, Bag, Kind};
 use crate::images::policy::{Root, Signer as Identity};
+use crate::referenced::{self, Kind, ReferencedObjects};
+use crate::repository::access::RepoCredentials;
+use crate::repository::access::{self, ProjectRules};
 use crate::resources::profile::{GitPolicy, SignatureMode};
 
 /// What to verify: one source of an Application at the exact revision Argo CD resolved.
@@ -95,22 +97,22 @@ pub struct SourceVerifier {
 }
 
 /// A failure on the way to a verdict.
-struct Stop {
+struct Halt {
     outcome: Outcome,
     reason: Reason,
     message: String,
 }
 
-fn failed(reason: Reason, message: impl Into<String>) -> Stop {
-    Stop { outcome: Outcome::Failed, reason, message: message.into() }
+fn failed(reason: Reason, message: impl Into<String>) -> Halt {
+    Halt { outcome: Outcome::Failed, reason, message: message.into() }
 }
 
-fn retry(reason: Reason, message: impl Into<String>) -> Stop {
-    Stop { outcome: Outcome::Retry, reason, message: message.into() }
+fn retry(reason: Reason, message: impl Into<String>) -> Halt {
+    Halt { outcome: Outcome::Retry, reason, message: message.into() }
 }
 
-fn misconfigured(reason: Reason, message: impl Into<String>) -> Stop {
-    Stop { outcome: Outcome::Misconfigured, reason, message: message.into() }
+fn misconfigured(reason: Reason, message: impl Into<String>) -> Halt {
+    Halt { outcome: Outcome::Misconfigured, reason, message: message.into() }
 }
 
 impl SourceVerifier {
@@ -118,15 +120,21 @@ impl SourceVerifier {
         SourceVerifier { repos: RepoCache::new(cache_dir, max_repos), verified: VerifiedCommits::default() }
     }
 
-    pub fn verify(&self, policies: &[GitPolicy], bag: &Bag, req: &SourceRequest, now: i64) -> SourceVerdict {
-        let credentials = access(bag, req.repo_url, req.project);
-        self.verify_with(policies, bag, req, now, credentials)
+    pub fn verify(
+        &self,
+        policies: &[GitPolicy],
+        referenced: &ReferencedObjects,
+        req: &SourceRequest,
+        now: i64,
+    ) -> SourceVerdict {
+        let credentials = access(referenced, req.repo_url, req.project);
+        self.verify_with(policies, referenced, req, now, credentials)
     }
 
     fn verify_with(
         &self,
         policies: &[GitPolicy],
-        bag: &Bag,
+        referenced: &ReferencedObjects,
         req: &SourceRequest,
         now: i64,
         credentials: RepoCredentials,
@@ -145,7 +153,7 @@ impl SourceVerifier {
             materials: None,
             millis: 0,
         };
-        match self.run(policies, bag, req, now, &credentials, &mut v) {
+        match self.run(policies, referenced, req, now, &credentials, &mut v) {
             Ok(summary) => {
                 v.outcome = Outcome::Verified;
                 v.reason = Reason::Verified;
@@ -169,14 +177,14 @@ impl SourceVerifier {
     pub fn remote_bases(
         &self,
         policies: &[GitPolicy],
-        bag: &Bag,
+        referenced: &ReferencedObjects,
         req: &SourceRequest,
         now: i64,
     ) -> Result<Vec<PinnedBase>, BaseProblem> {
         let problem = |outcome, reason: Reason, message: String| BaseProblem { outcome, reason, message };
         let repo = self
             .repos
-            .open(req.repo_url, &[req.revision], Some(&access(bag, req.repo_url, req.project)), false)
+            .open(req.repo_url, &[req.revision], Some(&access(referenced, req.repo_url, req.project)), false)
             .map_err(|e| problem(Outcome::Retry, e.reason(), e.to_string()))?;
         let (bases, files) = kustomize::remote_resources(&repo, req.revision, req.path.unwrap_or(""))
             .map_err(|e| problem(Outcome::Failed, e.reason(), e.to_string()))?;
@@ -208,7 +216,7 @@ impl SourceVerifier {
                 }
                 Err(e) => return Err(problem(Outcome::Misconfigured, e.reason(), within(&e))),
             };
-            let credentials = base_access(bag, &base.repo_url, req.project);
+            let credentials = base_access(referenced, &base.repo_url, req.project);
             let remote = self.repos.open(&base.repo_url, &[], Some(&credentials), true).map_err(|e| {
                 problem(if e.reason().retryable() { Outcome::Retry } else { Outcome::Failed }, e.reason(), within(&e))
             })?;
@@ -245,7 +253,7 @@ impl SourceVerifier {
                 // not permit is fetched without credentials (`credentials`, chosen above).
                 project: None,
             };
-            let verdict = self.verify_with(policies, bag, &sub, now, credentials);
+            let verdict = self.verify_with(policies, referenced, &sub, now, credentials);
             if verdict.outcome != Outcome::Verified {
                 let msg = format!(
                     "remote base {} (from {}) @ {}: {}",
@@ -264,12 +272,12 @@ impl SourceVerifier {
     fn run(
         &self,
         policies: &[GitPolicy],
-        bag: &Bag,
+        referenced: &ReferencedObjects,
         req: &SourceRequest,
         now: i64,
         credentials: &RepoCredentials,
         v: &mut SourceVerdict,
-    ) -> Result<String, Stop> {
+    ) -> Result<String, Halt> {
         let short = req.revision.short();
         if let Some(project) = req.project
             && !project.permits_repo(req.repo_url)
@@ -299,10 +307,11 @@ impl SourceVerifier {
         v.policy = Some(index);
         v.mode = Some(mode.as_str());
         let require_tag = policy.require_signed_tag.unwrap_or(false);
-        let trust = if mode != SignatureMode::None || require_tag { Some(trust_for(policy, bag)?) } else { None };
+        let trust =
+            if mode != SignatureMode::None || require_tag { Some(trust_for(policy, referenced)?) } else { None };
 
         let repo =
-            self.repos.open(req.repo_url, &[req.revision], Some(credentials), require_tag).map_err(|e| Stop {
+            self.repos.open(req.repo_url, &[req.revision], Some(credentials), require_tag).map_err(|e| Halt {
                 outcome: match e {
                     _ if e.reason().retryable() => Outcome::Retry,
                     FetchError::UnsupportedUrl(_) | FetchError::CleartextCredentials { .. } => Outcome::Misconfigured,
@@ -365,7 +374,7 @@ impl SourceVerifier {
         }
 
         if let Some(m) = &policy.source_materials {
-            let key = bag.texts(&m.key).map_err(deref_stop)?.join("\n");
+            let key = referenced.texts(&m.key).map_err(deref_stop)?.join("\n");
             let spec = MaterialsSpec {
                 hash_list: &m.hash_list,
                 signature: &m.signature,
@@ -389,7 +398,7 @@ impl SourceVerifier {
         trust: &Trust,
         now: i64,
         v: &mut SourceVerdict,
-    ) -> Result<String, Stop> {
+    ) -> Result<String, Halt> {
         let short = req.revision.short();
         match mode {
             SignatureMode::None => Ok("no commit signatures required (gpg.mode: none)".into()),
@@ -447,7 +456,7 @@ impl SourceVerifier {
     }
 }
 
-fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Stop {
+fn commit_stop(outcome: &WalkOutcome, mode: &str) -> Halt {
     let Some(f) = &outcome.failure else {
         return failed(Reason::Unverified, "no signature verified");
     };
@@ -496,12 +505,12 @@ fn hint(reason: Reason) -> &'static str {
     }
 }
 
-fn history_stop(e: history::HistoryError) -> Stop {
+fn history_stop(e: crate::source::repo::RepoError) -> Halt {
     failed(e.reason(), e.to_string())
 }
 
-fn deref_stop(e: deref::DerefError) -> Stop {
-    Stop {
+fn deref_stop(e: referenced::ReferenceError) -> Halt {
+    Halt {
         outcome: if e.reason().retryable() { Outcome::Retry } else { Outcome::Misconfigured },
         reason: e.reason(),
         message: e.to_string(),
@@ -511,36 +520,36 @@ fn deref_stop(e: deref::DerefError) -> Stop {
 /// How to reach a repository: the credentials of the Argo CD repository Secret that serves it for the
 /// Application's project (see `access`), its known SSH hosts, and the TLS certificates Argo CD trusts
 /// for its host.
-pub fn access(bag: &Bag, url: &str, project: Option<&ProjectRules>) -> RepoCredentials {
-    let mut c = access::credentials_for(url, project.map(|p| p.name.as_str()), &bag.repo_secrets)
+pub fn access(referenced: &ReferencedObjects, url: &str, project: Option<&ProjectRules>) -> RepoCredentials {
+    let mut c = access::credentials_for(url, project.map(|p| p.name.as_str()), &referenced.repo_secrets)
         .map(|s| s.credentials.clone())
         .unwrap_or_default();
-    c.known_hosts = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_KNOWN_HOSTS_CM, "ssh_known_hosts");
-    if let Some(host) = super::url::RepoLocation::parse(url).map(|l| l.host).filter(|h| !h.is_empty()) {
-        c.tls_certs = bag.optional_text(Kind::ConfigMap, deref::ARGOCD_TLS_CERTS_CM, &host);
+    c.known_hosts = referenced.optional_text(Kind::ConfigMap, referenced::ARGOCD_KNOWN_HOSTS_CM, "ssh_known_hosts");
+    if let Some(host) = crate::repository::url::RepoLocation::parse(url).map(|l| l.host).filter(|h| !h.is_empty()) {
+        c.tls_certs = referenced.optional_text(Kind::ConfigMap, referenced::ARGOCD_TLS_CERTS_CM, &host);
     }
     c
 }
 
 /// How to reach a kustomize remote base: Argo CD's credentials go only to what the Application's project
 /// permits; other bases are fetched without them (public ones still work).
-pub fn base_access(bag: &Bag, url: &str, project: Option<&ProjectRules>) -> RepoCredentials {
+pub fn base_access(referenced: &ReferencedObjects, url: &str, project: Option<&ProjectRules>) -> RepoCredentials {
     match project {
         Some(p) if !p.permits_repo(url) => RepoCredentials::default(),
-        project => access(bag, url, project),
+        project => access(referenced, url, project),
     }
 }
 
 /// The keys a policy allows, read from the referenced Secrets and ConfigMaps.
-fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
+fn trust_for(policy: &GitPolicy, referenced: &ReferencedObjects) -> Result<Trust, Halt> {
     let keys = policy.gpg.as_ref().and_then(|g| g.keys.clone()).unwrap_or_default();
     let pgp = if keys.is_empty() {
         None
     } else {
-        let keyring = policy.gpg.as_ref().and_then(|g| g.keyring.clone()).unwrap_or_else(deref::default_keyring);
-        let texts = bag.texts(&keyring).map_err(deref_stop)?;
+        let keyring = policy.gpg.as_ref().and_then(|g| g.keyring.clone()).unwrap_or_else(referenced::default_keyring);
+        let texts = referenced.texts(&keyring).map_err(deref_stop)?;
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let (kind, key_ref) = deref::split(&keyring);
+        let (kind, key_ref) = referenced::split(&keyring);
         let allowed = AllowedPgpKeys::new(&refs, &keys).map_err(|e| {
             misconfigured(Reason::InvalidKeyring, format!("the GPG keyring ({} {}): {e}", kind.as_str(), key_ref.name))
         })?;
@@ -557,7 +566,7 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
     };
     let ssh = match &policy.ssh {
         Some(s) => {
-            let text = bag.texts(&s.allowed_signers).map_err(deref_stop)?.join("\n");
+            let text = referenced.texts(&s.allowed_signers).map_err(deref_stop)?.join("\n");
             Some(
                 AllowedSigners::parse(&text)
                     .map_err(|e| misconfigured(Reason::InvalidAllowedSigners, e.to_string()))?,
@@ -567,7 +576,7 @@ fn trust_for(policy: &GitPolicy, bag: &Bag) -> Result<Trust, Stop> {
     };
     let keyless = match &policy.keyless {
         Some(k) => {
-            let root = Root::load(k.trusted_root.as_ref(), bag).map_err(|e| Stop {
+            let root = Root::load(k.trusted_root.as_ref(), referenced).map_err(|e| Halt {
                 outcome: if e.reason().retryable() { Outcome::Retry } else { Outcome::Misconfigured },
                 reason: e.reason(),
                 message: format!("keyless.trustedRoot: {e}"),

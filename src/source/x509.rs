@@ -28,7 +28,7 @@ use x509_parser::prelude::*;
 
 use super::{KeyInfo, SignatureCheck, Signer};
 use crate::images::policy::{Root, Signer as Identity};
-use crate::rekor::Entry;
+use crate::provenance::rekor::Entry;
 
 /// Log entries read for one certificate at most (a Fulcio certificate lives ten minutes: a handful).
 const MAX_ENTRIES: usize = 16;
@@ -226,7 +226,7 @@ fn signed_attribute_values(attrs: &[u8]) -> Result<Vec<u8>, CmsError> {
 }
 
 fn key_info(der: &[u8], known: bool) -> KeyInfo {
-    let (subject, issuer) = match crate::keyless::identity_of(der) {
+    let (subject, issuer) = match crate::signing::keyless::identity_of(der) {
         Ok((subject, issuer, _)) => (subject, Some(issuer)),
         Err(e) => (e.to_string(), None),
     };

@@ -195,8 +195,11 @@ openssl x509 -in ca.pem -outform DER -out ca.der
     pub fn policies(&self, image_verification: Value) -> ImagePolicies {
         let profile: IntegrityProfile =
             serde_json::from_str(&std::fs::read_to_string(self.profile(image_verification)).unwrap()).unwrap();
-        let bag = weft::deref::Bag::from_yaml(&std::fs::read_to_string(self.path("resources.yaml")).unwrap()).unwrap();
-        ImagePolicies::compile(profile.spec.image_verification.as_ref().unwrap(), &bag).unwrap()
+        let referenced = weft::referenced::ReferencedObjects::from_yaml(
+            &std::fs::read_to_string(self.path("resources.yaml")).unwrap(),
+        )
+        .unwrap();
+        ImagePolicies::compile(profile.spec.image_verification.as_ref().unwrap(), &referenced).unwrap()
     }
 }
 

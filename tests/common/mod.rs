@@ -256,7 +256,7 @@ pub fn peer(var: &str) -> String {
 /// cosign wants it (`--trusted-root`) to verify bundles logged in a private log.
 pub fn trusted_root(dir: &std::path::Path) -> String {
     let pem = std::fs::read_to_string(peer("WEFT_TEST_REKOR_PUBLIC_KEY")).unwrap();
-    let key = weft::rekor::LogKey::from_pem(&pem).unwrap();
+    let key = weft::provenance::rekor::LogKey::from_pem(&pem).unwrap();
     let root = weft::bundle::trusted_root_for_log(&peer("WEFT_TEST_REKOR_URL"), &key.der());
     let path = dir.join("trusted_root.json");
     std::fs::write(&path, root.to_string()).unwrap();

@@ -21,7 +21,7 @@ use kube::{Api, Client, Resource};
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::pipeline::Engine;
+use crate::pipeline::Pipeline;
 use crate::resources::argocd::Application;
 use crate::resources::profile::IntegrityProfile;
 use crate::resources::provenance::ApplicationProvenance;
@@ -60,8 +60,8 @@ pub struct Options {
     pub concurrency: usize,
     /// How Argo CD tracks the objects it applies (argocd-cm `application.resourceTrackingMethod`); the
     /// signed manifests carry the same metadata.
-    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = TrackingArg::Annotation)]
-    pub tracking_method: TrackingArg,
+    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::render::manifest::TrackingMethod::Annotation)]
+    pub tracking_method: crate::render::manifest::TrackingMethod,
     /// Largest rendered document accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_DOCUMENT_BYTES", default_value_t = 1024 * 1024)]
     pub max_document_bytes: usize,
@@ -71,7 +71,7 @@ pub struct Options {
     #[command(flatten)]
     pub images: ImageCacheOptions,
     #[command(flatten)]
-    pub kube_api: crate::kubeclient::RateLimit,
+    pub kube_api: crate::kubernetes::client::RateLimit,
     /// Elect a leader among replicas on a Lease in this namespace (Weft's own); without it, run only
     /// one replica.
     #[arg(long, env = "WEFT_LEADER_ELECTION_NAMESPACE")]
@@ -114,24 +114,6 @@ impl ImageCacheOptions {
     }
 }
 
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum TrackingArg {
-    Annotation,
-    Label,
-    #[value(name = "annotation+label")]
-    AnnotationAndLabel,
-}
-
-impl From<TrackingArg> for crate::manifest::TrackingMethod {
-    fn from(t: TrackingArg) -> Self {
-        match t {
-            TrackingArg::Annotation => crate::manifest::TrackingMethod::Annotation,
-            TrackingArg::Label => crate::manifest::TrackingMethod::Label,
-            TrackingArg::AnnotationAndLabel => crate::manifest::TrackingMethod::AnnotationAndLabel,
-        }
-    }
-}
-
 #[derive(Debug, Error)]
 pub enum ControllerError {
     #[error("Kubernetes API: {0}")]
@@ -151,7 +133,7 @@ type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 /// Runs until SIGTERM or Ctrl-C, then finishes the reconciles in flight.
 pub async fn run(opts: Options) -> Result<(), ControllerError> {
     let reverify = (opts.reverify_seconds > 0).then(|| Duration::from_secs(opts.reverify_seconds));
-    let client = crate::kubeclient::client(Some(opts.kube_api)).await.map_err(ControllerError::Connect)?;
+    let client = crate::kubernetes::client::client(Some(opts.kube_api)).await.map_err(ControllerError::Connect)?;
     let shutdown: ShutdownSignal = shutdown_signal().boxed().shared();
     let scopes: Vec<Option<String>> =
         if opts.namespaces.is_empty() { vec![None] } else { opts.namespaces.iter().cloned().map(Some).collect() };
@@ -173,9 +155,16 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     let (elector, shards) = match &opts.leader_election_namespace {
         Some(ns) if opts.shards > 1 => (
             None,
-            Some(Arc::new(crate::shards::Shards::new(client.clone(), ns, lease, &identity, opts.shards, duration))),
+            Some(Arc::new(crate::kubernetes::shards::Shards::new(
+                client.clone(),
+                ns,
+                lease,
+                &identity,
+                opts.shards,
+                duration,
+            ))),
         ),
-        Some(ns) => (Some(crate::lease::Elector::new(client.clone(), ns, lease, identity, duration)), None),
+        Some(ns) => (Some(crate::kubernetes::lease::Elector::new(client.clone(), ns, lease, identity, duration)), None),
         None => (None, None),
     };
     // Ready means able to serve: a standby replica is ready too (it takes over without a restart).
@@ -188,19 +177,19 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     }
     info!(namespaces = ?opts.namespaces, "weft controller started");
     let resync = Duration::from_secs(opts.resync_seconds.max(1));
-    let engine = Arc::new(Engine {
+    let pipeline = Arc::new(Pipeline {
         verifier: Arc::new(SourceVerifier::new(
-            opts.cache_dir.clone().unwrap_or_else(crate::commands::verify_source::default_cache_dir),
+            opts.cache_dir.clone().unwrap_or_else(crate::source::fetch::default_cache_dir),
             opts.max_cached_repos,
         )),
         tools: crate::render::Tools::default(),
-        limits: crate::manifest::Limits { max_document_bytes: opts.max_document_bytes, ..Default::default() },
-        tracking: opts.tracking_method.into(),
+        limits: crate::render::manifest::Limits { max_document_bytes: opts.max_document_bytes, ..Default::default() },
+        tracking: opts.tracking_method,
         argocd_namespace: opts.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(opts.concurrency.max(1)),
         builder_id: opts.builder_id.clone(),
         images: Arc::new(crate::images::ImageVerifier::new(opts.images.settings())),
-        discovery: Some(crate::cluster::ScopeDiscovery::new(client.clone())),
+        discovery: Some(Box::new(crate::kubernetes::discovery::ScopeDiscovery::new(client.clone()))),
         keys: Default::default(),
     });
     let timers = Timers { resync, reverify, concurrency: opts.reconcile_concurrency.max(1) };
@@ -210,7 +199,7 @@ pub async fn run(opts: Options) -> Result<(), ControllerError> {
     }
     let runs = scopes.into_iter().map(|ns| {
         let sharding = shards.as_ref().map(|s| (s.clone(), s.gained()));
-        run_scope(client.clone(), ns, timers, engine.clone(), sharding, shutdown.clone())
+        run_scope(client.clone(), ns, timers, pipeline.clone(), sharding, shutdown.clone())
     });
     let work = futures::future::join_all(runs);
     if let Some(shards) = shards {

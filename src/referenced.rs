@@ -9,9 +9,9 @@ use base64::Engine;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::repository::access::ProjectRules;
+use crate::repository::access::{RepoCredentials, RepoSecret};
 use crate::resources::profile::{IntegrityProfileSpec, KeyRef, ObjectRef, SigningKey};
-use crate::source::access::ProjectRules;
-use crate::source::fetch::{RepoCredentials, RepoSecret};
 
 pub const ARGOCD_SECRET_TYPE_LABEL: &str = "argocd.argoproj.io/secret-type";
 pub const ARGOCD_GPG_KEYS_CM: &str = "argocd-gpg-keys-cm";
@@ -34,7 +34,7 @@ impl Kind {
 }
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum DerefError {
+pub enum ReferenceError {
     #[error("{kind} {name} is referenced by the profile but does not exist in its namespace")]
     Missing { kind: &'static str, name: String },
     #[error("{kind} {name} has no key {key:?} (keys: {available})")]
@@ -47,21 +47,23 @@ pub enum DerefError {
     Fetch { kind: &'static str, name: String, reason: String },
 }
 
-impl DerefError {
+impl ReferenceError {
     pub fn reason(&self) -> Reason {
         match self {
-            DerefError::Missing { .. } => Reason::ReferencedObjectMissing,
-            DerefError::MissingKey { .. } => Reason::ReferencedKeyMissing,
-            DerefError::NotText { .. } => Reason::ReferencedKeyInvalid,
-            DerefError::Parse(_) => Reason::ResourcesUnreadable,
-            DerefError::Fetch { .. } => Reason::ReferencedObjectUnavailable,
+            ReferenceError::Missing { .. } => Reason::ReferencedObjectMissing,
+            ReferenceError::MissingKey { .. } => Reason::ReferencedKeyMissing,
+            ReferenceError::NotText { .. } => Reason::ReferencedKeyInvalid,
+            ReferenceError::Parse(_) => Reason::ResourcesUnreadable,
+            ReferenceError::Fetch { .. } => Reason::ReferencedObjectUnavailable,
         }
     }
 }
 
+crate::status::step_error!(ReferenceError);
+
 /// The referenced objects: for each, its keys and values.
 #[derive(Clone, Debug, Default)]
-pub struct Bag {
+pub struct ReferencedObjects {
     objects: BTreeMap<(Kind, String), BTreeMap<String, Vec<u8>>>,
     pub repo_secrets: Vec<RepoSecret>,
     /// Argo CD AppProjects, by name (the one an Application names decides what it may fetch).
@@ -92,7 +94,7 @@ struct Meta {
     labels: BTreeMap<String, String>,
 }
 
-impl Bag {
+impl ReferencedObjects {
     pub fn insert(&mut self, kind: Kind, name: &str, data: BTreeMap<String, Vec<u8>>) {
         self.objects.insert((kind, name.to_string()), data);
     }
@@ -100,23 +102,23 @@ impl Bag {
     /// Reads Secrets and ConfigMaps from YAML documents, as a user would apply them, and Argo CD
     /// AppProjects. Other kinds are ignored; Argo CD repository Secrets (by their label) also become
     /// repository credentials.
-    pub fn from_yaml(text: &str) -> Result<Bag, DerefError> {
+    pub fn from_yaml(text: &str) -> Result<ReferencedObjects, ReferenceError> {
         let docs: Vec<serde_json::Value> =
-            serde_saphyr::from_multiple(text).map_err(|e| DerefError::Parse(e.to_string()))?;
-        let mut bag = Bag::default();
+            serde_saphyr::from_multiple(text).map_err(|e| ReferenceError::Parse(e.to_string()))?;
+        let mut referenced = ReferencedObjects::default();
         for (i, doc) in docs.into_iter().enumerate() {
             if doc.is_null() {
                 continue;
             }
             let d: Document =
-                serde_json::from_value(doc).map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
+                serde_json::from_value(doc).map_err(|e| ReferenceError::Parse(format!("document {}: {e}", i + 1)))?;
             if d.kind.as_deref() == Some("AppProject") {
                 let name = d.metadata.and_then(|m| m.name).ok_or_else(|| {
-                    DerefError::Parse(format!("document {}: an AppProject without metadata.name", i + 1))
+                    ReferenceError::Parse(format!("document {}: an AppProject without metadata.name", i + 1))
                 })?;
                 let rules = project_rules(&name, d.spec.unwrap_or_default())
-                    .map_err(|e| DerefError::Parse(format!("document {}: {e}", i + 1)))?;
-                bag.projects.insert(name, rules);
+                    .map_err(|e| ReferenceError::Parse(format!("document {}: {e}", i + 1)))?;
+                referenced.projects.insert(name, rules);
                 continue;
             }
             let kind = match d.kind.as_deref() {
@@ -124,12 +126,13 @@ impl Bag {
                 Some("ConfigMap") => Kind::ConfigMap,
                 _ => continue,
             };
-            let meta = d.metadata.ok_or_else(|| DerefError::Parse(format!("document {}: no metadata", i + 1)))?;
-            let name = meta.name.ok_or_else(|| DerefError::Parse(format!("document {}: no metadata.name", i + 1)))?;
+            let meta = d.metadata.ok_or_else(|| ReferenceError::Parse(format!("document {}: no metadata", i + 1)))?;
+            let name =
+                meta.name.ok_or_else(|| ReferenceError::Parse(format!("document {}: no metadata.name", i + 1)))?;
             let b64 = |k: &str, v: &str| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v.trim())
-                    .map_err(|e| DerefError::Parse(format!("{} {name}: key {k:?} is not base64: {e}", kind.as_str())))
+                base64::engine::general_purpose::STANDARD.decode(v.trim()).map_err(|e| {
+                    ReferenceError::Parse(format!("{} {name}: key {k:?} is not base64: {e}", kind.as_str()))
+                })
             };
             let mut data = BTreeMap::new();
             match kind {
@@ -154,29 +157,29 @@ impl Bag {
                 && let Some(t) = meta.labels.get(ARGOCD_SECRET_TYPE_LABEL)
                 && let Some(s) = repo_secret(&name, t, &data)
             {
-                bag.repo_secrets.push(s);
+                referenced.repo_secrets.push(s);
             }
-            bag.insert(kind, &name, data);
+            referenced.insert(kind, &name, data);
         }
-        Ok(bag)
+        Ok(referenced)
     }
 
-    fn object(&self, kind: Kind, name: &str) -> Result<&BTreeMap<String, Vec<u8>>, DerefError> {
+    fn object(&self, kind: Kind, name: &str) -> Result<&BTreeMap<String, Vec<u8>>, ReferenceError> {
         self.objects
             .get(&(kind, name.to_string()))
-            .ok_or(DerefError::Missing { kind: kind.as_str(), name: name.to_string() })
+            .ok_or(ReferenceError::Missing { kind: kind.as_str(), name: name.to_string() })
     }
 
     /// The text values an `ObjectRef` points at: its one key, or every key when none is named.
-    pub fn texts(&self, r: &ObjectRef) -> Result<Vec<String>, DerefError> {
+    pub fn texts(&self, r: &ObjectRef) -> Result<Vec<String>, ReferenceError> {
         let (kind, key_ref) = split(r);
         self.texts_of(kind, key_ref)
     }
 
-    pub fn texts_of(&self, kind: Kind, key_ref: &KeyRef) -> Result<Vec<String>, DerefError> {
+    pub fn texts_of(&self, kind: Kind, key_ref: &KeyRef) -> Result<Vec<String>, ReferenceError> {
         let obj = self.object(kind, &key_ref.name)?;
         let text = |k: &str, v: &[u8]| {
-            String::from_utf8(v.to_vec()).map_err(|_| DerefError::NotText {
+            String::from_utf8(v.to_vec()).map_err(|_| ReferenceError::NotText {
                 kind: kind.as_str(),
                 name: key_ref.name.clone(),
                 key: k.to_string(),
@@ -184,7 +187,7 @@ impl Bag {
         };
         match &key_ref.key {
             Some(k) => {
-                let v = obj.get(k).ok_or_else(|| DerefError::MissingKey {
+                let v = obj.get(k).ok_or_else(|| ReferenceError::MissingKey {
                     kind: kind.as_str(),
                     name: key_ref.name.clone(),
                     key: k.clone(),
@@ -197,20 +200,20 @@ impl Bag {
     }
 
     /// A single value, which must exist.
-    pub fn text(&self, kind: Kind, name: &str, key: &str) -> Result<String, DerefError> {
+    pub fn text(&self, kind: Kind, name: &str, key: &str) -> Result<String, ReferenceError> {
         let r = KeyRef { name: name.to_string(), key: Some(key.to_string()) };
         Ok(self.texts_of(kind, &r)?.remove(0))
     }
 
     /// A signing key's PEM and, when it names one, its password, from its Secret.
-    pub fn signing_key(&self, key: &SigningKey) -> Result<(String, Option<String>), DerefError> {
+    pub fn signing_key(&self, key: &SigningKey) -> Result<(String, Option<String>), ReferenceError> {
         let name = &key.secret_ref.name;
         let pem = self.text(Kind::Secret, name, &key.key_name())?;
         let password = key.password_key.as_ref().map(|k| self.text(Kind::Secret, name, k)).transpose()?;
         Ok((pem, password))
     }
 
-    /// A digest of what the bag holds for an Application whose sources are `repos` (of AppProject
+    /// A digest of what the referenced holds for an Application whose sources are `repos` (of AppProject
     /// `project`): every referenced object, the AppProjects, and the repository Secrets that serve those
     /// repositories (another team's new Secret is no change for this Application).
     pub fn fingerprint(&self, repos: &[&str], project: Option<&str>) -> String {
@@ -230,7 +233,7 @@ impl Bag {
         }
         let serving: Vec<&RepoSecret> = repos
             .iter()
-            .filter_map(|url| crate::source::access::credentials_for(url, project, &self.repo_secrets))
+            .filter_map(|url| crate::repository::access::credentials_for(url, project, &self.repo_secrets))
             .collect();
         for s in serving {
             let c = &s.credentials;
@@ -398,27 +401,27 @@ kind: AppProject
 metadata: {name: shop, namespace: argocd}
 spec: {sourceRepos: ["https://git.example.com/shop/*"], destinations: [{server: "*", namespace: "*"}]}
 "#;
-        let bag = Bag::from_yaml(yaml).unwrap();
-        assert_eq!(bag.text(Kind::Secret, "keys", "cosign.pub").unwrap(), "hello");
-        assert_eq!(bag.text(Kind::Secret, "keys", "note").unwrap(), "plain");
-        assert_eq!(bag.texts(&default_keyring()).unwrap().len(), 1);
-        assert_eq!(bag.repo_secrets.len(), 1);
-        assert_eq!(bag.repo_secrets[0].credentials.username.as_deref(), Some("u"));
-        assert!(bag.projects["shop"].permits_repo("https://git.example.com/shop/cart"));
-        assert!(!bag.projects["shop"].permits_repo("https://git.example.com/private"));
-        let missing = bag.text(Kind::Secret, "keys", "cosign.key").unwrap_err();
+        let referenced = ReferencedObjects::from_yaml(yaml).unwrap();
+        assert_eq!(referenced.text(Kind::Secret, "keys", "cosign.pub").unwrap(), "hello");
+        assert_eq!(referenced.text(Kind::Secret, "keys", "note").unwrap(), "plain");
+        assert_eq!(referenced.texts(&default_keyring()).unwrap().len(), 1);
+        assert_eq!(referenced.repo_secrets.len(), 1);
+        assert_eq!(referenced.repo_secrets[0].credentials.username.as_deref(), Some("u"));
+        assert!(referenced.projects["shop"].permits_repo("https://git.example.com/shop/cart"));
+        assert!(!referenced.projects["shop"].permits_repo("https://git.example.com/private"));
+        let missing = referenced.text(Kind::Secret, "keys", "cosign.key").unwrap_err();
         assert_eq!(missing.to_string(), "Secret keys has no key \"cosign.key\" (keys: cosign.pub, note)");
-        assert!(matches!(bag.text(Kind::Secret, "nope", "x"), Err(DerefError::Missing { .. })));
+        assert!(matches!(referenced.text(Kind::Secret, "nope", "x"), Err(ReferenceError::Missing { .. })));
     }
 
     #[test]
     fn broken_documents_are_specific_errors() {
         assert!(
-            matches!(Bag::from_yaml("kind: Secret\nmetadata: {name: s}\ndata: {k: '%%%'}"), Err(DerefError::Parse(m)) if m.contains("not base64"))
+            matches!(ReferencedObjects::from_yaml("kind: Secret\nmetadata: {name: s}\ndata: {k: '%%%'}"), Err(ReferenceError::Parse(m)) if m.contains("not base64"))
         );
         assert!(
-            matches!(Bag::from_yaml("kind: Secret\ndata: {}"), Err(DerefError::Parse(m)) if m.contains("no metadata"))
+            matches!(ReferencedObjects::from_yaml("kind: Secret\ndata: {}"), Err(ReferenceError::Parse(m)) if m.contains("no metadata"))
         );
-        assert!(matches!(Bag::from_yaml("{unclosed"), Err(DerefError::Parse(_))));
+        assert!(matches!(ReferencedObjects::from_yaml("{unclosed"), Err(ReferenceError::Parse(_))));
     }
 }

@@ -256,11 +256,20 @@ pub fn select(manifests: Vec<Manifest>, rules: &[ResourceMatch]) -> Result<Vec<M
         .collect())
 }
 
-/// How Argo CD marks the objects it applies (argocd-cm `application.resourceTrackingMethod`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where the scope of kinds the manifests use is learnt beyond what [`Scopes`] knows: the cluster's
+/// discovery, for the controller. Boxed futures: it is held as a trait object.
+pub trait ScopeSource: Send + Sync {
+    /// Teaches `scopes` what it knows of the kinds among `manifests` that `scopes` does not know yet.
+    fn fill<'a>(&'a self, manifests: &'a [Manifest], scopes: &'a mut Scopes) -> futures::future::BoxFuture<'a, ()>;
+}
+
+/// How Argo CD marks the objects it applies (argocd-cm `application.resourceTrackingMethod`), spelled
+/// on the command line as Argo CD spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TrackingMethod {
     Annotation,
     Label,
+    #[value(name = "annotation+label")]
     AnnotationAndLabel,
 }
 

@@ -7,41 +7,40 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
 
-use crate::deref::{self, Bag, DerefError, Kind};
-use crate::manifest::{Manifest, Scopes};
+use crate::referenced::{self, Kind, ReferenceError, ReferencedObjects};
 use crate::resources::profile::IntegrityProfileSpec;
 
 /// Gathers the objects `spec` refers to (absent ones are left out, so the verification reports exactly
 /// which one is missing), the repository credentials, and the AppProject `project` when named.
-pub async fn bag(
+pub async fn referenced(
     client: &Client,
     namespace: &str,
     spec: &IntegrityProfileSpec,
     argocd_namespace: &str,
     project: Option<&str>,
-) -> Result<Bag, DerefError> {
-    let mut bag = Bag::default();
+) -> Result<ReferencedObjects, ReferenceError> {
+    let mut referenced = ReferencedObjects::default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    for (kind, name) in deref::wanted(spec) {
+    for (kind, name) in referenced::wanted(spec) {
         let fetch_err =
-            |e: kube::Error| DerefError::Fetch { kind: kind.as_str(), name: name.clone(), reason: short(&e) };
+            |e: kube::Error| ReferenceError::Fetch { kind: kind.as_str(), name: name.clone(), reason: short(&e) };
         let data = match kind {
             Kind::Secret => secrets.get_opt(&name).await.map_err(fetch_err)?.map(secret_data),
             Kind::ConfigMap => config_maps.get_opt(&name).await.map_err(fetch_err)?.map(config_map_data),
         };
         if let Some(data) = data {
-            bag.insert(kind, &name, data);
+            referenced.insert(kind, &name, data);
         }
     }
     // Argo CD's known hosts, for ssh repositories; optional.
     let argocd_cms: Api<ConfigMap> = Api::namespaced(client.clone(), argocd_namespace);
-    for name in [deref::ARGOCD_KNOWN_HOSTS_CM, deref::ARGOCD_TLS_CERTS_CM] {
+    for name in [referenced::ARGOCD_KNOWN_HOSTS_CM, referenced::ARGOCD_TLS_CERTS_CM] {
         if let Ok(Some(cm)) = argocd_cms.get_opt(name).await {
-            bag.insert(Kind::ConfigMap, name, config_map_data(cm));
+            referenced.insert(Kind::ConfigMap, name, config_map_data(cm));
         }
     }
-    bag.repo_secrets = repo_secrets(client, argocd_namespace).await?;
+    referenced.repo_secrets = repo_secrets(client, argocd_namespace).await?;
     if let Some(name) = project {
         let projects: Api<DynamicObject> = Api::namespaced_with(
             client.clone(),
@@ -51,14 +50,14 @@ pub async fn bag(
                 "appprojects",
             ),
         );
-        let fetch_err = |reason: String| DerefError::Fetch { kind: "AppProject", name: name.to_string(), reason };
+        let fetch_err = |reason: String| ReferenceError::Fetch { kind: "AppProject", name: name.to_string(), reason };
         // Absent: left out, so the verdict says the project does not exist (Argo CD refuses such an app).
         if let Some(p) = projects.get_opt(name).await.map_err(|e| fetch_err(short(&e)))? {
             let spec = p.data.get("spec").cloned().unwrap_or_default();
-            bag.projects.insert(name.to_string(), deref::project_rules(name, spec).map_err(fetch_err)?);
+            referenced.projects.insert(name.to_string(), referenced::project_rules(name, spec).map_err(fetch_err)?);
         }
     }
-    Ok(bag)
+    Ok(referenced)
 }
 
 /// Argo CD's repository Secrets. Without permission to list them, repositories are fetched without
@@ -66,14 +65,14 @@ pub async fn bag(
 pub async fn repo_secrets(
     client: &Client,
     argocd_namespace: &str,
-) -> Result<Vec<crate::source::fetch::RepoSecret>, DerefError> {
+) -> Result<Vec<crate::repository::access::RepoSecret>, ReferenceError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), argocd_namespace);
-    let lp = ListParams::default().labels(deref::ARGOCD_SECRET_TYPE_LABEL);
+    let lp = ListParams::default().labels(referenced::ARGOCD_SECRET_TYPE_LABEL);
     let list = match api.list(&lp).await {
         Ok(l) => l,
         Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => return Ok(Vec::new()),
         Err(e) => {
-            return Err(DerefError::Fetch {
+            return Err(ReferenceError::Fetch {
                 kind: "Secret",
                 name: "(Argo CD repository secrets)".into(),
                 reason: e.to_string(),
@@ -89,10 +88,10 @@ pub async fn repo_secrets(
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(deref::ARGOCD_SECRET_TYPE_LABEL))
+                .and_then(|l| l.get(referenced::ARGOCD_SECRET_TYPE_LABEL))
                 .cloned()
                 .unwrap_or_default();
-            deref::repo_secret(&name, &t, &secret_data(s))
+            referenced::repo_secret(&name, &t, &secret_data(s))
         })
         .collect())
 }
@@ -120,45 +119,4 @@ fn config_map_data(c: ConfigMap) -> BTreeMap<String, Vec<u8>> {
         out.insert(k, v.0);
     }
     out
-}
-
-/// The scope of the kinds manifests use, as the cluster's discovery serves them (what Argo CD asks
-/// too); cached per kind, since a kind's scope does not change. Kinds the cluster does not serve (yet)
-/// are left to [`Scopes`]' other sources.
-pub struct ScopeDiscovery {
-    client: Client,
-    known: std::sync::Mutex<std::collections::HashMap<(String, String, String), bool>>,
-}
-
-impl ScopeDiscovery {
-    pub fn new(client: Client) -> Self {
-        ScopeDiscovery { client, known: Default::default() }
-    }
-
-    /// Teaches `scopes` what discovery says of the kinds among `manifests` that it does not know yet.
-    pub async fn fill(&self, manifests: &[Manifest], scopes: &mut Scopes) {
-        for m in manifests {
-            if scopes.knows(m.group(), m.kind()) {
-                continue;
-            }
-            let version = m.api_version().rsplit('/').next().unwrap_or_default();
-            let key = (m.group().to_string(), version.to_string(), m.kind().to_string());
-            let cached = self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
-            let cluster = match cached {
-                Some(c) => c,
-                None => {
-                    let gvk = GroupVersionKind::gvk(&key.0, &key.1, &key.2);
-                    match kube::discovery::pinned_kind(&self.client, &gvk).await {
-                        Ok((_, caps)) => {
-                            let c = caps.scope == kube::discovery::Scope::Cluster;
-                            self.known.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), c);
-                            c
-                        }
-                        Err(_) => continue,
-                    }
-                }
-            };
-            scopes.learn(&key.0, &key.2, cluster);
-        }
-    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::lease::{Elector, Holder};
+use crate::kubernetes::lease::{Elector, Holder};
 
 pub struct Shards {
     count: u32,

@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
 
-use crate::pipeline::Engine;
+use crate::pipeline::Pipeline;
 use crate::resources::argocd::Application;
 use crate::resources::profile::IntegrityProfile;
 use crate::resources::provenance::ApplicationProvenance;
@@ -38,7 +38,7 @@ use super::profile::reconcile_profile;
 /// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
 pub(super) struct Context {
     pub(super) client: Client,
-    pub(super) engine: Arc<Engine>,
+    pub(super) pipeline: Arc<Pipeline>,
     pub(super) profiles: Store<IntegrityProfile>,
     pub(super) provenances: Store<ApplicationProvenance>,
     pub(super) resync: Duration,
@@ -47,19 +47,20 @@ pub(super) struct Context {
     pub(super) recorder: Recorder,
     pub(super) failures: Backoffs,
     /// The shards this replica works on, when replicas split the Applications.
-    pub(super) shards: Option<Arc<crate::shards::Shards>>,
+    pub(super) shards: Option<Arc<crate::kubernetes::shards::Shards>>,
     /// What each profile refers to, read once for the Applications reconciled together.
-    pub(super) bags: Mutex<HashMap<BagKey, (std::time::Instant, Arc<crate::deref::Bag>)>>,
+    pub(super) referenced_by_profile:
+        Mutex<HashMap<ReferencedKey, (std::time::Instant, Arc<crate::referenced::ReferencedObjects>)>>,
 }
 
 /// A profile (by UID and generation) in a namespace, with an AppProject.
-pub(super) type BagKey = (String, i64, String);
+pub(super) type ReferencedKey = (String, i64, String);
 
 /// How long the objects a profile refers to, once read, serve other Applications of that profile: long
 /// enough that a namespace's Applications share one read at startup or on a profile change, short next
 /// to the resync period in which a rotated key is noticed anyway.
-pub(super) const BAG_TTL: Duration = Duration::from_secs(10);
-pub(super) const MAX_BAGS: usize = 1024;
+pub(super) const REFERENCED_TTL: Duration = Duration::from_secs(10);
+pub(super) const MAX_REFERENCED: usize = 1024;
 /// Objects failing at once beyond this many share one backoff slot (the map never grows past it).
 pub(super) const MAX_BACKOFF_ENTRIES: usize = 10_000;
 
@@ -74,8 +75,8 @@ pub(super) async fn run_scope(
     client: Client,
     ns: Option<String>,
     timers: Timers,
-    engine: Arc<Engine>,
-    sharding: Option<(Arc<crate::shards::Shards>, tokio::sync::broadcast::Receiver<u32>)>,
+    pipeline: Arc<Pipeline>,
+    sharding: Option<(Arc<crate::kubernetes::shards::Shards>, tokio::sync::broadcast::Receiver<u32>)>,
     shutdown: ShutdownSignal,
 ) {
     let (shards, gained) = match sharding {
@@ -107,14 +108,14 @@ pub(super) async fn run_scope(
 
     let ctx = Arc::new(Context {
         client: client.clone(),
-        engine,
+        pipeline,
         profiles: profiles.store.clone(),
         provenances: provenances.store.clone(),
         resync: timers.resync,
         reverify: timers.reverify,
         recorder: Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None }),
         failures: Backoffs::default(),
-        bags: Mutex::new(HashMap::new()),
+        referenced_by_profile: Mutex::new(HashMap::new()),
         shards: shards.clone(),
     });
 
@@ -140,7 +141,7 @@ pub(super) async fn run_scope(
                         Ok(app) => app.metadata.uid.as_deref(),
                         Err(i) => i.metadata.uid.as_deref(),
                     };
-                    uid.is_some_and(|u| crate::shards::shard_of(u, count) == shard)
+                    uid.is_some_and(|u| crate::kubernetes::shards::shard_of(u, count) == shard)
                 })
                 .map(|a| ObjectRef::from_obj(a.as_ref()))
                 .collect();

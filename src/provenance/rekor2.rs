@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::rekor::{MAX_RESPONSE_BYTES, REKOR_TIMEOUT, leaf_hash, verify_inclusion};
+use crate::provenance::rekor::{MAX_RESPONSE_BYTES, REKOR_TIMEOUT, leaf_hash, verify_inclusion};
 
 pub const KIND: &str = "hashedrekord";
 pub const VERSION: &str = "0.0.2";
@@ -63,6 +63,8 @@ impl Rekor2Error {
         }
     }
 }
+
+crate::status::step_error!(Rekor2Error);
 
 fn b64(s: &str) -> Result<Vec<u8>, Rekor2Error> {
     B64.decode(s.trim()).map_err(|e| Rekor2Error::Malformed(format!("base64: {e}")))
@@ -232,25 +234,6 @@ impl Entry2 {
             "canonicalizedBody": B64.encode(&self.body)
         })
     }
-}
-
-/// A v0.3 bundle for a signature over an artifact's digest (`messageSignature`), with its Rekor v2 entry:
-/// a public key is named by its hint (base64 SHA-256 of the DER key, as cosign does), a certificate is
-/// carried whole.
-pub fn message_signature_bundle(rekord: &HashedRekord2, entry: &Entry2) -> Value {
-    let mut material = match &rekord.verifier {
-        Verifier::PublicKey(der) => json!({"publicKey": {"hint": B64.encode(Sha256::digest(der))}}),
-        Verifier::Certificate(der) => json!({"certificate": {"rawBytes": B64.encode(der)}}),
-    };
-    material["tlogEntries"] = json!([entry.tlog_entry()]);
-    json!({
-        "mediaType": crate::bundle::MEDIA_TYPE,
-        "verificationMaterial": material,
-        "messageSignature": {
-            "messageDigest": {"algorithm": "SHA2_256", "digest": B64.encode(rekord.digest)},
-            "signature": B64.encode(&rekord.signature)
-        }
-    })
 }
 
 /// The key that signs the log's checkpoints: ECDSA P-256 or Ed25519 (rekor-tiles takes either).
@@ -836,7 +819,7 @@ mod tests {
         expected.as_object_mut().unwrap().retain(|k, _| k != "integratedTime" && k != "inclusionPromise");
         assert_eq!(t, expected);
         assert!(Entry2::from_response(&json!({"logIndex": "1"})).is_err());
-        let b = message_signature_bundle(&rekord(), &parsed);
+        let b = crate::bundle::message_signature_bundle(&rekord(), &parsed);
         assert_eq!(b["mediaType"], crate::bundle::MEDIA_TYPE);
         assert_eq!(b["verificationMaterial"]["publicKey"]["hint"], B64.encode(Sha256::digest(b"spki")));
         assert_eq!(b["verificationMaterial"]["tlogEntries"][0], expected);

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::signing::SigningKey;
+use crate::signing::key::SigningKey;
 
 /// Fulcio's answers are small: a certificate chain.
 const MAX_RESPONSE_BYTES: u64 = 256 << 10;
@@ -46,6 +46,8 @@ impl KeylessError {
         }
     }
 }
+
+crate::status::step_error!(KeylessError);
 
 /// A key with the certificate Fulcio issued for it.
 #[derive(Clone, Debug)]

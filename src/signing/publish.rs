@@ -18,12 +18,12 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::manifest::{self, Manifest};
 use crate::oci::{self, Blob, Image, OciError, Pushed, Registry};
-use crate::rekor::{self, LogKey, Rekor, RekorError};
-use crate::rekor2::{self, CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error};
+use crate::provenance::rekor::{self, LogKey, Rekor, RekorError};
+use crate::provenance::rekor2::{self, CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error};
+use crate::render::manifest::{self, Manifest};
 use crate::resources::provenance::RekorEntry;
-use crate::signing::SigningKey;
+use crate::signing::key::SigningKey;
 use sigstore_tsa::TimestampClient;
 
 #[derive(Debug, Error)]
@@ -54,6 +54,8 @@ impl PublishError {
         }
     }
 }
+
+crate::status::step_error!(PublishError);
 
 /// Where the manifest image goes.
 pub enum Destination {
@@ -410,7 +412,7 @@ async fn sign(
         let logged = body["spec"]["signature"]["content"].as_str().unwrap_or_default().to_string();
         let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &logged).unwrap_or_default();
         if body["spec"]["data"]["hash"]["value"].as_str() != Some(hash.as_str())
-            || !crate::signing::verify(&key.public_pem(), payload, &der)
+            || !crate::signing::key::verify(&key.public_pem(), payload, &der)
         {
             return Err(RekorError::Unverified("the log returned an entry for other content".into()).into());
         }
@@ -648,7 +650,7 @@ mod tests {
         let payload = serde_json::to_vec(&statement).unwrap();
         let pae = crate::provenance::pae(crate::provenance::PAYLOAD_TYPE, &payload);
         assert_eq!(rekord.digest, <[u8; 32]>::from(Sha256::digest(&pae)));
-        assert!(crate::signing::verify(&key.public_pem(), &pae, &rekord.signature), "the envelope's signature");
+        assert!(crate::signing::key::verify(&key.public_pem(), &pae, &rekord.signature), "the envelope's signature");
         assert_eq!(rekord.verifier, rekor2::Verifier::PublicKey(key.public_der()));
         assert!(dsse_rekord("{}", &key).is_err());
         let two = envelope.replace(r#""signatures":["#, r#""signatures":[{"keyid":"","sig":"c2ln"},"#);

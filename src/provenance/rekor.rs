@@ -53,6 +53,8 @@ impl RekorError {
     }
 }
 
+crate::status::step_error!(RekorError);
+
 /// The log's public key, and its log ID (hex SHA-256 of the DER key).
 #[derive(Clone, Debug)]
 pub struct LogKey {

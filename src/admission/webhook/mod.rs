@@ -28,9 +28,9 @@ use tracing::{debug, info, warn};
 
 use crate::admission::matching::Tracked;
 use crate::admission::{self, AppEvidence, Decision, Request, Skips, matching};
-use crate::manifest::{self, Manifest, TrackingMethod};
 use crate::oci::Registry;
 use crate::reason::Reason;
+use crate::render::manifest::{self, Manifest, TrackingMethod};
 use crate::resources::argocd::Application;
 use crate::resources::profile::{EnforcementMode, IntegrityProfile, UntrackedWorkloads};
 use crate::resources::provenance::{ApplicationProvenance, Verdict};
@@ -72,8 +72,8 @@ pub struct Options {
     pub skip_users: Vec<String>,
     /// How Argo CD tracks the objects it applies (argocd-cm `application.resourceTrackingMethod`), as
     /// for the controller.
-    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::controller::TrackingArg::Annotation)]
-    pub tracking_method: crate::controller::TrackingArg,
+    #[arg(long, env = "WEFT_TRACKING_METHOD", value_enum, default_value_t = crate::render::manifest::TrackingMethod::Annotation)]
+    pub tracking_method: crate::render::manifest::TrackingMethod,
     /// Kinds (`Kind` or `group/Kind`) that are not checked (repeatable). The default is what Argo CD's
     /// installation excludes from what it manages (argocd-cm `resource.exclusions`): the control plane
     /// writes Endpoints and EndpointSlices (copying a Service's labels onto its Endpoints), Argo CD never
@@ -112,7 +112,7 @@ pub fn read_manifest_keys(files: &[std::path::PathBuf]) -> Result<Vec<String>, W
         for block in text.split_inclusive("-----END PUBLIC KEY-----") {
             let Some(start) = block.find("-----BEGIN PUBLIC KEY-----") else { continue };
             let pem = block[start..].to_string();
-            if !crate::signing::verify_key_parses(&pem) {
+            if !crate::signing::key::verify_key_parses(&pem) {
                 return Err(WebhookError::ManifestKey(file.clone(), "not an ECDSA P-256 public key".into()));
             }
             keys.push(pem);
@@ -804,7 +804,7 @@ fn mode(profile: Option<&IntegrityProfile>) -> EnforcementMode {
 
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(opts: Options) -> Result<(), WebhookError> {
-    let client = crate::kubeclient::client(None).await.map_err(WebhookError::Connect)?;
+    let client = crate::kubernetes::client::client(None).await.map_err(WebhookError::Connect)?;
     let tls = Arc::new(RwLock::new(certs::load(&client, &opts.certs).await?));
     let manifest_keys = read_manifest_keys(&opts.manifest_keys)?;
     if manifest_keys.is_empty() {
@@ -858,7 +858,7 @@ pub async fn run(opts: Options) -> Result<(), WebhookError> {
         tag_ttl: Duration::from_secs(opts.image_tag_ttl_seconds),
         client_ca: opts.certs.client_ca_file.is_some(),
     };
-    let checker = checker(client.clone(), watched, trust, skips, opts.tracking_method.into(), &opts.argocd_namespace);
+    let checker = checker(client.clone(), watched, trust, skips, opts.tracking_method, &opts.argocd_namespace);
     // Ready once both stores have their first list: before that every answer would be a guess.
     let _ = tokio::join!(provenances.wait_until_ready(), profiles.wait_until_ready(), applications.wait_until_ready());
     tokio::spawn(certs::keep_fresh(client.clone(), opts.certs.clone(), tls.clone()));

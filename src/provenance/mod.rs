@@ -4,12 +4,15 @@
 //! The in-toto crate knows only Statement v0.1, so the v1 and SLSA v1 shapes are written here, with
 //! only the fields the specifications define (cosign parses statements strictly).
 
+pub mod rekor;
+pub mod rekor2;
+
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::signing::SigningKey;
+use crate::signing::key::SigningKey;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const SLSA_PROVENANCE_V1: &str = "https://slsa.dev/provenance/v1";
@@ -216,7 +219,7 @@ pub fn open(envelope: &str, public_pem: &str) -> Result<Value, String> {
     let der = base64::engine::general_purpose::STANDARD
         .decode(&sig.sig)
         .map_err(|e| format!("signature is not base64: {e}"))?;
-    if !crate::signing::verify(public_pem, &pae(&env.payload_type, &payload), &der) {
+    if !crate::signing::key::verify(public_pem, &pae(&env.payload_type, &payload), &der) {
         return Err("the DSSE signature does not verify with the key".into());
     }
     serde_json::from_slice(&payload).map_err(|e| format!("the payload is not a JSON statement: {e}"))
@@ -231,7 +234,10 @@ pub fn dsse_entry(envelope: &str, public_pem: &str) -> Value {
 }
 
 /// Does a logged `dsse` entry hold exactly this envelope?
-pub fn body_matches(entry: &crate::rekor::Entry, envelope: &str) -> Result<bool, crate::rekor::RekorError> {
+pub fn body_matches(
+    entry: &crate::provenance::rekor::Entry,
+    envelope: &str,
+) -> Result<bool, crate::provenance::rekor::RekorError> {
     let body = entry.body_json()?;
     let hash = hex::encode(Sha256::digest(envelope.as_bytes()));
     Ok(body["kind"] == "dsse" && body["spec"]["envelopeHash"]["value"].as_str() == Some(hash.as_str()))

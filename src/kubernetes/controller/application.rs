@@ -17,7 +17,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use crate::pipeline::{Engine, Job, PipelineOutcome, Quiet};
+use crate::pipeline::{NoProgress, Pipeline, PipelineOutcome, Request};
 use crate::resources::argocd::{self, Application};
 use crate::resources::profile::IntegrityProfile;
 use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef, WorkUnit};
@@ -28,10 +28,10 @@ use crate::target;
 use super::ControllerError;
 use super::FIELD_MANAGER;
 use super::informer::hash_of;
-use super::scope::BAG_TTL;
-use super::scope::BagKey;
 use super::scope::Context;
-use super::scope::MAX_BAGS;
+use super::scope::MAX_REFERENCED;
+use super::scope::REFERENCED_TTL;
+use super::scope::ReferencedKey;
 use super::scope::backoff;
 use super::scope::key;
 
@@ -40,8 +40,8 @@ pub(super) fn work_unit(
     app: &Application,
     target: &target::SyncTarget,
     profile: &IntegrityProfile,
-    bag: &crate::deref::Bag,
-    engine: &Engine,
+    referenced: &crate::referenced::ReferencedObjects,
+    pipeline: &Pipeline,
 ) -> String {
     use sha2::{Digest, Sha256};
     let facts = json!({
@@ -50,12 +50,12 @@ pub(super) fn work_unit(
         // The revisions, not where they were first seen (a sync operation, then the sync status).
         "target": target.sources,
         "profile": {"uid": profile.metadata.uid, "spec": profile.spec},
-        "objects": bag.fingerprint(
+        "objects": referenced.fingerprint(
             &target.sources.iter().map(|s| s.repo_url.as_str()).collect::<Vec<_>>(),
             Some(app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default")),
         ),
-        "settings": {"tracking": format!("{:?}", engine.tracking), "builder": engine.builder_id,
-                     "limits": format!("{:?}", engine.limits)},
+        "settings": {"tracking": format!("{:?}", pipeline.tracking), "builder": pipeline.builder_id,
+                     "limits": format!("{:?}", pipeline.limits)},
     });
     hex::encode(Sha256::digest(facts.to_string().as_bytes()))
 }
@@ -132,8 +132,8 @@ pub(super) async fn settled(
         .as_ref()
         .filter(|s| is_own_record(&cached, name, uid) && s.revision_origin == Some(target.origin))?;
     let project = app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
-    let bag = ctx.bag(ns, &p, project).await.ok()?;
-    let unit = work_unit(app, target, &p, &bag, &ctx.engine);
+    let referenced = ctx.referenced(ns, &p, project).await.ok()?;
+    let unit = work_unit(app, target, &p, &referenced, &ctx.pipeline);
     let (_, at) = recorded(status, &unit, ctx.resync)?;
     let left = ctx.reverify_in(status, at);
     if left.is_some_and(|l| l.is_zero()) {
@@ -162,54 +162,57 @@ impl Context {
 
     /// When a settled record of `profile`'s is looked at again: at the profile's next resync tick, or
     /// when its re-verification is due (`reverify_in`) if sooner. The ticks are the same for every
-    /// Application of a profile, so they share one read of what the profile refers to (`bag`).
+    /// Application of a profile, so they share one read of what the profile refers to (`referenced`).
     pub(super) fn next_check(&self, profile: Option<&str>, reverify_in: Option<Duration>) -> Duration {
         let tick = aligned(self.resync, profile.unwrap_or_default(), Timestamp::now());
         let reverify = reverify_in.or(self.reverify).filter(|d| !d.is_zero());
         reverify.map_or(tick, |r| r.min(tick))
     }
 
-    /// What `profile` refers to, with the AppProject, shared for `BAG_TTL` by the Applications
+    /// What `profile` refers to, with the AppProject, shared for `REFERENCED_TTL` by the Applications
     /// reconciled together.
-    pub(super) async fn bag(
+    pub(super) async fn referenced(
         &self,
         ns: &str,
         profile: &IntegrityProfile,
         project: &str,
-    ) -> Result<Arc<crate::deref::Bag>, crate::deref::DerefError> {
-        let key: BagKey = (
+    ) -> Result<Arc<crate::referenced::ReferencedObjects>, crate::referenced::ReferenceError> {
+        let key: ReferencedKey = (
             profile.metadata.uid.clone().unwrap_or_default(),
             profile.metadata.generation.unwrap_or_default(),
             project.to_string(),
         );
-        let lock = || self.bags.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, bag)) = lock().get(&key)
-            && at.elapsed() < BAG_TTL.min(self.resync)
+        let lock = || self.referenced_by_profile.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, referenced)) = lock().get(&key)
+            && at.elapsed() < REFERENCED_TTL.min(self.resync)
         {
-            return Ok(bag.clone());
+            return Ok(referenced.clone());
         }
-        let argocd_ns = &self.engine.argocd_namespace;
-        let bag = Arc::new(crate::cluster::bag(&self.client, ns, &profile.spec, argocd_ns, Some(project)).await?);
-        let mut bags = lock();
-        if bags.len() >= MAX_BAGS {
-            bags.retain(|_, (at, _)| at.elapsed() < BAG_TTL.min(self.resync));
+        let argocd_ns = &self.pipeline.argocd_namespace;
+        let referenced = Arc::new(
+            crate::kubernetes::referenced::referenced(&self.client, ns, &profile.spec, argocd_ns, Some(project))
+                .await?,
+        );
+        let mut referenced_by_profile = lock();
+        if referenced_by_profile.len() >= MAX_REFERENCED {
+            referenced_by_profile.retain(|_, (at, _)| at.elapsed() < REFERENCED_TTL.min(self.resync));
         }
-        if bags.len() < MAX_BAGS {
-            bags.insert(key, (std::time::Instant::now(), bag.clone()));
+        if referenced_by_profile.len() < MAX_REFERENCED {
+            referenced_by_profile.insert(key, (std::time::Instant::now(), referenced.clone()));
         }
-        Ok(bag)
+        Ok(referenced)
     }
 }
 
 /// The Application's AppProject, as Argo CD requires it: it must exist, and permit the Application's
 /// namespace. Otherwise Argo CD does not sync the Application, and Weft does not fetch for it.
 pub(super) fn project_scope<'b>(
-    bag: &'b crate::deref::Bag,
+    referenced: &'b crate::referenced::ReferencedObjects,
     project: &str,
     app_namespace: &str,
     argocd_namespace: &str,
-) -> Result<&'b crate::source::access::ProjectRules, StepReport> {
-    let Some(rules) = bag.projects.get(project) else {
+) -> Result<&'b crate::repository::access::ProjectRules, StepReport> {
+    let Some(rules) = referenced.projects.get(project) else {
         return Err(StepReport::new(
             StepState::Failed,
             Reason::ProjectNotFound,
@@ -285,18 +288,18 @@ pub(super) async fn reconcile_application(
             match profiles.iter().find(|p| p.metadata.name.as_deref() == Some(profile.name.as_str())) {
                 Some(p) => {
                     let verified = previous.map(|s| s.verified_sources.as_slice()).unwrap_or_default();
-                    let argocd_ns = &ctx.engine.argocd_namespace;
+                    let argocd_ns = &ctx.pipeline.argocd_namespace;
                     let project = app.spec.project.as_deref().filter(|p| !p.is_empty()).unwrap_or("default");
-                    Some(match ctx.bag(&ns, p, project).await {
-                        Ok(bag) => match project_scope(&bag, project, &ns, argocd_ns) {
+                    Some(match ctx.referenced(&ns, p, project).await {
+                        Ok(referenced) => match project_scope(&referenced, project, &ns, argocd_ns) {
                             Ok(rules) => {
-                                let unit = work_unit(app, target, p, &bag, &ctx.engine);
-                                let job = Job {
+                                let unit = work_unit(app, target, p, &referenced, &ctx.pipeline);
+                                let request = Request {
                                     profile: p,
                                     app,
                                     target,
                                     verified,
-                                    bag: &bag,
+                                    referenced: &referenced,
                                     project: Some(rules),
                                     destination: None,
                                     identity_token: None,
@@ -309,7 +312,7 @@ pub(super) async fn reconcile_application(
                                 {
                                     match ctx.reverify_in(recorded, at) {
                                         Some(left) if left.is_zero() => {
-                                            let report = ctx.engine.reverify(&job).await;
+                                            let report = ctx.pipeline.reverify(&request).await;
                                             match report.state {
                                                 StepState::Passed => {
                                                     let status = ApplicationProvenanceStatus {
@@ -355,7 +358,7 @@ pub(super) async fn reconcile_application(
                                     }
                                 } else {
                                     work = Some(unit);
-                                    ctx.engine.run(job, &Quiet).await
+                                    ctx.pipeline.run(request, &NoProgress).await
                                 }
                             }
                             Err(report) => PipelineOutcome::stopped(report),

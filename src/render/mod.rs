@@ -7,6 +7,8 @@
 //! working copy), symlinks that leave the checkout are not materialized, and kustomize remote bases are
 //! fetched from the local mirrors at the commits source verification pinned.
 
+pub mod manifest;
+
 use crate::reason::Reason;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,10 +18,10 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::manifest::{self, Limits, Manifest};
 use crate::resources::argocd::ApplicationSource;
 use crate::source::CommitId;
-use crate::source::history::{FileKind, Repo};
+use crate::source::repo::{FileKind, Repo};
+use manifest::{Limits, Manifest};
 
 #[derive(Debug, Error)]
 pub enum RenderError {
@@ -52,6 +54,8 @@ impl RenderError {
         }
     }
 }
+
+crate::status::step_error!(RenderError);
 
 /// The renderers' programs.
 #[derive(Clone, Debug)]
@@ -99,7 +103,7 @@ pub fn export(repo: &Repo, commit: &CommitId, dest: &Path) -> Result<(), RenderE
     };
     let files = repo.files_under(commit, "").map_err(|e| err(e.to_string()))?.unwrap_or_default();
     for f in files {
-        let Some(rel) = crate::source::materials::contained(&f.path) else { continue };
+        let Some(rel) = crate::source::repo::contained(&f.path) else { continue };
         let path = dest.join(&rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
@@ -113,7 +117,7 @@ pub fn export(repo: &Repo, commit: &CommitId, dest: &Path) -> Result<(), RenderE
                 let target = String::from_utf8_lossy(&repo.blob(&f.id).map_err(|e| err(e.to_string()))?).into_owned();
                 let base = Path::new(&rel).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
                 let joined = if base.is_empty() { target.clone() } else { format!("{base}/{target}") };
-                if !target.starts_with('/') && crate::source::materials::contained(&joined).is_some() {
+                if !target.starts_with('/') && crate::source::repo::contained(&joined).is_some() {
                     #[cfg(unix)]
                     std::os::unix::fs::symlink(&target, &path).map_err(|e| err(format!("{rel}: {e}")))?;
                 }
@@ -141,7 +145,7 @@ pub fn render(
             continue;
         }
         let rel = c.source.path.as_deref().unwrap_or(".");
-        let dir = match crate::source::materials::contained(rel) {
+        let dir = match crate::source::repo::contained(rel) {
             Some(r) => c.dir.join(r),
             None if rel == "." || rel.is_empty() => c.dir.clone(),
             None => {
@@ -498,13 +502,13 @@ fn value_file(f: &str, chart_dir: &Path, refs: &BTreeMap<String, &Path>) -> Resu
         let root = refs
             .get(name)
             .ok_or_else(|| bad(format!("{f:?} refers to source ref {name:?}, which the Application does not have")))?;
-        let rel = crate::source::materials::contained(path).ok_or_else(|| bad(format!("{f:?} leaves the source")))?;
+        let rel = crate::source::repo::contained(path).ok_or_else(|| bad(format!("{f:?} leaves the source")))?;
         return Ok(root.join(rel));
     }
     if f.starts_with("http://") || f.starts_with("https://") {
         return Err(bad(format!("{f:?} is remote; Weft renders only verified content")));
     }
-    let rel = crate::source::materials::contained(f).ok_or_else(|| bad(format!("{f:?} leaves the chart directory")))?;
+    let rel = crate::source::repo::contained(f).ok_or_else(|| bad(format!("{f:?} leaves the chart directory")))?;
     Ok(chart_dir.join(rel))
 }
 

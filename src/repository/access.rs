@@ -10,7 +10,6 @@
 use globset::GlobBuilder;
 use serde::Deserialize;
 
-use super::fetch::RepoSecret;
 use super::url::{self, RepoLocation};
 
 /// What an AppProject says about sources (its name, `spec.sourceRepos`, `spec.sourceNamespaces`).
@@ -88,10 +87,50 @@ pub fn credentials_for<'a>(repo_url: &str, project: Option<&str>, secrets: &'a [
         .map(|(s, _)| s)
 }
 
+/// Credentials for one repository, as Argo CD keeps them in its repository Secrets.
+#[derive(Clone, Default)]
+pub struct RepoCredentials {
+    /// The repository Secret they come from (for messages).
+    pub secret: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub bearer_token: Option<String>,
+    pub ssh_private_key: Option<String>,
+    pub insecure_ignore_host_key: bool,
+    /// `known_hosts` lines for ssh (Argo CD's `argocd-ssh-known-hosts-cm`).
+    pub known_hosts: Option<String>,
+    /// PEM certificates to trust for the repository's host (Argo CD's `argocd-tls-certs-cm`).
+    pub tls_certs: Option<String>,
+    /// Skip TLS certificate verification (the Secret's `insecure: "true"`).
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for RepoCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ssh_private_key", &self.ssh_private_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// A repository Secret of Argo CD (`argocd.argoproj.io/secret-type: repository | repo-creds`).
+#[derive(Clone, Debug)]
+pub struct RepoSecret {
+    pub name: String,
+    /// `repository` (exact URL) or `repo-creds` (URL prefix).
+    pub is_template: bool,
+    pub url: String,
+    /// Argo CD's `project`: only Applications of that AppProject may use the Secret.
+    pub project: Option<String>,
+    pub credentials: RepoCredentials,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::fetch::RepoCredentials;
+    use crate::repository::access::RepoCredentials;
 
     fn secret(name: &str, template: bool, url: &str, project: Option<&str>) -> RepoSecret {
         RepoSecret {
