@@ -10,7 +10,7 @@
 
 use crate::reason::Reason;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,6 +70,8 @@ pub enum OciError {
     BadCredentials(String),
     #[error("cannot write the OCI layout at {path}: {reason}")]
     Layout { path: String, reason: String },
+    #[error("cannot read the OCI layout at {path}: {reason}")]
+    LayoutUnreadable { path: String, reason: String },
     #[error("registry {registry}: {what} is {size}, more than the {} Weft reads", mib(*limit))]
     TooLarge { registry: String, what: String, size: BodySize, limit: u64 },
     #[error(
@@ -133,6 +135,7 @@ impl OciError {
             OciError::BadReference(..) => Reason::InvalidImageRepository,
             OciError::BadCredentials(_) => Reason::RegistryCredentialsInvalid,
             OciError::Layout { .. } => Reason::LayoutUnwritable,
+            OciError::LayoutUnreadable { .. } => Reason::LayoutUnreadable,
             OciError::TooLarge { .. } | OciError::TooManyLayers { .. } => Reason::RegistryObjectTooLarge,
         }
     }
@@ -841,6 +844,113 @@ pub fn auth_for(dockerconfigjson: &str, host: &str) -> Result<RegistryAuth, OciE
 pub const KIND_IMAGE: &str = "dev.cosignproject.cosign/image";
 pub const KIND_SIGS: &str = "dev.cosignproject.cosign/sigs";
 pub const KIND_ATTS: &str = "dev.cosignproject.cosign/atts";
+
+/// An OCI image layout as `cosign save` (and `weft run --out`) write one: one image, its signatures and its
+/// attestations, told apart by the `kind` annotation of `index.json`. Read for image verification where
+/// the registry is not reachable (the quickstart, an air-gapped build). The layout is input like any
+/// registry answer: each blob is checked against its digest and read within the registry's limits; the
+/// layout lists no referrers.
+#[derive(Clone, Debug)]
+pub struct LayoutReader {
+    dir: PathBuf,
+}
+
+impl LayoutReader {
+    pub fn new(dir: impl Into<PathBuf>) -> LayoutReader {
+        LayoutReader { dir: dir.into() }
+    }
+
+    fn unreadable(&self, reason: impl Into<String>) -> OciError {
+        OciError::LayoutUnreadable { path: self.dir.display().to_string(), reason: reason.into() }
+    }
+
+    /// The blob with this digest (`None`: not in the layout), at most `limit` bytes.
+    fn blob(&self, digest: &str, limit: u64) -> Result<Option<Vec<u8>>, OciError> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .ok_or_else(|| self.unreadable(format!("{digest:?} is not a sha256 digest")))?;
+        let path = self.dir.join("blobs/sha256").join(hex);
+        let size = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.unreadable(format!("{digest}: {e}"))),
+        };
+        if size > limit {
+            let (registry, what) = (self.dir.display().to_string(), format!("blob {digest}"));
+            return Err(OciError::TooLarge { registry, what, size: BodySize::Declared(size), limit });
+        }
+        let bytes = std::fs::read(&path).map_err(|e| self.unreadable(format!("{digest}: {e}")))?;
+        if hex::encode(Sha256::digest(&bytes)) != hex {
+            return Err(self.unreadable(format!("blob {digest} does not match its digest")));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The digest of the manifest of one `kind` (image, signatures, attestations).
+    fn entry(&self, kind: &str) -> Result<Option<String>, OciError> {
+        let index = match std::fs::read(self.dir.join("index.json")) {
+            Ok(b) if b.len() as u64 <= MAX_MANIFEST_BYTES => b,
+            Ok(_) => return Err(self.unreadable("index.json is larger than a manifest may be")),
+            Err(e) => return Err(self.unreadable(format!("index.json: {e}"))),
+        };
+        let index: Value = serde_json::from_slice(&index).map_err(|e| self.unreadable(format!("index.json: {e}")))?;
+        let manifests = index["manifests"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut entries = manifests.iter().filter(|m| m["annotations"]["kind"] == kind);
+        let entry = entries.next();
+        if entries.next().is_some() {
+            return Err(self.unreadable(format!("index.json lists more than one {kind}")));
+        }
+        Ok(entry.and_then(|m| m["digest"].as_str()).map(str::to_string))
+    }
+
+    /// A manifest by digest, by cosign's `sha256-<hex>.sig` / `.att` tags, or (any other tag) the image's.
+    pub fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
+        if reference.starts_with("sha256:") {
+            return self.blob(reference, MAX_MANIFEST_BYTES);
+        }
+        let signed = reference.strip_prefix("sha256-").and_then(|r| {
+            r.strip_suffix(".sig").map(|h| (h, KIND_SIGS)).or_else(|| r.strip_suffix(".att").map(|h| (h, KIND_ATTS)))
+        });
+        let digest = match signed {
+            // Signatures of the image this layout holds, and of no other.
+            Some((hex, kind)) if self.entry(KIND_IMAGE)?.as_deref() == Some(&format!("sha256:{hex}")) => {
+                self.entry(kind)?
+            }
+            Some(_) => None,
+            None => self.entry(KIND_IMAGE)?,
+        };
+        match digest {
+            Some(d) => self.blob(&d, MAX_MANIFEST_BYTES),
+            None => Ok(None),
+        }
+    }
+
+    /// The layers a manifest lists; a layer that cannot be read fails alone.
+    pub fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<Blob, OciError>>, OciError> {
+        let v: Value =
+            serde_json::from_slice(manifest).map_err(|e| self.unreadable(format!("a manifest cannot be read: {e}")))?;
+        let listed = v["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if listed.len() > MAX_LAYERS {
+            let (registry, repository) = (self.dir.display().to_string(), String::new());
+            return Err(OciError::TooManyLayers { registry, repository, count: listed.len() });
+        }
+        let mut total = 0u64;
+        let layers = listed.iter().map(|l| {
+            let digest = l["digest"].as_str().unwrap_or_default();
+            let bytes = self
+                .blob(digest, MAX_LAYER_BYTES.min(MAX_LAYERS_TOTAL_BYTES - total))?
+                .ok_or_else(|| self.unreadable(format!("layer {digest} is not in the layout")))?;
+            total += bytes.len() as u64;
+            let annotations = l["annotations"]
+                .as_object()
+                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .unwrap_or_default();
+            Ok(Blob { media_type: l["mediaType"].as_str().unwrap_or_default().to_string(), bytes, annotations })
+        });
+        Ok(layers.collect())
+    }
+}
 
 /// Writes `image` and its signature image as an OCI image layout that `cosign verify --local-image`
 /// reads. An existing layout at `dir` is replaced.

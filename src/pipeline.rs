@@ -322,17 +322,24 @@ pub(crate) async fn run_steps(steps: &impl Steps, request: Request<'_>, progress
     let (report, rekor, summary) = match recorded {
         Ok((a, summary)) => {
             let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
-            let mut msg = format!(
-                "SLSA provenance for {} {how} in the transparency log at index {} (entry {}), attached as {}",
-                done.published.reference, a.entry.log_index, a.entry.uuid, a.attached
-            );
-            if let Some(s) = &summary {
-                msg += &format!(
-                    "; verification summary (SLSA VSA) at index {} (entry {})",
-                    s.entry.log_index, s.entry.uuid
-                );
+            let logged = |e: &Option<crate::resources::provenance::RekorEntry>| {
+                match e {
+                Some(e) => format!("in the transparency log at index {} (entry {})", e.log_index, e.uuid),
+                None => "in no transparency log (provenance.unlogged: nobody else can tell when it was made, or that it was not replaced)".into(),
             }
-            (StepReport::new(StepState::Passed, Reason::Recorded, msg), Some(a.entry), summary.map(|s| s.entry))
+            };
+            let mut msg = format!(
+                "SLSA provenance for {} {how} {}, attached as a signed attestation to {}",
+                done.published.reference,
+                logged(&a.entry),
+                a.attached
+            );
+            match summary.as_ref().map(|s| &s.entry) {
+                Some(Some(e)) => msg += &format!("; verification summary (SLSA VSA) {}", logged(&Some(e.clone()))),
+                Some(None) => msg += "; verification summary (SLSA VSA) attached beside it, unlogged too",
+                None => {}
+            }
+            (StepReport::new(StepState::Passed, Reason::Recorded, msg), a.entry, summary.and_then(|s| s.entry))
         }
         Err(report) => (report, None, None),
     };
@@ -520,13 +527,14 @@ impl Pipeline {
         started_on: k8s_openapi::jiff::Timestamp,
         vouched: Option<&[ImageStatus]>,
     ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
-        let Some(log_client) = &done.log else {
+        let unlogged = request.profile.spec.provenance.as_ref().is_some_and(|p| p.unlogged == Some(true));
+        if done.log.is_none() && !unlogged {
             return Err(StepReport::new(
                 StepState::NotConfigured,
                 Reason::ProvenanceNotConfigured,
                 "the profile names no transparency log (provenance.rekor), so no provenance is recorded and nothing is vouched for".to_string(),
             ));
-        };
+        }
         let app = request.app;
         let revisions: Vec<String> = request.target.sources.iter().map(|s| s.revision.clone()).collect();
         let generation = request.profile.metadata.generation.unwrap_or_default();
@@ -561,15 +569,15 @@ impl Pipeline {
             signed_resources: done.published.resources,
         };
         let statement = crate::provenance::statement(&facts);
-        let log = || log_client.log();
+        let log = done.log.as_ref().map(publish::LogClient::log);
         let failed = |e: publish::PublishError, what: &str| e.report_with(format!("{e}; {what}"));
-        let provenance = publish::attest(&done.destination, &done.published, &statement, &done.key, &log())
+        let provenance = publish::attest(&done.destination, &done.published, &statement, &done.key, log.as_ref())
             .await
             .map_err(|e| failed(e, "no provenance is recorded for this revision"))?;
         let Some(images) = vouched else { return Ok((provenance, None)) };
         let summary = summary(request, verdicts, bases, images, &facts, &self.builder_id);
         let statement = crate::provenance::summary_statement(&summary);
-        let summary = publish::attest(&done.destination, &done.published, &statement, &done.key, &log())
+        let summary = publish::attest(&done.destination, &done.published, &statement, &done.key, log.as_ref())
             .await
             .map_err(|e| failed(e, "the provenance is recorded, the verification summary is not (retried)"))?;
         Ok((provenance, Some(summary)))
@@ -1069,7 +1077,8 @@ mod tests {
             vouched: Option<&[ImageStatus]>,
         ) -> Result<(publish::Attested, Option<publish::Attested>), StepReport> {
             self.ran(if vouched.is_some() { "provenance and summary" } else { "provenance" });
-            let attested = publish::Attested { entry: RekorEntry::default(), attached: "layout".into(), reused: false };
+            let attested =
+                publish::Attested { entry: Some(RekorEntry::default()), attached: "layout".into(), reused: false };
             Ok((attested.clone(), vouched.map(|_| attested)))
         }
     }

@@ -128,7 +128,6 @@ reasons! {
     InputUnreadable: Configuration,
     InvalidInput: Configuration,
     ProjectNotFound: Configuration,
-    NoSourcePolicy: Configuration,
     AmbiguousSourcePolicy: Configuration,
     InvalidSourcePolicy: Configuration,
     InvalidKeyring: Configuration,
@@ -161,6 +160,7 @@ reasons! {
     InvalidImageRepository: Configuration,
     RegistryCredentialsInvalid: Configuration,
     LayoutUnwritable: Configuration,
+    LayoutUnreadable: Configuration,
     RekorKeyInvalid: Configuration,
     RekorDuplicate: Configuration,
 
@@ -188,6 +188,8 @@ reasons! {
     RemoteBaseNotPinned: Verdict,
     RemoteResourceNotPinned: Verdict,
     RepositoryNotPermitted: Verdict,
+    /// No policy covers the repository: nothing vouches for it (an Application may point anywhere).
+    NoSourcePolicy: Verdict,
     ApplicationNamespaceNotPermitted: Verdict,
     ChartSourceNotVerified: Verdict,
     ShallowRepository: Verdict,

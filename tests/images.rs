@@ -455,3 +455,67 @@ fn images_signed_and_attested_with_cosign_v3_defaults_verify_in_rekor_v1_and_v2(
     let (_, results) = lab.verify(&other, &refs);
     assert!(results.iter().all(|r| outcome(r).0 == "Failed"), "{results:#?}");
 }
+
+/// `weft verify-images --image-layout`: the images of a layout `cosign save` wrote, verified with no
+/// registry in reach, the log entries their signatures carry checked as ever; a tampered layout fails.
+#[test]
+fn an_image_saved_by_cosign_into_a_layout_verifies_offline_and_a_tampered_layout_does_not() {
+    let lab = Lab::new();
+    let image = lab.image("lab/saved", "1");
+    lab.sign("k", &image);
+    let layout = lab.path("saved.oci");
+    lab.cosign(&["save", "--dir", layout.to_str().unwrap(), &Lab::pinned(&image)]);
+    let digest = Lab::digest_of(&image);
+
+    // A name whose registry nothing listens on: only the layout can answer for it.
+    let name = "127.0.0.1:9/lab/saved";
+    let offline = format!("{name}@{digest}");
+    let verify = |profile: &PathBuf, layout: Option<&std::path::Path>, image: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.args(["verify-images", "--output", "json", "--resources"]).arg(lab.path("resources.yaml"));
+        cmd.arg("--profile").arg(profile).arg(image);
+        if let Some(dir) = layout {
+            cmd.arg("--image-layout").arg(format!("{name}={}", dir.display()));
+        }
+        let (code, out, err) = run_cmd(&mut cmd);
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("not JSON ({code}): {out}\n{err}"));
+        (code, v["images"][0].clone())
+    };
+    let logged = lab.profile(lab.image_verification(key("keys"), json!({"images": ["**"]})));
+    let (code, result) = verify(&logged, Some(&layout), &offline);
+    assert_eq!((code, outcome(&result)), (0, ("Verified", "Verified")), "{result}");
+    assert_eq!(result["digest"], digest);
+    let (_, result) = verify(&logged, None, &offline);
+    assert_eq!(outcome(&result), ("Pending", "RegistryUnavailable"), "without the layout: {result}");
+
+    // Another key's policy, and a digest the layout does not hold.
+    let wrong_key = lab.profile(lab.image_verification(key("other-keys"), json!({"images": ["**"]})));
+    let (_, result) = verify(&wrong_key, Some(&layout), &offline);
+    assert_eq!(outcome(&result), ("Failed", "NoTrustedSignature"), "{result}");
+    let other = format!("{name}@sha256:{}", "0".repeat(64));
+    let (_, result) = verify(&logged, Some(&layout), &other);
+    assert_eq!(outcome(&result), ("Failed", "ImageNotFound"), "{result}");
+
+    // A layout whose image manifest was changed after it was saved.
+    let tampered = lab.path("tampered.oci");
+    copy_dir(&layout, &tampered);
+    let blob = tampered.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&blob, bytes).unwrap();
+    let (code, result) = verify(&logged, Some(&tampered), &offline);
+    assert_eq!((code, outcome(&result)), (1, ("Failed", "LayoutUnreadable")), "{result}");
+    assert!(result["message"].as_str().unwrap().contains("does not match its digest"), "{result}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}

@@ -151,6 +151,22 @@ fn unknown_fields(prefix: &str, raw: &Value, known: &Value, out: &mut Vec<String
     }
 }
 
+/// Images read from OCI image layouts instead of their registries.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ImageLayouts {
+    /// Read an image from an OCI image layout (as `cosign save` writes one) instead of its registry:
+    /// `REPOSITORY=DIR`, e.g. `registry.example.com/shop/cart=./cart.oci`. Repeatable.
+    #[arg(long = "image-layout", value_name = "REPOSITORY=DIR", value_parser = image_layout)]
+    pub image_layouts: Vec<(String, std::path::PathBuf)>,
+}
+
+fn image_layout(s: &str) -> Result<(String, std::path::PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => Ok((name.to_string(), dir.into())),
+        _ => Err(format!("{s:?}: expected REPOSITORY=DIR, e.g. registry.example.com/shop/cart=./cart.oci")),
+    }
+}
+
 /// Where the objects a profile refers to come from: `--resources`, or the cluster.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Referenced {

@@ -25,6 +25,8 @@ pub struct Args {
     pub profile: PathBuf,
     #[command(flatten)]
     pub objects: super::Referenced,
+    #[command(flatten)]
+    pub layouts: super::ImageLayouts,
     /// Publish to this OCI repository (instead of the profile's manifestSigning.image.repository).
     #[arg(long, conflicts_with = "out")]
     pub registry: Option<String>,
@@ -185,7 +187,9 @@ fn execute(args: &Args) -> Result<u8, InputError> {
         argocd_namespace: args.objects.argocd_namespace.clone(),
         permits: tokio::sync::Semaphore::new(2),
         builder_id: args.builder_id.clone(),
-        images: std::sync::Arc::new(crate::images::ImageVerifier::default()),
+        images: std::sync::Arc::new(
+            crate::images::ImageVerifier::default().with_layouts(args.layouts.image_layouts.iter().cloned()),
+        ),
         discovery: None,
         keys: Default::default(),
     };

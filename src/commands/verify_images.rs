@@ -17,6 +17,8 @@ pub struct Args {
     pub profile: PathBuf,
     #[command(flatten)]
     pub objects: super::Referenced,
+    #[command(flatten)]
+    pub layouts: super::ImageLayouts,
     /// Rendered manifests: a YAML file, or a directory of them (searched recursively).
     #[arg(long)]
     pub manifests: Option<PathBuf>,
@@ -58,7 +60,9 @@ fn verify(args: &Args) -> Result<u8, InputError> {
         None => args.images.iter().map(|i| (i.clone(), vec!["the command line".to_string()])).collect(),
     };
     let runtime = tokio::runtime::Runtime::new().map_err(|e| InputError::Other(e.to_string()))?;
-    let statuses = runtime.block_on(ImageVerifier::default().verify(&policies, &found));
+    let statuses = runtime.block_on(
+        ImageVerifier::default().with_layouts(args.layouts.image_layouts.iter().cloned()).verify(&policies, &found),
+    );
     let report = images::report(policies.enforcement, &statuses);
     match args.output {
         super::verify_source::Output::Json => {

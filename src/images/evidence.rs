@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use sigstore_verify::types::{Bundle, SignatureContent};
 
 use super::reference::Digest;
-use crate::oci::{BUNDLE_ANNOTATION, Blob, OciError, Registry, SIGNATURE_ANNOTATION};
+use crate::oci::{BUNDLE_ANNOTATION, Blob, LayoutReader, OciError, Registry, SIGNATURE_ANNOTATION};
 
 pub use crate::oci::CERTIFICATE_ANNOTATION;
 pub const DSSE_ENVELOPE: &str = "application/vnd.dsse.envelope.v1+json";
@@ -67,8 +67,48 @@ impl Evidence {
     }
 }
 
-/// Reads every signature and attestation of `digest` in the registry.
-pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, OciError> {
+/// Where an image's manifests, signatures and attestations are read: its registry, or an OCI image
+/// layout on disk.
+#[allow(async_fn_in_trait)] // used on concrete types only: no Send bound is lost
+pub trait ImageStore: Sync {
+    /// A manifest by tag or digest; `None` when there is none.
+    async fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError>;
+    /// The layers a manifest lists; a layer that cannot be read fails alone.
+    async fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<Blob, OciError>>, OciError>;
+    /// The referrers of a digest (OCI 1.1), as index descriptors.
+    async fn referrers(&self, digest: &str) -> Result<Vec<serde_json::Value>, OciError>;
+}
+
+impl ImageStore for Registry {
+    async fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
+        Registry::manifest(self, reference).await
+    }
+
+    async fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<Blob, OciError>>, OciError> {
+        Registry::layers_each(self, manifest).await
+    }
+
+    async fn referrers(&self, digest: &str) -> Result<Vec<serde_json::Value>, OciError> {
+        Registry::referrers(self, digest).await
+    }
+}
+
+impl ImageStore for LayoutReader {
+    async fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
+        LayoutReader::manifest(self, reference)
+    }
+
+    async fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<Blob, OciError>>, OciError> {
+        LayoutReader::layers_each(self, manifest)
+    }
+
+    async fn referrers(&self, _: &str) -> Result<Vec<serde_json::Value>, OciError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Reads every signature and attestation of `digest` in the registry (or layout).
+pub async fn fetch(registry: &impl ImageStore, digest: &Digest) -> Result<Evidence, OciError> {
     let mut evidence = Evidence::default();
     // The three places are independent: ask for them at once.
     let (sig, att, referrers) = tokio::join!(
@@ -111,7 +151,7 @@ pub async fn fetch(registry: &Registry, digest: &Digest) -> Result<Evidence, Oci
 /// The layers under cosign's `sha256-<hex><suffix>` tag, with the tag; a layer too large to read is an
 /// error of its own.
 async fn legacy_layers(
-    registry: &Registry,
+    registry: &impl ImageStore,
     digest: &Digest,
     suffix: &str,
 ) -> Result<Vec<(String, Result<Blob, OciError>)>, OciError> {
@@ -154,20 +194,6 @@ struct RekorPayload {
 /// its signed entry timestamp, which is what cosign stores).
 pub fn legacy(layer: &Blob, digest: &Digest, origin: String) -> Result<Candidate, String> {
     let a: &BTreeMap<String, String> = &layer.annotations;
-    let rekor = a.get(BUNDLE_ANNOTATION).ok_or(
-        "no transparency log entry (annotation dev.sigstore.cosign/bundle): signatures made without uploading to Rekor are not accepted",
-    )?;
-    let rekor: RekorBundle =
-        serde_json::from_str(rekor).map_err(|e| format!("the transparency log bundle cannot be read: {e}"))?;
-    let body: Value = B64
-        .decode(&rekor.payload.body)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or("the transparency log entry body is not base64 JSON")?;
-    let (Some(kind), Some(version)) = (body["kind"].as_str(), body["apiVersion"].as_str()) else {
-        return Err("the transparency log entry body has no kind or apiVersion".into());
-    };
-    let log_id = hex::decode(&rekor.payload.log_id).map_err(|_| "the log ID is not hex")?;
     let material = match a.get(CERTIFICATE_ANNOTATION) {
         Some(pem) => {
             let (_, der) = pem_rfc7468::decode_vec(pem.trim().as_bytes())
@@ -180,14 +206,14 @@ pub fn legacy(layer: &Blob, digest: &Digest, origin: String) -> Result<Candidate
         "mediaType": "application/vnd.dev.sigstore.bundle+json;version=0.1",
         "verificationMaterial": material,
     });
-    bundle["verificationMaterial"]["tlogEntries"] = json!([{
-        "logIndex": rekor.payload.log_index.to_string(),
-        "logId": {"keyId": B64.encode(log_id)},
-        "kindVersion": {"kind": kind, "version": version},
-        "integratedTime": rekor.payload.integrated_time.to_string(),
-        "inclusionPromise": {"signedEntryTimestamp": rekor.signed_entry_timestamp},
-        "canonicalizedBody": rekor.payload.body,
-    }]);
+    match a.get(BUNDLE_ANNOTATION) {
+        Some(rekor) => bundle["verificationMaterial"]["tlogEntries"] = json!([tlog_entry(rekor)?]),
+        // Counts only for a key signer with `ignoreTlog`, and only as a simple-signing signature.
+        None if layer.media_type != DSSE_ENVELOPE => bundle["verificationMaterial"]["tlogEntries"] = json!([]),
+        None => {
+            return Err("no transparency log entry (annotation dev.sigstore.cosign/bundle): attestations made without uploading to Rekor are not accepted".into());
+        }
+    }
     let signed = if layer.media_type == DSSE_ENVELOPE {
         let env: Value = serde_json::from_slice(&layer.bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
         let sigs = env["signatures"].as_array().map(Vec::as_slice).unwrap_or_default();
@@ -214,6 +240,29 @@ pub fn legacy(layer: &Blob, digest: &Digest, origin: String) -> Result<Candidate
     };
     let bundle = Bundle::from_json(&bundle.to_string()).map_err(|e| format!("cannot be read as a bundle: {e}"))?;
     Ok(Candidate { origin, bundle, signed })
+}
+
+/// The bundle's log entry from cosign's legacy bundle annotation.
+fn tlog_entry(rekor: &str) -> Result<Value, String> {
+    let rekor: RekorBundle =
+        serde_json::from_str(rekor).map_err(|e| format!("the transparency log bundle cannot be read: {e}"))?;
+    let body: Value = B64
+        .decode(&rekor.payload.body)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or("the transparency log entry body is not base64 JSON")?;
+    let (Some(kind), Some(version)) = (body["kind"].as_str(), body["apiVersion"].as_str()) else {
+        return Err("the transparency log entry body has no kind or apiVersion".into());
+    };
+    let log_id = hex::decode(&rekor.payload.log_id).map_err(|_| "the log ID is not hex")?;
+    Ok(json!({
+        "logIndex": rekor.payload.log_index.to_string(),
+        "logId": {"keyId": B64.encode(log_id)},
+        "kindVersion": {"kind": kind, "version": version},
+        "integratedTime": rekor.payload.integrated_time.to_string(),
+        "inclusionPromise": {"signedEntryTimestamp": rekor.signed_entry_timestamp},
+        "canonicalizedBody": rekor.payload.body,
+    }))
 }
 
 #[cfg(test)]
@@ -248,8 +297,11 @@ mod tests {
     #[test]
     fn legacy_signatures_without_a_log_entry_or_for_another_image_are_refused() {
         let d = Digest::of(b"image");
+        // Read with no log entry: only a key signer with ignoreTlog can count it (see verify.rs).
         let no_log = layer(d.as_str(), &[(SIGNATURE_ANNOTATION, B64.encode(b"sig"))]);
-        assert!(legacy(&no_log, &d, "x".into()).unwrap_err().contains("no transparency log entry"));
+        assert!(legacy(&no_log, &d, "x".into()).unwrap().bundle.verification_material.tlog_entries.is_empty());
+        let envelope = Blob { media_type: DSSE_ENVELOPE.into(), ..no_log.clone() };
+        assert!(legacy(&envelope, &d, "x".into()).unwrap_err().contains("no transparency log entry"));
         let other = Digest::of(b"other");
         let copied =
             layer(other.as_str(), &[(SIGNATURE_ANNOTATION, B64.encode(b"sig")), (BUNDLE_ANNOTATION, rekor_bundle())]);

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::Semaphore;
 
-use crate::oci::{OciError, Registry};
+use crate::oci::{LayoutReader, OciError, Registry};
 use crate::resources::profile::ImageEnforcement;
 use crate::resources::provenance::{ImageOutcome, ImageStatus};
 use crate::status::{StepReport, StepState};
+use evidence::ImageStore;
 use policy::ImagePolicies;
 use reference::{Digest, ImageRef, ReferenceError};
 use verify::DigestVerdict;
@@ -90,6 +91,8 @@ pub struct ImageVerifier {
     settings: Settings,
     cache: Mutex<HashMap<CacheKey, (Instant, DigestVerdict)>>,
     registries: Mutex<HashMap<String, Arc<Registry>>>,
+    /// Images read from OCI layouts instead of their registries, by repository name.
+    layouts: HashMap<String, LayoutReader>,
     gates: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// `MAX_CACHED`, smaller in tests.
     max_entries: usize,
@@ -107,9 +110,17 @@ impl ImageVerifier {
             settings,
             cache: Mutex::default(),
             registries: Mutex::default(),
+            layouts: HashMap::new(),
             gates: Mutex::default(),
             max_entries: MAX_CACHED,
         }
+    }
+
+    /// Reads these images (by repository name, `registry.example.com/shop/cart`) from OCI image layouts,
+    /// as `cosign save` writes them, instead of their registries.
+    pub fn with_layouts(mut self, layouts: impl IntoIterator<Item = (String, std::path::PathBuf)>) -> Self {
+        self.layouts = layouts.into_iter().map(|(name, dir)| (name, LayoutReader::new(dir))).collect();
+        self
     }
 
     /// Verifies each distinct image (as `collect::distinct` lists them), concurrently.
@@ -172,7 +183,10 @@ impl ImageVerifier {
         {
             return Ok((d.clone(), v));
         }
-        let registry = self.registry(&policies.credentials, &r).map_err(|e| (r.digest.clone(), e))?;
+        let registry = match self.layouts.get(&r.name()) {
+            Some(layout) => Store::Layout(layout.clone()),
+            None => Store::Registry(self.registry(&policies.credentials, &r).map_err(|e| (r.digest.clone(), e))?),
+        };
         let gate = self.gate(&r.registry);
         let _permit = gate.acquire().await;
         let digest = match (&r.digest, &r.tag) {
@@ -272,6 +286,35 @@ impl ImageVerifier {
             .entry(host.to_string())
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_registry.max(1))))
             .clone()
+    }
+}
+
+/// Where one image is read from.
+enum Store {
+    Registry(Arc<Registry>),
+    Layout(LayoutReader),
+}
+
+impl ImageStore for Store {
+    async fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
+        match self {
+            Store::Registry(r) => r.manifest(reference).await,
+            Store::Layout(l) => l.manifest(reference),
+        }
+    }
+
+    async fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<crate::oci::Blob, OciError>>, OciError> {
+        match self {
+            Store::Registry(r) => r.layers_each(manifest).await,
+            Store::Layout(l) => l.layers_each(manifest),
+        }
+    }
+
+    async fn referrers(&self, digest: &str) -> Result<Vec<serde_json::Value>, OciError> {
+        match self {
+            Store::Registry(r) => r.referrers(digest).await,
+            Store::Layout(_) => Ok(Vec::new()),
+        }
     }
 }
 

@@ -86,15 +86,24 @@ impl Matcher {
 
 #[derive(Debug, Clone)]
 pub enum Signer {
-    Key { label: String, key: DerPublicKey },
-    Keyless { issuer: Matcher, subject: Matcher },
+    /// `ignore_tlog`: a signature counts without a transparency log entry (the profile's `ignoreTlog`).
+    Key {
+        label: String,
+        key: DerPublicKey,
+        ignore_tlog: bool,
+    },
+    Keyless {
+        issuer: Matcher,
+        subject: Matcher,
+    },
 }
 
 impl Signer {
     /// How the signer is named in verdicts.
     pub fn describe(&self) -> String {
         match self {
-            Signer::Key { label, .. } => format!("key {label}"),
+            Signer::Key { label, ignore_tlog: false, .. } => format!("key {label}"),
+            Signer::Key { label, ignore_tlog: true, .. } => format!("key {label} (ignoreTlog: in no transparency log)"),
             Signer::Keyless { issuer, subject } => {
                 format!("keyless subject {} issuer {}", subject.describe(), issuer.describe())
             }
@@ -179,7 +188,7 @@ impl ImagePolicies {
             let mut signers = Vec::new();
             for s in &p.signers {
                 match (&s.key, &s.keyless) {
-                    (Some(r), None) => signers.extend(keys(n, r, referenced)?),
+                    (Some(r), None) => signers.extend(keys(n, r, referenced, s.ignore_tlog == Some(true))?),
                     (None, Some(k)) => signers.push(Signer::keyless(k).map_err(|e| match e {
                         Some((pattern, reason)) => ImagePolicyError::Regex { policy: n, pattern, reason },
                         None => ImagePolicyError::Signer { policy: n },
@@ -194,7 +203,9 @@ impl ImagePolicies {
             fp.update(format!("policy {n} {:?} {min_slsa_level}\n", p.images));
             for s in &signers {
                 match s {
-                    Signer::Key { key, .. } => fp.update(format!("key {}\n", hex::encode(key.as_bytes()))),
+                    Signer::Key { key, ignore_tlog, .. } => {
+                        fp.update(format!("key {} {ignore_tlog}\n", hex::encode(key.as_bytes())))
+                    }
                     other => fp.update(format!("{}\n", other.describe())),
                 }
             }
@@ -242,9 +253,9 @@ impl ImagePolicies {
         let signer = match signer {
             OneSigner::Key(pem) => {
                 documents.push(config_map("signing-key", "cosign.pub", pem));
-                ImageSigner { key: Some(reference("signing-key", "cosign.pub")), keyless: None }
+                ImageSigner { key: Some(reference("signing-key", "cosign.pub")), ..Default::default() }
             }
-            OneSigner::Keyless(identity) => ImageSigner { key: None, keyless: Some(identity) },
+            OneSigner::Keyless(identity) => ImageSigner { keyless: Some(identity), ..Default::default() },
         };
         let verification = ImageVerification {
             policies: vec![ImagePolicy { images: vec!["**".into()], signers: vec![signer], ..Default::default() }],
@@ -360,7 +371,12 @@ fn describe(r: &ObjectRef) -> String {
 }
 
 /// Every PEM public key in the values an `ObjectRef` points at.
-fn keys(policy: usize, r: &ObjectRef, referenced: &ReferencedObjects) -> Result<Vec<Signer>, ImagePolicyError> {
+fn keys(
+    policy: usize,
+    r: &ObjectRef,
+    referenced: &ReferencedObjects,
+    ignore_tlog: bool,
+) -> Result<Vec<Signer>, ImagePolicyError> {
     let what = describe(r);
     let mut out = Vec::new();
     for text in referenced.texts(r)? {
@@ -370,7 +386,7 @@ fn keys(policy: usize, r: &ObjectRef, referenced: &ReferencedObjects) -> Result<
                 what: what.clone(),
                 reason: e.to_string(),
             })?;
-            out.push(Signer::Key { label: format!("from {what}"), key });
+            out.push(Signer::Key { label: format!("from {what}"), key, ignore_tlog });
         }
     }
     if out.is_empty() {
@@ -389,6 +405,7 @@ mod tests {
                 images: images.iter().map(|s| s.to_string()).collect(),
                 signers: vec![ImageSigner {
                     key: None,
+                    ignore_tlog: None,
                     keyless: Some(KeylessIdentity {
                         issuer: Some("https://issuer.example".into()),
                         subject_reg_exp: Some("^https://ci\\.example/".into()),

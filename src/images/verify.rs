@@ -4,7 +4,7 @@
 //! level. Pure over what was fetched; the cryptography is sigstore-verify's.
 
 use crate::reason::Reason;
-use sigstore_verify::types::{Artifact, Sha256Hash};
+use sigstore_verify::types::{Artifact, Sha256Hash, SignatureContent};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy};
 
 use super::evidence::{Candidate, Evidence, Signed};
@@ -76,9 +76,13 @@ fn satisfied_by(
 
 /// Does `signer` vouch for `candidate`, over this digest, with a verified transparency log entry?
 pub fn check(policies: &ImagePolicies, signer: &Signer, digest: &Digest, c: &Candidate) -> Result<(), String> {
-    // sigstore-verify accepts a bundle with only a signed timestamp; Weft requires the log (fail closed).
+    // sigstore-verify accepts a bundle with only a signed timestamp; Weft requires the log (fail closed),
+    // unless the profile says a key's signatures count without one.
     if c.bundle.verification_material.tlog_entries.is_empty() {
-        return Err("no transparency log entry".into());
+        return match signer {
+            Signer::Key { key, ignore_tlog: true, .. } => unlogged(key, c),
+            _ => Err("no transparency log entry".into()),
+        };
     }
     let hash = Sha256Hash::from_hex(digest.hex()).map_err(|e| e.to_string())?;
     let artifact: Artifact<'_> = match &c.signed {
@@ -109,6 +113,21 @@ pub fn check(policies: &ImagePolicies, signer: &Signer, digest: &Digest, c: &Can
     }
 }
 
+/// A simple-signing signature without a log entry, checked against the key alone (ECDSA P-256, cosign's
+/// keys). The payload naming this digest was checked when the candidate was read.
+fn unlogged(key: &sigstore_verify::types::DerPublicKey, c: &Candidate) -> Result<(), String> {
+    use p256::ecdsa::signature::Verifier as _;
+    use p256::pkcs8::DecodePublicKey;
+    let (Signed::Payload(payload), SignatureContent::MessageSignature(m)) = (&c.signed, &c.bundle.content) else {
+        return Err("no transparency log entry (ignoreTlog covers signatures, not attestations)".into());
+    };
+    let key = p256::ecdsa::VerifyingKey::from_public_key_der(key.as_bytes())
+        .map_err(|_| "ignoreTlog checks ECDSA P-256 keys (cosign's) only".to_string())?;
+    let signature = p256::ecdsa::Signature::from_der(m.signature.as_bytes())
+        .map_err(|e| format!("the signature is not DER ECDSA: {e}"))?;
+    key.verify(payload, &signature).map_err(|_| "the signature does not verify with the key".to_string())
+}
+
 /// The highest SLSA build level that verified provenance proves, and what was seen.
 fn slsa_level(policies: &ImagePolicies, policy: &Policy, digest: &Digest, attestations: &[Candidate]) -> (u8, String) {
     let mut best = 0;
@@ -136,4 +155,59 @@ fn slsa_level(policies: &ImagePolicies, policy: &Policy, digest: &Digest, attest
         seen.push("no SLSA provenance attestation found".into());
     }
     (best, seen.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::images::evidence::legacy;
+    use crate::oci::Blob;
+    use crate::referenced::ReferencedObjects;
+    use crate::resources::profile::ImageVerification;
+    use crate::signing::key::SigningKey;
+
+    fn policies(pem: &str, ignore_tlog: bool) -> ImagePolicies {
+        let pem: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+        let doc = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keys}}\ndata:\n  cosign.pub: |\n{pem}");
+        let iv: ImageVerification = serde_json::from_value(serde_json::json!({"policies": [{
+            "images": ["**"],
+            "signers": [{"key": {"configMapRef": {"name": "keys", "key": "cosign.pub"}}, "ignoreTlog": ignore_tlog}],
+        }]}))
+        .unwrap();
+        ImagePolicies::compile(&iv, &ReferencedObjects::from_yaml(&doc).unwrap()).unwrap()
+    }
+
+    fn signature(key: &SigningKey, digest: &Digest) -> Blob {
+        let payload =
+            crate::oci::simple_signing_payload("registry.example/shop/cart", digest.as_str(), &BTreeMap::new());
+        crate::oci::signature_layer(payload.clone(), &key.sign_base64(&payload), None)
+    }
+
+    #[test]
+    fn a_signature_without_a_log_entry_counts_only_for_a_key_whose_policy_ignores_the_log() {
+        let key = SigningKey::generate().unwrap();
+        let digest = Digest::of(b"image");
+        let unlogged = legacy(&signature(&key, &digest), &digest, "sig".into()).unwrap();
+
+        let strict = policies(&key.public_pem(), false);
+        let signer = &strict.policies[0].signers[0];
+        assert_eq!(check(&strict, signer, &digest, &unlogged).unwrap_err(), "no transparency log entry");
+
+        let lenient = policies(&key.public_pem(), true);
+        let signer = &lenient.policies[0].signers[0];
+        check(&lenient, signer, &digest, &unlogged).unwrap();
+        assert!(signer.describe().contains("ignoreTlog"), "the verdict says so: {}", signer.describe());
+        assert_ne!(strict.fingerprint, lenient.fingerprint, "no verdict cached under one holds for the other");
+
+        // Another key's signature, a payload changed after signing, a signature copied from another image.
+        let other = legacy(&signature(&SigningKey::generate().unwrap(), &digest), &digest, "sig".into()).unwrap();
+        assert!(check(&lenient, signer, &digest, &other).unwrap_err().contains("does not verify"));
+        let mut changed = signature(&key, &digest);
+        changed.bytes = String::from_utf8(changed.bytes).unwrap().replace("cart", "cort").into_bytes();
+        let changed = legacy(&changed, &digest, "sig".into()).unwrap();
+        assert!(check(&lenient, signer, &digest, &changed).is_err());
+        assert!(legacy(&signature(&key, &Digest::of(b"other")), &digest, "sig".into()).is_err());
+    }
 }

@@ -413,9 +413,16 @@ pub struct ManifestImage {
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.rekor) && has(self.unlogged) && self.unlogged)").message("provenance is either logged (rekor) or unlogged, not both"))]
 pub struct ProvenanceSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rekor: Option<RekorSettings>,
+    /// Record provenance without a transparency log: a signed attestation attached to the manifest image
+    /// and nothing else (for a first run, or where no log can be reached). Nobody else can then tell when
+    /// it was made, or that it was not replaced; the status says so. Without `rekor` and without this, no
+    /// provenance is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlogged: Option<bool>,
     /// How many revisions the ApplicationProvenance history keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1 && self <= 100").message("historyLimit must be between 1 and 100"))]
@@ -549,10 +556,17 @@ pub struct TrustedBuilder {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.key) != has(self.keyless)").message("a signer is either key or keyless, not both"))]
+#[x_kube(validation = Rule::new("!has(self.ignoreTlog) || !self.ignoreTlog || has(self.key)").message("ignoreTlog applies to key signers only"))]
 pub struct ImageSigner {
     /// A cosign public key (PEM). Without `key`, every key of the Secret or ConfigMap is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<ObjectRef>,
+    /// With `key`: a signature counts without a transparency log entry, as `cosign verify
+    /// --insecure-ignore-tlog` counts it. Anyone holding the key can then sign unseen, and nobody can
+    /// tell when a signature was made: for images no log is in reach of (air-gapped, a first run). Each
+    /// verdict says so. Signatures only: attestations (SLSA provenance) still need the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_tlog: Option<bool>,
     /// A certificate identity, as Fulcio (or the authority in `trustedRoot`) issues it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyless: Option<KeylessIdentity>,

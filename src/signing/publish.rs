@@ -434,7 +434,8 @@ fn layer(payload: &[u8], signature: &str, key: &SigningKey, bundle: Option<&str>
 /// An attestation (provenance or verification summary), logged and attached.
 #[derive(Clone, Debug)]
 pub struct Attested {
-    pub entry: RekorEntry,
+    /// Its entry in the transparency log; none when the profile records provenance unlogged.
+    pub entry: Option<RekorEntry>,
     /// Where it is attached (`…:sha256-<hex>.att`, or the layout).
     pub attached: String,
     /// An earlier attempt's attestation was found and completed or kept (no new envelope was made).
@@ -449,13 +450,14 @@ pub const PREDICATE_TYPE_ANNOTATION: &str = "predicateType";
 ///
 /// Idempotent: the envelope is stored with the image before it is logged, and an attempt that finds its
 /// own envelope (same key, same unit: [`crate::provenance::unit`]) re-sends those exact bytes, which the
-/// log recognizes; a retry or a restart never makes a second entry.
+/// log recognizes; a retry or a restart never makes a second entry. Without a log (`None`), the
+/// attestation is attached alone, and its bundle carries no log entry.
 pub async fn attest(
     dest: &Destination,
     published: &Published,
     statement: &serde_json::Value,
     key: &SigningKey,
-    log: &impl EnvelopeLog,
+    log: Option<&impl EnvelopeLog>,
 ) -> Result<Attested, PublishError> {
     let unit = crate::provenance::unit(statement);
     let subject = (published.digest.as_str(), published.size);
@@ -506,11 +508,11 @@ pub async fn attest(
         Some(existing) if existing.annotations.contains_key(oci::BUNDLE_ANNOTATION) => {
             // Complete already: check the entry it names, in the log itself.
             let envelope = String::from_utf8_lossy(&existing.bytes).into_owned();
-            let entry = log.log_envelope(&envelope, key).await?;
+            let entry = log_if(log, &envelope, key).await?;
             if !bundle_attached(dest, subject.0, &envelope, &predicate_type).await? {
-                attach_bundle(dest, subject, &envelope, key, Some(&entry), &predicate_type).await?;
+                attach_bundle(dest, subject, &envelope, key, entry.as_ref(), &predicate_type).await?;
             }
-            return Ok(Attested { entry: entry.record(), attached, reused: true });
+            return Ok(Attested { entry: entry.map(|e| e.record()), attached, reused: true });
         }
         Some(existing) => (String::from_utf8_lossy(&existing.bytes).into_owned(), true),
         None => {
@@ -521,9 +523,9 @@ pub async fn attest(
         }
     };
 
-    let entry = log.log_envelope(&envelope, key).await?;
+    let entry = log_if(log, &envelope, key).await?;
     let i = layers.iter().position(ours).unwrap_or(layers.len());
-    let layer = layer_for(&envelope, entry.cosign_bundle().as_deref());
+    let layer = layer_for(&envelope, entry.as_ref().and_then(Logged::cosign_bundle).as_deref());
     if i < layers.len() {
         layers[i] = layer;
     } else {
@@ -531,9 +533,21 @@ pub async fn attest(
     }
     store(layers).await?;
     if !bundle_attached(dest, subject.0, &envelope, &predicate_type).await? {
-        attach_bundle(dest, subject, &envelope, key, Some(&entry), &predicate_type).await?;
+        attach_bundle(dest, subject, &envelope, key, entry.as_ref(), &predicate_type).await?;
     }
-    Ok(Attested { entry: entry.record(), attached, reused })
+    Ok(Attested { entry: entry.map(|e| e.record()), attached, reused })
+}
+
+/// The envelope's entry in the log, when there is a log.
+async fn log_if(
+    log: Option<&impl EnvelopeLog>,
+    envelope: &str,
+    key: &SigningKey,
+) -> Result<Option<Logged>, PublishError> {
+    match log {
+        Some(log) => log.log_envelope(envelope, key).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -610,7 +624,7 @@ mod tests {
 
         // The log writes the entry, its answer is lost: the step fails, and is retried.
         log.lose_answers.store(true, Ordering::SeqCst);
-        let lost = attest(&dest, &published, &statement, &key, &log).await.unwrap_err();
+        let lost = attest(&dest, &published, &statement, &key, Some(&log)).await.unwrap_err();
         assert!(lost.reason().retryable(), "{lost}");
         assert_eq!(log.envelopes.lock().unwrap().len(), 1);
         let stored = oci::layout_layers(dir.path(), oci::KIND_ATTS);
@@ -618,16 +632,16 @@ mod tests {
 
         // The retry re-sends the very envelope it stored: the log answers with the same entry.
         log.lose_answers.store(false, Ordering::SeqCst);
-        let first = attest(&dest, &published, &statement, &key, &log).await.unwrap();
+        let first = attest(&dest, &published, &statement, &key, Some(&log)).await.unwrap();
         assert!(first.reused, "an earlier attempt's envelope is completed, not a new one made");
         assert_eq!(log.envelopes.lock().unwrap().len(), 1, "one entry in the log");
-        assert_eq!(first.entry.log_index, 0);
+        assert_eq!(first.entry.as_ref().map(|e| e.log_index), Some(0));
         let layers = oci::layout_layers(dir.path(), oci::KIND_ATTS);
         assert_eq!(layers.len(), 1, "one attestation attached");
         assert!(layers[0].annotations.contains_key(oci::BUNDLE_ANNOTATION), "with the log's bundle");
 
         // Complete: once more changes nothing.
-        let again = attest(&dest, &published, &statement, &key, &log).await.unwrap();
+        let again = attest(&dest, &published, &statement, &key, Some(&log)).await.unwrap();
         assert!(again.reused);
         assert_eq!((again.entry, log.envelopes.lock().unwrap().len()), (first.entry, 1));
         assert_eq!(oci::layout_layers(dir.path(), oci::KIND_ATTS).len(), 1);
@@ -635,7 +649,7 @@ mod tests {
         // Another unit of work (another run of the same image) is another attestation.
         let mut next = statement.clone();
         next["predicate"]["runDetails"]["metadata"]["invocationId"] = "unit-2".into();
-        let other = attest(&dest, &published, &next, &key, &log).await.unwrap();
+        let other = attest(&dest, &published, &next, &key, Some(&log)).await.unwrap();
         assert!(!other.reused);
         assert_eq!(log.envelopes.lock().unwrap().len(), 2);
         assert_eq!(oci::layout_layers(dir.path(), oci::KIND_ATTS).len(), 2);
