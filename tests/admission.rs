@@ -14,30 +14,13 @@ use common::project::*;
 use common::*;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-fn api_for(client: &Client, object: &Value) -> Api<DynamicObject> {
-    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), object["apiVersion"].as_str().unwrap().to_string()),
-    };
-    let kind = object["kind"].as_str().unwrap();
-    let plural = format!("{}s", kind.to_lowercase());
-    let ns = object["metadata"]["namespace"].as_str().unwrap();
-    Api::namespaced_with(
-        client.clone(),
-        ns,
-        &ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural),
-    )
-}
-
 /// Applies as Argo CD does (server-side apply, its field manager); the apiserver's error, if any.
 async fn apply(client: &Client, object: &Value) -> Result<(), String> {
-    let name = object["metadata"]["name"].as_str().unwrap();
-    let pp = PatchParams::apply("argocd-controller").force();
-    api_for(client, object).patch(name, &pp, &Patch::Apply(object)).await.map(|_| ()).map_err(|e| e.to_string())
+    apply_as(client, object, "argocd-controller").await.map_err(|e| e.to_string())
 }
 
 /// The signed manifests of a manifest image, as the registry holds them.
@@ -251,7 +234,7 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
     // again as it was verified, would now run what nobody verified, so it is denied.
     lab.image("lab/admitted-web", "1.0");
     let signed_deployment = manifests.iter().find(|m| m["kind"] == "Deployment").unwrap();
-    api_for(&client, signed_deployment).delete("cart", &Default::default()).await.unwrap();
+    api_for(&client, signed_deployment).await.delete("cart", &Default::default()).await.unwrap();
     let err = apply(&client, signed_deployment).await.expect_err("a moved tag is denied");
     assert!(err.contains("the tag moved") && err.contains(&web), "{err}");
 
@@ -277,14 +260,14 @@ async fn only_the_signed_manifests_of_a_verified_revision_are_admitted() {
     // that makes its dry run with the injector in place takes the addition for a default and admits it.
     let injector = Injector::start(&client, &dest).await;
     let config = manifests.iter().find(|m| m["kind"] == "ConfigMap").unwrap();
-    api_for(&client, config).delete("cart-config", &Default::default()).await.unwrap();
+    api_for(&client, config).await.delete("cart-config", &Default::default()).await.unwrap();
     let err = apply(&client, config).await.expect_err("an injected value against a dry run made before");
     assert!(err.contains("data.INJECTED: signed (unset), got \"1\""), "{err}");
     assert_eq!(webhook.terminate(Duration::from_secs(10)).await, Some(0));
     webhook = start_webhook();
     let (c, m) = (&client, config);
     eventually("the restarted webhook", Duration::from_secs(30), || async move { apply(c, m).await }).await;
-    let live = api_for(&client, config).get("cart-config").await.unwrap();
+    let live = api_for(&client, config).await.get("cart-config").await.unwrap();
     assert_eq!(live.data["data"]["INJECTED"], "1", "what passes: the injected value, taken for a default");
     injector.remove(&client).await;
 

@@ -382,23 +382,9 @@ async fn the_controller_shuts_down_gracefully_on_sigterm() {
 
 /// A kubeconfig for the test cluster's user that has no permissions until a test grants some.
 fn restricted_kubeconfig(dir: &std::path::Path) -> std::path::PathBuf {
-    let admin = std::fs::read_to_string(kubeconfig_path()).expect("read kubeconfig");
     let token =
         std::env::var("WEFT_TEST_RESTRICTED_TOKEN").expect("WEFT_TEST_RESTRICTED_TOKEN (set by tests/env/testenv.sh)");
-    let restricted: String = admin
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("user: {token:") {
-                format!("  user: {{token: \"{token}\"}}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let path = dir.join("restricted.kubeconfig");
-    std::fs::write(&path, restricted).expect("write kubeconfig");
-    path
+    kubeconfig_with_token(&token, dir, "restricted")
 }
 
 #[tokio::test]

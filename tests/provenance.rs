@@ -49,6 +49,8 @@ struct Env {
     project: Project,
     weft: Option<WeftProcess>,
     repository: String,
+    /// Where the controller serves its metrics.
+    metrics: String,
 }
 
 impl Env {
@@ -73,7 +75,8 @@ impl Env {
             profile["spec"]["provenance"]["rekor"]["url"] = json!(url);
         }
         create(&profiles(&client, &ns), profile).await;
-        let mut env = Env { client, ns, project, weft: None, repository };
+        let metrics = common::argocd::free_address();
+        let mut env = Env { client, ns, project, weft: None, repository, metrics };
         env.start_controller();
         env
     }
@@ -90,7 +93,23 @@ impl Env {
             "3",
             "--builder-id",
             "https://weft.dev/builders/test",
+            "--health-listen",
+            &self.metrics,
         ]));
+    }
+
+    /// Waits until the controller has found the record settled `n` more times (resyncs that change
+    /// nothing), as its metrics count them.
+    async fn resyncs(&self, n: f64) {
+        let unchanged = || common::metric(&self.metrics, "weft_reconciles_total{outcome=\"unchanged\"}");
+        let start = unchanged().await;
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while unchanged().await < start + n {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the controller did not resync {n} times in 60 s"));
     }
 
     async fn create_application(&self) {
@@ -208,7 +227,7 @@ async fn recorded_provenance_is_accepted_by_rekor_cli_and_cosign_and_reverified(
     assert_eq!(code, 0, "--from-file:\n{out}{err}");
 
     // Tampered evidence: another entry, another image, another revision.
-    let signature_entry = rekor_search(&format!("sha256:{}", hex_sha256(&cosign_payload(&image))));
+    let signature_entry = rekor_search(&format!("sha256:{}", common::verify::sha256_hex(&cosign_payload(&image))));
     let mut tampered = ap.clone();
     tampered["status"]["rekor"]["uuid"] = json!(signature_entry.first().expect("the image signature is logged"));
     std::fs::write(&file, tampered.to_string()).unwrap();
@@ -227,11 +246,6 @@ async fn recorded_provenance_is_accepted_by_rekor_cli_and_cosign_and_reverified(
 fn cosign_payload(image: &str) -> Vec<u8> {
     let (repo, digest) = image.split_once('@').unwrap();
     weft::oci::simple_signing_payload(repo, digest, &Default::default())
-}
-
-fn hex_sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
 }
 
 /// The controller is killed at the worst moments: a peer has done the work and the answer never reached
@@ -283,7 +297,7 @@ async fn a_controller_killed_mid_push_mid_signing_or_mid_attesting_completes_wit
         let ap = env.recorded().await;
         assert_eq!(ap["status"]["verdict"], "Failed", "no imageVerification: recorded, not vouched for");
         // Let a few resyncs pass too.
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        env.resyncs(2.0).await;
         // The image's signature (legacy and bundle) and its provenance: three entries, whatever the crash
         // interrupted (the log's search index is not used here: Rekor may not index an entry whose
         // client went away).
@@ -328,7 +342,7 @@ async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
     // Restart the controller too, and let several resyncs pass.
     env.weft.take().unwrap().terminate(Duration::from_secs(20)).await;
     env.start_controller();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    env.resyncs(2.0).await;
     let after = env.recorded().await;
     assert_eq!(after["status"]["rekor"], ap["status"]["rekor"], "the recorded entry stays the same");
 
@@ -336,7 +350,7 @@ async fn a_rekor_outage_mid_run_ends_in_exactly_one_entry() {
     // signature entry its payload.
     assert_eq!(rekor_search(&digest).len(), 2, "one provenance entry and one signature bundle name the image");
     assert_eq!(
-        rekor_search(&format!("sha256:{}", hex_sha256(&cosign_payload(&image)))).len(),
+        rekor_search(&format!("sha256:{}", common::verify::sha256_hex(&cosign_payload(&image)))).len(),
         1,
         "one signature entry"
     );
@@ -431,7 +445,7 @@ async fn a_vouched_for_revision_has_a_verification_summary_cosign_accepts() {
     let image = out["manifestImage"].as_str().unwrap().to_string();
     let spec: weft::resources::profile::IntegrityProfile =
         serde_json::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
-    let spec_digest = hex_sha256(&serde_json::to_vec(&spec.spec).unwrap());
+    let spec_digest = common::verify::sha256_hex(&serde_json::to_vec(&spec.spec).unwrap());
     for (cosign, bin) in cosigns() {
         let (envelope, s) = verify(cosign, &bin, &[&image]);
         assert_eq!(s["predicateType"], weft::provenance::SLSA_VSA_V1);

@@ -525,16 +525,9 @@ fn a_reader_that_goes_away_stops_the_command_quietly_and_not_as_success() {
     let repo = Repo::new(&gpg);
     repo.commit("c1", Sign::Gpg(&alice));
     let dir = tempfile::tempdir().unwrap();
-    let profile = write_json(dir.path(), "profile.yaml", &[profile(gpg_policy("*", "head", &[&alice]))]);
-    let resources = write_json(dir.path(), "resources.yaml", &[keyring(&gpg, &[&alice])]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["verify-source", "--output", "json", "--repo", &repo.path().display().to_string(), "--revision", "main"])
-        .arg("--profile")
-        .arg(&profile)
-        .arg("--resources")
-        .arg(&resources)
-        .arg("--cache-dir")
-        .arg(dir.path().join("cache"))
+    let policies = gpg_policy("*", "head", &[&alice]);
+    let repo_path = repo.path().display().to_string();
+    let mut child = verify_command(dir.path(), policies, &[keyring(&gpg, &[&alice])], &repo_path, "main")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -4,12 +4,10 @@
 
 use std::process::Command;
 
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
-use kube::discovery::Scope;
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{kubeconfig_path, run_cmd};
+use super::run_cmd;
 
 pub const CHART: &str = "charts/weft";
 
@@ -31,22 +29,9 @@ pub fn render(release: &str, ns: &str, extra: &[&str]) -> Vec<Value> {
 }
 
 pub async fn apply(client: &Client, object: &Value) {
-    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g, v),
-        None => ("", object["apiVersion"].as_str().unwrap()),
-    };
-    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), object["metadata"]["namespace"].as_str().unwrap(), &resource)
-        }
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-    };
-    let name = object["metadata"]["name"].as_str().unwrap();
-    api.patch(name, &PatchParams::apply("helm-test").force(), &Patch::Apply(object))
+    super::apply_as(client, object, "helm-test")
         .await
-        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", object["kind"]));
+        .unwrap_or_else(|e| panic!("apply {} {}: {e}", object["kind"], object["metadata"]["name"]));
 }
 
 /// A kubeconfig that authenticates with a token of the ServiceAccount alone.
@@ -54,15 +39,7 @@ pub fn service_account_kubeconfig(ns: &str, sa: &str, dir: &std::path::Path) -> 
     let (code, token, err) =
         run_cmd(Command::new("kubectl").args(["create", "token", sa, "-n", ns, "--duration", "1h"]));
     assert_eq!(code, 0, "{err}");
-    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let kubeconfig = json!({"apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "c", "cluster": cluster}],
-        "users": [{"name": "sa", "user": {"token": token.trim()}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}]});
-    let path = dir.join(format!("{sa}.kubeconfig"));
-    std::fs::write(&path, kubeconfig.to_string()).unwrap();
-    path
+    super::kubeconfig_with_token(&token, dir, sa)
 }
 
 /// Installs the chart as `release` in `ns`; its webhook covers no namespace and ignores failures, so it

@@ -353,3 +353,39 @@ pub fn cosign_keyless(
         image,
     ]))
 }
+
+/// The API for an object's kind, as the cluster's discovery serves it (namespaced or cluster-wide).
+pub async fn api_for(client: &Client, object: &Value) -> Api<DynamicObject> {
+    let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", object["apiVersion"].as_str().unwrap()),
+    };
+    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    match caps.scope {
+        kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), object["metadata"]["namespace"].as_str().unwrap(), &resource)
+        }
+        kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Server-side apply as `manager`, forcing conflicts (as Argo CD and Helm apply); the apiserver's error.
+pub async fn apply_as(client: &Client, object: &Value, manager: &str) -> Result<(), kube::Error> {
+    let name = object["metadata"]["name"].as_str().unwrap();
+    let pp = kube::api::PatchParams::apply(manager).force();
+    api_for(client, object).await.patch(name, &pp, &kube::api::Patch::Apply(object)).await.map(|_| ())
+}
+
+/// A kubeconfig for the test cluster that authenticates with `token` alone.
+pub fn kubeconfig_with_token(token: &str, dir: &std::path::Path, name: &str) -> PathBuf {
+    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kubeconfig = serde_json::json!({"apiVersion": "v1", "kind": "Config", "current-context": name,
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": name, "user": {"token": token.trim()}}],
+        "contexts": [{"name": name, "context": {"cluster": "c", "user": name}}]});
+    let path = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}

@@ -42,21 +42,25 @@ pub fn write_json(dir: &Path, name: &str, docs: &[Value]) -> std::path::PathBuf 
     path
 }
 
-/// `weft verify-source --output json` with a profile holding `policies`.
-pub fn verify(dir: &Path, policies: Value, resources: &[Value], repo: &str, revision: &str, extra: &[&str]) -> Run {
+/// `weft verify-source --output json` on `repo` at `revision`, with the profile and resources written to
+/// `dir`; not run yet.
+pub fn verify_command(dir: &Path, policies: Value, resources: &[Value], repo: &str, revision: &str) -> Command {
     let profile_path = write_json(dir, "profile.yaml", &[profile(policies)]);
     let resources_path = write_json(dir, "resources.yaml", resources);
-    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .args(["verify-source", "--output", "json", "--repo", repo, "--revision", revision])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.args(["verify-source", "--output", "json", "--repo", repo, "--revision", revision])
         .arg("--profile")
-        .arg(&profile_path)
+        .arg(profile_path)
         .arg("--resources")
-        .arg(&resources_path)
+        .arg(resources_path)
         .arg("--cache-dir")
-        .arg(dir.join("cache"))
-        .args(extra)
-        .output()
-        .expect("run weft");
+        .arg(dir.join("cache"));
+    cmd
+}
+
+/// `weft verify-source --output json` with a profile holding `policies`.
+pub fn verify(dir: &Path, policies: Value, resources: &[Value], repo: &str, revision: &str, extra: &[&str]) -> Run {
+    let out = verify_command(dir, policies, resources, repo, revision).args(extra).output().expect("run weft");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     Run {
         code: out.status.code().unwrap_or(-1),
