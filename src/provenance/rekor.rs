@@ -10,6 +10,7 @@ use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use sigstore_verify::types::Sha256Hash;
 use thiserror::Error;
 
 use crate::resources::provenance::RekorEntry;
@@ -237,47 +238,21 @@ fn hex32(s: &str) -> Result<[u8; 32], RekorError> {
     v.try_into().map_err(|_| RekorError::Malformed(format!("hash {s:?} is not 32 bytes")))
 }
 
-/// RFC 6962 leaf hash: SHA-256(0x00 ‖ entry).
+/// RFC 6962 leaf hash: SHA-256(0x00 ‖ entry), as sigstore-merkle computes it.
 pub fn leaf_hash(body: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(body);
-    h.finalize().into()
+    *sigstore_merkle::hash_leaf(body).as_bytes()
 }
 
-fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
+/// RFC 6962 interior node hash: SHA-256(0x01 ‖ left ‖ right), as sigstore-merkle computes it.
+pub fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
+    *sigstore_merkle::hash_children(&Sha256Hash::new(*left), &Sha256Hash::new(*right)).as_bytes()
 }
 
-/// RFC 9162 §2.1.3.2 inclusion proof verification.
+/// RFC 9162 §2.1.3.2 inclusion proof verification: sigstore-merkle's, which also refuses a proof of the
+/// wrong length for the index and size.
 pub fn verify_inclusion(index: u64, size: u64, leaf: [u8; 32], proof: &[[u8; 32]], root: [u8; 32]) -> bool {
-    if index >= size {
-        return false;
-    }
-    let (mut fnode, mut snode, mut r) = (index, size - 1, leaf);
-    for p in proof {
-        if snode == 0 {
-            return false;
-        }
-        if fnode & 1 == 1 || fnode == snode {
-            r = node(p, &r);
-            if fnode & 1 == 0 {
-                while fnode & 1 == 0 && fnode != 0 {
-                    fnode >>= 1;
-                    snode >>= 1;
-                }
-            }
-        } else {
-            r = node(&r, p);
-        }
-        fnode >>= 1;
-        snode >>= 1;
-    }
-    snode == 0 && r == root
+    let proof: Vec<Sha256Hash> = proof.iter().copied().map(Sha256Hash::new).collect();
+    sigstore_merkle::verify_inclusion_proof(&Sha256Hash::new(leaf), index, size, &proof, &Sha256Hash::new(root)).is_ok()
 }
 
 /// A signed note (`origin\nsize\nroot\n…\n\n— name base64(hint ‖ sig)`): returns (size, root) when a
@@ -435,7 +410,7 @@ mod tests {
         }
         let k = l.len().next_power_of_two() / 2;
         let k = if k == l.len() { k / 2 } else { k };
-        node(&root(&l[..k]), &root(&l[k..]))
+        node_hash(&root(&l[..k]), &root(&l[k..]))
     }
 
     fn path(m: usize, l: &[[u8; 32]]) -> Vec<[u8; 32]> {

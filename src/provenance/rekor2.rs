@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::provenance::rekor::{MAX_RESPONSE_BYTES, REKOR_TIMEOUT, leaf_hash, verify_inclusion};
+use crate::provenance::rekor::{MAX_RESPONSE_BYTES, REKOR_TIMEOUT, leaf_hash, node_hash, verify_inclusion};
 
 pub const KIND: &str = "hashedrekord";
 pub const VERSION: &str = "0.0.2";
@@ -501,7 +501,7 @@ fn proof_from_tiles_with(
         let (tile, first, count) = locate(h, k, size, tile_height);
         let mut level: Vec<[u8; 32]> = tiles.get(&tile)?.get(first..first + count)?.to_vec();
         while level.len() > 1 {
-            level = level.chunks(2).map(|p| node(&p[0], &p[1])).collect();
+            level = level.chunks(2).map(|p| node_hash(&p[0], &p[1])).collect();
         }
         level.first().copied()
     };
@@ -513,19 +513,11 @@ fn proof_from_tiles_with(
         let parts = perfect_subtrees(lo, hi).into_iter().map(|(h, k)| subtree(h, k)).collect::<Option<Vec<_>>>()?;
         let mut acc = *parts.last()?;
         for p in parts.iter().rev().skip(1) {
-            acc = node(p, &acc);
+            acc = node_hash(p, &acc);
         }
         proof.push(acc);
     }
     Some((leaf, proof))
-}
-
-fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
 }
 
 /// The log whose tiles and checkpoints `Rekor2` reads to rebuild an entry the log already holds.
@@ -733,7 +725,7 @@ mod tests {
             return l[0];
         }
         let k = split(l.len() as u64) as usize;
-        node(&mth(&l[..k]), &mth(&l[k..]))
+        node_hash(&mth(&l[..k]), &mth(&l[k..]))
     }
 
     /// A log of `others` entries and then `rekord`, with a checkpoint signed by `sk`: the entry as the
