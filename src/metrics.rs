@@ -2,7 +2,6 @@
 //! verdicts, dependencies): never per-object, so cardinality stays bounded however many Applications
 //! there are.
 
-use crate::reason::Dependency;
 use std::sync::LazyLock;
 
 use prometheus_client::encoding::text::encode;
@@ -10,6 +9,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::reason::Dependency;
 
 type Labels = Vec<(&'static str, String)>;
 

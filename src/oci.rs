@@ -8,7 +8,6 @@
 //!
 //! Building the artifacts is pure; `Registry` and `write_layout` do the I/O.
 
-use crate::reason::Reason;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,8 @@ use oci_client::{Client, Reference};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use crate::reason::Reason;
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -4,7 +4,6 @@
 //! the blocking pool, a bounded number at a time. Steps not built yet report `NotImplemented`; steps after
 //! one that did not pass report `Blocked`.
 
-use crate::reason::Reason;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use crate::images::{self, ImageVerifier, policy::ImagePolicies};
 use crate::oci::Registry;
 use crate::provenance::rekor::{LogKey, Rekor};
 use crate::provenance::rekor2::{CheckpointKey, Rekor2};
+use crate::reason::Reason;
 use crate::referenced::{Kind, ReferencedObjects};
 use crate::render::manifest::{self, Limits, TrackingMethod};
 use crate::render::{self, AppContext, Checkout, PinnedRemote, Tools};

@@ -2,13 +2,13 @@
 //! cluster, or from YAML documents for the CLI), so the verification itself is synchronous and has one
 //! clear error for a missing object or key.
 
-use crate::reason::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::repository::access::ProjectRules;
 use crate::repository::access::{RepoCredentials, RepoSecret};
 use crate::resources::profile::{IntegrityProfileSpec, KeyRef, ObjectRef, SigningKey};

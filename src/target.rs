@@ -4,9 +4,9 @@
 //! `.operation.sync.revision(s)` while a sync is requested or running, else `.status.sync.revision(s)`.
 //! Never "the branch now": a symbolic `targetRevision` is only recorded for people to read.
 
-use crate::reason::Reason;
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::resources::argocd::{Application, ApplicationSource};
 use crate::resources::provenance::{RevisionOrigin, SourceRevision};
 

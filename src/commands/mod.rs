@@ -16,12 +16,12 @@ pub mod run;
 pub mod verify_images;
 pub mod verify_source;
 
-use crate::reason::Reason;
 use std::path::Path;
 
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::referenced::{ReferenceError, ReferencedObjects};
 use crate::resources::profile::IntegrityProfile;
 

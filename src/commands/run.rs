@@ -1,13 +1,13 @@
 //! `weft run`: the whole pipeline for one Application, without a cluster — verify the sources, render
 //! from the verified trees, sign, and publish to a registry or an OCI image layout directory.
 
-use crate::reason::Category;
 use std::path::PathBuf;
 
 use serde_json::json;
 
 use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_VERIFIED, InputError, load_profile, read};
 use crate::pipeline::{DestinationChoice, Pipeline, Progress, Request};
+use crate::reason::Category;
 use crate::resources::argocd::Application;
 use crate::resources::provenance::{RevisionOrigin, SourceRevision};
 use crate::source::CommitId;

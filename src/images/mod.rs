@@ -11,7 +11,6 @@ pub mod policy;
 pub mod reference;
 pub mod verify;
 
-use crate::reason::Reason;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +19,7 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 
 use crate::oci::{LayoutReader, OciError, Registry};
+use crate::reason::Reason;
 use crate::resources::profile::ImageEnforcement;
 use crate::resources::provenance::{ImageOutcome, ImageStatus};
 use crate::status::{StepReport, StepState};

@@ -3,7 +3,6 @@
 //! changed policy never reuses a verdict made under the old one. Also the per-Application override,
 //! which may only tighten.
 
-use crate::reason::Reason;
 use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
@@ -15,6 +14,7 @@ use sigstore_verify::trust_root::{SIGSTORE_PRODUCTION_TRUSTED_ROOT, TrustedRoot}
 use sigstore_verify::types::DerPublicKey;
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::referenced::{ReferenceError, ReferencedObjects};
 use crate::resources::profile::{
     ImageEnforcement, ImagePolicy, ImageSigner, ImageVerification, KeylessIdentity, ObjectRef,

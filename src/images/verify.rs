@@ -3,13 +3,14 @@
 //! `minSlsaLevel`) by SLSA provenance signed by one of those signers, from a builder trusted for that
 //! level. Pure over what was fetched; the cryptography is sigstore-verify's.
 
-use crate::reason::Reason;
 use sigstore_verify::types::{Artifact, Sha256Hash, SignatureContent};
 use sigstore_verify::{PublicKeyVerificationPolicy, VerificationPolicy};
 
 use super::evidence::{Candidate, Evidence, Signed};
 use super::policy::{ImagePolicies, Policy, Signer};
 use super::reference::Digest;
+
+use crate::reason::Reason;
 
 pub const SLSA_V1: &str = "https://slsa.dev/provenance/v1";
 pub const SLSA_V02: &str = "https://slsa.dev/provenance/v0.2";

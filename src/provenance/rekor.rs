@@ -4,7 +4,6 @@
 //!
 //! The verification is pure (`verify_entry`); `Rekor` is the HTTP adapter.
 
-use crate::reason::Reason;
 use base64::Engine;
 use p256::ecdsa::signature::Verifier;
 use p256::pkcs8::{DecodePublicKey, EncodePublicKey};
@@ -13,6 +12,7 @@ use sha2::{Digest, Sha256};
 use sigstore_verify::types::Sha256Hash;
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::resources::provenance::RekorEntry;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

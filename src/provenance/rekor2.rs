@@ -6,7 +6,6 @@
 //! The verification is pure (`verify_entry2`); `Rekor2` is the HTTP adapter. A log that already holds an
 //! entry answers only its index; `Rekor2` then rebuilds the entry and its proof from the log's tiles.
 
-use crate::reason::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
@@ -18,6 +17,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::provenance::rekor::{MAX_RESPONSE_BYTES, REKOR_TIMEOUT, leaf_hash, node_hash, verify_inclusion};
+use crate::reason::Reason;
 
 pub const KIND: &str = "hashedrekord";
 pub const VERSION: &str = "0.0.2";

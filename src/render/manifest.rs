@@ -4,13 +4,13 @@
 //!
 //! Pure functions: no I/O.
 
-use crate::reason::Reason;
 use std::collections::BTreeMap;
 
 use globset::Glob;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::resources::profile::ResourceMatch;
 
 /// Annotations k8s-manifest-sigstore writes into signed resources; never part of what is signed.

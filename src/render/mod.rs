@@ -9,7 +9,6 @@
 
 pub mod manifest;
 
-use crate::reason::Reason;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +17,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Value, json};
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::resources::argocd::ApplicationSource;
 use crate::source::CommitId;
 use crate::source::repo::{FileKind, Repo};

@@ -5,7 +5,6 @@
 //! No crate reads cosign's encrypted container, so that part is written here on top of the `scrypt` and
 //! `crypto_secretbox` crates.
 
-use crate::reason::Reason;
 use base64::Engine;
 use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{DerSignature, SigningKey as EcdsaKey};
@@ -13,6 +12,8 @@ use p256::pkcs8::{DecodePrivateKey, EncodePublicKey, LineEnding};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+
+use crate::reason::Reason;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KeyError {

@@ -5,13 +5,13 @@
 //! long-lived is kept. Fulcio's API: `POST /api/v2/signingCert`, the key's proof of possession being its
 //! signature over the token's `sub` claim.
 
-use crate::reason::Reason;
 use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::signing::key::SigningKey;
 
 /// Fulcio's answers are small: a certificate chain.

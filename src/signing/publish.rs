@@ -11,7 +11,6 @@
 //! earlier entry for the same envelope), so attaching one again changes nothing; a keyless run's key is
 //! new each time, and so is its signature.
 
-use crate::reason::Reason;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -21,6 +20,7 @@ use thiserror::Error;
 use crate::oci::{self, Blob, Image, OciError, Pushed, Registry};
 use crate::provenance::rekor::{self, LogKey, Rekor, RekorError};
 use crate::provenance::rekor2::{self, CheckpointKey, Entry2, HashedRekord2, Rekor2, Rekor2Error};
+use crate::reason::Reason;
 use crate::render::manifest::{self, Manifest};
 use crate::resources::provenance::RekorEntry;
 use crate::signing::key::SigningKey;

@@ -2,7 +2,6 @@
 //! filled by gix (https with credentials, ssh through the `ssh` program, `file://`); local paths are
 //! read in place. Branches and tags are mirrored so signed tags and same-named branches can be checked.
 
-use crate::reason::Reason;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +12,7 @@ use thiserror::Error;
 
 use super::CommitId;
 use super::repo::{Repo, RepoError};
+use crate::reason::Reason;
 use crate::repository::access::RepoCredentials;
 use crate::repository::url::{self, RepoLocation};
 

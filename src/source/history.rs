@@ -6,7 +6,6 @@
 //! every core (rayon). Commits whose whole history already verified under the same trust are cached and
 //! end the walk, so after one new commit only that commit is checked.
 
-use crate::reason::Reason;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +14,8 @@ use serde::Serialize;
 
 use super::repo::{CommitRecord, Repo, RepoError, TagLookup, version_constraint};
 use super::{CommitId, KeyInfo, SignatureCheck, Signer, Trust};
+
+use crate::reason::Reason;
 
 /// A commit whose signature does not count, described for a person.
 #[derive(Clone, Debug, Serialize)]

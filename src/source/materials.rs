@@ -2,7 +2,6 @@
 //! signed (a cosign `sign-blob` signature, base64 DER ECDSA P-256 over the list; or an armored OpenPGP
 //! detached signature), checked against the verified tree, never against a working copy.
 
-use crate::reason::Reason;
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
@@ -15,6 +14,8 @@ use thiserror::Error;
 use super::openpgp::AllowedPgpKeys;
 use super::repo::{FileKind, Repo, RepoError, contained};
 use super::{CommitId, SignatureCheck};
+
+use crate::reason::Reason;
 
 #[derive(Debug, Error)]
 pub enum MaterialsError {

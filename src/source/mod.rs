@@ -23,11 +23,12 @@ pub mod sshsig;
 pub mod verify;
 pub mod x509;
 
-use crate::reason::Reason;
 use std::fmt;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+
+use crate::reason::Reason;
 
 /// A full git object name (40 or 64 lower-case hex digits). Only ever built from a validated string,
 /// so a branch name can never stand in for a verified commit.

@@ -4,10 +4,10 @@
 //! a repository selects the same policy; a local repository reached through a symbolic link must
 //! select the same policy under its real path too.
 
-use crate::reason::Reason;
 use globset::Glob;
 use thiserror::Error;
 
+use crate::reason::Reason;
 use crate::repository::url;
 use crate::resources::profile::GitPolicy;
 

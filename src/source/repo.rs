@@ -1,13 +1,14 @@
 //! One git repository, read with gix: its commits, tags and trees, with limits on what a hostile
 //! repository can make Weft read. No signature rules here (`history` has them).
 
-use crate::reason::Reason;
 use std::path::Path;
 
 use gix::bstr::ByteSlice;
 use thiserror::Error;
 
 use super::CommitId;
+
+use crate::reason::Reason;
 
 /// Trailers that mark a seal commit (compared case-insensitively).
 pub const SEAL_TRAILERS: [&str; 2] = ["Weft-Seal", "Argocd-gpg-seal"];

@@ -2,7 +2,6 @@
 //! (strict), the signed tag, downgrades, and the signed source-materials list. Each failure names the
 //! commit, the signature, the key, and what to do.
 
-use crate::reason::Reason;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -18,6 +17,7 @@ use super::sshsig::AllowedSigners;
 use super::x509::{KeylessSigners, RekorSearch};
 use super::{CommitId, SignatureCheck, Trust, policy};
 use crate::images::policy::{Root, Signer as Identity};
+use crate::reason::Reason;
 use crate::referenced::{self, Kind, ReferencedObjects};
 use crate::repository::access::RepoCredentials;
 use crate::repository::access::{self, ProjectRules};

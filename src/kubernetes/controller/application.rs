@@ -1,7 +1,6 @@
 //! An Application's reconcile: the unit of work, whether a record stands, the run, the status write
 //! and its Events.
 
-use crate::reason::{Category, Dependency, Reason};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::pipeline::{NoProgress, Pipeline, PipelineOutcome, Request};
+use crate::reason::{Category, Dependency, Reason};
 use crate::resources::argocd::{self, Application};
 use crate::resources::profile::IntegrityProfile;
 use crate::resources::provenance::{ApplicationProvenance, ApplicationProvenanceStatus, ProfileRef, WorkUnit};

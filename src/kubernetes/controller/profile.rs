@@ -1,6 +1,5 @@
 //! An IntegrityProfile's reconcile: how many Applications it selects, and the conflicts.
 
-use crate::reason::Reason;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -11,6 +10,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
+use crate::reason::Reason;
 use crate::resources::profile::{IntegrityProfile, IntegrityProfileStatus, ProfileConflict, ProfileSummary};
 use crate::selection::{self, AppFacts};
 use crate::status::{self};
