@@ -69,7 +69,8 @@ signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", f"{work}/imag
 sig = blob(payload, "application/vnd.dev.cosign.simplesigning.v1+json",
            {"dev.cosignproject.cosign/signature": base64.b64encode(signature).decode()})
 sigs = image([sig], {"architecture": "", "os": "", "config": {}, "rootfs": {"type": "layers", "diff_ids": [sig["digest"]]}})
-cart["annotations"] = {"kind": "dev.cosignproject.cosign/image"}
+# The tag the shop's manifests name: a layout answers for a tag only when it names it.
+cart["annotations"] = {"kind": "dev.cosignproject.cosign/image", "org.opencontainers.image.ref.name": "1.4.2"}
 sigs["annotations"] = {"kind": "dev.cosignproject.cosign/sigs"}
 json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [cart, sigs]},
           open(f"{layout}/index.json", "w"))

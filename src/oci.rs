@@ -845,6 +845,10 @@ pub fn auth_for(dockerconfigjson: &str, host: &str) -> Result<RegistryAuth, OciE
 pub const KIND_IMAGE: &str = "dev.cosignproject.cosign/image";
 pub const KIND_SIGS: &str = "dev.cosignproject.cosign/sigs";
 pub const KIND_ATTS: &str = "dev.cosignproject.cosign/atts";
+/// A multi-platform image, as `cosign save` marks it.
+pub const KIND_IMAGE_INDEX: &str = "dev.cosignproject.cosign/imageIndex";
+/// The OCI annotation naming an image of a layout (its tag, or a reference).
+pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
 /// An OCI image layout as `cosign save` (and `weft run --out`) write one: one image, its signatures and its
 /// attestations, told apart by the `kind` annotation of `index.json`. Read for image verification where
@@ -865,61 +869,93 @@ impl LayoutReader {
         OciError::LayoutUnreadable { path: self.dir.display().to_string(), reason: reason.into() }
     }
 
+    /// A regular file of the layout, at most `limit` bytes (`None`: not there). Never a link, a FIFO or a
+    /// device: a layout is input, and such a file could stall the read or never end it.
+    fn file(&self, path: &Path, what: &str, limit: u64) -> Result<Option<Vec<u8>>, OciError> {
+        use std::io::Read;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_file() => {}
+            Ok(_) => return Err(self.unreadable(format!("{what} is not a regular file"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.unreadable(format!("{what}: {e}"))),
+        }
+        let file = std::fs::File::open(path).map_err(|e| self.unreadable(format!("{what}: {e}")))?;
+        let size = file.metadata().map_err(|e| self.unreadable(format!("{what}: {e}")))?.len();
+        let too_large = |size: BodySize| {
+            let (registry, what) = (self.dir.display().to_string(), what.to_string());
+            OciError::TooLarge { registry, what, size, limit }
+        };
+        if size > limit {
+            return Err(too_large(BodySize::Declared(size)));
+        }
+        let mut bytes = Vec::new();
+        file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| self.unreadable(format!("{what}: {e}")))?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(BodySize::AtLeast(bytes.len() as u64)));
+        }
+        Ok(Some(bytes))
+    }
+
     /// The blob with this digest (`None`: not in the layout), at most `limit` bytes.
     fn blob(&self, digest: &str, limit: u64) -> Result<Option<Vec<u8>>, OciError> {
         let hex = digest
             .strip_prefix("sha256:")
             .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
             .ok_or_else(|| self.unreadable(format!("{digest:?} is not a sha256 digest")))?;
-        let path = self.dir.join("blobs/sha256").join(hex);
-        let size = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.unreadable(format!("{digest}: {e}"))),
+        let Some(bytes) = self.file(&self.dir.join("blobs/sha256").join(hex), &format!("blob {digest}"), limit)? else {
+            return Ok(None);
         };
-        if size > limit {
-            let (registry, what) = (self.dir.display().to_string(), format!("blob {digest}"));
-            return Err(OciError::TooLarge { registry, what, size: BodySize::Declared(size), limit });
-        }
-        let bytes = std::fs::read(&path).map_err(|e| self.unreadable(format!("{digest}: {e}")))?;
         if hex::encode(Sha256::digest(&bytes)) != hex {
             return Err(self.unreadable(format!("blob {digest} does not match its digest")));
         }
         Ok(Some(bytes))
     }
 
-    /// The digest of the manifest of one `kind` (image, signatures, attestations).
-    fn entry(&self, kind: &str) -> Result<Option<String>, OciError> {
-        let index = match std::fs::read(self.dir.join("index.json")) {
-            Ok(b) if b.len() as u64 <= MAX_MANIFEST_BYTES => b,
-            Ok(_) => return Err(self.unreadable("index.json is larger than a manifest may be")),
-            Err(e) => return Err(self.unreadable(format!("index.json: {e}"))),
-        };
+    /// The entries of `index.json` of one `kind`.
+    fn entries(&self, kinds: &[&str]) -> Result<Vec<Value>, OciError> {
+        let index = self
+            .file(&self.dir.join("index.json"), "index.json", MAX_MANIFEST_BYTES)?
+            .ok_or_else(|| self.unreadable("no index.json: not an OCI image layout"))?;
         let index: Value = serde_json::from_slice(&index).map_err(|e| self.unreadable(format!("index.json: {e}")))?;
         let manifests = index["manifests"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let mut entries = manifests.iter().filter(|m| m["annotations"]["kind"] == kind);
-        let entry = entries.next();
-        if entries.next().is_some() {
-            return Err(self.unreadable(format!("index.json lists more than one {kind}")));
-        }
-        Ok(entry.and_then(|m| m["digest"].as_str()).map(str::to_string))
+        Ok(manifests.iter().filter(|m| kinds.iter().any(|k| m["annotations"]["kind"] == *k)).cloned().collect())
     }
 
-    /// A manifest by digest, by cosign's `sha256-<hex>.sig` / `.att` tags, or (any other tag) the image's.
+    /// The one entry of these kinds, if any.
+    fn entry(&self, kinds: &[&str]) -> Result<Option<Value>, OciError> {
+        match self.entries(kinds)?.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            _ => Err(self.unreadable(format!("index.json lists more than one {}", kinds.join(" or ")))),
+        }
+    }
+
+    /// The image (or image index, for a multi-platform image) the layout holds.
+    fn image(&self) -> Result<Option<Value>, OciError> {
+        self.entry(&[KIND_IMAGE, KIND_IMAGE_INDEX])
+    }
+
+    /// A manifest by digest, by cosign's `sha256-<hex>.sig` / `.att` tags (for the image the layout holds
+    /// only), or by a tag the layout names for its image (`org.opencontainers.image.ref.name`, as the tag
+    /// or a reference ending in it). `cosign save` names none: then only digests resolve, as a tag could
+    /// stand for any image.
     pub fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
         if reference.starts_with("sha256:") {
             return self.blob(reference, MAX_MANIFEST_BYTES);
         }
+        let digest_of = |e: Option<Value>| e.and_then(|e| e["digest"].as_str().map(str::to_string));
         let signed = reference.strip_prefix("sha256-").and_then(|r| {
             r.strip_suffix(".sig").map(|h| (h, KIND_SIGS)).or_else(|| r.strip_suffix(".att").map(|h| (h, KIND_ATTS)))
         });
         let digest = match signed {
-            // Signatures of the image this layout holds, and of no other.
-            Some((hex, kind)) if self.entry(KIND_IMAGE)?.as_deref() == Some(&format!("sha256:{hex}")) => {
-                self.entry(kind)?
+            Some((hex, kind)) if digest_of(self.image()?).as_deref() == Some(&format!("sha256:{hex}")) => {
+                digest_of(self.entry(&[kind])?)
             }
             Some(_) => None,
-            None => self.entry(KIND_IMAGE)?,
+            None => digest_of(self.image()?.filter(|e| {
+                let named = e["annotations"][REF_NAME_ANNOTATION].as_str().unwrap_or_default();
+                !named.is_empty() && (named == reference || named.ends_with(&format!(":{reference}")))
+            })),
         };
         match digest {
             Some(d) => self.blob(&d, MAX_MANIFEST_BYTES),
@@ -996,7 +1032,9 @@ fn write_blobs(dir: &Path, image: &Image) -> Result<(), OciError> {
 
 /// The layers of the image of one `kind` in an OCI image layout, if there is one.
 pub fn layout_layers(dir: &Path, kind: &str) -> Vec<Blob> {
-    let read = |d: &str| std::fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).ok();
+    // Through the reader: digests checked (no path out of the layout), regular files only, bounded.
+    let layout = LayoutReader::new(dir);
+    let read = |d: &str| layout.blob(d, MAX_LAYER_BYTES).ok().flatten();
     let Some(index) = std::fs::read(dir.join("index.json")).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
     else {
         return Vec::new();
@@ -1032,6 +1070,80 @@ pub fn attestation_tag(image_digest: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A layout as `cosign save` writes one: an image and its signatures, told apart by `kind`.
+    fn saved_layout() -> (tempfile::TempDir, Image, Image) {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = Blob { media_type: MANIFEST_LAYER.into(), bytes: b"app".to_vec(), annotations: BTreeMap::new() };
+        let image = Image::new(vec![layer], &BTreeMap::new(), None, None);
+        let payload = simple_signing_payload("registry.example/app", &image.digest(), &BTreeMap::new());
+        let signatures = Image::new(vec![signature_layer(payload, "c2ln", None)], &BTreeMap::new(), None, None);
+        write_layout(dir.path(), &image, &signatures).unwrap();
+        (dir, image, signatures)
+    }
+
+    fn set_index(dir: &Path, edit: impl FnOnce(&mut Value)) {
+        let mut index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        edit(&mut index);
+        std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_layout_answers_for_its_own_image_by_digest_and_for_a_tag_only_when_it_names_it() {
+        let (dir, image, signatures) = saved_layout();
+        let layout = LayoutReader::new(dir.path());
+        assert_eq!(layout.manifest(&image.digest()).unwrap(), Some(image.manifest.clone()));
+        let hex = image.digest().trim_start_matches("sha256:").to_string();
+        assert_eq!(layout.manifest(&format!("sha256-{hex}.sig")).unwrap(), Some(signatures.manifest.clone()));
+        assert_eq!(layout.manifest(&format!("sha256-{}.sig", "0".repeat(64))).unwrap(), None, "another image's");
+        assert_eq!(layout.manifest(&format!("sha256-{hex}.att")).unwrap(), None, "no attestations saved");
+        // `cosign save` names no tag: a tag could stand for any image, so it resolves to nothing.
+        assert_eq!(layout.manifest("1.0").unwrap(), None);
+        set_index(dir.path(), |i| i["manifests"][0]["annotations"][REF_NAME_ANNOTATION] = json!("1.0"));
+        assert_eq!(layout.manifest("1.0").unwrap(), Some(image.manifest.clone()));
+        assert_eq!(layout.manifest("2.0").unwrap(), None);
+        // A multi-platform image is saved as an image index.
+        set_index(dir.path(), |i| i["manifests"][0]["annotations"]["kind"] = json!(KIND_IMAGE_INDEX));
+        assert_eq!(layout.manifest(&format!("sha256-{hex}.sig")).unwrap(), Some(signatures.manifest.clone()));
+        let layers = layout.layers_each(&signatures.manifest).unwrap();
+        assert_eq!(layers.len(), 1);
+        assert!(layers[0].as_ref().unwrap().annotations.contains_key(SIGNATURE_ANNOTATION));
+    }
+
+    #[test]
+    fn a_layout_is_input_tampered_linked_special_and_ambiguous_files_are_refused() {
+        let (dir, image, _) = saved_layout();
+        let layout = LayoutReader::new(dir.path());
+        let blob = dir.path().join("blobs/sha256").join(image.digest().trim_start_matches("sha256:"));
+        let unreadable = |r: Result<Option<Vec<u8>>, OciError>| match r {
+            Err(e @ OciError::LayoutUnreadable { .. }) => e.to_string(),
+            other => panic!("expected LayoutUnreadable, got {other:?}"),
+        };
+        std::fs::write(&blob, b"something else").unwrap();
+        assert!(unreadable(layout.manifest(&image.digest())).contains("does not match its digest"));
+        std::fs::remove_file(&blob).unwrap();
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+            assert!(unreadable(layout.manifest(&image.digest())).contains("not a regular file"));
+            std::fs::remove_file(&blob).unwrap();
+            let made = std::process::Command::new("mkfifo").arg(&blob).status().unwrap();
+            assert!(made.success());
+            assert!(
+                unreadable(layout.manifest(&image.digest())).contains("not a regular file"),
+                "a FIFO never blocks it"
+            );
+            std::fs::remove_file(&blob).unwrap();
+        }
+        assert!(unreadable(layout.manifest("sha256:../../etc/passwd")).contains("not a sha256 digest"));
+        set_index(dir.path(), |i| {
+            let first = i["manifests"][0].clone();
+            i["manifests"].as_array_mut().unwrap().push(first);
+        });
+        assert!(unreadable(layout.manifest("1.0")).contains("more than one"));
+        std::fs::write(dir.path().join("index.json"), vec![b' '; (MAX_MANIFEST_BYTES + 1) as usize]).unwrap();
+        assert!(matches!(layout.manifest("1.0"), Err(OciError::TooLarge { .. })));
+    }
 
     #[test]
     fn throttling_and_failures_are_retried_refusals_are_verdicts() {

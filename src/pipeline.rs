@@ -535,6 +535,13 @@ impl Pipeline {
                 "the profile names no transparency log (provenance.rekor), so no provenance is recorded and nothing is vouched for".to_string(),
             ));
         }
+        if done.log.is_none() && done.key.chain().is_some() {
+            return Err(StepReport::new(
+                StepState::Failed,
+                Reason::KeylessNeedsLog,
+                "provenance.unlogged with keyless signing: the certificate lives minutes, and with no log entry nobody could later show the attestation was signed while it was valid, so none is recorded; name provenance.rekor, or sign with a key".to_string(),
+            ));
+        }
         let app = request.app;
         let revisions: Vec<String> = request.target.sources.iter().map(|s| s.revision.clone()).collect();
         let generation = request.profile.metadata.generation.unwrap_or_default();

@@ -155,12 +155,12 @@ reasons! {
     IdentityTokenInvalid: Configuration,
     KeylessIdentityMismatch: Configuration,
     KeylessNeedsTimestamps: Configuration,
+    KeylessNeedsLog: Configuration,
     TimestampAuthorityInvalid: Configuration,
     NoDestination: Configuration,
     InvalidImageRepository: Configuration,
     RegistryCredentialsInvalid: Configuration,
     LayoutUnwritable: Configuration,
-    LayoutUnreadable: Configuration,
     RekorKeyInvalid: Configuration,
     RekorDuplicate: Configuration,
 
@@ -221,6 +221,8 @@ reasons! {
     NoImagePolicy: Verdict,
     ImageNotFound: Verdict,
     InvalidImageReference: Verdict,
+    /// An image layout given on the command line that is not one, or whose blobs do not match their digests.
+    LayoutUnreadable: Verdict,
     TooManyImages: Verdict,
     UnverifiedImagesPermitted: Verdict,
 

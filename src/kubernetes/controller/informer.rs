@@ -18,9 +18,9 @@ use crate::target;
 /// A cache of one resource kind and scope, filled by one watch task, whose changes go to the controllers
 /// that subscribed (client-go's shared informer). Each subscriber asks only for the news it acts on
 /// (`News`): an event whose news did not change since the last one sent is dropped, so status churn
-/// wakes nobody. Deletions are always sent. The initial list goes only to subscribers that ask for it
-/// (a controller that reconciles every object of its own at startup does not), once the cache is
-/// ready. Readiness is awaited
+/// wakes nobody. Deletions are always sent. Each list (the first, and a re-list) goes whole only to
+/// subscribers that ask for it (a controller that reconciles every object of its own at startup does
+/// not), once the cache holds it. Readiness is awaited
 /// once, before the controllers start, so reconciles never wait on a half-filled cache.
 ///
 /// Not kube-runtime's shared reflector (`reflect_shared`): its subscribers are not told of deletions,
@@ -100,9 +100,10 @@ where
                         let _ = tx.send(Ok(obj.clone())).await;
                     }
                 }
-                // The initial list, once the cache is ready: a subscriber is not yet reading before
-                // then, and more objects than the buffer holds would hold up the readiness it waits on.
-                Ok(watcher::Event::InitDone) if !listed => {
+                // Every list (the first, and each after the watch lost its place), once the cache holds
+                // it: a subscriber is not yet reading before the first, and more objects than the buffer
+                // holds would hold up the readiness it waits on.
+                Ok(watcher::Event::InitDone) => {
                     listed = true;
                     let objects = reader.state();
                     for (tx, _) in senders.iter_mut().zip(&subscribers).filter(|(_, sub)| sub.initial_list) {
@@ -111,7 +112,6 @@ where
                         }
                     }
                 }
-                Ok(watcher::Event::InitDone) => {}
                 Ok(watcher::Event::Init) => {}
                 Err(e) => warn!(resource = what, error = %e, "watch failed; retrying with backoff"),
             }
@@ -123,6 +123,12 @@ where
 /// What a profile change means to its Applications: its spec (the generation), not its status.
 pub(super) fn profile_news(p: &IntegrityProfile) -> u64 {
     hash_of(&p.metadata.generation)
+}
+
+/// What a profile change means to the profile's own reconcile: its spec, and its status (one written by
+/// anyone else is put right at once; Weft's own write is news once, and changes nothing).
+pub(super) fn profile_status_news(p: &IntegrityProfile) -> u64 {
+    hash_of(&(p.metadata.generation, serde_json::to_string(&p.status).unwrap_or_default()))
 }
 
 /// What a provenance change means to its Application: its spec or ownership changed (someone else

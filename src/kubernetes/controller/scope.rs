@@ -29,10 +29,10 @@ use super::api;
 use super::application::facts_of;
 use super::application::reconcile_application;
 use super::informer::application_news;
-use super::informer::profile_news;
 use super::informer::provenance_news;
 use super::informer::selection_news;
 use super::informer::{Subscriber, informer};
+use super::informer::{profile_news, profile_status_news};
 use super::profile::reconcile_profile;
 
 /// State shared by the reconcilers of one scope (a namespace, or the whole cluster).
@@ -89,7 +89,7 @@ pub(super) async fn run_scope(
     let (profiles, [profile_events, profiles_to_reconcile]) = informer::<IntegrityProfile, 2>(
         api(&client, &ns),
         "IntegrityProfile",
-        [Subscriber::changes(profile_news), Subscriber::everything(profile_news)],
+        [Subscriber::changes(profile_news), Subscriber::everything(profile_status_news)],
     );
     let (provenances, [provenance_events, provenance_events_for_profiles]) = informer::<ApplicationProvenance, 2>(
         api(&client, &ns),
