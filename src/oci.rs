@@ -619,10 +619,7 @@ impl Registry {
             };
             total += bytes.len() as u64;
             if oci_digest_matches(&bytes, digest) {
-                let annotations = l["annotations"]
-                    .as_object()
-                    .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-                    .unwrap_or_default();
+                let annotations = descriptor_annotations(l);
                 out.push(Ok(Blob {
                     media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
                     bytes,
@@ -979,10 +976,7 @@ impl LayoutReader {
                 .blob(digest, MAX_LAYER_BYTES.min(MAX_LAYERS_TOTAL_BYTES - total))?
                 .ok_or_else(|| self.unreadable(format!("layer {digest} is not in the layout")))?;
             total += bytes.len() as u64;
-            let annotations = l["annotations"]
-                .as_object()
-                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-                .unwrap_or_default();
+            let annotations = descriptor_annotations(l);
             Ok(Blob { media_type: l["mediaType"].as_str().unwrap_or_default().to_string(), bytes, annotations })
         });
         Ok(layers.collect())
@@ -1035,12 +1029,7 @@ pub fn layout_layers(dir: &Path, kind: &str) -> Vec<Blob> {
     // Through the reader: digests checked (no path out of the layout), regular files only, bounded.
     let layout = LayoutReader::new(dir);
     let read = |d: &str| layout.blob(d, MAX_LAYER_BYTES).ok().flatten();
-    let Some(index) = std::fs::read(dir.join("index.json")).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-    else {
-        return Vec::new();
-    };
-    let Some(entry) = index["manifests"].as_array().and_then(|ms| ms.iter().find(|m| m["annotations"]["kind"] == kind))
-    else {
+    let Some(entry) = layout.entries(&[kind]).ok().and_then(|e| e.into_iter().next()) else {
         return Vec::new();
     };
     let Some(manifest) = entry["digest"].as_str().and_then(read).and_then(|b| serde_json::from_slice::<Value>(&b).ok())
@@ -1053,13 +1042,18 @@ pub fn layout_layers(dir: &Path, kind: &str) -> Vec<Blob> {
         .flatten()
         .filter_map(|l| {
             let bytes = read(l["digest"].as_str()?)?;
-            let annotations = l["annotations"]
-                .as_object()
-                .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-                .unwrap_or_default();
+            let annotations = descriptor_annotations(l);
             Some(Blob { media_type: l["mediaType"].as_str()?.to_string(), bytes, annotations })
         })
         .collect()
+}
+
+/// A descriptor's annotations, as strings.
+fn descriptor_annotations(descriptor: &Value) -> BTreeMap<String, String> {
+    descriptor["annotations"]
+        .as_object()
+        .map(|a| a.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
 }
 
 /// The `.att` tag cosign looks up for an image digest.

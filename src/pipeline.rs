@@ -322,20 +322,19 @@ pub(crate) async fn run_steps(steps: &impl Steps, request: Request<'_>, progress
     let (report, rekor, summary) = match recorded {
         Ok((a, summary)) => {
             let how = if a.reused { "recorded (completing an earlier attempt)" } else { "recorded" };
-            let logged = |e: &Option<crate::resources::provenance::RekorEntry>| {
-                match e {
+            const UNLOGGED: &str = "in no transparency log (provenance.unlogged: nobody else can tell when it was made, or that it was not replaced)";
+            let logged = |e: Option<&crate::resources::provenance::RekorEntry>| match e {
                 Some(e) => format!("in the transparency log at index {} (entry {})", e.log_index, e.uuid),
-                None => "in no transparency log (provenance.unlogged: nobody else can tell when it was made, or that it was not replaced)".into(),
-            }
+                None => UNLOGGED.to_string(),
             };
             let mut msg = format!(
                 "SLSA provenance for {} {how} {}, attached as a signed attestation to {}",
                 done.published.reference,
-                logged(&a.entry),
+                logged(a.entry.as_ref()),
                 a.attached
             );
             match summary.as_ref().map(|s| &s.entry) {
-                Some(Some(e)) => msg += &format!("; verification summary (SLSA VSA) {}", logged(&Some(e.clone()))),
+                Some(Some(e)) => msg += &format!("; verification summary (SLSA VSA) {}", logged(Some(e))),
                 Some(None) => msg += "; verification summary (SLSA VSA) attached beside it, unlogged too",
                 None => {}
             }

@@ -295,25 +295,26 @@ enum Store {
     Layout(LayoutReader),
 }
 
+/// Each arm answers as its own `ImageStore` does.
 impl ImageStore for Store {
     async fn manifest(&self, reference: &str) -> Result<Option<Vec<u8>>, OciError> {
         match self {
-            Store::Registry(r) => r.manifest(reference).await,
-            Store::Layout(l) => l.manifest(reference),
+            Store::Registry(r) => ImageStore::manifest(r.as_ref(), reference).await,
+            Store::Layout(l) => ImageStore::manifest(l, reference).await,
         }
     }
 
     async fn layers_each(&self, manifest: &[u8]) -> Result<Vec<Result<crate::oci::Blob, OciError>>, OciError> {
         match self {
-            Store::Registry(r) => r.layers_each(manifest).await,
-            Store::Layout(l) => l.layers_each(manifest),
+            Store::Registry(r) => ImageStore::layers_each(r.as_ref(), manifest).await,
+            Store::Layout(l) => ImageStore::layers_each(l, manifest).await,
         }
     }
 
     async fn referrers(&self, digest: &str) -> Result<Vec<serde_json::Value>, OciError> {
         match self {
-            Store::Registry(r) => r.referrers(digest).await,
-            Store::Layout(_) => Ok(Vec::new()),
+            Store::Registry(r) => ImageStore::referrers(r.as_ref(), digest).await,
+            Store::Layout(l) => ImageStore::referrers(l, digest).await,
         }
     }
 }
